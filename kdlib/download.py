@@ -10,7 +10,6 @@ Files placed by hand are used as they are: when every needed file exists, nothin
 """
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import shutil
@@ -38,6 +37,7 @@ MRPC_TRAIN = "msr_paraphrase_train.txt"
 MRPC_TEST = "msr_paraphrase_test.txt"
 MRPC_DEV_IDS = "mrpc_dev_ids.tsv"
 MRPC_HEADER = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
+_MRPC_HEADER_LINE = "\t".join(MRPC_HEADER)
 
 _CHUNK = 1 << 16
 
@@ -51,14 +51,15 @@ def fetch_glue(task_name: str, out_root: str | Path, base_url: str, *, mrpc_url:
                log: Callable[[str], object] = print) -> list[Path]:
     """Make sure ``out_root/<glue_dir>/<split>.tsv`` exists for every split of ``task_name``.
 
-    Returns the paths of those files, in ``task.splits`` order. ``retries`` is the number of tries
-    in all (at least one); before try ``k + 1`` it sleeps ``backoff * 2**k`` seconds. Connection
-    errors, timeouts and HTTP 5xx are retried; HTTP 4xx fails at once. Raises
+    If some are missing, all of them are (re)written from a fresh download. Returns the paths of
+    those files, in ``task.splits`` order. Connection errors, timeouts and HTTP 5xx are retried up
+    to ``retries`` times (``retries + 1`` tries in all), sleeping ``backoff * 2**k`` seconds before
+    retry ``k = 0, 1, ...``; HTTP 4xx fails at once. Raises
     :class:`DownloadError` when a file cannot be fetched, :class:`DataError` for a bad archive and
     :class:`ConfigError` for a task that is not a GLUE download.
     """
     task = get_task(task_name)
-    if task.name not in ("mrpc",) and task.archive is None:
+    if task.archive is None and task.name != "mrpc":
         raise ConfigError(f"task {task.name!r} is not a GLUE download; "
                           "it is built by the prepare_builtin rule")
     out_root = Path(out_root)
@@ -69,7 +70,7 @@ def fetch_glue(task_name: str, out_root: str | Path, base_url: str, *, mrpc_url:
         return outputs
 
     hint = _hand_hint(task, out_root)
-    fetch = _Fetcher(timeout=timeout, tries=max(1, int(retries)), backoff=backoff, hint=hint)
+    fetch = _Fetcher(timeout=timeout, tries=1 + max(0, int(retries)), backoff=backoff, hint=hint)
     out_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".download.", dir=out_root) as tmp:
         if task.archive is None:  # MRPC
@@ -101,19 +102,17 @@ def _hand_hint(task: Task, out_root: Path) -> str:
 
 
 def _reason(exc: BaseException, timeout: float) -> str:
-    """A short lower-case reason for a failed try, on one line."""
+    """A failed try's reason on one line, e.g. ``HTTP 404 Not Found``, ``connection refused``."""
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code} {exc.reason}".strip()
-    if isinstance(exc, urllib.error.URLError):
-        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
-        if not isinstance(exc, BaseException):
-            return str(exc)
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        exc = exc.reason
     if isinstance(exc, TimeoutError):
         return f"timed out after {timeout:g} s"
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    elif isinstance(exc, urllib.error.URLError):
+    if isinstance(exc, urllib.error.URLError):
         text = str(exc.reason)
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
     else:
         text = str(exc) or type(exc).__name__
     text = " ".join(text.split())
@@ -123,7 +122,7 @@ def _reason(exc: BaseException, timeout: float) -> str:
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code >= 500
-    return isinstance(exc, (urllib.error.URLError, OSError, http.client.HTTPException))
+    return isinstance(exc, (OSError, http.client.HTTPException))
 
 
 class _Fetcher:
@@ -139,14 +138,15 @@ class _Fetcher:
             try:
                 self._once(url, dest)
                 return
-            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-                reason = _reason(exc, self.timeout)
-                if isinstance(exc, ValueError):  # malformed URL
-                    raise DownloadError(f"could not download {url} ({exc}); {self.hint}") from None
-                if not _retryable(exc) or attempt + 1 == tries:
-                    after = f" after {tries} tries" if tries > 1 and _retryable(exc) else ""
-                    raise DownloadError(
-                        f"could not download {url} ({reason}{after}); {self.hint}") from None
+            except ValueError as exc:  # a malformed URL
+                raise DownloadError(f"could not download {url} ({exc}); {self.hint}") from None
+            except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
+                retry = _retryable(exc)
+                if not retry or attempt + 1 == tries:
+                    after = f" after {tries} tries" if retry and tries > 1 else ""
+                    raise DownloadError(f"could not download {url} "
+                                        f"({_reason(exc, self.timeout)}{after}); {self.hint}"
+                                        ) from None
                 time.sleep(self.backoff * 2 ** attempt)
 
     def _once(self, url: str, dest: Path) -> None:
@@ -169,15 +169,18 @@ class _Fetcher:
 
 
 def _member_escapes(info: zipfile.ZipInfo, root: Path) -> bool:
-    """True when extracting ``info`` under ``root`` could write outside ``root``."""
+    """True when extracting ``info`` under ``root`` could write outside ``root``.
+
+    Symlinks, absolute or drive-letter paths, backslashes and ``..`` parts all count as escapes.
+    """
     name = info.filename
     if stat.S_ISLNK(info.external_attr >> 16):
         return True
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or "\\" in name:
+    if name.startswith(("/", "\\")) or "\\" in name or (len(name) > 1 and name[1] == ":"):
         return True
     if ".." in PurePosixPath(name).parts:
         return True
-    target = (root / name).resolve()
+    target = Path(os.path.normpath(root / name))
     return target != root and root not in target.parents
 
 
@@ -194,7 +197,7 @@ def _extract_splits(task: Task, zip_path: Path, url: str, out_root: Path, hint: 
     if not zipfile.is_zipfile(zip_path):
         raise DataError(f"{archive} from {url} is not a zip archive (corrupt or wrong file); "
                         f"{hint}")
-    root = out_root.resolve()
+    root = Path(os.path.abspath(out_root))
     try:
         with zipfile.ZipFile(zip_path) as zf:
             bad = zf.testzip()
@@ -225,57 +228,78 @@ def _extract_splits(task: Task, zip_path: Path, url: str, out_root: Path, hint: 
 # --------------------------------------------------------------------------- MRPC
 
 
-def _read_lines(path: Path, url: str) -> list[str]:
-    """The file's lines, decoded as UTF-8 (a leading BOM dropped), without line ends."""
+def _lines(path: Path, url: str) -> list[str]:
+    """The file's lines as UTF-8 text (a leading BOM dropped), without line ends."""
     try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"{url}: bytes that are not UTF-8 ({exc})") from None
+    lines = [line.rstrip("\r") for line in text.split("\n")]  # not splitlines: \x0c etc. stay
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
-def _fetch_mrpc(task: Task, out_root: Path, base_url: str, mrpc_url: str, tmp: Path,
-                fetch: _Fetcher, hint: str, log: Callable[[str], object]) -> None:
-    """Split the MSR paraphrase train file into GLUE's MRPC train.tsv and dev.tsv.
-
-    A train row goes to dev.tsv when its ``(#1 ID, #2 ID)`` pair is in ``mrpc_dev_ids.tsv``.
-    """
-    sources = {MRPC_TRAIN: _join(mrpc_url, MRPC_TRAIN), MRPC_TEST: _join(mrpc_url, MRPC_TEST),
-               MRPC_DEV_IDS: _join(base_url, MRPC_DEV_IDS)}
-    for name, url in sources.items():
-        log(f"{task.name}: downloading {url}")
-        fetch(url, tmp / name)
-
-    dev_ids = set()
-    for lineno, line in enumerate(_read_lines(tmp / MRPC_DEV_IDS, sources[MRPC_DEV_IDS]), 1):
-        if not line.strip():
-            continue
-        fields = line.strip().split("\t")
-        if len(fields) != 2:
-            raise DataError(f"{sources[MRPC_DEV_IDS]}:{lineno}: expected 'id1<TAB>id2', "
-                            f"got {len(fields)} field(s)")
-        dev_ids.add((fields[0], fields[1]))
-
-    train_url = sources[MRPC_TRAIN]
-    lines = _read_lines(tmp / MRPC_TRAIN, train_url)
+def _msr_rows(path: Path, url: str, hint: str) -> list[list[str]]:
+    """The data rows of an MSR paraphrase file (the five-column header checked and dropped)."""
+    lines = _lines(path, url)
     if not lines or lines[0].split("\t") != MRPC_HEADER:
-        raise DataError(f"{train_url}: expected the header {chr(92)}t-separated "
-                        f"{', '.join(MRPC_HEADER)}; {hint}")
-    header = "\t".join(MRPC_HEADER) + "\n"
-    train, dev = [header], [header]
+        raise DataError(f"{url}: the first line is not the MSR corpus header "
+                        f"{_MRPC_HEADER_LINE!r}; {hint}")
+    rows = []
     for lineno, line in enumerate(lines[1:], 2):
         if not line.strip():
             continue
         fields = line.split("\t")
         if len(fields) != len(MRPC_HEADER):
-            raise DataError(f"{train_url}:{lineno}: expected {len(MRPC_HEADER)} tab-separated "
-                            f"fields, got {len(fields)}")
-        (dev if (fields[1], fields[2]) in dev_ids else train).append(line + "\n")
-    if len(dev) == 1:
-        raise DataError(f"{train_url}: none of the id pairs in {MRPC_DEV_IDS} occur in it; {hint}")
-    if len(train) == 1:
-        raise DataError(f"{train_url}: every row is a dev row, none left for train; {hint}")
+            raise DataError(f"{url}:{lineno}: expected {len(MRPC_HEADER)} tab-separated fields, "
+                            f"got {len(fields)}")
+        rows.append(fields)
+    return rows
 
-    for split, rows in (("train", train), ("dev", dev)):
-        with atomic_path(glue_file(out_root, task, split)) as out:
-            with open(out, "w", encoding="utf-8", newline="\n") as fh:
-                fh.writelines(rows)
+
+def _dev_ids(path: Path, url: str) -> set[tuple[str, str]]:
+    """GLUE's MRPC dev id pairs: one ``id1<TAB>id2`` a line, no header."""
+    ids = set()
+    for lineno, line in enumerate(_lines(path, url), 1):
+        fields = line.strip().split("\t")
+        if fields == [""]:
+            continue
+        if len(fields) != 2:
+            raise DataError(f"{url}:{lineno}: expected 'id1<TAB>id2', got {len(fields)} field(s)")
+        ids.add((fields[0], fields[1]))
+    return ids
+
+
+def _write_tsv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+        fh.writelines("\t".join(r) + "\n" for r in [header, *rows])
+
+
+def _fetch_mrpc(task: Task, out_root: Path, base_url: str, mrpc_url: str, tmp: Path,
+                fetch: _Fetcher, hint: str, log: Callable[[str], object]) -> None:
+    """Build GLUE's MRPC ``train.tsv``, ``dev.tsv`` and ``test.tsv`` from the MSR corpus.
+
+    A row of ``msr_paraphrase_train.txt`` goes to dev.tsv when its ``(#1 ID, #2 ID)`` pair is in
+    ``mrpc_dev_ids.tsv``, else to train.tsv; both keep the corpus's header. test.tsv is the test
+    file with GLUE's ``index`` column in place of the label.
+    """
+    urls = {MRPC_TRAIN: _join(mrpc_url, MRPC_TRAIN), MRPC_TEST: _join(mrpc_url, MRPC_TEST),
+            MRPC_DEV_IDS: _join(base_url, MRPC_DEV_IDS)}
+    for name, url in urls.items():
+        log(f"{task.name}: downloading {url}")
+        fetch(url, tmp / name)
+
+    dev_ids = _dev_ids(tmp / MRPC_DEV_IDS, urls[MRPC_DEV_IDS])
+    rows = _msr_rows(tmp / MRPC_TRAIN, urls[MRPC_TRAIN], hint)
+    test = _msr_rows(tmp / MRPC_TEST, urls[MRPC_TEST], hint)
+    dev = [r for r in rows if (r[1], r[2]) in dev_ids]
+    train = [r for r in rows if (r[1], r[2]) not in dev_ids]
+    if not dev:
+        raise DataError(f"{urls[MRPC_TRAIN]}: none of the id pairs in {MRPC_DEV_IDS} occur in it; "
+                        f"{hint}")
+    if not train:
+        raise DataError(f"{urls[MRPC_TRAIN]}: every row is a dev row, none left for train; {hint}")
+
+    _write_tsv(glue_file(out_root, task, "train"), MRPC_HEADER, train)
+    _write_tsv(glue_file(out_root, task, "dev"), MRPC_HEADER, dev)
+    _write_tsv(glue_file(out_root, task, "test"), ["index", *MRPC_HEADER[1:]],
+               [[str(i), *r[1:]] for i, r in enumerate(test)])
