@@ -1,0 +1,18 @@
+# kdflow: knowledge distillation of BERT-family models as a workflow of cached stages.
+# This file only wires the pieces together; see rules/*.smk and config.yaml.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        default_targets,

@@ -1,0 +1,133 @@
+"""Turning task TSVs into OFRecord files: WordPiece records for BERT, word records for the BiLSTM.
+
+Both converters stream the TSV in chunks and write one record per row in file order, so record ``i``
+of the BERT file and of the LSTM file is the same example (the teacher-logit cache relies on it).
+"""
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+import numpy as np
+from tokenizers import BertWordPieceTokenizer, normalizers, pre_tokenizers
+from tqdm import tqdm
+
+from .errors import DataError
+from .io import write_text
+from .ofrecord import RecordWriter
+from .tasks import Task
+
+PAD, UNK = "<pad>", "<unk>"
+
+
+def wordpiece(vocab: str | Path, max_length: int) -> BertWordPieceTokenizer:
+    """The teacher's uncased WordPiece, truncating pairs longest-first and padding to ``max_length``."""
+    vocab = Path(vocab)
+    if not vocab.is_file():
+        raise DataError(f"{vocab}: vocabulary file not found")
+    tok = BertWordPieceTokenizer(str(vocab), lowercase=True)
+    tok.enable_truncation(max_length=max_length)
+    tok.enable_padding(length=max_length)
+    return tok
+
+
+def _labels(task: Task, chunk) -> np.ndarray:
+    dtype = np.float32 if task.is_regression else np.int32
+    return chunk["label"].to_numpy(dtype=dtype)
+
+
+def _texts(chunk):
+    a = chunk["text_a"].tolist()
+    if chunk["text_b"].isna().all():
+        return a
+    return list(zip(a, chunk["text_b"].tolist()))
+
+
+def convert_bert(task: Task, chunks, out_path: str | Path, tokenizer: BertWordPieceTokenizer,
+                 desc: str = "") -> int:
+    """Write BERT records (input_ids, input_mask, segment_ids, label_ids, is_real_example)."""
+    ones = np.ones(1, dtype=np.int32)
+    with RecordWriter(out_path) as writer, tqdm(desc=desc or str(out_path), unit="ex") as bar:
+        for chunk in chunks:
+            encodings = tokenizer.encode_batch(_texts(chunk))
+            ids = np.array([e.ids for e in encodings], dtype=np.int32)         # (N, L)
+            mask = np.array([e.attention_mask for e in encodings], dtype=np.int32)
+            segments = np.array([e.type_ids for e in encodings], dtype=np.int32)
+            labels = _labels(task, chunk)
+            for i in range(len(ids)):
+                writer.write({"input_ids": ids[i], "input_mask": mask[i], "segment_ids": segments[i],
+                              "label_ids": labels[i:i + 1], "is_real_example": ones})
+            bar.update(len(ids))
+    return writer.count
+
+
+class WordTokenizer:
+    """Lower-cased words split at whitespace and punctuation (BERT's basic pre-tokenisation)."""
+
+    def __init__(self):
+        self.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None)
+        self.pre = pre_tokenizers.BertPreTokenizer()
+
+    def __call__(self, text: str, text_b: str | None = None) -> list[str]:
+        words = [w for w, _ in self.pre.pre_tokenize_str(self.normalizer.normalize_str(text))]
+        if text_b is not None:
+            words += [w for w, _ in self.pre.pre_tokenize_str(self.normalizer.normalize_str(text_b))]
+        return words
+
+
+def _rows(chunk):
+    b = chunk["text_b"].tolist() if not chunk["text_b"].isna().all() else [None] * len(chunk)
+    return zip(chunk["text_a"].tolist(), b)
+
+
+def build_vocab(chunks, size: int) -> list[str]:
+    """``<pad>``, ``<unk>``, then the ``size`` most frequent words; ties go to the smaller word."""
+    words = WordTokenizer()
+    counts: collections.Counter = collections.Counter()
+    for chunk in chunks:
+        for a, b in _rows(chunk):
+            counts.update(words(a, b))
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:size]
+    return [PAD, UNK] + [w for w, _ in ranked]
+
+
+def write_vocab(vocab: list[str], path: str | Path) -> None:
+    write_text(path, "\n".join(vocab) + "\n")
+
+
+def read_vocab(path: str | Path) -> list[str]:
+    vocab = Path(path).read_text(encoding="utf-8").splitlines()
+    if vocab[:2] != [PAD, UNK]:
+        raise DataError(f"{path}: a word vocabulary must start with {PAD} and {UNK}")
+    return vocab
+
+
+def convert_lstm(task: Task, chunks, out_path: str | Path, vocab: list[str], max_length: int,
+                 desc: str = "") -> int:
+    """Write word-level records (input_ids, input_mask, label_ids, is_real_example).
+
+    A sentence pair becomes its two word lists joined; longer examples keep their first
+    ``max_length`` words, and an example with no words becomes a single ``<unk>``.
+    """
+    index = {w: i for i, w in enumerate(vocab)}
+    unk = index[UNK]
+    words = WordTokenizer()
+    ones = np.ones(1, dtype=np.int32)
+    with RecordWriter(out_path) as writer, tqdm(desc=desc or str(out_path), unit="ex") as bar:
+        for chunk in chunks:
+            labels = _labels(task, chunk)
+            for i, (a, b) in enumerate(_rows(chunk)):
+                ids = [index.get(w, unk) for w in words(a, b)[:max_length]] or [unk]
+                row = np.zeros(max_length, dtype=np.int32)
+                mask = np.zeros(max_length, dtype=np.int32)
+                row[:len(ids)] = ids
+                mask[:len(ids)] = 1
+                writer.write({"input_ids": row, "input_mask": mask,
+                              "label_ids": labels[i:i + 1], "is_real_example": ones})
+            bar.update(len(chunk))
+    return writer.count
+
+
+def write_meta(path: str | Path, **meta) -> None:
+    write_text(path, json.dumps(meta, indent=2, sort_keys=True) + "\n")

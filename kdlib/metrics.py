@@ -1,0 +1,46 @@
+"""GLUE metrics on numpy arrays: accuracy, F1 (positive class 1), Matthews correlation, Pearson and
+Spearman correlation."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
+    return float(np.mean(pred == gold))
+
+
+def f1(pred: np.ndarray, gold: np.ndarray) -> float:
+    tp = float(np.sum((pred == 1) & (gold == 1)))
+    fp = float(np.sum((pred == 1) & (gold != 1)))
+    fn = float(np.sum((pred != 1) & (gold == 1)))
+    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def mcc(pred: np.ndarray, gold: np.ndarray) -> float:
+    """Matthews correlation for binary labels; 0 when a row or column of the confusion is empty."""
+    tp = float(np.sum((pred == 1) & (gold == 1)))
+    tn = float(np.sum((pred != 1) & (gold != 1)))
+    fp = float(np.sum((pred == 1) & (gold != 1)))
+    fn = float(np.sum((pred != 1) & (gold == 1)))
+    denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return 0.0 if denom == 0 else float((tp * tn - fp * fn) / denom)
+
+
+def pearson(pred: np.ndarray, gold: np.ndarray) -> float:
+    return float(pd.Series(pred, dtype="float64").corr(pd.Series(gold, dtype="float64")))
+
+
+def spearman(pred: np.ndarray, gold: np.ndarray) -> float:
+    """Pearson correlation of the ranks (ties get their average rank)."""
+    return pearson(pd.Series(pred, dtype="float64").rank().to_numpy(),
+                   pd.Series(gold, dtype="float64").rank().to_numpy())
+
+
+METRICS = {"accuracy": accuracy, "f1": f1, "mcc": mcc, "pearson": pearson, "spearman": spearman}
+
+
+def compute(names, logits: np.ndarray, gold: np.ndarray, regression: bool) -> dict[str, float]:
+    """The named metrics of (N, C) logits (argmax) or (N, 1) regression outputs against ``gold``."""
+    pred = logits[:, 0] if regression else logits.argmax(-1)
+    return {name: METRICS[name](pred, gold) for name in names}

@@ -1,0 +1,104 @@
+# Data stages: GLUE download or the built-in corpus, then OFRecord conversion.
+
+
+rule download_glue:
+    output:
+        train="data/glue/{glue_dir}/train.tsv",
+        dev="data/glue/{glue_dir}/dev.tsv",
+    params:
+        python=DATA_PYTHON,
+        url=config["data"]["glue_url"],
+        mrpc_url=config["data"]["mrpc_url"],
+        timeout=config["data"]["timeout_s"],
+        retries=config["data"]["retries"],
+        task=glue_task_name,
+    log:
+        "logs/glue/{glue_dir}/download.log",
+    threads: 1
+    resources:
+        downloads=1,
+    shell:
+        "{params.python} -m workflow_scripts.download_glue --task {params.task} --out-root data/glue"
+        " --url {params.url:q} --mrpc-url {params.mrpc_url:q} --timeout {params.timeout}"
+        " --retries {params.retries} > {log} 2>&1"
+
+
+rule download_glue_mnli:
+    output:
+        train="data/glue/MNLI/train.tsv",
+        dev_matched="data/glue/MNLI/dev_matched.tsv",
+        dev_mismatched="data/glue/MNLI/dev_mismatched.tsv",
+    params:
+        python=DATA_PYTHON,
+        url=config["data"]["glue_url"],
+        mrpc_url=config["data"]["mrpc_url"],
+        timeout=config["data"]["timeout_s"],
+        retries=config["data"]["retries"],
+    log:
+        "logs/glue/MNLI/download.log",
+    threads: 1
+    resources:
+        downloads=1,
+    shell:
+        "{params.python} -m workflow_scripts.download_glue --task mnli --out-root data/glue"
+        " --url {params.url:q} --mrpc-url {params.mrpc_url:q} --timeout {params.timeout}"
+        " --retries {params.retries} > {log} 2>&1"
+
+
+rule prepare_builtin:
+    output:
+        train="data/glue/tweets/train.tsv",
+        dev="data/glue/tweets/dev.tsv",
+    params:
+        python=DATA_PYTHON,
+        dev_fraction=config["data"]["builtin"]["dev_fraction"],
+        max_train=config["data"]["builtin"]["max_train"],
+        seed=config["data"]["builtin"]["seed"],
+    log:
+        "logs/tweets/prepare_builtin.log",
+    threads: 1
+    shell:
+        "{params.python} -m workflow_scripts.prepare_builtin --out-dir data/glue/tweets"
+        " --dev-fraction {params.dev_fraction} --max-train {params.max_train}"
+        " --seed {params.seed} > {log} 2>&1"
+
+
+rule ofrecord_bert:
+    input:
+        tsv=task_tsvs,
+        vocab=TEACHER_DIR / "vocab.txt",
+    output:
+        train="data/ofrecord/{task}/bert{seq}/train.of_record-0",
+        meta="data/ofrecord/{task}/bert{seq}/meta.json",
+    params:
+        python=DATA_PYTHON,
+    log:
+        "logs/{task}/ofrecord_bert{seq}.log",
+    benchmark:
+        "benchmarks/{task}/ofrecord_bert{seq}.tsv"
+    threads: 2
+    shell:
+        "{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task} --glue-root data/glue"
+        " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq} --vocab {input.vocab:q}"
+        " --max-length {wildcards.seq} > {log} 2>&1"
+
+
+rule ofrecord_lstm:
+    input:
+        tsv=task_tsvs,
+    output:
+        train="data/ofrecord/{task}/lstm{seq}/train.of_record-0",
+        meta="data/ofrecord/{task}/lstm{seq}/meta.json",
+        vocab="data/ofrecord/{task}/lstm{seq}/vocab.txt",
+    params:
+        python=DATA_PYTHON,
+        vocab_size=config["data"]["lstm"]["vocab_size"],
+    log:
+        "logs/{task}/ofrecord_lstm{seq}.log",
+    benchmark:
+        "benchmarks/{task}/ofrecord_lstm{seq}.tsv"
+    threads: 1
+    shell:
+        "{params.python} -m workflow_scripts.ofrecord_lstm --task {wildcards.task} --glue-root data/glue"
+        " --out-dir data/ofrecord/{wildcards.task}/lstm{wildcards.seq}"
+        " --max-length {wildcards.seq} --vocab-size {params.vocab_size} > {log} 2>&1"

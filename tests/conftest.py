@@ -1,0 +1,25 @@
+"""Shared fixtures: the repository root as working directory, and the backend of this runtime."""
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ONEFLOW_PYTHON = REPO / ".venv-oneflow" / "bin" / "python"
+TORCH_PYTHON = REPO / ".venv" / "bin" / "python"
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_ONEFLOW = importlib.util.find_spec("oneflow") is not None
+HAS_SNAKEMAKE = importlib.util.find_spec("snakemake") is not None
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch):
+    monkeypatch.chdir(REPO)
+
+
+@pytest.fixture(scope="session")
+def B():
+    """The backend this interpreter holds: torch in .venv, oneflow in .venv-oneflow."""
+    from kdlib import backend
+    return backend.load("torch" if HAS_TORCH else "oneflow", "cpu")
