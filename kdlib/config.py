@@ -85,3 +85,26 @@ def max_length(config: dict, task: str) -> int:
     lengths = config["data"]["max_length"]
     value = lengths.get(task)
     return int(lengths["default"] if value is None else value)
+
+
+def teacher_train(config: dict, task: str) -> dict:
+    """``teacher.train`` with the task's non-null overrides from ``teacher.per_task`` applied."""
+    teacher = config["teacher"]
+    override = teacher.get("per_task", {}).get(task) or {}
+    return {**teacher["train"], **{k: v for k, v in override.items() if v is not None}}
+
+
+def validate_section(values: dict, definition: str, where: str) -> dict:
+    """Validate ``values`` against ``$defs/<definition>`` of the schema (defaults filled in).
+
+    Stage scripts use it on the parameters Snakemake passes them; ``where`` names the origin in
+    errors (e.g. ``--hparams``).
+    """
+    sub = {"$defs": schema()["$defs"], **schema()["$defs"][definition]}
+    values = copy.deepcopy(values)
+    errors = sorted(_Validator(sub).iter_errors(values), key=lambda e: list(e.absolute_path))
+    if errors:
+        path = key_path(errors[0])
+        raise ConfigError(f"config error at {where}{'' if path == '(top level)' else '.' + path}: "
+                          f"{errors[0].message}")
+    return values

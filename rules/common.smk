@@ -1,4 +1,5 @@
 # Config validation, the runtime of each stage, wildcard constraints and named input functions.
+import json
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -72,9 +73,22 @@ def lstm_records(task):
 
 
 def default_targets(wildcards):
-    return [bert_records(task) for task in config["tasks"]]
+    return [f"results/{task}/teacher_eval.json" for task in config["tasks"]]
 
 
 def glue_task_name(wildcards):
     """The task id of a GLUE folder name (SST-2 -> sst2)."""
     return next(t.name for t in TASKS.values() if t.glue_dir == wildcards.glue_dir)
+
+
+def bert_dir_of(wildcards):
+    return f"data/ofrecord/{wildcards.task}/bert{bert_length(wildcards.task)}"
+
+
+def bert_records_of(wildcards):
+    return bert_records(wildcards.task)
+
+
+def teacher_hparams(wildcards):
+    """The task's teacher training settings as JSON: a param, so changing one reruns the teacher."""
+    return json.dumps(kdlib.config.teacher_train(config, wildcards.task), sort_keys=True)

@@ -57,22 +57,27 @@ def test_unreadable_config_is_a_clear_error(tmp_path):
 
 
 def test_config_yaml_comments_every_key():
-    """Each key in config.yaml has a comment line right above it or on the same line
-    (nested keys under a commented parent block count as commented by their own comment)."""
+    """Each key in config.yaml has a comment: on its line, right above it, or (for the keys of an
+    override block such as teacher.per_task.tweets) on the block's own line."""
     lines = open("config.yaml").read().splitlines()
-    keys = yaml.safe_load("\n".join(lines))
-    assert keys
+    assert yaml.safe_load("\n".join(lines))
     for i, line in enumerate(lines):
         stripped = line.strip()
         if not stripped or stripped.startswith("#") or ":" not in stripped:
             continue
-        above = lines[i - 1].strip() if i else ""
-        assert above.startswith("#") or "#" in line or _is_parent(lines, i), \
+        assert _commented(lines, i) or _commented(lines, _parent(lines, i)), \
             f"config.yaml line {i + 1} ({stripped}) has no comment"
 
 
-def _is_parent(lines, i):
-    """A mapping key whose children are indented below it (its block has a comment above)."""
+def _commented(lines, i):
+    return i is not None and ("#" in lines[i] or (i > 0 and lines[i - 1].strip().startswith("#")))
+
+
+def _parent(lines, i):
+    """The nearest key line above with a smaller indent (the block that holds line i)."""
     indent = len(lines[i]) - len(lines[i].lstrip())
-    return lines[i].rstrip().endswith(":") and i + 1 < len(lines) and \
-        len(lines[i + 1]) - len(lines[i + 1].lstrip()) > indent
+    for j in range(i - 1, -1, -1):
+        text = lines[j]
+        if text.strip() and not text.strip().startswith("#") and len(text) - len(text.lstrip()) < indent:
+            return j
+    return None

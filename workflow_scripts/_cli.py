@@ -19,3 +19,32 @@ def guarded(main: Callable[..., int | None]) -> Callable[..., int]:
             print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
             return 1
     return wrapper
+
+
+def add_runtime_args(parser) -> None:
+    """--backend, --device and --threads: where a training or evaluation stage runs."""
+    parser.add_argument("--backend", default="auto", help="auto | oneflow | torch")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
+
+
+def backend_from(args):
+    """The Backend the runtime arguments ask for, with its thread count applied."""
+    from kdlib import backend
+    B = backend.load(args.backend, args.device)
+    if args.threads:
+        B.set_num_threads(args.threads)
+    return B
+
+
+def load_hparams(text: str, definition: str) -> dict:
+    """Parse a JSON object given on the command line and validate it against the schema."""
+    import json
+
+    from kdlib import config
+    from kdlib.errors import ConfigError
+    try:
+        values = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"--hparams is not valid JSON ({exc})") from None
+    return config.validate_section(values, definition, "--hparams")

@@ -1,0 +1,52 @@
+"""Fine-tuning the teacher: a pretrained BERT plus a classifier, trained on hard labels."""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from . import checkpoint, ofrecord, train
+from .evaluate import dev_evaluator, model_inputs
+from .io import atomic_dir
+from .models import load_pretrained_bert
+from .tasks import Task
+
+
+def hard_loss(B, logits, labels, regression: bool):
+    """Cross-entropy on the gold labels, or MSE on the score for a regression task."""
+    if regression:
+        return B.F.mse_loss(logits[:, 0], labels.float())
+    return B.F.cross_entropy(logits, labels)
+
+
+def supervised_loss_fn(B, model, regression: bool):
+    """``loss_fn(batch)`` for :func:`kdlib.train.fit`: the model on hard labels alone."""
+    def loss_fn(batch):
+        logits = model(**model_inputs(B, batch))["logits"]
+        loss = hard_loss(B, logits, B.tensor(batch["label_ids"]), regression)
+        return loss, {"hard": loss}
+    return loss_fn
+
+
+def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir: str | Path,
+             work_dir: str | Path, cfg: train.TrainConfig) -> train.FitResult:
+    """Fine-tune ``pretrained`` on ``records/train.of_record-0``, keep the best dev checkpoint in
+    ``out_dir`` (with its vocab, training log and summary)."""
+    records, pretrained, work_dir = Path(records), Path(pretrained), Path(work_dir)
+    B.seed(cfg.seed)
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    model, _ = load_pretrained_bert(B, pretrained, task.num_labels, log=log)
+    dev = ofrecord.record_file(records, task.dev_splits[0])
+    meta = {"task": task.name, "labels": list(task.labels or []), "role": "teacher",
+            "pretrained": str(pretrained)}
+    result = train.fit(B, {"model": model}, supervised_loss_fn(B, model, task.is_regression),
+                       train_path=ofrecord.record_file(records, "train"), cfg=cfg,
+                       work_dir=work_dir, evaluate=dev_evaluator(B, model, task, dev),
+                       save_config=meta, desc=f"teacher {task.name}")
+    with atomic_dir(out_dir) as tmp:
+        for name in (checkpoint.WEIGHTS_FILE, checkpoint.CONFIG_FILE):
+            shutil.copy2(work_dir / train.BEST_DIR / name, tmp / name)
+        shutil.copy2(pretrained / "vocab.txt", tmp / "vocab.txt")
+        shutil.copy2(work_dir / train.LOG_CSV, tmp / train.LOG_CSV)
+        train.write_summary(tmp / "train_summary.json", result, cfg, task=task.name)
+    return result

@@ -1,0 +1,254 @@
+"""The generic training loop: AdamW, linear warm-up and decay, clipping, evaluation, exact resume.
+
+Nothing here knows about algorithms. A caller hands :func:`fit` the modules to train and a
+``loss_fn(batch) -> (loss, parts)``; distillation recipes differ only in that function.
+
+Exact resume: every ``save_every`` steps the work folder gets (atomically) the weights, the
+optimizer moments, the step, the data position and the best score so far. The global RNG is
+re-seeded from ``(seed, step)`` before every step and the data order is a function of
+``(seed, epoch)``, so a run that is killed and restarted continues bit-for-bit like one that was
+never interrupted. The work folder is not a Snakemake output, so a failed job does not delete it.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pickle
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from . import checkpoint, ofrecord
+from .errors import ConfigError, KdflowError
+from .io import atomic_dir, atomic_path
+
+STATE_DIR = "state"
+BEST_DIR = "best"
+LOG_CSV = "train_log.csv"
+
+
+class TrainingDiverged(KdflowError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 3.0            # passes over the training set (fractions allowed)
+    batch_size: int = 32
+    lr: float = 2e-5
+    warmup: float = 0.1            # share of all steps spent warming up linearly
+    weight_decay: float = 0.01     # not applied to biases and LayerNorm weights
+    max_grad_norm: float = 1.0     # 0 disables clipping
+    eval_every: int = 0            # steps between dev evaluations; 0 = at the end of every epoch
+    save_every: int = 50           # steps between resume states
+    shuffle_buffer: int = 10000    # records held by the streaming shuffle
+    seed: int = 42
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training setting(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
+def lr_factor(step: int, total: int, warmup_steps: int) -> float:
+    """Linear warm-up from 0 to 1 over ``warmup_steps``, then linear decay to 0 at ``total``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total - step) / max(1, total - warmup_steps))
+
+
+def _no_decay(name: str) -> bool:
+    return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
+
+
+def make_optimizer(B, modules: dict, cfg: TrainConfig):
+    """AdamW over every parameter of ``modules``, without weight decay on biases and LayerNorm."""
+    decay, no_decay = [], []
+    for prefix, module in modules.items():
+        for name, param in module.named_parameters():
+            if param.requires_grad:
+                (no_decay if _no_decay(name) else decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return B.lib.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.999),
+                             eps=1e-8)
+
+
+def _tree(obj, fn):
+    """Apply ``fn`` to every leaf of nested dicts/lists/tuples."""
+    if isinstance(obj, dict):
+        return {k: _tree(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_tree(v, fn) for v in obj)
+    return fn(obj)
+
+
+def steps_per_epoch(n_records: int, batch_size: int) -> int:
+    return max(1, math.ceil(n_records / batch_size))
+
+
+@dataclass
+class FitResult:
+    best_score: float
+    best_step: int
+    steps: int
+    seconds: float
+    history: list
+
+
+def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: TrainConfig,
+        work_dir: str | Path, evaluate: Callable | None = None, save_config: dict | None = None,
+        student: str = "model", desc: str = "train") -> FitResult:
+    """Train ``modules`` (name -> module; ``modules[student]`` is the model that is kept).
+
+    ``loss_fn(batch)`` returns ``(loss, parts)`` for a numpy batch from :func:`ofrecord.batches`.
+    ``evaluate()`` returns ``(score, metrics)``; the best-scoring weights of ``modules[student]`` are
+    kept in ``work_dir/best`` with ``save_config`` as their config.json. Without ``evaluate`` the last
+    weights are kept. Interrupted runs resume from ``work_dir/state``.
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    n_records = ofrecord.count_records(train_path)
+    if n_records == 0:
+        raise KdflowError(f"{train_path}: no training records")
+    per_epoch = steps_per_epoch(n_records, cfg.batch_size)
+    total = max(1, int(round(cfg.epochs * per_epoch)))
+    warmup_steps = max(1, int(cfg.warmup * total)) if cfg.warmup > 0 else 0
+    eval_every = cfg.eval_every or per_epoch
+    optimizer = make_optimizer(B, modules, cfg)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    state = _load_state(B, work_dir, modules, optimizer)
+    step = state.get("step", 0)
+    best, best_step = state.get("best", -math.inf), state.get("best_step", -1)
+    seconds = state.get("seconds", 0.0)
+    history = state.get("history", [])
+    log_path = work_dir / LOG_CSV
+    _truncate_log(log_path, step)
+    if step:
+        print(f"{desc}: resuming at step {step}/{total} from {work_dir / STATE_DIR}", file=sys.stderr)
+
+    for m in modules.values():
+        m.train()
+    bar = tqdm(total=total, initial=step, desc=desc, unit="step", file=sys.stderr, mininterval=2)
+    started, seen = time.perf_counter(), 0
+    with open(log_path, "a", newline="") as log_fh:
+        log = csv.writer(log_fh)
+        if log_fh.tell() == 0:
+            log.writerow(["step", "epoch", "lr", "loss", "examples_per_s", "dev_score"])
+        while step < total:
+            epoch, start_batch = divmod(step, per_epoch)
+            data = ofrecord.batches(train_path, cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer,
+                                    seed=cfg.seed, epoch=epoch, start_batch=start_batch)
+            for batch in data:
+                if step >= total:
+                    break
+                B.lib.manual_seed(cfg.seed * 1_000_003 + step)   # dropout: a function of the step
+                factor = lr_factor(step, total, warmup_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * factor
+                loss, parts = loss_fn(batch)
+                value = float(loss.item())
+                if not math.isfinite(value):
+                    raise TrainingDiverged(
+                        f"{desc}: the loss became {value} at step {step + 1} (epoch {epoch + 1}); "
+                        f"lower the learning rate ({cfg.lr}) or check the data")
+                optimizer.zero_grad()
+                loss.backward()
+                if cfg.max_grad_norm > 0:
+                    B.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+                step += 1
+                seen += len(batch["label_ids"])
+                rate = seen / max(1e-9, time.perf_counter() - started)
+                dev_score = ""
+                if evaluate is not None and (step % eval_every == 0 or step == total):
+                    for m in modules.values():
+                        m.eval()
+                    with B.no_grad():
+                        score, metrics = evaluate()
+                    for m in modules.values():
+                        m.train()
+                    dev_score = f"{score:.6f}"
+                    history.append({"step": step, **metrics})
+                    if score > best:
+                        best, best_step = score, step
+                        checkpoint.save_checkpoint(modules[student], work_dir / BEST_DIR,
+                                                   save_config or {}, B)
+                    bar.write(f"{desc}: step {step} dev {score:.4f} (best {best:.4f} at {best_step})")
+                log.writerow([step, round(step / per_epoch, 4), f"{cfg.lr * factor:.3e}",
+                              f"{value:.6f}", f"{rate:.1f}", dev_score])
+                bar.set_postfix(loss=f"{value:.4f}", ex_s=f"{rate:.0f}")
+                bar.update(1)
+                if step % cfg.save_every == 0 or step == total:
+                    log_fh.flush()
+                    seconds_now = seconds + time.perf_counter() - started
+                    _save_state(B, work_dir, modules, optimizer,
+                                {"step": step, "best": best, "best_step": best_step,
+                                 "seconds": seconds_now, "history": history})
+    bar.close()
+    seconds += time.perf_counter() - started
+    if evaluate is None:
+        checkpoint.save_checkpoint(modules[student], work_dir / BEST_DIR, save_config or {}, B)
+    return FitResult(best, best_step, step, seconds, history)
+
+
+def _save_state(B, work_dir: Path, modules: dict, optimizer, meta: dict) -> None:
+    with atomic_dir(work_dir / STATE_DIR) as tmp:
+        weights = {f"{name}.{k}": v for name, m in modules.items()
+                   for k, v in checkpoint.state_dict_numpy(m).items()}
+        np.savez(tmp / "weights.npz", **weights)
+        opt = _tree(optimizer.state_dict(), lambda x: B.to_numpy(x) if hasattr(x, "detach") else x)
+        with open(tmp / "state.pkl", "wb") as fh:
+            pickle.dump({"meta": meta, "optimizer": opt}, fh)
+
+
+def _load_state(B, work_dir: Path, modules: dict, optimizer) -> dict:
+    folder = work_dir / STATE_DIR
+    if not (folder / "state.pkl").is_file():
+        return {}
+    try:
+        with open(folder / "state.pkl", "rb") as fh:
+            saved = pickle.load(fh)
+        weights = dict(np.load(folder / "weights.npz"))
+    except Exception as exc:   # a damaged state is not worth a crash: start over, loudly
+        print(f"warning: ignoring unreadable resume state in {folder} ({exc}); starting over",
+              file=sys.stderr)
+        shutil.rmtree(folder, ignore_errors=True)
+        return {}
+    for name, m in modules.items():
+        prefix = f"{name}."
+        checkpoint.load_state_numpy(m, {k[len(prefix):]: v for k, v in weights.items()
+                                        if k.startswith(prefix)})
+    optimizer.load_state_dict(_tree(saved["optimizer"],
+                                    lambda x: B.tensor(x) if isinstance(x, np.ndarray) else x))
+    return saved["meta"]
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows written after the state being resumed (they will be written again)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        csv.writer(fh).writerows(keep)
+
+
+def write_summary(path: str | Path, result: FitResult, cfg: TrainConfig, **extra) -> None:
+    from .io import write_text
+    write_text(path, json.dumps({"best_score": result.best_score, "best_step": result.best_step,
+                                 "steps": result.steps, "train_seconds": round(result.seconds, 2),
+                                 "config": asdict(cfg), "history": result.history, **extra},
+                                indent=2) + "\n")
