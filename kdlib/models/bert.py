@@ -1,0 +1,323 @@
+"""BERT for sequence classification, written once against a :class:`kdlib.backend.Backend`.
+
+Attribute names equal HuggingFace checkpoint keys (``encoder.layer.3.attention.self.query.weight``),
+so a HF ``model.safetensors`` loads by an explicit, shape-checked key map, and layer export, PKD,
+TinyBERT mappings and Theseus replacement all speak the same names.
+
+One encoder layer, for hidden states x (B, T, H), nh heads of size hs = H / nh and the additive mask
+M (B, 1, 1, T) = (1 - attention_mask) * MASK_VALUE::
+
+    S   = (x Wq^T + bq)(x Wk^T + bk)^T / sqrt(hs) + M        # (B, nh, T, T) returned as the scores
+    ctx = softmax(S) (x Wv^T + bv)                            # (B, nh, T, hs) -> (B, T, H)
+    a   = LayerNorm(ctx Wo^T + bo + x)                        # attention.output
+    y   = LayerNorm(gelu(a Wi^T + bi) Wo2^T + bo2 + a)        # intermediate, output; gelu is exact (erf)
+
+The forward returns the TextBrewer-style dict ``{"logits", "hidden", "attention"}``: ``hidden`` holds
+the L + 1 hidden states (embeddings output first) and ``attention`` the L pre-softmax score tensors S.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+
+MASK_VALUE = -10000.0   # added to the scores of masked key positions
+INIT_STD = 0.02         # HF BERT initializer_range
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+    num_labels: int = 2            # 1: regression
+    pad_token_id: int = 0
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"hidden_size {self.hidden_size} is not a multiple of "
+                              f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act != "gelu":
+            raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported (only 'gelu')")
+        if self.num_labels < 1:
+            raise ConfigError(f"num_labels must be >= 1, got {self.num_labels}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BertConfig":
+        """Build from our own ``to_dict()`` or a HuggingFace ``config.json`` (other keys ignored)."""
+        if d.get("position_embedding_type", "absolute") != "absolute":
+            raise ConfigError(f"position_embedding_type {d['position_embedding_type']!r} is not "
+                              "supported (only 'absolute')")
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        if "num_labels" not in kwargs and isinstance(d.get("id2label"), dict):
+            kwargs["num_labels"] = len(d["id2label"])
+        missing = [f.name for f in fields(cls) if f.name not in kwargs and f.default is MISSING]
+        if missing:
+            raise ConfigError(f"BERT config lacks {', '.join(missing)}")
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+def extended_mask(attention_mask):
+    """(B, T) 1/0 mask -> (B, 1, 1, T) additive mask: 0 for real keys, MASK_VALUE for padding."""
+    return (1.0 - attention_mask.float()).unsqueeze(1).unsqueeze(2) * MASK_VALUE
+
+
+@functools.lru_cache(maxsize=None)
+def _classes(B):
+    """The BERT module classes for backend ``B`` (defined once per backend)."""
+    nn, F, lib = B.nn, B.F, B.lib
+
+    class Embeddings(nn.Module):
+        def __init__(self, cfg: BertConfig):
+            super().__init__()
+            self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size,
+                                                padding_idx=cfg.pad_token_id)
+            self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+            self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+            self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+            self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+        def forward(self, input_ids, token_type_ids):
+            T = input_ids.shape[1]
+            positions = lib.arange(T, device=input_ids.device).unsqueeze(0)  # (1, T)
+            x = (self.word_embeddings(input_ids) + self.position_embeddings(positions)
+                 + self.token_type_embeddings(token_type_ids))               # (B, T, H)
+            return self.dropout(self.LayerNorm(x))
+
+    class SelfAttention(nn.Module):
+        def __init__(self, cfg: BertConfig):
+            super().__init__()
+            self.nh, self.hs = cfg.num_attention_heads, cfg.head_size
+            self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+            self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+            self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+            self.dropout = nn.Dropout(cfg.attention_probs_dropout_prob)
+
+        def _heads(self, x):  # (B, T, H) -> (B, nh, T, hs)
+            Bsz, T, _ = x.shape
+            return x.reshape(Bsz, T, self.nh, self.hs).permute(0, 2, 1, 3)
+
+        def forward(self, x, ext_mask):
+            Bsz, T, H = x.shape
+            q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+            scores = lib.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.hs) + ext_mask  # (B, nh, T, T)
+            probs = self.dropout(F.softmax(scores, dim=-1))
+            ctx = lib.matmul(probs, v)                                  # (B, nh, T, hs)
+            ctx = ctx.permute(0, 2, 1, 3).reshape(Bsz, T, H)            # (B, T, H)
+            return ctx, scores
+
+    class AddNorm(nn.Module):
+        """LayerNorm(dropout(dense(h)) + residual): HF's BertSelfOutput and BertOutput."""
+
+        def __init__(self, cfg: BertConfig, d_in: int):
+            super().__init__()
+            self.dense = nn.Linear(d_in, cfg.hidden_size)
+            self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+            self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+        def forward(self, h, residual):
+            return self.LayerNorm(self.dropout(self.dense(h)) + residual)
+
+    class Attention(nn.Module):
+        def __init__(self, cfg: BertConfig):
+            super().__init__()
+            self.self = SelfAttention(cfg)
+            self.output = AddNorm(cfg, cfg.hidden_size)
+
+        def forward(self, x, ext_mask):
+            ctx, scores = self.self(x, ext_mask)
+            return self.output(ctx, x), scores
+
+    class Intermediate(nn.Module):
+        def __init__(self, cfg: BertConfig):
+            super().__init__()
+            self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+
+        def forward(self, x):
+            return F.gelu(self.dense(x))  # exact erf GELU in both libraries
+
+    class Layer(nn.Module):
+        """One encoder layer: ``layer(hidden (B,T,H), ext_mask (B,1,1,T)) -> (hidden, scores)``."""
+
+        def __init__(self, cfg: BertConfig):
+            super().__init__()
+            self.attention = Attention(cfg)
+            self.intermediate = Intermediate(cfg)
+            self.output = AddNorm(cfg, cfg.intermediate_size)
+
+        def forward(self, hidden, ext_mask):
+            a, scores = self.attention(hidden, ext_mask)
+            return self.output(self.intermediate(a), a), scores
+
+    class Encoder(nn.Module):
+        def __init__(self, cfg: BertConfig):
+            super().__init__()
+            self.layer = nn.ModuleList([Layer(cfg) for _ in range(cfg.num_hidden_layers)])
+
+    class Pooler(nn.Module):
+        def __init__(self, cfg: BertConfig):
+            super().__init__()
+            self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+        def forward(self, hidden):  # (B, T, H) -> (B, H), tanh of the [CLS] state
+            return lib.tanh(self.dense(hidden[:, 0]))
+
+    class Bert(nn.Module):
+        """BERT encoder + pooler + classifier; ``forward`` returns the output dict."""
+
+        model_type = "bert"
+
+        def __init__(self, cfg: BertConfig):
+            super().__init__()
+            self.config = cfg
+            self.embeddings = Embeddings(cfg)
+            self.encoder = Encoder(cfg)
+            self.pooler = Pooler(cfg)
+            self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+            self.classifier = nn.Linear(cfg.hidden_size, cfg.num_labels)
+            self.apply(_init_weights)
+
+        def embed(self, input_ids, token_type_ids=None):
+            """(B, T) ids -> (B, T, H) embeddings output (hidden state 0)."""
+            if token_type_ids is None:
+                token_type_ids = lib.zeros_like(input_ids)
+            return self.embeddings(input_ids, token_type_ids)
+
+        def head(self, last_hidden):
+            """(B, T, H) last hidden states -> (B, num_labels) logits via pooler, dropout, classifier."""
+            return self.classifier(self.dropout(self.pooler(last_hidden)))
+
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_all: bool = False):
+            if attention_mask is None:
+                attention_mask = lib.ones_like(input_ids)
+            ext = extended_mask(attention_mask)          # (B, 1, 1, T)
+            h = self.embed(input_ids, token_type_ids)   # (B, T, H)
+            if not output_all:
+                for layer in self.encoder.layer:
+                    h, _ = layer(h, ext)
+                return {"logits": self.head(h)}
+            hidden, attention = [h], []
+            for layer in self.encoder.layer:
+                h, scores = layer(h, ext)
+                hidden.append(h)
+                attention.append(scores)
+            return {"logits": self.head(h), "hidden": hidden, "attention": attention}
+
+    def _init_weights(m):
+        """HF BERT initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm."""
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=INIT_STD)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=INIT_STD)
+            if m.padding_idx is not None:
+                with lib.no_grad():
+                    m.weight[m.padding_idx].fill_(0.0)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    return {"Bert": Bert, "Layer": Layer, "Pooler": Pooler, "init": _init_weights}
+
+
+def build_bert(B, cfg: BertConfig):
+    """A freshly initialised BERT classifier for ``cfg`` on backend ``B`` (moved to ``B.device``)."""
+    return _classes(B)["Bert"](cfg).to(B.device)
+
+
+def build_layer(B, cfg: BertConfig):
+    """One freshly initialised encoder layer (e.g. a Theseus successor module)."""
+    layer = _classes(B)["Layer"](cfg)
+    layer.apply(_classes(B)["init"])
+    return layer.to(B.device)
+
+
+# ---- loading a HuggingFace folder --------------------------------------------------------------
+
+HEAD_PREFIXES = ("pooler.", "classifier.")
+_IGNORED_KEYS = ("embeddings.position_ids",)
+
+
+def _hf_key(key: str) -> str:
+    """A HF checkpoint key in our naming: drop ``bert.``, rename old ``LayerNorm.gamma/beta``."""
+    if key.startswith("bert."):
+        key = key[len("bert."):]
+    if ".LayerNorm." in key or key.startswith("LayerNorm."):
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+    return key
+
+
+def _summarise(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def read_hf_config(folder: Path) -> dict:
+    path = Path(folder) / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable JSON file ({exc})") from None
+
+
+def load_pretrained_bert(B, folder, num_labels: int, log: Callable[[str], None] = print):
+    """Build a BERT classifier from a HF folder (``config.json`` + ``model.safetensors``).
+
+    Keys map explicitly (optional ``bert.`` prefix, ``embeddings.position_ids`` ignored) and every
+    shape is asserted. Missing encoder/embedding weights are an error; a missing pooler or classifier
+    is initialised and logged; unexpected keys (e.g. ``cls.*`` pre-training heads) are logged.
+    Returns ``(model, cfg)`` with the model on ``B.device``, in train mode.
+    """
+    from ..checkpoint import read_safetensors, load_state_numpy
+
+    folder = Path(folder)
+    try:
+        cfg = BertConfig.from_dict({**read_hf_config(folder), "num_labels": num_labels})
+    except ConfigError as exc:
+        raise DataError(f"{folder / 'config.json'}: {exc}") from None
+    weights_path = folder / "model.safetensors"
+    raw = read_safetensors(weights_path)
+    arrays = {}
+    for key, value in raw.items():
+        if key in _IGNORED_KEYS or _hf_key(key) in _IGNORED_KEYS:
+            continue
+        arrays[_hf_key(key)] = value.astype(np.float32) if value.dtype.kind == "f" else value
+    model = build_bert(B, cfg)
+    missing, unexpected = load_state_numpy(model, arrays, strict=False, source=weights_path)
+    body_missing = [k for k in missing if not k.startswith(HEAD_PREFIXES)]
+    if body_missing:
+        raise DataError(f"{weights_path}: lacks {len(body_missing)} BERT weights: "
+                        f"{_summarise(body_missing)}")
+    log(f"loaded {len(arrays) - len(unexpected)} tensors from {weights_path} "
+        f"({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, {cfg.num_attention_heads} heads)")
+    if missing:
+        heads = sorted({k.split(".")[0] for k in missing})
+        log(f"initialised {', '.join(heads)} (not in the checkpoint): {_summarise(missing)}")
+    if unexpected:
+        log(f"ignored {len(unexpected)} unexpected keys: {_summarise(unexpected)}")
+    return model, cfg
