@@ -93,7 +93,7 @@ def _import(name: str):
             ".venv-oneflow (needs CPython 3.10) and run the stage with .venv-oneflow/bin/python, "
             "or choose backend: torch")
     _preload_nvidia_libraries()
-    with contextlib.redirect_stderr(open(os.devnull, "w")):
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
         import oneflow
     return oneflow
 

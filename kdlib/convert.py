@@ -47,17 +47,16 @@ def _texts(chunk):
 def convert_bert(task: Task, chunks, out_path: str | Path, tokenizer: BertWordPieceTokenizer,
                  desc: str = "") -> int:
     """Write BERT records (input_ids, input_mask, segment_ids, label_ids, is_real_example)."""
-    ones = np.ones(1, dtype=np.int32)
     with RecordWriter(out_path) as writer, tqdm(desc=desc or str(out_path), unit="ex") as bar:
         for chunk in chunks:
             encodings = tokenizer.encode_batch(_texts(chunk))
             ids = np.array([e.ids for e in encodings], dtype=np.int32)         # (N, L)
-            mask = np.array([e.attention_mask for e in encodings], dtype=np.int32)
-            segments = np.array([e.type_ids for e in encodings], dtype=np.int32)
-            labels = _labels(task, chunk)
-            for i in range(len(ids)):
-                writer.write({"input_ids": ids[i], "input_mask": mask[i], "segment_ids": segments[i],
-                              "label_ids": labels[i:i + 1], "is_real_example": ones})
+            writer.write_batch({
+                "input_ids": ids,
+                "input_mask": np.array([e.attention_mask for e in encodings], dtype=np.int32),
+                "segment_ids": np.array([e.type_ids for e in encodings], dtype=np.int32),
+                "label_ids": _labels(task, chunk),                              # (N,)
+                "is_real_example": np.ones(len(ids), dtype=np.int32)})
             bar.update(len(ids))
     return writer.count
 
@@ -113,18 +112,16 @@ def convert_lstm(task: Task, chunks, out_path: str | Path, vocab: list[str], max
     index = {w: i for i, w in enumerate(vocab)}
     unk = index[UNK]
     words = WordTokenizer()
-    ones = np.ones(1, dtype=np.int32)
     with RecordWriter(out_path) as writer, tqdm(desc=desc or str(out_path), unit="ex") as bar:
         for chunk in chunks:
-            labels = _labels(task, chunk)
+            ids = np.zeros((len(chunk), max_length), dtype=np.int32)           # (N, L), <pad> = 0
+            mask = np.zeros((len(chunk), max_length), dtype=np.int32)
             for i, (a, b) in enumerate(_rows(chunk)):
-                ids = [index.get(w, unk) for w in words(a, b)[:max_length]] or [unk]
-                row = np.zeros(max_length, dtype=np.int32)
-                mask = np.zeros(max_length, dtype=np.int32)
-                row[:len(ids)] = ids
-                mask[:len(ids)] = 1
-                writer.write({"input_ids": row, "input_mask": mask,
-                              "label_ids": labels[i:i + 1], "is_real_example": ones})
+                row = [index.get(w, unk) for w in words(a, b)[:max_length]] or [unk]
+                ids[i, :len(row)] = row
+                mask[i, :len(row)] = 1
+            writer.write_batch({"input_ids": ids, "input_mask": mask, "label_ids": _labels(task, chunk),
+                                "is_real_example": np.ones(len(chunk), dtype=np.int32)})
             bar.update(len(chunk))
     return writer.count
 
