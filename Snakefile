@@ -11,6 +11,8 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/teacher.smk"
+include: "rules/distill.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

@@ -108,3 +108,36 @@ def validate_section(values: dict, definition: str, where: str) -> dict:
         raise ConfigError(f"config error at {where}{'' if path == '(top level)' else '.' + path}: "
                           f"{errors[0].message}")
     return values
+
+
+def _resolve_train(base: dict, override: dict | None) -> dict:
+    return {**base, **{k: v for k, v in (override or {}).items() if v is not None}}
+
+
+def student_spec(config: dict, name: str) -> dict:
+    """What the distill stage needs to know about student ``name``: its algorithm, architecture,
+    the hyperparameters its recipe reads, and its resolved training settings per phase. Only these
+    reach the stage as parameters, so an unrelated config change does not rerun it."""
+    from .algorithms import get_recipe
+
+    students = config["students"]
+    if name not in students:
+        raise ConfigError(f"unknown student {name!r}; config.yaml defines: {', '.join(students)}")
+    raw = students[name]
+    recipe = get_recipe(raw["algorithm"], name)
+    spec = {"algorithm": raw["algorithm"], "architecture": raw["architecture"],
+            "hyperparameters": {k: raw["hyperparameters"][k] for k in recipe.hyperparameters},
+            "train": _resolve_train(config["students_train"], raw.get("train"))}
+    if recipe.two_phase:
+        spec["first_phase_train"] = _resolve_train(config["students_train"], raw.get("first_phase_train"))
+    return spec
+
+
+def check_students(config: dict, teacher: dict) -> None:
+    """Raise ConfigError naming the first student whose settings cannot work with ``teacher``
+    (the teacher's config.json)."""
+    from .algorithms import get_recipe
+
+    for name in config["students"]:
+        spec = student_spec(config, name)
+        get_recipe(spec["algorithm"], name).check(name, spec, teacher)

@@ -71,6 +71,11 @@ def _no_decay(name: str) -> bool:
     return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
 
 
+def group_params(group) -> list:
+    """The parameters of one optimizer param group: a dict in PyTorch, a ParamGroup in OneFlow."""
+    return group["params"] if isinstance(group, dict) else group.parameters
+
+
 def make_optimizer(B, modules: dict, cfg: TrainConfig):
     """AdamW over every parameter of ``modules``, without weight decay on biases and LayerNorm."""
     decay, no_decay = [], []
@@ -82,6 +87,20 @@ def make_optimizer(B, modules: dict, cfg: TrainConfig):
               {"params": no_decay, "weight_decay": 0.0}]
     return B.lib.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.999),
                              eps=1e-8)
+
+
+def seed_step(B, modules: dict, seed: int, step: int) -> None:
+    """Make the step's randomness a function of ``(seed, step)``: the library's global RNG and the
+    private generator that every OneFlow ``nn.Dropout`` owns (all created with one fixed seed, and
+    deaf to ``manual_seed``), each layer's from its own ``(seed, step, k)``."""
+    B.lib.manual_seed(seed * 1_000_003 + step)
+    k = 0
+    for module in modules.values():
+        for sub in module.modules():
+            generator = getattr(sub, "generator", None)
+            if hasattr(generator, "manual_seed"):
+                k += 1
+                generator.manual_seed(int(np.random.SeedSequence([seed, step, k]).generate_state(1)[0]))
 
 
 def _tree(obj, fn):
@@ -111,7 +130,8 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
         student: str = "model", desc: str = "train") -> FitResult:
     """Train ``modules`` (name -> module; ``modules[student]`` is the model that is kept).
 
-    ``loss_fn(batch)`` returns ``(loss, parts)`` for a numpy batch from :func:`ofrecord.batches`.
+    ``loss_fn(batch)`` returns ``(loss, parts)`` for a numpy batch from :func:`ofrecord.batches`
+    (plus ``batch["step"]``, the 0-based global step).
     ``evaluate()`` returns ``(score, metrics)``; the best-scoring weights of ``modules[student]`` are
     kept in ``work_dir/best`` with ``save_config`` as their config.json. Without ``evaluate`` the last
     weights are kept. Interrupted runs resume from ``work_dir/state``.
@@ -126,7 +146,7 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     warmup_steps = max(1, int(cfg.warmup * total)) if cfg.warmup > 0 else 0
     eval_every = cfg.eval_every or per_epoch
     optimizer = make_optimizer(B, modules, cfg)
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    params = [p for g in optimizer.param_groups for p in group_params(g)]
 
     state = _load_state(B, work_dir, modules, optimizer)
     step = state.get("step", 0)
@@ -142,7 +162,7 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
         m.train()
     bar = tqdm(total=total, initial=step, desc=desc, unit="step", file=sys.stderr, mininterval=2)
     started, seen = time.perf_counter(), 0
-    with open(log_path, "a", newline="") as log_fh:
+    with bar, open(log_path, "a", newline="") as log_fh:   # the bar ends its line on errors too
         log = csv.writer(log_fh)
         if log_fh.tell() == 0:
             log.writerow(["step", "epoch", "lr", "loss", "examples_per_s", "dev_score"])
@@ -153,10 +173,11 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
             for batch in data:
                 if step >= total:
                     break
-                B.lib.manual_seed(cfg.seed * 1_000_003 + step)   # dropout: a function of the step
+                seed_step(B, modules, cfg.seed, step)            # dropout: a function of the step
                 factor = lr_factor(step, total, warmup_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * factor
+                batch["step"] = step                     # for schedules inside a recipe
                 loss, parts = loss_fn(batch)
                 value = float(loss.item())
                 if not math.isfinite(value):
@@ -181,7 +202,9 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
                         m.train()
                     dev_score = f"{score:.6f}"
                     history.append({"step": step, **metrics})
-                    if score > best:
+                    if math.isnan(score):            # e.g. Pearson of constant outputs
+                        score = -math.inf
+                    if score > best or best_step < 0:
                         best, best_step = score, step
                         checkpoint.save_checkpoint(modules[student], work_dir / BEST_DIR,
                                                    save_config or {}, B)
@@ -216,7 +239,9 @@ def _save_state(B, work_dir: Path, modules: dict, optimizer, meta: dict) -> None
 def _load_state(B, work_dir: Path, modules: dict, optimizer) -> dict:
     folder = work_dir / STATE_DIR
     if not (folder / "state.pkl").is_file():
-        return {}
+        folder = work_dir / f".{STATE_DIR}.old"   # killed while atomic_dir swapped the folders
+        if not (folder / "state.pkl").is_file():
+            return {}
     try:
         with open(folder / "state.pkl", "rb") as fh:
             saved = pickle.load(fh)

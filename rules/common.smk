@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+import kdlib.algorithms
 import kdlib.backend
 import kdlib.config
 import kdlib.errors
@@ -27,6 +28,7 @@ wildcard_constraints:
     task="|".join(TASKS),
     glue_dir="|".join(GLUE_DIRS_ONE_DEV),
     seq=r"\d+",
+    student="|".join(config["students"]) or "(?!)",
 
 
 # ---- runtimes ------------------------------------------------------------------------------------
@@ -73,7 +75,8 @@ def lstm_records(task):
 
 
 def default_targets(wildcards):
-    return [f"results/{task}/teacher_eval.json" for task in config["tasks"]]
+    return [f"results/{task}/{name}_eval.json" for task in config["tasks"]
+            for name in ["teacher"] + list(config["students"])]
 
 
 def glue_task_name(wildcards):
@@ -92,3 +95,82 @@ def bert_records_of(wildcards):
 def teacher_hparams(wildcards):
     """The task's teacher training settings as JSON: a param, so changing one reruns the teacher."""
     return json.dumps(kdlib.config.teacher_train(config, wildcards.task), sort_keys=True)
+
+
+# ---- students ------------------------------------------------------------------------------------
+RESERVED_NAMES = ("teacher", "init", "report", "accuracy_vs_speedup")
+for _name in config["students"]:
+    if _name in RESERVED_NAMES:
+        raise WorkflowError(f"students.{_name}: the name is reserved; choose another")
+try:
+    TEACHER_CONFIG = json.loads((TEACHER_DIR / "config.json").read_text())
+    kdlib.config.check_students(config, TEACHER_CONFIG)
+except kdlib.errors.KdflowError as exc:
+    raise WorkflowError(str(exc))
+STUDENTS = list(config["students"])
+
+
+def _recipe(student):
+    return kdlib.algorithms.get_recipe(config["students"][student]["algorithm"], student)
+
+
+def _is_lstm(student):
+    return config["students"][student]["architecture"]["model"] == "bilstm"
+
+
+def student_records_dir(wildcards):
+    if _is_lstm(wildcards.student):
+        return f"data/ofrecord/{wildcards.task}/lstm{config['data']['lstm']['max_length']}"
+    return bert_dir_of(wildcards)
+
+
+def student_records_of(wildcards):
+    return f"{student_records_dir(wildcards)}/meta.json"
+
+
+def student_spec_json(wildcards):
+    """The student's resolved settings: a param, so changing one reruns only this student."""
+    return json.dumps(kdlib.config.student_spec(config, wildcards.student), sort_keys=True)
+
+
+def student_init_layers(wildcards):
+    spec = kdlib.config.student_spec(config, wildcards.student)
+    layers = kdlib.algorithms.init_layers(spec, int(TEACHER_CONFIG["num_hidden_layers"]))
+    return ",".join(str(t) for t in layers)
+
+
+def _needs_init(student):
+    return config["students"][student]["architecture"]["init"] == "teacher"
+
+
+def distill_inputs(wildcards):
+    """What a student's distill job reads: its records, and what its recipe takes from the teacher."""
+    task, student = wildcards.task, wildcards.student
+    recipe = _recipe(student)
+    inputs = {"records": student_records_of(wildcards)}
+    if recipe.needs_logits:
+        inputs["logits"] = f"results/{task}/teacher_logits.npz"
+    if recipe.needs_teacher or not _is_lstm(student):
+        inputs["teacher"] = f"results/{task}/teacher/model.safetensors"
+    if _needs_init(student):
+        inputs["init"] = f"results/{task}/init/{student}/model.safetensors"
+    return inputs
+
+
+def distill_sources(wildcards):
+    """The optional --teacher/--logits/--init arguments of the distill script."""
+    task, student = wildcards.task, wildcards.student
+    given = distill_inputs(wildcards)
+    args = []
+    if "teacher" in given:
+        args += ["--teacher", f"results/{task}/teacher"]
+    if "logits" in given:
+        args += ["--logits", given["logits"]]
+    if "init" in given:
+        args += ["--init", f"results/{task}/init/{student}"]
+    return " ".join(args)
+
+
+def folder_of_weights(wildcards, input):
+    """The folder that holds the rule's `weights` input (a HF or kdflow checkpoint folder)."""
+    return str(Path(input.weights).parent)

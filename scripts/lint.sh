@@ -3,24 +3,18 @@
 # stages run in its two venv runtimes instead. Fails on any other finding.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/snakemake --lint json > .lint.json 2>/dev/null || true
-.venv/bin/python - <<'PY'
-import json, sys
-text = open(".lint.json").read()
-try:
-    report = json.loads(text[text.index("{"):])
-except ValueError:
-    sys.exit("snakemake --lint failed:\n" + text)
-ignored = ("conda", "container", "singularity")
-found = []
-for section in ("snakefiles", "rules"):
-    for item in report.get(section, []):
-        for lint in item.get("lints", []):
-            if not any(word in lint["title"].lower() for word in ignored):
-                found.append(f"{item.get('rule', item.get('snakefile'))}: {lint['title']}")
-for line in found:
-    print("lint:", line)
-print(f"snakemake --lint: {len(found)} finding(s) (conda/container requests ignored)")
-sys.exit(1 if found else 0)
-PY
-rm -f .lint.json
+out="$(.venv/bin/snakemake --lint 2>&1 || true)"
+found="$(printf '%s\n' "$out" | grep -E '^\s+\* ' | grep -v 'Specify a conda environment or container' || true)"
+if [[ -n "$found" ]]; then
+  printf '%s\n' "$out" | grep -v -e 'conda environment or container' -e 'workflow can be executed on any machine' \
+    -e 'This way, the used software' -e 'integrated-package-management' -e 'running-jobs-in-containers' \
+    -e '^\s*Also see:\s*$'
+  echo "snakemake --lint: findings above (conda/container requests ignored)" >&2
+  exit 1
+fi
+if ! printf '%s\n' "$out" | grep -q -e 'Lints for' -e 'Congratulations'; then
+  printf '%s\n' "$out"
+  echo "snakemake --lint did not run" >&2
+  exit 1
+fi
+echo "snakemake --lint: clean (conda/container requests ignored)"

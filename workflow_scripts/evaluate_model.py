@@ -6,6 +6,7 @@ import json
 import sys
 
 from kdlib import evaluate, tasks
+from kdlib.errors import DataError
 from kdlib.io import write_text
 from workflow_scripts._cli import add_runtime_args, backend_from, guarded
 
@@ -23,11 +24,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+REFERENCE_KEYS = ("score", "latency_ms_batch1", "throughput_batch32")
+
+
+def read_reference(path: str) -> dict:
+    """The reference eval JSON; a missing, unreadable or incomplete file is one DataError."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            reference = json.load(fh)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable JSON file ({exc})") from None
+    missing = [k for k in REFERENCE_KEYS if not isinstance(reference, dict) or k not in reference]
+    if missing:
+        raise DataError(f"{path}: not an eval JSON (lacks {', '.join(missing)})")
+    return reference
+
+
 @guarded
 def main(argv=None) -> int:
     args = parse_args(argv)
     task = tasks.get_task(args.task)
-    reference = json.loads(open(args.reference).read()) if args.reference else None
+    reference = read_reference(args.reference) if args.reference else None
     B = backend_from(args)
     result = evaluate.report(B, task, args.model, args.records, args.name, reference,
                              args.batch_size)

@@ -1,0 +1,49 @@
+"""The teacher-logit cache: the teacher's logits for every record of every split, computed once per
+task and read by every student that needs only logits.
+
+Row ``i`` of a split is record ``i`` of that split's files. BERT records and word records are
+written from the same TSV rows in the same order, so a BiLSTM student can use the logits the
+teacher produced from its own WordPiece records; :func:`load_logits` checks the counts line up.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import load_checkpoint
+from .errors import DataError
+from .evaluate import predict
+from .io import atomic_path
+from .ofrecord import count_records, record_file
+from .tasks import Task
+
+
+def cache_logits(B, task: Task, teacher_dir: str | Path, records: str | Path, out: str | Path,
+                 batch_size: int = 128) -> dict[str, int]:
+    """Write ``out`` (.npz): one (N, C) float32 array per split. Returns rows per split."""
+    model, _ = load_checkpoint(B, teacher_dir)
+    arrays = {split: predict(B, model, record_file(records, split), batch_size)[0].astype(np.float32)
+              for split in task.splits}
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return {split: len(a) for split, a in arrays.items()}
+
+
+def load_logits(path: str | Path, records: str | Path, splits) -> dict[str, np.ndarray]:
+    """The cached logits, checked against the record files a student reads."""
+    path = Path(path)
+    try:
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable logit cache ({exc})") from None
+    for split in splits:
+        if split not in arrays:
+            raise DataError(f"{path}: no logits for split {split}")
+        n = count_records(record_file(records, split))
+        if len(arrays[split]) != n:
+            raise DataError(f"{path}: {len(arrays[split])} {split} logits do not line up with the "
+                            f"{n} records in {records}; rebuild the cache")
+    return arrays

@@ -1,0 +1,66 @@
+"""Running one student's recipe: build it, run its phases through :func:`kdlib.train.fit`, keep
+the final phase's best checkpoint."""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from . import checkpoint, train
+from .algorithms import Context, get_recipe
+from .cache import load_logits
+from .convert import read_vocab
+from .evaluate import dev_evaluator
+from .io import atomic_dir
+from .ofrecord import record_file
+from .tasks import Task
+
+
+def phase_configs(spec: dict, recipe) -> list[train.TrainConfig]:
+    cfgs = [train.TrainConfig.from_dict(spec["train"])]
+    if recipe.two_phase:
+        cfgs.insert(0, train.TrainConfig.from_dict(spec["first_phase_train"]))
+    return cfgs
+
+
+def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_dir: str | Path,
+            work_dir: str | Path, teacher_dir: str | Path | None = None,
+            logits: str | Path | None = None, init_dir: str | Path | None = None) -> list:
+    """Train student ``name`` (``spec`` as built by :func:`kdlib.config.student_spec`)."""
+    recipe = get_recipe(spec["algorithm"], name)
+    records, work_dir = Path(records), Path(work_dir)
+    vocab_size = None
+    if spec["architecture"]["model"] == "bilstm":
+        vocab_size = len(read_vocab(records / "vocab.txt"))
+    ctx = Context(B, task, records, teacher_dir=Path(teacher_dir) if teacher_dir else None,
+                  init_dir=Path(init_dir) if init_dir else None, vocab_size=vocab_size)
+    if recipe.needs_logits:
+        ctx.logits = load_logits(logits, records, task.splits)
+    cfgs = phase_configs(spec, recipe)
+    B.seed(cfgs[0].seed)
+    student = recipe.build(ctx, spec)
+    meta = {"task": task.name, "labels": list(task.labels or []), "role": "student",
+            "student": name, "algorithm": spec["algorithm"]}
+    evaluate = dev_evaluator(B, student, task, record_file(records, task.dev_splits[0]))
+    results = []
+    for phase in recipe.phases(ctx, spec, student, cfgs):
+        if phase.setup:
+            phase.setup()
+        print(f"{name}: phase {phase.name}", file=sys.stderr)
+        results.append(train.fit(
+            B, phase.modules, phase.loss_fn, train_path=record_file(records, "train"), cfg=phase.cfg,
+            work_dir=work_dir / phase.name, evaluate=evaluate if phase.evaluate else None,
+            save_config=meta, student="student", desc=f"{name} {phase.name}"))
+    last = work_dir / phase.name
+    with atomic_dir(out_dir) as tmp:
+        for f in (checkpoint.WEIGHTS_FILE, checkpoint.CONFIG_FILE):
+            shutil.copy2(last / train.BEST_DIR / f, tmp / f)
+        shutil.copy2(last / train.LOG_CSV, tmp / train.LOG_CSV)
+        total = train.FitResult(results[-1].best_score, results[-1].best_step,
+                                sum(r.steps for r in results), sum(r.seconds for r in results),
+                                results[-1].history)
+        train.write_summary(tmp / "train_summary.json", total, cfgs[-1], task=task.name,
+                            student=name, algorithm=spec["algorithm"],
+                            phases=[{"steps": r.steps, "seconds": round(r.seconds, 2),
+                                     "best_score": r.best_score} for r in results])
+    return results

@@ -1,0 +1,66 @@
+"""Student initialisation from chosen teacher layers (BERT-PKD, BERT-of-Theseus, no-KD baselines).
+
+Keys keep HuggingFace's names: teacher layer ``t`` (1-based) becomes student layer ``i`` by renaming
+``encoder.layer.{t-1}.*`` to ``encoder.layer.{i}.*``; embeddings, pooler and classifier are copied
+as they are.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from safetensors.numpy import save_file
+
+from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config, read_safetensors
+from .errors import ConfigError
+from .io import atomic_dir
+
+_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
+
+
+def skip_layers(n_student: int, n_teacher: int) -> list[int]:
+    """Every (n_teacher / n_student)-th layer, ending at the top: 2,4,6 of 6; 4,8,12 of 12."""
+    if n_student > n_teacher:
+        raise ConfigError(f"a {n_student}-layer student cannot take layers from a {n_teacher}-layer teacher")
+    return [round(k * n_teacher / n_student) for k in range(1, n_student + 1)]
+
+
+def first_layers(n_student: int, n_teacher: int) -> list[int]:
+    """The bottom ``n_student`` layers (BERT-of-Theseus initialises its successor this way)."""
+    if n_student > n_teacher:
+        raise ConfigError(f"a {n_student}-layer student cannot take layers from a {n_teacher}-layer teacher")
+    return list(range(1, n_student + 1))
+
+
+def select_layers(arrays: dict, layers: list[int], n_teacher: int) -> dict:
+    """The teacher's arrays with only ``layers`` (1-based) kept, renumbered from 0."""
+    for t in layers:
+        if not 1 <= t <= n_teacher:
+            raise ConfigError(f"teacher layer {t} does not exist (the teacher has {n_teacher})")
+    out = {}
+    for key, value in arrays.items():
+        match = _LAYER.match(key)
+        if match is None:
+            out[key] = value
+    for i, t in enumerate(layers):
+        prefix = f"encoder.layer.{t - 1}."
+        for key, value in arrays.items():
+            if key.startswith(prefix):
+                out[f"encoder.layer.{i}.{key[len(prefix):]}"] = value
+    return out
+
+
+def export_layers(teacher_dir: str | Path, layers: list[int], out_dir: str | Path,
+                  extra: dict | None = None) -> Path:
+    """Write a BERT checkpoint made of the teacher's ``layers`` into ``out_dir``."""
+    teacher_dir = Path(teacher_dir)
+    config = read_checkpoint_config(teacher_dir)
+    arrays = read_safetensors(teacher_dir / WEIGHTS_FILE)
+    student = select_layers(arrays, list(layers), int(config["num_hidden_layers"]))
+    config = {**config, **(extra or {}), "num_hidden_layers": len(layers),
+              "teacher_layers": list(layers)}
+    with atomic_dir(out_dir) as tmp:
+        save_file(student, str(tmp / WEIGHTS_FILE), metadata={"format": "kdflow"})
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return Path(out_dir)

@@ -1,0 +1,75 @@
+# Distillation stages: the teacher-logit cache, teacher-layer export, and one generic rule that
+# trains any student named in config.yaml with its algorithm's recipe.
+
+
+rule cache_teacher_logits:
+    input:
+        weights="results/{task}/teacher/model.safetensors",
+        records=bert_records_of,
+    output:
+        "results/{task}/teacher_logits.npz",
+    params:
+        python=TRAIN_PYTHON,
+        backend=BACKEND,
+        device=config["device"],
+        records=bert_dir_of,
+        batch_size=config["teacher"]["eval_batch_size"],
+    log:
+        "logs/{task}/cache_teacher_logits.log",
+    benchmark:
+        "benchmarks/{task}/cache_teacher_logits.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    shell:
+        "{params.python} -m workflow_scripts.cache_teacher_logits --task {wildcards.task}"
+        " --teacher results/{wildcards.task}/teacher --records {params.records} --out {output}"
+        " --batch-size {params.batch_size} --backend {params.backend} --device {params.device}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule export_teacher_layers:
+    input:
+        weights="results/{task}/teacher/model.safetensors",
+    output:
+        weights="results/{task}/init/{student}/model.safetensors",
+        config="results/{task}/init/{student}/config.json",
+    params:
+        python=DATA_PYTHON,
+        layers=student_init_layers,
+    log:
+        "logs/{task}/export_teacher_layers_{student}.log",
+    threads: 1
+    shell:
+        "{params.python} -m workflow_scripts.export_teacher_layers"
+        " --teacher results/{wildcards.task}/teacher --layers {params.layers}"
+        " --out results/{wildcards.task}/init/{wildcards.student} > {log} 2>&1"
+
+
+rule distill:
+    input:
+        unpack(distill_inputs),
+    output:
+        weights="results/{task}/{student}/model.safetensors",
+        config="results/{task}/{student}/config.json",
+    params:
+        python=TRAIN_PYTHON,
+        backend=BACKEND,
+        device=config["device"],
+        spec=student_spec_json,
+        records=student_records_dir,
+        sources=distill_sources,
+    log:
+        "logs/{task}/distill_{student}.log",
+    benchmark:
+        "benchmarks/{task}/distill_{student}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+    shell:
+        "{params.python} -m workflow_scripts.distill --task {wildcards.task}"
+        " --student {wildcards.student} --spec {params.spec:q} --records {params.records}"
+        " {params.sources} --out results/{wildcards.task}/{wildcards.student}"
+        " --work work/{wildcards.task}/{wildcards.student} --backend {params.backend}"
+        " --device {params.device} --threads {threads} > {log} 2>&1"

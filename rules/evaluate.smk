@@ -1,0 +1,55 @@
+# Evaluation stages: task metrics, size and speed of the teacher and of every student.
+
+
+rule evaluate_teacher:
+    input:
+        weights="results/{task}/teacher/model.safetensors",
+        records=bert_records_of,
+    output:
+        "results/{task}/teacher_eval.json",
+    params:
+        python=TRAIN_PYTHON,
+        backend=BACKEND,
+        device=config["device"],
+        records=bert_dir_of,
+        batch_size=config["teacher"]["eval_batch_size"],
+    log:
+        "logs/{task}/evaluate_teacher.log",
+    benchmark:
+        "benchmarks/{task}/evaluate_teacher.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    shell:
+        "{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task} --name teacher"
+        " --model results/{wildcards.task}/teacher --records {params.records} --out {output}"
+        " --batch-size {params.batch_size} --backend {params.backend} --device {params.device}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule evaluate_student:
+    input:
+        weights="results/{task}/{student}/model.safetensors",
+        reference="results/{task}/teacher_eval.json",
+        records=student_records_of,
+    output:
+        "results/{task}/{student}_eval.json",
+    params:
+        python=TRAIN_PYTHON,
+        backend=BACKEND,
+        device=config["device"],
+        records=student_records_dir,
+        batch_size=config["teacher"]["eval_batch_size"],
+    log:
+        "logs/{task}/evaluate_{student}.log",
+    benchmark:
+        "benchmarks/{task}/evaluate_{student}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    shell:
+        "{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task}"
+        " --name {wildcards.student} --model results/{wildcards.task}/{wildcards.student}"
+        " --records {params.records} --reference {input.reference} --out {output}"
+        " --batch-size {params.batch_size} --backend {params.backend} --device {params.device}"
+        " --threads {threads} > {log} 2>&1"

@@ -1,0 +1,256 @@
+"""The teacher stages end to end on tiny data: finetune_teacher (learning, outputs, exact resume after
+SIGKILL, divergence, bad input) and evaluate_model (the eval JSON, the reference comparison).
+
+Runs in both runtimes with that runtime's backend, so the OneFlow runtime covers ``backend:
+oneflow``. The data is a tiny bag-of-words rule (tests/tinydata.py) that a 2-layer BERT learns in
+72 steps: dev accuracy about 0.9 in either backend, from 0.46 after the first epoch.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+import tinydata
+from conftest import HAS_TORCH, REPO
+from kdlib import checkpoint, train
+from workflow_scripts import evaluate_model, finetune_teacher
+
+TASK = "sst2"                                    # binary, metric: accuracy
+BACKEND = "torch" if HAS_TORCH else "oneflow"
+N_TRAIN, N_DEV = 192, 48
+HPARAMS = dict(epochs=6, batch_size=16, lr=3e-3, warmup=0.1, save_every=5, shuffle_buffer=64, seed=42)
+TOTAL_STEPS = 6 * N_TRAIN // 16                  # 72 steps, 12 an epoch
+
+
+def teacher_argv(data, name, **hparams) -> list[str]:
+    return ["--task", TASK, "--records", str(data / "records"), "--pretrained", str(data / "pretrained"),
+            "--out", str(data / name / "teacher"), "--work", str(data / name / "work"),
+            "--hparams", json.dumps({**HPARAMS, **hparams}),
+            "--backend", BACKEND, "--device", "cpu", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teacher")
+    tinydata.write_pretrained(root / "pretrained", seed=0)
+    tinydata.write_records(root / "records", n_train=N_TRAIN, n_dev=N_DEV, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_threads(B):
+    """The stages run with ``--threads 1`` (steady beside other jobs); give PyTorch its count back
+    after this module. (OneFlow 0.9 cannot report its count; that runtime keeps one thread.)"""
+    before = B.lib.get_num_threads() if hasattr(B.lib, "get_num_threads") else None
+    yield
+    if before is not None:
+        B.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    """One uninterrupted teacher run, in-process."""
+    assert finetune_teacher.main(teacher_argv(data, "whole")) == 0
+    return data / "whole"
+
+
+def error_lines(capsys) -> list[str]:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def read_log(path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ---- finetune_teacher ----------------------------------------------------------------------------
+
+def test_finetune_teacher_writes_the_checkpoint_and_learns(trained, data, B):
+    out = trained / "teacher"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["model.safetensors", "config.json", "vocab.txt", "train_log.csv", "train_summary.json"])
+    config = checkpoint.read_checkpoint_config(out)
+    assert config["model_type"] == "bert" and config["task"] == TASK and config["role"] == "teacher"
+    assert config["num_labels"] == 2 and config["num_hidden_layers"] == 2 and config["hidden_size"] == 32
+    assert (out / "vocab.txt").read_text() == (data / "pretrained" / "vocab.txt").read_text()
+    checkpoint.load_checkpoint(B, out)                  # loads on this backend
+
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == TOTAL_STEPS and summary["task"] == TASK
+    assert summary["config"] == {**asdict(train.TrainConfig()), **HPARAMS}
+    assert [h["step"] for h in summary["history"]] == [12 * (i + 1) for i in range(6)]
+    assert summary["best_score"] == max(h["accuracy"] for h in summary["history"])
+    rows = read_log(out / "train_log.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, TOTAL_STEPS + 1))
+
+    # the rule is learnt: dev accuracy far above chance (~0.5), and the loss falls
+    assert summary["best_score"] > 0.75, summary["history"]
+    assert summary["history"][-1]["accuracy"] > 0.75, summary["history"]
+    losses = [float(r["loss"]) for r in rows]
+    assert np.mean(losses[-12:]) < 0.7 * np.mean(losses[:12]), losses
+
+
+def test_evaluate_model_writes_the_eval_json(trained, data, B, tmp_path, capsys):
+    out = trained / "teacher"
+    summary = json.loads((out / "train_summary.json").read_text())
+    argv = ["--task", TASK, "--name", "teacher", "--model", str(out), "--records", str(data / "records"),
+            "--backend", BACKEND, "--device", "cpu"]
+    assert evaluate_model.main(argv + ["--out", str(tmp_path / "teacher_eval.json")]) == 0
+    result = json.loads((tmp_path / "teacher_eval.json").read_text())
+    for key in ("task", "metrics", "score", "parameters", "size_bytes", "latency_ms_batch1",
+                "throughput_batch32", "backend", "device", "train_seconds"):
+        assert key in result, key
+    assert result["task"] == TASK and result["backend"] == B.name and result["device"] == "cpu"
+    assert set(result["metrics"]) == {"dev"} and result["metrics"]["dev"]["accuracy"] == result["score"]
+    assert result["score"] == pytest.approx(summary["best_score"])      # the best dev checkpoint
+    weights = checkpoint.read_safetensors(out / "model.safetensors")
+    assert result["parameters"] == sum(v.size for v in weights.values())
+    assert result["size_bytes"] == sum(f.stat().st_size for f in out.iterdir())
+    assert result["train_seconds"] == summary["train_seconds"] > 0
+    assert result["latency_ms_batch1"] > 0 and result["throughput_batch32"] > 0
+    assert "speedup" not in result and "retained" not in result
+    assert "wrote" in capsys.readouterr().err
+
+    # against a reference: speed-up of latency and share of the reference's score retained
+    reference = {"score": 0.9, "latency_ms_batch1": 10.0, "throughput_batch32": 100.0}
+    (tmp_path / "ref.json").write_text(json.dumps(reference))
+    assert evaluate_model.main(argv + ["--out", str(tmp_path / "student_eval.json"),
+                                       "--reference", str(tmp_path / "ref.json")]) == 0
+    student = json.loads((tmp_path / "student_eval.json").read_text())
+    assert student["score"] == result["score"]
+    assert student["retained"] == round(student["score"] / 0.9, 4)
+    assert student["speedup"] == round(10.0 / student["latency_ms_batch1"], 3)
+    assert student["speedup_batch32"] == round(student["throughput_batch32"] / 100.0, 3)
+
+
+def test_finetune_teacher_resumes_exactly_after_sigkill(trained, data):
+    """Kill a run mid-way (SIGKILL), rerun the same command: same weights, log and summary as the
+    uninterrupted run."""
+    cmd = [sys.executable, "-m", "workflow_scripts.finetune_teacher", *teacher_argv(data, "killed")]
+    work, out = data / "killed" / "work", data / "killed" / "teacher"
+    state = work / train.STATE_DIR / "state.pkl"
+
+    def saved_step() -> int:
+        try:
+            with open(state, "rb") as fh:
+                return pickle.load(fh)["meta"]["step"]
+        except (OSError, EOFError, pickle.UnpicklingError, KeyError):
+            return 0                     # not written yet, or being replaced right now
+
+    with open(data / "killed.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 240
+            while saved_step() < 30 and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGKILL)          # a no-op if it has already ended
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    log_text = (data / "killed.log").read_text(errors="replace")
+    assert proc.returncode == -signal.SIGKILL, log_text[-2000:]
+    killed_at = saved_step()
+    assert 30 <= killed_at < TOTAL_STEPS and not out.exists(), f"killed at step {killed_at}"
+
+    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resuming at step {killed_at}/{TOTAL_STEPS}" in rerun.stderr
+
+    # final weights (resume state) and best checkpoint equal the uninterrupted run's
+    ref_work, ref_out = trained / "work", trained / "teacher"
+    final, ref_final = (dict(np.load(w / train.STATE_DIR / "weights.npz")) for w in (work, ref_work))
+    assert final.keys() == ref_final.keys()
+    for key in final:
+        np.testing.assert_allclose(final[key], ref_final[key], rtol=0, atol=1e-6, err_msg=key)
+    best, ref_best = (checkpoint.read_safetensors(o / "model.safetensors") for o in (out, ref_out))
+    for key in ref_best:
+        np.testing.assert_allclose(best[key], ref_best[key], rtol=0, atol=1e-6, err_msg=key)
+    summary, ref_summary = (json.loads((o / "train_summary.json").read_text()) for o in (out, ref_out))
+    for key in ("best_score", "best_step", "steps", "history", "config"):
+        assert summary[key] == ref_summary[key], key
+    # every step logged exactly once, with the uninterrupted run's learning rates and losses
+    rows, ref_rows = read_log(out / "train_log.csv"), read_log(ref_out / "train_log.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, TOTAL_STEPS + 1))
+    for key in ("step", "epoch", "lr", "loss", "dev_score"):
+        assert [r[key] for r in rows] == [r[key] for r in ref_rows], key
+
+
+def test_diverging_run_is_one_error_line(data, tmp_path, capsys):
+    argv = teacher_argv(data, "diverge", lr=1e6, epochs=1)
+    assert finetune_teacher.main(argv) == 1
+    errors = error_lines(capsys)
+    assert len(errors) == 1 and "the loss became" in errors[0], errors
+    assert " at step " in errors[0] and "lower the learning rate" in errors[0]
+
+
+# ---- bad input --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("hparams, needle", [
+    ({"epochs": 1, "learning_rate": 0.1}, "learning_rate"),
+    ({"batch_size": "8"}, "batch_size"),
+    ({"warmup": 2}, "warmup"),
+])
+def test_bad_hparams_are_one_error_line(data, capsys, hparams, needle):
+    argv = teacher_argv(data, "bad")
+    argv[argv.index("--hparams") + 1] = json.dumps(hparams)
+    assert finetune_teacher.main(argv) == 1
+    errors = error_lines(capsys)
+    assert len(errors) == 1 and needle in errors[0] and "--hparams" in errors[0], errors
+    assert not (data / "bad").exists()
+
+
+def test_missing_record_folder_is_one_error_line(data, tmp_path, capsys):
+    argv = teacher_argv(data, "norecords")
+    argv[argv.index("--records") + 1] = str(tmp_path / "nowhere")
+    assert finetune_teacher.main(argv) == 1
+    errors = error_lines(capsys)
+    assert len(errors) == 1 and str(tmp_path / "nowhere") in errors[0], errors
+
+
+def test_missing_pretrained_folder_is_one_error_line(data, tmp_path, capsys):
+    argv = teacher_argv(data, "nopretrained")
+    argv[argv.index("--pretrained") + 1] = str(tmp_path / "nowhere")
+    assert finetune_teacher.main(argv) == 1
+    errors = error_lines(capsys)
+    assert len(errors) == 1 and str(tmp_path / "nowhere") in errors[0], errors
+
+
+def _eval_argv(model_dir, data, out):
+    return ["--task", TASK, "--name", "teacher", "--model", str(model_dir), "--records",
+            str(data / "records"), "--out", str(out), "--backend", BACKEND, "--device", "cpu"]
+
+
+def test_corrupt_checkpoint_weights_are_one_error_line(trained, data, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in (trained / "teacher").iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])     # truncated
+    assert evaluate_model.main(_eval_argv(broken, data, tmp_path / "eval.json")) == 1
+    errors = error_lines(capsys)
+    assert len(errors) == 1 and str(weights) in errors[0], errors
+    assert not (tmp_path / "eval.json").exists()
+
+
+@pytest.mark.parametrize("content", [None, "{not json", "[1, 2]", '{"score": 0.9}'])
+def test_bad_reference_json_is_one_error_line(trained, data, tmp_path, capsys, content):
+    reference = tmp_path / "teacher_eval.json"
+    if content is not None:
+        reference.write_text(content)
+    argv = _eval_argv(trained / "teacher", data, tmp_path / "eval.json") + ["--reference", str(reference)]
+    assert evaluate_model.main(argv) == 1
+    errors = error_lines(capsys)
+    assert len(errors) == 1 and str(reference) in errors[0], errors

@@ -1,0 +1,316 @@
+"""The generic training loop (kdlib.train): schedule, optimizer groups, determinism, exact resume,
+divergence, and PyTorch/OneFlow parity of the model and of one AdamW step.
+
+Runs in both runtimes with that runtime's backend (the ``B`` fixture of conftest.py); the parity
+test runs in the PyTorch runtime and drives tests/parity_worker.py in the OneFlow runtime.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+
+import numpy as np
+import pytest
+
+import parity_worker
+import tinydata
+from conftest import HAS_TORCH, ONEFLOW_PYTHON, REPO
+from kdlib import checkpoint, ofrecord, train
+from kdlib.errors import ConfigError, KdflowError
+from kdlib.evaluate import dev_evaluator, evaluate
+from kdlib.models import BertConfig, build_bert
+from kdlib.tasks import get_task
+from kdlib.teacher import supervised_loss_fn
+
+TASK = get_task("sst2")
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    """48 train and 24 dev records of the tiny majority rule."""
+    return tinydata.write_records(tmp_path_factory.mktemp("records"), n_train=48, n_dev=24, seed=3)
+
+
+@pytest.fixture
+def one_thread(B):
+    """Train on one CPU thread (steady timings beside other jobs); restore the count afterwards."""
+    before = B.lib.get_num_threads() if hasattr(B.lib, "get_num_threads") else None
+    B.set_num_threads(1)
+    yield
+    if before is not None:
+        B.set_num_threads(before)
+
+
+def tiny_model(B, seed=0):
+    B.seed(seed)
+    return build_bert(B, BertConfig(**tinydata.TINY_BERT))
+
+
+def small_config(**overrides) -> train.TrainConfig:
+    values = dict(epochs=2, batch_size=8, lr=3e-3, warmup=0.2, save_every=3, shuffle_buffer=16,
+                  seed=7)
+    return train.TrainConfig(**{**values, **overrides})
+
+
+def run_fit(B, records, work, cfg, loss_wrapper=None):
+    """``train.fit`` of a fresh tiny BERT; returns (result, final weights)."""
+    model = tiny_model(B)
+    loss_fn = supervised_loss_fn(B, model, regression=False)
+    if loss_wrapper is not None:
+        loss_fn = loss_wrapper(loss_fn)
+    result = train.fit(B, {"model": model}, loss_fn, train_path=ofrecord.record_file(records, "train"),
+                       cfg=cfg, work_dir=work, evaluate=dev_evaluator(B, model, TASK,
+                                                                      ofrecord.record_file(records, "dev")),
+                       save_config={"task": TASK.name})
+    return result, checkpoint.state_dict_numpy(model)
+
+
+def read_log(work):
+    with open(work / train.LOG_CSV, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ---- schedule and optimizer -----------------------------------------------------------------------
+
+def test_lr_factor_warms_up_linearly_then_decays_linearly_to_zero():
+    total, warm = 100, 10
+    f = [train.lr_factor(s, total, warm) for s in range(total + 1)]
+    np.testing.assert_allclose(f[:warm], [(s + 1) / warm for s in range(warm)])   # 0.1 .. 1.0
+    assert f[warm] == 1.0
+    np.testing.assert_allclose(f[warm:], [(total - s) / (total - warm) for s in range(warm, total + 1)])
+    assert f[55] == pytest.approx(0.5) and f[total] == 0.0 and f[total - 1] == pytest.approx(1 / 90)
+    assert all(b > a for a, b in zip(f[:warm], f[1:warm]))          # strictly rising
+    assert all(b < a for a, b in zip(f[warm:], f[warm + 1:]))       # strictly falling
+    assert train.lr_factor(150, total, warm) == 0.0                 # never negative
+    # no warm-up: starts at the peak and falls to 0
+    assert train.lr_factor(0, 10, 0) == 1.0 and train.lr_factor(5, 10, 0) == 0.5
+
+
+def test_make_optimizer_skips_weight_decay_on_biases_and_layer_norm(B):
+    model = tiny_model(B)
+    cfg = train.TrainConfig(lr=1e-3, weight_decay=0.05)
+    optimizer = train.make_optimizer(B, {"model": model}, cfg)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay_of = {}
+    for group in optimizer.param_groups:
+        assert group["lr"] == 1e-3
+        for p in train.group_params(group):
+            assert id(p) not in decay_of, "a parameter is in two groups"
+            decay_of[id(p)] = group["weight_decay"]
+    assert set(decay_of) == set(names), "every parameter is optimised exactly once"
+    by_name = {names[i]: d for i, d in decay_of.items()}
+    no_decay = sorted(n for n, d in by_name.items() if d == 0.0)
+    decay = sorted(n for n, d in by_name.items() if d == 0.05)
+    assert len(no_decay) + len(decay) == len(by_name)
+    assert all(n.endswith(".bias") or ".LayerNorm." in n for n in no_decay)
+    assert all(not n.endswith(".bias") and "LayerNorm" not in n for n in decay)
+    assert "embeddings.LayerNorm.weight" in no_decay and "encoder.layer.1.output.LayerNorm.weight" in no_decay
+    assert "classifier.bias" in no_decay and "pooler.dense.bias" in no_decay
+    assert {"embeddings.word_embeddings.weight", "classifier.weight",
+            "encoder.layer.0.attention.self.query.weight"} <= set(decay)
+
+
+def test_train_config_rejects_unknown_keys():
+    with pytest.raises(ConfigError, match="unknown training setting.*learning_rate"):
+        train.TrainConfig.from_dict({"epochs": 1, "learning_rate": 0.1})
+    assert train.TrainConfig.from_dict({"lr": 0.5}).lr == 0.5
+
+
+# ---- fit ------------------------------------------------------------------------------------------
+
+def test_seed_step_makes_dropout_a_function_of_seed_and_step(B):
+    """Every dropout layer's mask depends on (seed, step) alone; layers do not share masks.
+
+    (OneFlow's ``nn.Dropout`` owns a private generator that ``manual_seed`` does not reach.)
+    """
+    model = build_bert(B, BertConfig(**{**tinydata.TINY_BERT, "hidden_dropout_prob": 0.5}))
+    model.train()
+    dropouts = [m for m in model.modules() if isinstance(m, B.nn.Dropout)]
+    assert len(dropouts) >= 4
+    x = B.tensor(np.ones((4, 64), np.float32))
+
+    def masks(step):
+        train.seed_step(B, {"model": model}, 42, step)
+        return [B.to_numpy(d(x)) for d in dropouts]
+
+    first, again, later = masks(3), masks(3), masks(4)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert all(not np.array_equal(a, b) for a, b in zip(first, later))
+    assert not np.array_equal(first[0], first[1])
+
+
+def test_fit_is_seeded_and_deterministic(B, records, tmp_path, one_thread):
+    cfg = small_config()
+    first, w1 = run_fit(B, records, tmp_path / "a", cfg)
+    second, w2 = run_fit(B, records, tmp_path / "b", cfg)
+    assert first.steps == second.steps == 12                       # 2 epochs of 48 / 8
+    assert w1.keys() == w2.keys()
+    for key in w1:
+        np.testing.assert_array_equal(w1[key], w2[key], err_msg=key)
+    assert first.history == second.history and len(first.history) == 2    # one eval per epoch
+    assert (first.best_score, first.best_step) == (second.best_score, second.best_step)
+    log_a, log_b = read_log(tmp_path / "a"), read_log(tmp_path / "b")
+    assert [r["loss"] for r in log_a] == [r["loss"] for r in log_b]
+
+    # the learning rate of every step follows the schedule
+    total, warm = 12, max(1, int(0.2 * 12))
+    assert [int(r["step"]) for r in log_a] == list(range(1, total + 1))
+    for row in log_a:
+        s = int(row["step"]) - 1
+        assert float(row["lr"]) == pytest.approx(cfg.lr * train.lr_factor(s, total, warm), rel=1e-3)
+    # dev scores appear at the end of each epoch, and the best weights are kept
+    assert [r["dev_score"] != "" for r in log_a] == [(i + 1) % 6 == 0 for i in range(total)]
+    best, config = checkpoint.load_checkpoint(B, tmp_path / "a" / train.BEST_DIR)
+    assert config["task"] == TASK.name
+    best_metrics = evaluate(B, best, TASK, ofrecord.record_file(records, "dev"))
+    assert {"step": first.best_step, **best_metrics} in first.history
+    assert best_metrics["accuracy"] == first.best_score == max(h["accuracy"] for h in first.history)
+
+    # another seed gives other weights: the seed is what makes the runs agree
+    _, w3 = run_fit(B, records, tmp_path / "c", small_config(seed=8))
+    assert any(not np.array_equal(w1[k], w3[k]) for k in w1)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_fit_resumes_exactly_after_an_interruption(B, records, tmp_path, one_thread):
+    """Stop inside epoch 2 (state saved at step 9), resume, and match an uninterrupted run."""
+    cfg = small_config()
+    whole, w_whole = run_fit(B, records, tmp_path / "whole", cfg)
+
+    def stop_at_step_11(loss_fn):
+        calls = [0]
+
+        def wrapped(batch):
+            calls[0] += 1
+            if calls[0] == 11:
+                raise Interrupted
+            return loss_fn(batch)
+        return wrapped
+
+    work = tmp_path / "cut"
+    with pytest.raises(Interrupted):
+        run_fit(B, records, work, cfg, stop_at_step_11)
+    assert [int(r["step"]) for r in read_log(work)] == list(range(1, 11))
+    resumed, w_resumed = run_fit(B, records, work, cfg)
+    for key in w_whole:
+        np.testing.assert_array_equal(w_resumed[key], w_whole[key], err_msg=key)
+    assert resumed.history == whole.history
+    assert (resumed.best_score, resumed.best_step, resumed.steps) == (whole.best_score, whole.best_step, 12)
+    rows = read_log(work)
+    assert [int(r["step"]) for r in rows] == list(range(1, 13))        # step 10 is not doubled
+    assert [r["loss"] for r in rows] == [r["loss"] for r in read_log(tmp_path / "whole")]
+
+
+def test_fit_raises_training_diverged_naming_the_step(B, records, tmp_path):
+    def infinite_from_step_3(loss_fn):
+        calls = [0]
+
+        def wrapped(batch):
+            calls[0] += 1
+            loss, parts = loss_fn(batch)
+            return (loss * math.inf if calls[0] >= 3 else loss), parts
+        return wrapped
+
+    with pytest.raises(train.TrainingDiverged) as info:
+        run_fit(B, records, tmp_path, small_config(), infinite_from_step_3)
+    message = str(info.value)
+    assert "step 3 " in message and "inf" in message and "\n" not in message
+    assert isinstance(info.value, KdflowError)                      # the CLIs turn it into one line
+
+
+def test_fit_rejects_an_empty_training_file(B, tmp_path):
+    with ofrecord.RecordWriter(ofrecord.record_file(tmp_path, "train")):
+        pass
+    model = tiny_model(B)
+    with pytest.raises(KdflowError, match="no training records"):
+        train.fit(B, {"model": model}, supervised_loss_fn(B, model, False),
+                  train_path=ofrecord.record_file(tmp_path, "train"), cfg=small_config(),
+                  work_dir=tmp_path / "work")
+
+
+# ---- PyTorch / OneFlow parity -----------------------------------------------------------------------
+
+def _parity_inputs() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    lengths, T = [10, 6, 3], 10
+    ids = np.zeros((3, T), np.int64)
+    mask = np.zeros((3, T), np.int64)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = rng.integers(5, tinydata.TINY_BERT["vocab_size"], n)
+        mask[i, :n] = 1
+    types = ((np.arange(T)[None, :] >= 4) * mask).astype(np.int64)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
+            "labels": np.array([0, 1, 1], np.int64)}
+
+
+def test_torch_and_oneflow_agree_on_forward_gradients_and_adamw_steps(tmp_path):
+    if not HAS_TORCH:
+        pytest.skip("runs from the PyTorch runtime (.venv), which drives the OneFlow runtime")
+    if not ONEFLOW_PYTHON.exists():
+        pytest.skip(f"{ONEFLOW_PYTHON} is missing (run 'make setup' to build the OneFlow runtime)")
+    from kdlib import backend
+
+    B = backend.load("torch", "cpu")
+    model = build_bert(B, BertConfig(**tinydata.TINY_BERT))
+    rng = np.random.default_rng(0)     # random values everywhere, LayerNorm and biases included
+    checkpoint.load_state_numpy(model, {k: (rng.standard_normal(v.shape) * 0.3).astype(np.float32)
+                                        for k, v in checkpoint.state_dict_numpy(model).items()})
+    checkpoint.save_checkpoint(model, tmp_path / "ckpt", {"task": TASK.name}, B)
+    inputs = _parity_inputs()
+    np.savez(tmp_path / "inputs.npz", **inputs)
+
+    proc = subprocess.run([str(ONEFLOW_PYTHON), str(REPO / "tests" / "parity_worker.py"),
+                           str(tmp_path / "ckpt"), str(tmp_path / "inputs.npz"),
+                           str(tmp_path / "oneflow.npz"), "oneflow"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = dict(np.load(tmp_path / "oneflow.npz"))
+    ours = parity_worker.run(B, tmp_path / "ckpt", inputs)
+
+    assert ours.keys() == theirs.keys()
+    n_layers = tinydata.TINY_BERT["num_hidden_layers"]
+    assert sum(k.startswith("hidden.") for k in ours) == n_layers + 1
+    assert sum(k.startswith("attention.") for k in ours) == n_layers
+    for key in ["logits", "loss"] + [k for k in ours if k.startswith(("hidden.", "attention."))]:
+        # scores of padded keys hold MASK_VALUE (-1e4), hence the small relative tolerance
+        np.testing.assert_allclose(theirs[key], ours[key], atol=1e-4, rtol=1e-6,
+                                   err_msg=f"{key}: OneFlow differs from PyTorch")
+    grads = [k for k in ours if k.startswith("grad1.")]
+    assert len(grads) == len(list(model.parameters()))
+    for key in grads:
+        np.testing.assert_allclose(theirs[key], ours[key], atol=1e-6, rtol=1e-4,
+                                   err_msg=f"{key}: OneFlow differs from PyTorch")
+
+    # AdamW moves a weight by about lr * g / (|g| + eps) with eps = 1e-8, nearly lr whatever the
+    # size of g. Where g is rounding noise (the key bias cannot change softmax, so its gradient is 0
+    # up to ~1e-9), the two libraries take different, equally valid steps of up to lr. Elements
+    # whose gradients agree to 0.1% must agree within 1e-5 after the step; the others (under 1% of
+    # all) only within that bound.
+    before = checkpoint.read_safetensors(tmp_path / "ckpt" / "model.safetensors")
+    noisy_total = sizes = 0
+    for name in before:
+        noisy = np.zeros(before[name].shape, bool)   # noise in any step so far stays in the moments
+        for step in (1, 2):
+            g_ours, g_theirs = ours[f"grad{step}.{name}"], theirs[f"grad{step}.{name}"]
+            noisy |= np.abs(g_ours - g_theirs) > 1e-3 * np.maximum(np.abs(g_ours), np.abs(g_theirs))
+            key = f"step{step}.{name}"
+            diff = np.abs(theirs[key] - ours[key])
+            assert diff[~noisy].max(initial=0) <= 1e-5, f"{key}: OneFlow differs from PyTorch"
+            assert diff[noisy].max(initial=0) <= 2 * step * parity_worker.LR, key
+            if step == 1:
+                moved = np.abs(ours[key] - before[name])[np.abs(g_ours) > 1e-5]
+                assert moved.min(initial=1) > 0.5 * parity_worker.LR, f"{name}: AdamW did not step"
+        noisy_total, sizes = noisy_total + noisy.sum(), sizes + noisy.size
+    assert noisy_total < 0.01 * sizes
+    # decoupled weight decay alone moves the rows of words absent from the batch: w (1 - lr wd)
+    unused = np.setdiff1d(np.arange(tinydata.TINY_BERT["vocab_size"]), inputs["input_ids"])
+    assert len(unused) > 50
+    name = "embeddings.word_embeddings.weight"
+    decayed = before[name][unused] * (1 - parity_worker.LR * parity_worker.WEIGHT_DECAY)
+    for side in (ours, theirs):
+        np.testing.assert_allclose(side[f"step1.{name}"][unused], decayed, rtol=1e-6, atol=0)

@@ -1,0 +1,132 @@
+"""Tiny, seeded fixtures for training tests (not collected by pytest: no ``test_`` prefix).
+
+* :func:`write_pretrained` builds a HuggingFace-layout BERT folder (``config.json``,
+  ``model.safetensors`` with ``bert.``-prefixed keys and one pre-training head key, ``vocab.txt``)
+  from numpy alone, so any runtime can make it without a tensor library.
+* :func:`write_records` writes BERT OFRecord ``train`` and ``dev`` files with a learnable
+  bag-of-words rule: ``label = 1`` exactly when most words are "positive" (ids in
+  :data:`POSITIVE`). The data is a pure function of the seed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PAD, UNK, CLS, SEP, MASK = range(5)
+VOCAB = SPECIALS + [f"w{i}" for i in range(95)]            # 100 tokens
+POSITIVE = list(range(len(SPECIALS), 52))                   # 47 "positive" words
+NEGATIVE = list(range(52, len(VOCAB)))                      # 48 "negative" words
+MAX_LENGTH = 16
+
+TINY_BERT = dict(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=64, max_position_embeddings=MAX_LENGTH)
+
+
+def hf_config(**overrides) -> dict:
+    """A HuggingFace ``BertModel`` config.json for the tiny BERT."""
+    cfg = {**TINY_BERT, **overrides}
+    return {"architectures": ["BertModel"], "model_type": "bert", "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+            "initializer_range": 0.02, "layer_norm_eps": 1e-12, "type_vocab_size": 2,
+            "pad_token_id": 0, "position_embedding_type": "absolute", **cfg}
+
+
+def bert_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
+    """HF BertModel parameter names (without the ``bert.`` prefix) and shapes."""
+    H, I = cfg["hidden_size"], cfg["intermediate_size"]
+    shapes = {"embeddings.word_embeddings.weight": (cfg["vocab_size"], H),
+              "embeddings.position_embeddings.weight": (cfg["max_position_embeddings"], H),
+              "embeddings.token_type_embeddings.weight": (cfg.get("type_vocab_size", 2), H),
+              "embeddings.LayerNorm.weight": (H,), "embeddings.LayerNorm.bias": (H,)}
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"encoder.layer.{i}."
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value",
+                     "attention.output.dense"):
+            shapes[p + name + ".weight"], shapes[p + name + ".bias"] = (H, H), (H,)
+        shapes[p + "intermediate.dense.weight"], shapes[p + "intermediate.dense.bias"] = (I, H), (I,)
+        shapes[p + "output.dense.weight"], shapes[p + "output.dense.bias"] = (H, I), (H,)
+        for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes[p + ln + ".weight"], shapes[p + ln + ".bias"] = (H,), (H,)
+    shapes["pooler.dense.weight"], shapes["pooler.dense.bias"] = (H, H), (H,)
+    return shapes
+
+
+def random_bert_arrays(cfg: dict, seed: int = 0, std: float = 0.02) -> dict[str, np.ndarray]:
+    """float32 weights: N(0, std) matrices, zero biases, unit LayerNorm (BERT's initialisation)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for key, shape in bert_shapes(cfg).items():
+        if len(shape) == 1:
+            value = np.ones(shape) if "LayerNorm.weight" in key else np.zeros(shape)
+        else:
+            value = rng.standard_normal(shape) * std
+        arrays[key] = np.ascontiguousarray(value, dtype=np.float32)
+    arrays["embeddings.word_embeddings.weight"][PAD] = 0.0
+    return arrays
+
+
+def write_pretrained(folder: str | Path, seed: int = 0, **overrides) -> Path:
+    """A HF-layout pretrained BERT folder: config.json, model.safetensors (``bert.`` keys, plus a
+    ``cls.predictions.bias`` that loading must ignore) and vocab.txt."""
+    from safetensors.numpy import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = hf_config(**overrides)
+    arrays = {f"bert.{k}": v for k, v in random_bert_arrays(cfg, seed).items()}
+    arrays["cls.predictions.bias"] = np.zeros(cfg["vocab_size"], np.float32)
+    save_file(arrays, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    return folder
+
+
+def make_examples(n: int, seed: int, max_length: int = MAX_LENGTH) -> dict[str, np.ndarray]:
+    """``n`` BERT examples ``[CLS] w1 .. wk [SEP] [PAD]...`` with an odd number k of words.
+
+    Words are "positive" (ids in :data:`POSITIVE`) or "negative"; the label is 1 exactly when most
+    words are positive, a bag-of-words rule like sentiment. Each sentence draws its words from
+    one side with probability 0.75, so the labels are about balanced and mixed sentences abound.
+    Returns int32 arrays ``input_ids``, ``input_mask``, ``segment_ids`` (n, max_length) and
+    ``label_ids``, ``is_real_example`` (n,).
+    """
+    rng = np.random.default_rng(seed)
+    positive, negative = np.array(POSITIVE), np.array(NEGATIVE)
+    ids = np.zeros((n, max_length), np.int32)
+    mask = np.zeros((n, max_length), np.int32)
+    labels = np.zeros(n, np.int32)
+    for i in range(n):
+        k = int(rng.choice(np.arange(1, max_length - 1, 2)))          # odd, fits with CLS and SEP
+        lean = rng.random() < 0.5
+        from_pos = rng.random(k) < (0.75 if lean else 0.25)
+        seq = np.where(from_pos, rng.choice(positive, k), rng.choice(negative, k))
+        labels[i] = int(from_pos.sum() * 2 > k)
+        row = [CLS, *seq.tolist(), SEP]
+        ids[i, :len(row)] = row
+        mask[i, :len(row)] = 1
+    return {"input_ids": ids, "input_mask": mask, "segment_ids": np.zeros_like(ids),
+            "label_ids": labels, "is_real_example": np.ones(n, np.int32)}
+
+
+def write_split(path: str | Path, examples: dict[str, np.ndarray]) -> Path:
+    from kdlib.ofrecord import RecordWriter
+
+    with RecordWriter(path) as w:
+        for i in range(len(examples["label_ids"])):
+            w.write({k: v[i:i + 1] if v.ndim == 1 else v[i] for k, v in examples.items()})
+    return Path(path)
+
+
+def write_records(folder: str | Path, n_train: int = 96, n_dev: int = 48, seed: int = 0,
+                  dev_split: str = "dev") -> Path:
+    """``folder/train.of_record-0`` and ``folder/<dev_split>.of_record-0`` of the majority rule."""
+    from kdlib.ofrecord import record_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_split(record_file(folder, "train"), make_examples(n_train, seed))
+    write_split(record_file(folder, dev_split), make_examples(n_dev, seed + 1000))
+    return folder

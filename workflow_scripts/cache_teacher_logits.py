@@ -1,0 +1,33 @@
+"""Stage cache_teacher_logits: the fine-tuned teacher's logits for every record of every split."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kdlib import cache, tasks
+from workflow_scripts._cli import add_runtime_args, backend_from, guarded
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--task", required=True)
+    p.add_argument("--teacher", required=True, help="fine-tuned teacher folder")
+    p.add_argument("--records", required=True, help="the teacher's BERT record folder")
+    p.add_argument("--out", required=True, help="the .npz to write")
+    p.add_argument("--batch-size", type=int, default=128)
+    add_runtime_args(p)
+    return p.parse_args(argv)
+
+
+@guarded
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    task = tasks.get_task(args.task)
+    B = backend_from(args)
+    rows = cache.cache_logits(B, task, args.teacher, args.records, args.out, args.batch_size)
+    print(f"teacher logits for {task.name}: {rows}; wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

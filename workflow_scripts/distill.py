@@ -1,0 +1,62 @@
+"""Stage distill: train one student with its algorithm's recipe."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from kdlib import config, tasks
+from kdlib.distill import distill
+from kdlib.errors import ConfigError
+from workflow_scripts._cli import add_runtime_args, backend_from, guarded
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--task", required=True)
+    p.add_argument("--student", required=True, help="the student's name in config.yaml")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--spec", help="the student's resolved settings as JSON (what Snakemake passes)")
+    source.add_argument("--config", help="read the student from this config.yaml")
+    p.add_argument("--records", required=True, help="the student's record folder (bert or lstm)")
+    p.add_argument("--teacher", help="fine-tuned teacher folder")
+    p.add_argument("--logits", help="teacher logit cache (.npz)")
+    p.add_argument("--init", help="exported teacher layers for the student")
+    p.add_argument("--out", required=True)
+    p.add_argument("--work", required=True, help="resume state folder")
+    add_runtime_args(p)
+    return p.parse_args(argv)
+
+
+def read_spec(args) -> dict:
+    if args.config:
+        return config.student_spec(config.load(args.config), args.student)
+    try:
+        spec = json.loads(args.spec)
+    except ValueError as exc:
+        raise ConfigError(f"--spec is not valid JSON ({exc})") from None
+    for key, definition in (("architecture", "architecture"), ("train", "train"),
+                            ("first_phase_train", "train")):
+        if key in spec:
+            spec[key] = config.validate_section(spec[key], definition, f"--spec.{key}")
+    return spec
+
+
+@guarded
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    task = tasks.get_task(args.task)
+    spec = read_spec(args)
+    B = backend_from(args)
+    results = distill(B, task, args.student, spec, records=args.records, out_dir=args.out,
+                      work_dir=args.work, teacher_dir=args.teacher, logits=args.logits,
+                      init_dir=args.init)
+    seconds = sum(r.seconds for r in results)
+    print(f"{args.student} ({spec['algorithm']}) on {task.name}: best dev {task.metric} "
+          f"{results[-1].best_score:.4f}, {seconds:.0f} s on {B.name}/{B.device_name}; "
+          f"saved to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
