@@ -21,14 +21,19 @@ def model_inputs(B, batch: dict) -> dict:
 
 
 def predict(B, model, path: str | Path, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits (N, C), labels (N,))`` for every record of ``path``, in file order."""
+    """``(logits (N, C), labels (N,))`` for every record of ``path``, in file order.
+
+    Batches come from length-sorted pools (less padding); rows are put back in file order.
+    """
     model.eval()
-    logits, labels = [], []
+    logits, labels, index = [], [], []
     with B.no_grad():
-        for batch in ofrecord.batches(path, batch_size):
+        for batch in ofrecord.batches(path, batch_size, bucket=20):
             logits.append(B.to_numpy(model(**model_inputs(B, batch))["logits"]))
             labels.append(batch["label_ids"])
-    return np.concatenate(logits), np.concatenate(labels)
+            index.append(batch["index"])
+    order = np.argsort(np.concatenate(index), kind="stable")
+    return np.concatenate(logits)[order], np.concatenate(labels)[order]
 
 
 def evaluate(B, model, task: Task, path: str | Path, batch_size: int = 128) -> dict[str, float]:

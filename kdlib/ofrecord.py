@@ -741,33 +741,67 @@ def _collate(path, batch: list[tuple[int, bytes]], trim: bool) -> dict[str, np.n
     return out
 
 
+def _grouped(stream: Iterable, batch_size: int, bucket: int, rng) -> Iterator[list]:
+    """Cut a stream of ``(index, payload)`` into batches.
+
+    With ``bucket`` > 0, every ``bucket * batch_size`` records form a pool that is sorted by
+    payload size (a proxy for the real sequence length: padding encodes as one byte per token)
+    before it is cut, so each batch holds sequences of similar length and trimming removes most
+    padding. The pool's batches then come out in an order drawn from ``rng`` (sorted order when
+    ``rng`` is None). Memory stays bounded by the pool.
+    """
+    if bucket <= 0:
+        batch: list = []
+        for item in stream:
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        return
+    pool: list = []
+    for item in stream:
+        pool.append(item)
+        if len(pool) == bucket * batch_size:
+            yield from _pool_batches(pool, batch_size, rng)
+            pool = []
+    if pool:
+        yield from _pool_batches(pool, batch_size, rng)
+
+
+def _pool_batches(pool: list, batch_size: int, rng) -> Iterator[list]:
+    pool.sort(key=lambda item: len(item[1]))                 # stable: ties keep stream order
+    cut = [pool[i:i + batch_size] for i in range(0, len(pool), batch_size)]
+    order = range(len(cut)) if rng is None else rng.permutation(len(cut)).tolist()
+    for k in order:
+        yield cut[k]
+
+
 def batches(path: str | os.PathLike, batch_size: int, *, shuffle_buffer: int = 0, seed: int = 0,
             epoch: int = 0, start_batch: int = 0, drop_last: bool = False,
-            trim: bool = True) -> Iterator[dict[str, np.ndarray]]:
+            trim: bool = True, bucket: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Stream an OFRecord file as numpy batches with bounded memory.
 
     Each batch maps every feature to a stacked array: (B, L) for lists, (B,) for
     ``label_ids`` and ``is_real_example``, plus ``index`` int64 (B,), each record's 0-based
     position in the file. With ``shuffle_buffer`` > 0, records pass through a shuffle buffer of
     that many records driven by an RNG seeded from ``(seed, epoch)``: the order is reproducible
-    and memory does not grow with the file. ``start_batch`` skips that many batches of the
-    same order (exact resume). With ``trim``, the sequence features are cut to the longest
-    real length in the batch (``input_mask.sum(1).max()``).
+    and memory does not grow with the file. With ``bucket`` > 0, batches are cut from
+    length-sorted pools of ``bucket`` batches (see :func:`_grouped`); the records then do not
+    come in file order, but ``index`` says where each one came from. ``start_batch`` skips
+    that many batches of the same order (exact resume). With ``trim``, the sequence features are
+    cut to the longest real length in the batch (``input_mask.sum(1).max()``).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     stream: Iterable = _iter_payloads(path)
+    rng = None
     if shuffle_buffer > 0:
         rng = np.random.default_rng([int(seed), int(epoch)])
         stream = _shuffled(stream, int(shuffle_buffer), rng)
-    batch: list[tuple[int, bytes]] = []
-    emitted = 0
-    for item in stream:
-        batch.append(item)
-        if len(batch) == batch_size:
-            if emitted >= start_batch:
-                yield _collate(path, batch, trim)
-            emitted += 1
-            batch = []
-    if batch and not drop_last and emitted >= start_batch:
-        yield _collate(path, batch, trim)
+    for emitted, batch in enumerate(_grouped(stream, batch_size, int(bucket), rng)):
+        if drop_last and len(batch) < batch_size:
+            continue
+        if emitted >= start_batch:
+            yield _collate(path, batch, trim)

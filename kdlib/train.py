@@ -49,6 +49,7 @@ class TrainConfig:
     eval_every: int = 0            # steps between dev evaluations; 0 = at the end of every epoch
     save_every: int = 50           # steps between resume states
     shuffle_buffer: int = 10000    # records held by the streaming shuffle
+    bucket: int = 50               # batches per length-sorted pool (0 = no length bucketing)
     seed: int = 42
 
     @classmethod
@@ -169,7 +170,8 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
         while step < total:
             epoch, start_batch = divmod(step, per_epoch)
             data = ofrecord.batches(train_path, cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer,
-                                    seed=cfg.seed, epoch=epoch, start_batch=start_batch)
+                                    seed=cfg.seed, epoch=epoch, start_batch=start_batch,
+                                    bucket=cfg.bucket)
             for batch in data:
                 if step >= total:
                     break

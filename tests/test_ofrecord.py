@@ -407,3 +407,29 @@ def test_kdlib_reads_files_written_with_oneflow_protobuf(flow, tmp_path):
     batch = next(batches(path, 9, trim=False))
     np.testing.assert_array_equal(batch["input_ids"], np.stack([r["input_ids"] for r in want]))
     np.testing.assert_array_equal(batch["label_ids"], [r["label_ids"][0] for r in want])
+
+
+def test_length_bucketing_covers_every_record_and_cuts_padding(tmp_path):
+    path = tmp_path / "train.of_record-0"
+    write_file(path, bert_records(400, 64, seed=3))
+    plain = list(batches(path, 16, shuffle_buffer=100, seed=1, epoch=0))
+    bucketed = list(batches(path, 16, shuffle_buffer=100, seed=1, epoch=0, bucket=10))
+    seen = np.concatenate([b["index"] for b in bucketed])
+    assert sorted(seen.tolist()) == list(range(400))                 # each record once per epoch
+    tokens = lambda bs: sum(b["input_ids"].size for b in bs)        # noqa: E731  (after trimming)
+    assert tokens(bucketed) < 0.8 * tokens(plain)
+    again = list(batches(path, 16, shuffle_buffer=100, seed=1, epoch=0, bucket=10))
+    assert all((a["index"] == b["index"]).all() for a, b in zip(bucketed, again))
+    tail = list(batches(path, 16, shuffle_buffer=100, seed=1, epoch=0, bucket=10, start_batch=7))
+    assert [b["index"].tolist() for b in tail] == [b["index"].tolist() for b in bucketed[7:]]
+    other = list(batches(path, 16, shuffle_buffer=100, seed=1, epoch=1, bucket=10))
+    assert [b["index"].tolist() for b in other] != [b["index"].tolist() for b in bucketed]
+
+
+def test_bucketing_without_shuffle_is_sorted_within_pools(tmp_path):
+    path = tmp_path / "dev.of_record-0"
+    write_file(path, bert_records(100, 64, seed=4))
+    got = list(batches(path, 10, bucket=5))
+    assert sorted(np.concatenate([b["index"] for b in got]).tolist()) == list(range(100))
+    lengths = [int(b["input_mask"].sum(1).max()) for b in got[:5]]
+    assert lengths == sorted(lengths)
