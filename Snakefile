@@ -13,6 +13,7 @@ include: "rules/data.smk"
 include: "rules/teacher.smk"
 include: "rules/distill.smk"
 include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 rule all:

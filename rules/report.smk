@@ -1,0 +1,60 @@
+# The metrics report of each task: the teacher and every student in one table (Markdown, CSV, HTML),
+# each distilled student beside its no-KD baseline, and a plot of accuracy against speed-up. The
+# outputs are flagged for `snakemake --report report.html`. The script names each student after the
+# `model` field of its eval JSON (the student's name in config.yaml).
+import json
+
+import kdlib.report
+
+
+report: "../report/workflow.rst"
+
+
+# {distilled student: its `algorithm: none` baseline of the same architecture}, as JSON: a param,
+# so changing the pairing reruns the report.
+REPORT_BASELINES = json.dumps(kdlib.report.baselines(config["students"]), sort_keys=True)
+
+
+rule report:
+    input:
+        teacher="results/{task}/teacher_eval.json",
+        students=expand("results/{{task}}/{student}_eval.json", student=STUDENTS),
+    output:
+        md=report(
+            "results/{task}/report.md",
+            caption="../report/table.rst",
+            category="kdflow",
+            subcategory="{task}",
+            labels={"task": "{task}", "result": "table (Markdown)"},
+        ),
+        csv=report(
+            "results/{task}/report.csv",
+            caption="../report/table.rst",
+            category="kdflow",
+            subcategory="{task}",
+            labels={"task": "{task}", "result": "table (CSV)"},
+        ),
+        html=report(
+            "results/{task}/report.html",
+            caption="../report/table.rst",
+            category="kdflow",
+            subcategory="{task}",
+            labels={"task": "{task}", "result": "table and plot (HTML)"},
+        ),
+        png=report(
+            "results/{task}/accuracy_vs_speedup.png",
+            caption="../report/plot.rst",
+            category="kdflow",
+            subcategory="{task}",
+            labels={"task": "{task}", "result": "accuracy against speed-up"},
+        ),
+    params:
+        python=DATA_PYTHON,
+        baselines=REPORT_BASELINES,
+    log:
+        "logs/{task}/report.log",
+    threads: 1
+    shell:
+        "{params.python} -m workflow_scripts.report --task {wildcards.task} --teacher {input.teacher}"
+        " --students {input.students:q} --baselines {params.baselines:q}"
+        " --md {output.md} --csv {output.csv} --html {output.html} --png {output.png} > {log} 2>&1"

@@ -1,0 +1,159 @@
+"""The user's command end to end: `snakemake --cores 4 results/sst2/tinybert_eval.json` against a
+GLUE mirror served on 127.0.0.1, on a tiny config. Checks what runs, what reruns, and resume.
+
+Runs in the workflow runtime (.venv) only: it drives Snakemake.
+"""
+from __future__ import annotations
+
+import http.server
+import io
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("snakemake")
+
+from tests import tinydata  # noqa: E402
+from tests.conftest import ONEFLOW_PYTHON, REPO, TORCH_PYTHON  # noqa: E402
+
+pytestmark = pytest.mark.slow
+CHAIN = {"download_glue": 1, "ofrecord_bert": 1, "finetune_teacher": 1, "evaluate_teacher": 1,
+         "cache_teacher_logits": 1, "distill": 1, "evaluate_student": 1}
+TARGET = "results/sst2/tinybert_eval.json"
+
+
+def sst2_zip() -> bytes:
+    """A GLUE-layout SST-2.zip whose sentences use the tiny vocabulary's words (w0 .. w94)."""
+    def tsv(n, seed):
+        rows = ["sentence\tlabel"]
+        ex = tinydata.make_examples(n, seed)
+        for ids, mask, label in zip(ex["input_ids"], ex["input_mask"], ex["label_ids"]):
+            words = [tinydata.VOCAB[i] for i in ids[mask == 1][1:-1]]
+            rows.append(f"{' '.join(words)}\t{label}")
+        return "\n".join(rows) + "\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("SST-2/train.tsv", tsv(160, 1))
+        z.writestr("SST-2/dev.tsv", tsv(48, 2))
+        z.writestr("SST-2/test.tsv", "index\tsentence\n0\tw1 w2\n")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mirror")
+    (root / "SST-2.zip").write_bytes(sst2_zip())
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(root), **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.RequestHandlerClass.log_message = lambda *a: None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, mirror):
+    work = tmp_path_factory.mktemp("workflow")
+    for item in ("Snakefile", "rules"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+    if (REPO / "report").is_dir():
+        shutil.copytree(REPO / "report", work / "report")
+    tinydata.write_pretrained(work / "tiny_bert", num_hidden_layers=2)
+    tiny_student = {"model": "bert", "layers": 1, "hidden": 16, "heads": 4, "intermediate": 32}
+    config = {
+        "backend": "torch", "device": "cpu",
+        "runtimes": {"torch": str(TORCH_PYTHON), "oneflow": str(ONEFLOW_PYTHON)},
+        "tasks": ["sst2"],
+        "data": {"glue_url": mirror, "retries": 0, "timeout_s": 10, "max_length": {"default": 16}},
+        "teacher": {"pretrained": str(work / "tiny_bert"),
+                    "train": {"epochs": 2, "batch_size": 8, "lr": 3.0e-3, "save_every": 2}},
+        "students_train": {"epochs": 2, "batch_size": 8, "lr": 3.0e-3, "save_every": 2},
+        "students": {"tinybert": {"algorithm": "tinybert", "architecture": tiny_student},
+                     "kd": {"algorithm": "kd", "architecture": tiny_student}},
+    }
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    return work
+
+
+def snakemake(work: Path, *args, check=True) -> subprocess.CompletedProcess:
+    cmd = [str(REPO / ".venv" / "bin" / "snakemake"), "--cores", "4", "-s", str(work / "Snakefile"),
+           "--directory", str(work), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=work, timeout=600)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+def override(work: Path, name: str, values: dict) -> list[str]:
+    """Arguments that add a config file on top of config.yaml (Snakemake merges them key by key;
+    nested values given with --config on the command line would arrive as strings)."""
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return ["--configfile", str(work / "config.yaml"), str(path)]
+
+
+def planned(work: Path, *args) -> dict[str, int]:
+    """Job counts of a dry run, from Snakemake's 'Job stats' table."""
+    out = snakemake(work, "-n", *args)
+    text = out.stdout + out.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[1].split("\n\n")[0]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        name, count = line.split()
+        if name != "total":
+            jobs[name] = int(count)
+    return jobs
+
+
+def test_user_command_builds_exactly_the_chain_and_reruns_only_what_changed(workdir):
+    # (a) exactly the chain TinyBERT needs, and no other student
+    assert planned(workdir, TARGET) == CHAIN
+    snakemake(workdir, TARGET)
+    result = yaml.safe_load((workdir / TARGET).read_text())
+    assert result["model"] == "tinybert" and "speedup" in result and 0 <= result["score"] <= 1
+    assert not (workdir / "results/sst2/kd").exists()
+    # (b) a second run plans nothing
+    assert planned(workdir, TARGET) == {}
+    # (c) a TinyBERT hyperparameter reruns only TinyBERT's distill and evaluate jobs
+    changed = {"students": {"tinybert": {"hyperparameters": {"temperature": 2}}}}
+    assert planned(workdir, TARGET, *override(workdir, "student_change", changed)) == \
+        {"distill": 1, "evaluate_student": 1}
+    # (d) a teacher hyperparameter reruns the teacher and everything downstream, not the data
+    changed = {"teacher": {"train": {"lr": 2.0e-3}}}
+    assert planned(workdir, TARGET, *override(workdir, "teacher_change", changed)) == \
+        {k: v for k, v in CHAIN.items() if k not in ("download_glue", "ofrecord_bert")}
+
+
+def test_interrupted_training_resumes(workdir):
+    target = "results/sst2/kd_eval.json"
+    snakemake(workdir, "results/sst2/teacher_eval.json", "results/sst2/teacher_logits.npz")
+    state = workdir / "work/sst2/kd/train/state/state.pkl"
+    longer = override(workdir, "longer", {"students_train": {"epochs": 12}})
+    cmd = [str(REPO / ".venv" / "bin" / "snakemake"), "--cores", "4", "-s", str(workdir / "Snakefile"),
+           "--directory", str(workdir), target, *longer]
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert state.exists() and proc.poll() is None, "training ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)          # Ctrl-C: Snakemake stops the job and cleans up
+    proc.wait(timeout=120)
+    assert not (workdir / "results/sst2/kd/model.safetensors").exists()
+    snakemake(workdir, target, *longer)
+    log = (workdir / "logs/sst2/distill_kd.log").read_text()
+    assert re.search(r"resuming at step \d+", log), log[-2000:]
+    assert (workdir / target).exists()
