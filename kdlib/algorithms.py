@@ -86,13 +86,16 @@ def student_config(spec: dict, teacher: dict, num_labels: int, vocab_size: int |
                           hidden_size=arch["hidden"] or 300, fc_size=arch["intermediate"] or 400,
                           num_labels=num_labels)
     hidden = arch["hidden"] or teacher["hidden_size"]
+    # an unset FFN width follows the teacher's when the hidden width does too, else 4 x hidden
+    intermediate = arch["intermediate"] or (teacher.get("intermediate_size") if arch["hidden"] is None
+                                            else None) or 4 * hidden
     return BertConfig.from_dict({
         **{k: teacher[k] for k in ("vocab_size", "max_position_embeddings", "type_vocab_size",
                                    "layer_norm_eps", "hidden_dropout_prob",
                                    "attention_probs_dropout_prob") if k in teacher},
         "hidden_size": hidden, "num_hidden_layers": arch["layers"],
         "num_attention_heads": arch["heads"] or teacher["num_attention_heads"],
-        "intermediate_size": arch["intermediate"] or 4 * hidden, "num_labels": num_labels})
+        "intermediate_size": intermediate, "num_labels": num_labels})
 
 
 def init_layers(spec: dict, teacher_layers: int) -> list[int]:
@@ -128,10 +131,10 @@ class Recipe:
                 raise ConfigError(f"student {student}: a bilstm cannot be initialised from teacher layers")
             return
         n_t = int(teacher["num_hidden_layers"])
-        cfg = student_config(spec, teacher, 2)
-        if cfg.hidden_size % cfg.num_attention_heads:
-            raise ConfigError(f"student {student}: hidden {cfg.hidden_size} is not divisible by "
-                              f"{cfg.num_attention_heads} heads")
+        try:                                   # e.g. a hidden width the heads do not divide
+            cfg = student_config(spec, teacher, 2)
+        except ConfigError as exc:
+            raise ConfigError(f"student {student}: {exc}") from None
         if arch["init"] == "teacher":
             if cfg.hidden_size != teacher["hidden_size"] or cfg.intermediate_size != teacher["intermediate_size"] \
                     or cfg.num_attention_heads != teacher["num_attention_heads"]:

@@ -7,6 +7,7 @@ teacher produced from its own WordPiece records; :func:`load_logits` checks the 
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,12 @@ def load_logits(path: str | Path, records: str | Path, splits) -> dict[str, np.n
     """The cached logits, checked against the record files a student reads."""
     path = Path(path)
     try:
-        with np.load(path) as data:
+        data = np.load(path)
+        if isinstance(data, np.ndarray):
+            raise ValueError("a bare .npy array, not an .npz archive")
+        with data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:   # truncated: BadZipFile
         raise DataError(f"{path}: not a readable logit cache ({exc})") from None
     for split in splits:
         if split not in arrays:

@@ -10,6 +10,7 @@ from . import checkpoint, train
 from .algorithms import Context, get_recipe
 from .cache import load_logits
 from .convert import read_vocab
+from .errors import ConfigError
 from .evaluate import dev_evaluator
 from .io import atomic_dir
 from .ofrecord import record_file
@@ -28,6 +29,15 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
             logits: str | Path | None = None, init_dir: str | Path | None = None) -> list:
     """Train student ``name`` (``spec`` as built by :func:`kdlib.config.student_spec`)."""
     recipe = get_recipe(spec["algorithm"], name)
+    bert = spec["architecture"]["model"] == "bert"
+    missing = [what for what, needed, given in (
+        ("the teacher logit cache (logits)", recipe.needs_logits, logits),
+        ("the fine-tuned teacher (teacher_dir)", recipe.needs_teacher or bert, teacher_dir),
+        ("the exported teacher layers (init_dir)", spec["architecture"]["init"] == "teacher", init_dir))
+        if needed and not given]
+    if missing:
+        raise ConfigError(f"student {name}: algorithm {spec['algorithm']} with a "
+                          f"{spec['architecture']['model']} student needs {' and '.join(missing)}")
     records, work_dir = Path(records), Path(work_dir)
     vocab_size = None
     if spec["architecture"]["model"] == "bilstm":

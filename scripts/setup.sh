@@ -59,7 +59,10 @@ make_runtime .venv "$PY_WORKFLOW" requirements/workflow.txt
 
 # shellcheck disable=SC2206
 PYENV_310=( "$PYENV_ROOT"/versions/3.10*/bin/python3.10 )
-if PY_ONEFLOW="$(find_python "sys.version_info[:2] == (3, 10)" python3.10 "${PYENV_310[@]}")"; then
+if [[ -x .venv-oneflow/bin/python && -f .venv-oneflow/.kdflow-stamp \
+      && "$(cat .venv-oneflow/.kdflow-stamp)" == "$(stamp_of requirements/oneflow.txt)" ]]; then
+  echo "kdflow: .venv-oneflow is up to date"
+elif PY_ONEFLOW="$(find_python "sys.version_info[:2] == (3, 10)" python3.10 "${PYENV_310[@]}")"; then
   make_runtime .venv-oneflow "$PY_ONEFLOW" requirements/oneflow.txt
 else
   echo "kdflow: OneFlow backend unavailable: no CPython 3.10 on PATH or under pyenv (OneFlow 0.9.0 ships wheels only for Python 3.8-3.10); everything runs with backend: torch."

@@ -35,10 +35,11 @@ def read_spec(args) -> dict:
         spec = json.loads(args.spec)
     except ValueError as exc:
         raise ConfigError(f"--spec is not valid JSON ({exc})") from None
-    for key, definition in (("architecture", "architecture"), ("train", "train"),
-                            ("first_phase_train", "train")):
-        if key in spec:
-            spec[key] = config.validate_section(spec[key], definition, f"--spec.{key}")
+    if not isinstance(spec, dict) or not isinstance(spec.get("algorithm"), str):
+        raise ConfigError("--spec must be a JSON object with an \"algorithm\" name")
+    for key, definition in (("architecture", "architecture"), ("hyperparameters", "hyperparameters"),
+                            ("train", "train"), ("first_phase_train", "train")):
+        spec[key] = config.validate_section(spec.get(key, {}), definition, f"--spec.{key}")
     return spec
 
 

@@ -1,0 +1,554 @@
+"""The distillation recipes (kdlib.algorithms) and the distill stage (kdlib.distill,
+workflow_scripts/distill.py) on tiny models, in this runtime's backend.
+
+* every recipe trains end to end through :func:`kdlib.distill.distill` and leaves a loadable
+  student of the expected architecture;
+* every recipe's loss is checked against a numpy reference on a fixed batch (models in eval mode,
+  so dropout is off), and against the cases where a term must vanish or scale;
+* students whose settings cannot work with the teacher are refused by
+  :func:`kdlib.config.check_students` with one line naming the student;
+* (torch runtime, when the OneFlow runtime exists) the KD loss agrees across the two backends.
+
+The teacher is a random 4-layer BERT (hidden 32, 4 heads, FFN 64: not 4 x hidden, so students that
+follow the teacher's widths must take its FFN width too), so PKD can skip 2 of 4 layers and
+Theseus can compress by 2. Its pooler and classifier are scaled up so its logits are of order 1,
+as a fine-tuned teacher's are, rather than ~1e-3.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+import tinydata
+from conftest import HAS_TORCH, ONEFLOW_PYTHON, REPO
+from kdlib import algorithms, cache, checkpoint, config, ofrecord, train
+from kdlib.convert import read_vocab
+from kdlib.distill import distill, phase_configs
+from kdlib.errors import ConfigError
+from kdlib.export import export_layers
+from kdlib.models import load_pretrained_bert
+from kdlib.ofrecord import RecordWriter, iter_records, record_file
+from kdlib.tasks import get_task
+from workflow_scripts import distill as distill_script
+
+TASK = get_task("sst2")                       # binary, metric accuracy
+BACKEND = "torch" if HAS_TORCH else "oneflow"
+N_TRAIN, N_DEV, BATCH = 32, 16, 8             # 4 steps an epoch
+TEACHER = dict(num_hidden_layers=4, hidden_size=32, num_attention_heads=4, intermediate_size=64)
+TRAIN = dict(epochs=1, batch_size=BATCH, lr=1e-3, warmup=0.1, eval_every=2, save_every=2,
+             shuffle_buffer=16, seed=0)
+STUDENTS = {
+    "nokd": {"algorithm": "none", "architecture": {"layers": 2, "hidden": 16}},
+    "kd": {"algorithm": "kd", "architecture": {"layers": 2, "hidden": 16, "heads": 4, "intermediate": 32},
+           "hyperparameters": {"alpha": 0.3, "temperature": 2}},
+    "lstm": {"algorithm": "distilled_lstm",
+             "architecture": {"model": "bilstm", "hidden": 16, "intermediate": 16, "embedding": 16}},
+    "pkd": {"algorithm": "bert_pkd", "architecture": {"layers": 2, "init": "teacher"},
+            "hyperparameters": {"beta": 10}},
+    "tiny": {"algorithm": "tinybert", "architecture": {"layers": 2, "hidden": 16},
+             "first_phase_train": {"lr": 5e-3}},
+    "theseus": {"algorithm": "theseus", "architecture": {"layers": 2, "init": "teacher"},
+                "hyperparameters": {"compress_ratio": 2}},
+}
+# name -> (model_type, layers, hidden) of the trained student
+EXPECTED = {"nokd": ("bert", 2, 16), "kd": ("bert", 2, 16), "lstm": ("bilstm", None, 16),
+            "pkd": ("bert", 2, 32), "tiny": ("bert", 2, 16), "theseus": ("bert", 2, 32)}
+
+
+def make_config(students: dict, **train) -> dict:
+    return config.validate({"students_train": {**TRAIN, **train}, "students": students})
+
+
+def spec_of(name: str, students: dict | None = None, **overrides) -> dict:
+    """``name``'s spec through the config defaults; ``overrides`` merge into its config entry."""
+    students = students or STUDENTS
+    return config.student_spec(make_config({name: config.merge(students[name], overrides)}), name)
+
+
+# ---- fixtures: teacher, records, logits -------------------------------------------------------------
+
+def write_word_records(bert_dir, out_dir) -> None:
+    """Word records of the same examples in the same order (word ``w{i}`` -> id ``i + 2``)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab = ["<pad>", "<unk>"] + tinydata.VOCAB[len(tinydata.SPECIALS):]
+    (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    shift = len(tinydata.SPECIALS) - 2
+    for split in ("train", "dev"):
+        with RecordWriter(record_file(out_dir, split)) as w:
+            for rec in iter_records(record_file(bert_dir, split)):
+                words = [int(i) - shift for i in rec["input_ids"] if i >= len(tinydata.SPECIALS)]
+                ids = np.zeros(tinydata.MAX_LENGTH, np.int32)
+                mask = np.zeros(tinydata.MAX_LENGTH, np.int32)
+                ids[:len(words)], mask[:len(words)] = words, 1
+                w.write({"input_ids": ids, "input_mask": mask, "label_ids": rec["label_ids"],
+                         "is_real_example": rec["is_real_example"]})
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, B):
+    root = tmp_path_factory.mktemp("algorithms")
+    tinydata.write_pretrained(root / "pretrained", seed=0, **TEACHER)
+    B.seed(0)
+    model, _ = load_pretrained_bert(B, root / "pretrained", TASK.num_labels, log=lambda m: None)
+    with B.no_grad():               # a confident head, as after fine-tuning: logits of order 1
+        model.pooler.dense.weight.mul_(50.0)
+        model.classifier.weight.mul_(20.0)
+    checkpoint.save_checkpoint(model, root / "teacher", {"task": TASK.name, "labels": ["0", "1"],
+                                                         "role": "teacher"})
+    tinydata.write_records(root / "bert", n_train=N_TRAIN, n_dev=N_DEV, seed=0)
+    write_word_records(root / "bert", root / "lstm")
+    cache.cache_logits(B, TASK, root / "teacher", root / "bert", root / "logits.npz")
+    return root
+
+
+@pytest.fixture(scope="module")
+def teacher_cfg(data):
+    return checkpoint.read_checkpoint_config(data / "teacher")
+
+
+def first_batch(records, split="train"):
+    """A fixed batch of shuffled records (so batch["index"] is not 0..7), at step 0."""
+    batch = next(iter(ofrecord.batches(record_file(records, split), BATCH, shuffle_buffer=64, seed=5)))
+    assert sorted(batch["index"].tolist()) != list(range(BATCH))
+    batch["step"] = 0
+    return batch
+
+
+def context(B, data, spec, name="s", logits=None):
+    """The Context distill() would build, with the init folder exported when the spec needs one."""
+    lstm = spec["architecture"]["model"] == "bilstm"
+    records = data / ("lstm" if lstm else "bert")
+    ctx = algorithms.Context(B, TASK, records, teacher_dir=data / "teacher",
+                             vocab_size=len(read_vocab(records / "vocab.txt")) if lstm else None)
+    ctx.logits = logits if logits is not None else cache.load_logits(data / "logits.npz", records,
+                                                                       TASK.splits)
+    if spec["architecture"]["init"] == "teacher":
+        layers = algorithms.init_layers(spec, TEACHER["num_hidden_layers"])
+        folder = data / "init" / name / "_".join(map(str, layers))
+        ctx.init_dir = export_layers(data / "teacher", layers, folder)
+    return ctx
+
+
+def phases_of(B, data, spec, name="s", logits=None, student=None):
+    recipe = algorithms.get_recipe(spec["algorithm"])
+    ctx = context(B, data, spec, name, logits)
+    B.seed(0)
+    student = student if student is not None else recipe.build(ctx, spec)
+    phases = recipe.phases(ctx, spec, student, phase_configs(spec, recipe))
+    for phase in phases:
+        for module in phase.modules.values():
+            module.eval()                                    # no dropout: exact references
+    return ctx, student, phases
+
+
+def value(B, t) -> float:
+    return float(B.to_numpy(t.detach()))
+
+
+def np_inputs_logits(B, model, batch, **kw):
+    from kdlib.evaluate import model_inputs
+    with B.no_grad():
+        out = model(**model_inputs(B, batch), **kw)
+    return out
+
+
+# numpy references
+def log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def hard_ce(logits, labels):
+    return float(-log_softmax(logits.astype(np.float64))[np.arange(len(labels)), labels].mean())
+
+
+def soft_ce(logits_s, logits_t, T):
+    p_t = np.exp(log_softmax(logits_t.astype(np.float64) / T))
+    return float(-(p_t * log_softmax(logits_s.astype(np.float64) / T)).sum(-1).mean())
+
+
+def pkd_ref(c_s, c_t):
+    n_s = c_s / np.linalg.norm(c_s, axis=-1, keepdims=True)
+    n_t = c_t / np.linalg.norm(c_t, axis=-1, keepdims=True)
+    return float(((n_s - n_t) ** 2).sum(-1).mean())
+
+
+# ---- 1. every recipe end to end ---------------------------------------------------------------------
+
+def read_log(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("name", list(STUDENTS))
+def test_every_recipe_trains_end_to_end(name, data, teacher_cfg, B, tmp_path):
+    cfg = make_config(STUDENTS)
+    config.check_students(cfg, teacher_cfg)                        # the workflow's check passes
+    spec = config.student_spec(cfg, name)
+    recipe = algorithms.get_recipe(spec["algorithm"])
+    lstm = spec["architecture"]["model"] == "bilstm"
+    records = data / ("lstm" if lstm else "bert")
+    init_dir = None
+    if spec["architecture"]["init"] == "teacher":
+        init_dir = export_layers(data / "teacher", algorithms.init_layers(spec, 4), tmp_path / "init")
+    out, work = tmp_path / "out", tmp_path / "work"
+    results = distill(B, TASK, name, spec, records=records, out_dir=out, work_dir=work,
+                      teacher_dir=None if lstm else data / "teacher",
+                      logits=data / "logits.npz" if recipe.needs_logits else None, init_dir=init_dir)
+
+    phases = 2 if recipe.two_phase else 1
+    assert len(results) == phases and all(r.steps == N_TRAIN // BATCH for r in results)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["model.safetensors", "config.json", "train_log.csv", "train_summary.json"])
+    saved = checkpoint.read_checkpoint_config(out)
+    assert saved["algorithm"] == spec["algorithm"] and saved["student"] == name
+    assert saved["role"] == "student" and saved["task"] == TASK.name
+    model, _ = checkpoint.load_checkpoint(B, out)
+    model_type, layers, hidden = EXPECTED[name]
+    assert model.model_type == model_type and model.config.hidden_size == hidden
+    if model_type == "bert":
+        assert model.config.num_hidden_layers == layers == len(model.encoder.layer)
+    else:
+        assert model.config.vocab_size == len(read_vocab(records / "vocab.txt"))
+    from kdlib.evaluate import predict
+    logits, labels = predict(B, model, record_file(records, "dev"))
+    assert logits.shape == (N_DEV, 2) and np.isfinite(logits).all()
+
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["algorithm"] == spec["algorithm"] and summary["student"] == name
+    assert summary["steps"] == phases * (N_TRAIN // BATCH) and len(summary["phases"]) == phases
+    assert [h["step"] for h in summary["history"]] == [2, 4]          # eval_every 2, last phase
+    rows = read_log(out / "train_log.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    if recipe.two_phase:
+        first = "intermediate" if name == "tiny" else "replacement"
+        assert sorted(p.name for p in work.iterdir()) == sorted([first, phases_last(name)])
+        assert (work / first / train.BEST_DIR / "model.safetensors").is_file()
+    if name == "theseus":
+        # phase 1 froze the embeddings, pooler and classifier (the teacher's) and trained the layers
+        teacher = checkpoint.read_safetensors(data / "teacher" / "model.safetensors")
+        init = checkpoint.read_safetensors(init_dir / "model.safetensors")
+        after = checkpoint.read_safetensors(work / "replacement" / train.BEST_DIR / "model.safetensors")
+        for key in after:
+            if key.startswith(("embeddings.", "pooler.", "classifier.")):
+                assert np.array_equal(after[key], teacher[key]), key
+        assert any(not np.array_equal(after[k], init[k]) for k in after if k.startswith("encoder."))
+
+
+def phases_last(name):
+    return "prediction" if name == "tiny" else "successor"
+
+
+# ---- 2. each loss uses its parts --------------------------------------------------------------------
+
+def test_none_is_the_hard_loss(B, data):
+    spec = spec_of("nokd")
+    _, student, (phase,) = phases_of(B, data, spec)
+    batch = first_batch(data / "bert")
+    logits = B.to_numpy(np_inputs_logits(B, student, batch)["logits"])
+    loss, parts = phase.loss_fn(batch)
+    assert value(B, loss) == pytest.approx(hard_ce(logits, batch["label_ids"]), abs=1e-5)
+    assert set(parts) == {"hard"}
+
+
+def test_kd_loss_mixes_hard_and_soft_labels(B, data):
+    spec = spec_of("kd")                                      # alpha 0.3, temperature 2
+    rng = np.random.default_rng(0)
+    logits = {s: rng.normal(size=(n, 2)).astype(np.float32) * 3
+              for s, n in (("train", N_TRAIN), ("dev", N_DEV))}
+    ctx, student, (phase,) = phases_of(B, data, spec, logits=logits)
+    batch = first_batch(data / "bert")
+    s = B.to_numpy(np_inputs_logits(B, student, batch)["logits"])
+    t = logits["train"][batch["index"]]
+    loss, parts = phase.loss_fn(batch)
+    hard, soft = hard_ce(s, batch["label_ids"]), 4 * soft_ce(s, t, 2.0)   # T^2 scaling
+    assert value(B, parts["hard"]) == pytest.approx(hard, abs=1e-5)
+    assert value(B, parts["soft"]) == pytest.approx(soft, abs=1e-5)
+    assert value(B, loss) == pytest.approx(0.3 * hard + 0.7 * soft, abs=1e-5)
+
+    # other cached teacher logits change the loss of the same batch, by the soft term only
+    ctx.logits = {k: -v for k, v in logits.items()}
+    loss2, parts2 = phase.loss_fn(batch)
+    assert value(B, parts2["hard"]) == pytest.approx(hard, abs=1e-5)
+    assert abs(value(B, loss2) - value(B, loss)) > 1e-3
+    assert value(B, loss2) == pytest.approx(0.3 * hard + 0.7 * 4 * soft_ce(s, -t, 2.0), abs=1e-5)
+
+
+def test_distilled_lstm_loss(B, data):
+    batch = first_batch(data / "lstm")
+    for alpha in (0.0, 0.5, 1.0):
+        spec = spec_of("lstm", hyperparameters={"alpha": alpha})
+        ctx, student, (phase,) = phases_of(B, data, spec)
+        s = B.to_numpy(np_inputs_logits(B, student, batch)["logits"])
+        t = ctx.logits["train"][batch["index"]]
+        loss, parts = phase.loss_fn(batch)
+        mse = float(((s.astype(np.float64) - t) ** 2).mean())
+        assert value(B, parts["distill"]) == pytest.approx(mse, abs=1e-6)
+        assert value(B, loss) == pytest.approx((1 - alpha) * hard_ce(s, batch["label_ids"]) + alpha * mse,
+                                               abs=1e-5)
+    # alpha 1 against the student's own logits: nothing left to learn
+    own = {"train": np.zeros((N_TRAIN, 2), np.float32), "dev": np.zeros((N_DEV, 2), np.float32)}
+    own["train"][batch["index"]] = s
+    spec = spec_of("lstm", hyperparameters={"alpha": 1.0})
+    ctx, student, (phase,) = phases_of(B, data, spec, logits=own)
+    assert value(B, phase.loss_fn(batch)[0]) == pytest.approx(0.0, abs=1e-10)
+    # soft_ce variant: the soft CE at T (with T^2) in place of the MSE
+    spec = spec_of("lstm", hyperparameters={"alpha": 0.5, "logit_loss": "soft_ce", "temperature": 3})
+    ctx, student, (phase,) = phases_of(B, data, spec)
+    s = B.to_numpy(np_inputs_logits(B, student, batch)["logits"])
+    t = ctx.logits["train"][batch["index"]]
+    expected = 0.5 * hard_ce(s, batch["label_ids"]) + 0.5 * 9 * soft_ce(s, t, 3.0)
+    assert value(B, phase.loss_fn(batch)[0]) == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("strategy,teacher_layer", [("skip", 2), ("last", 3)])
+def test_bert_pkd_loss(B, data, strategy, teacher_layer):
+    batch = first_batch(data / "bert")
+    losses = {}
+    for beta in (0.0, 10.0, 30.0):
+        spec = spec_of("pkd", hyperparameters={"beta": beta, "alpha": 0.4, "temperature": 2,
+                                               "pkd_strategy": strategy})
+        ctx, student, (phase,) = phases_of(B, data, spec, name="pkd")
+        out_s = np_inputs_logits(B, student, batch, output_all=True)
+        out_t = np_inputs_logits(B, ctx.teacher(), batch, output_all=True)
+        s, t = B.to_numpy(out_s["logits"]), B.to_numpy(out_t["logits"])
+        # student layer 1 (teacher layer 2, the skip init) is compared with the mapped teacher layer
+        pkd = pkd_ref(B.to_numpy(out_s["hidden"][1])[:, 0], B.to_numpy(out_t["hidden"][teacher_layer])[:, 0])
+        loss, parts = phase.loss_fn(batch)
+        assert value(B, parts["pkd"]) == pytest.approx(pkd, abs=1e-5)
+        assert pkd > 1e-4
+        expected = 0.6 * hard_ce(s, batch["label_ids"]) + 0.4 * 4 * soft_ce(s, t, 2.0) + beta * pkd
+        assert value(B, loss) == pytest.approx(expected, abs=1e-4)
+        losses[beta] = value(B, loss)
+    # beta scales the patience term alone
+    assert losses[30.0] - losses[0.0] == pytest.approx(3 * (losses[10.0] - losses[0.0]), rel=1e-4)
+
+
+def test_tinybert_intermediate_loss_vanishes_for_the_teacher_itself(B, data):
+    spec = spec_of("tiny", architecture={"layers": 4, "hidden": None, "heads": None,
+                                         "intermediate": 64})
+    twin, _ = checkpoint.load_checkpoint(B, data / "teacher")          # the student IS the teacher
+    ctx, student, (inter, pred) = phases_of(B, data, spec, student=twin)
+    assert set(inter.modules) == {"student", "proj"} and inter.evaluate is False
+    proj = inter.modules["proj"]
+    checkpoint.load_state_numpy(proj, {"weight": np.eye(32, dtype=np.float32),
+                                       "bias": np.zeros(32, np.float32)})
+    batch = first_batch(data / "bert")
+    loss, parts = inter.loss_fn(batch)
+    assert value(B, parts["attention"]) == 0.0 and value(B, parts["hidden"]) == 0.0
+    assert value(B, loss) == 0.0
+    # a change in one layer shows in both terms
+    with B.no_grad():
+        twin.encoder.layer[2].attention.self.query.weight.mul_(3.0)
+        twin.encoder.layer[2].output.dense.bias.add_(B.tensor(np.linspace(-1, 1, 32, dtype=np.float32)))
+    loss, parts = inter.loss_fn(batch)
+    assert value(B, parts["attention"]) > 1e-6 and value(B, parts["hidden"]) > 1e-6
+
+
+def test_tinybert_phases_train_the_projection_and_match_soft_labels(B, data):
+    spec = spec_of("tiny", hyperparameters={"temperature": 2})
+    ctx, student, (inter, pred) = phases_of(B, data, spec)
+    batch = first_batch(data / "bert")
+    proj = inter.modules["proj"]
+    assert tuple(proj.weight.shape) == (32, 16)                       # student 16 -> teacher 32
+    loss, parts = inter.loss_fn(batch)
+    assert value(B, parts["attention"]) > 0 and value(B, parts["hidden"]) > 0
+    assert value(B, loss) == pytest.approx(value(B, parts["attention"]) + value(B, parts["hidden"]), rel=1e-6)
+    loss.backward()
+    assert float(np.abs(B.to_numpy(proj.weight.grad)).sum()) > 0         # the projection learns
+    assert float(np.abs(B.to_numpy(student.encoder.layer[0].attention.self.query.weight.grad)).sum()) > 0
+    # prediction phase: soft CE at T against the cached logits, without T^2
+    s = B.to_numpy(np_inputs_logits(B, student, batch)["logits"])
+    t = ctx.logits["train"][batch["index"]]
+    loss, parts = pred.loss_fn(batch)
+    assert set(parts) == {"soft"}
+    assert value(B, loss) == pytest.approx(soft_ce(s, t, 2.0), abs=1e-5)
+
+
+def test_theseus_replacement_loss(B, data):
+    batch = first_batch(data / "bert")
+
+    def phase1(replace_rate, scheduler):
+        spec = spec_of("theseus", hyperparameters={"replace_rate": replace_rate, "scheduler": scheduler})
+        return phases_of(B, data, spec, name="theseus")
+
+    ctx, student, (rep, succ) = phase1(1.0, "constant")
+    alone = hard_ce(B.to_numpy(np_inputs_logits(B, student, batch)["logits"]), batch["label_ids"])
+    teacher_ce = hard_ce(B.to_numpy(np_inputs_logits(B, ctx.teacher(), batch)["logits"]), batch["label_ids"])
+    assert abs(alone - teacher_ce) > 1e-5                  # the two paths differ
+    # rate 1: every successor module replaces its predecessor -> the successor alone
+    assert value(B, rep.loss_fn(batch)[0]) == pytest.approx(alone, abs=1e-6)
+    # rate 0: the teacher's layers throughout; embeddings and head are the teacher's own (init)
+    ctx, student, (rep, succ) = phase1(0.0, "constant")
+    assert value(B, rep.loss_fn(batch)[0]) == pytest.approx(teacher_ce, abs=1e-6)
+    # the successor phase is the successor alone on hard labels
+    assert value(B, succ.loss_fn(batch)[0]) == pytest.approx(alone, abs=1e-6)
+    # linear: from the base rate 0 at step 0 to 1 at the last step of the phase
+    ctx, student, (rep, succ) = phase1(0.0, "linear")
+    assert value(B, rep.loss_fn(batch)[0]) == pytest.approx(teacher_ce, abs=1e-6)
+    assert value(B, rep.loss_fn({**batch, "step": N_TRAIN // BATCH})[0]) == pytest.approx(alone, abs=1e-6)
+    # a mixed rate draws per module and step: both paths occur over a few steps
+    ctx, student, (rep, succ) = phase1(0.5, "constant")
+    seen = {round(value(B, rep.loss_fn({**batch, "step": k})[0]), 6) for k in range(12)}
+    assert len(seen) >= 3
+
+    # setup: phase 1 freezes embeddings, pooler and classifier; phase 2 thaws everything
+    rep.setup()
+    frozen = {n for n, p in student.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith(("embeddings.", "pooler.", "classifier.")) for n in frozen)
+    assert all(p.requires_grad for n, p in student.named_parameters() if n.startswith("encoder."))
+    succ.setup()
+    assert all(p.requires_grad for p in student.parameters())
+
+
+# ---- 5. settings that cannot work are refused, naming the student ----------------------------------
+
+BAD = {
+    "unknown algorithm": ({"algorithm": "fitnets"}, "unknown algorithm 'fitnets'"),
+    "pkd skip 3 of 4": ({"algorithm": "bert_pkd", "architecture": {"layers": 3, "init": "teacher"}},
+                        "multiple of the student depth"),
+    "theseus layers x ratio": ({"algorithm": "theseus", "architecture": {"layers": 3, "init": "teacher"},
+                                "hyperparameters": {"compress_ratio": 2}}, "compress_ratio 2"),
+    "theseus random init": ({"algorithm": "theseus", "architecture": {"layers": 2}}, "init: teacher"),
+    "tinybert heads": ({"algorithm": "tinybert", "architecture": {"layers": 2, "hidden": 16, "heads": 2}},
+                       "4 heads, not 2"),
+    "tinybert deeper": ({"algorithm": "tinybert", "architecture": {"layers": 6, "hidden": 16}},
+                        "6 layers exceed"),
+    "kd bilstm": ({"algorithm": "kd", "architecture": {"model": "bilstm"}}, "needs a bert student"),
+    "lstm bert": ({"algorithm": "distilled_lstm", "architecture": {"layers": 2}}, "needs a bilstm"),
+    "init width": ({"algorithm": "bert_pkd", "architecture": {"layers": 2, "hidden": 16, "init": "teacher"}},
+                   "teacher's widths"),
+    "init layers out of range": ({"algorithm": "none", "architecture": {
+        "layers": 2, "init": "teacher", "init_layers": [2, 5]}}, "between 1 and 4"),
+    "init layers count": ({"algorithm": "none", "architecture": {
+        "layers": 2, "init": "teacher", "init_layers": [2]}}, "must name 2 layers"),
+    "init deeper": ({"algorithm": "bert_pkd", "architecture": {"layers": 6, "init": "teacher"}}, "6-layer"),
+    "heads divide": ({"algorithm": "kd", "architecture": {"layers": 2, "hidden": 18}}, "not a multiple"),
+    "lstm from teacher": ({"algorithm": "none", "architecture": {"model": "bilstm", "init": "teacher"}},
+                          "bilstm cannot be initialised"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_check_students_names_the_student(case, teacher_cfg):
+    entry, fragment = BAD[case]
+    cfg = make_config({"good": STUDENTS["kd"], "bad_one": entry})
+    with pytest.raises(ConfigError) as info:
+        config.check_students(cfg, teacher_cfg)
+    message = str(info.value)
+    assert "\n" not in message and "bad_one" in message and fragment in message, message
+
+
+def test_the_default_students_pass_the_check(teacher_cfg):
+    """Unset widths follow the teacher, its FFN width included (64 here, not 4 x 32)."""
+    cfg = make_config(STUDENTS)
+    config.check_students(cfg, teacher_cfg)
+    spec = config.student_spec(cfg, "pkd")
+    student = algorithms.student_config(spec, teacher_cfg, 2)
+    assert (student.hidden_size, student.intermediate_size, student.num_attention_heads) == (32, 64, 4)
+    kd = algorithms.student_config(config.student_spec(cfg, "kd"), teacher_cfg, 2)
+    assert (kd.hidden_size, kd.intermediate_size, kd.num_attention_heads) == (16, 32, 4)
+    # a narrower student without an FFN width gets 4 x its own width
+    spec = config.student_spec(make_config({"s": {"algorithm": "none", "architecture": {"hidden": 16}}}), "s")
+    assert algorithms.student_config(spec, teacher_cfg, 2).intermediate_size == 64
+    assert algorithms.init_layers(config.student_spec(cfg, "pkd"), 4) == [2, 4]
+    assert algorithms.init_layers(config.student_spec(cfg, "theseus"), 4) == [1, 2]
+
+
+# ---- the distill script ------------------------------------------------------------------------------
+
+def error_lines(capsys) -> list[str]:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def script_argv(data, tmp_path, spec: str, *extra) -> list[str]:
+    return ["--task", TASK.name, "--student", "kd", "--spec", spec, "--records", str(data / "bert"),
+            "--teacher", str(data / "teacher"), "--out", str(tmp_path / "out"),
+            "--work", str(tmp_path / "work"), "--backend", BACKEND, "--device", "cpu", *extra]
+
+
+@pytest.mark.parametrize("spec,fragment", [
+    ("{bad json", "--spec is not valid JSON"),
+    ('["kd"]', "--spec"),
+    ('{"architecture": {}}', "algorithm"),
+    ('{"algorithm": "kd", "architecture": {"layers": "x"}}', "--spec.architecture.layers"),
+    ('{"algorithm": "kd", "hyperparameters": {"alpha": 2}}', "--spec.hyperparameters.alpha"),
+    ('{"algorithm": "nope"}', "unknown algorithm"),
+])
+def test_distill_script_rejects_bad_specs(spec, fragment, data, tmp_path, capsys):
+    assert distill_script.main(script_argv(data, tmp_path, spec)) == 1
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and fragment in lines[0], lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_distill_script_needs_the_logits_of_a_kd_student(data, tmp_path, capsys):
+    spec = json.dumps(spec_of("kd"))
+    assert distill_script.main(script_argv(data, tmp_path, spec)) == 1       # no --logits
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and "kd" in lines[0] and "logits" in lines[0], lines
+
+
+def test_distill_script_trains_a_student(data, tmp_path, capsys):
+    spec = json.dumps(spec_of("kd"), sort_keys=True)              # what Snakemake passes
+    argv = script_argv(data, tmp_path, spec, "--logits", str(data / "logits.npz"))
+    assert distill_script.main(argv) == 0
+    assert error_lines(capsys) == []
+    assert checkpoint.read_checkpoint_config(tmp_path / "out")["algorithm"] == "kd"
+    # a mismatched cache is one error line naming the file
+    other = tmp_path / "other.npz"
+    np.savez(other, train=np.zeros((N_TRAIN + 1, 2), np.float32), dev=np.zeros((N_DEV, 2), np.float32))
+    argv = script_argv(data, tmp_path, spec, "--logits", str(other))
+    argv[argv.index("--out") + 1] = str(tmp_path / "out2")
+    assert distill_script.main(argv) == 1
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and str(other) in lines[0] and "line up" in lines[0], lines
+
+
+# ---- 6. the KD loss agrees across backends ----------------------------------------------------------
+
+_KD_LOSS = """
+import json, sys
+from pathlib import Path
+from kdlib import algorithms, backend, cache, checkpoint, ofrecord
+from kdlib.tasks import get_task
+B = backend.load("{backend}", "cpu")
+spec, root = json.loads(sys.argv[1]), Path(sys.argv[2])
+task = get_task("sst2")
+ctx = algorithms.Context(B, task, root / "bert")
+ctx.logits = cache.load_logits(root / "logits.npz", root / "bert", task.splits)
+student, _ = checkpoint.load_checkpoint(B, root / "student")
+(phase,) = algorithms.get_recipe("kd").phases(ctx, spec, student, [None])
+batch = next(iter(ofrecord.batches(ofrecord.record_file(root / "bert", "train"), 8, shuffle_buffer=64,
+                                   seed=5)))
+batch["step"] = 0
+loss, parts = phase.loss_fn(batch)
+print(json.dumps({{"loss": float(loss.item()), "soft": float(parts["soft"].item())}}))
+"""
+
+
+@pytest.mark.skipif(not (HAS_TORCH and ONEFLOW_PYTHON.exists()), reason="needs both runtimes")
+def test_kd_loss_agrees_across_backends(B, data, tmp_path):
+    spec = spec_of("kd")
+    ctx = context(B, data, spec)
+    B.seed(0)
+    student = algorithms.get_recipe("kd").build(ctx, spec)
+    checkpoint.save_checkpoint(student, data / "student")
+    student.eval()
+    (phase,) = algorithms.get_recipe("kd").phases(ctx, spec, student, [None])
+    loss, parts = phase.loss_fn(first_batch(data / "bert"))
+    results = {"torch": {"loss": value(B, loss), "soft": value(B, parts["soft"])}}
+    out = subprocess.run([str(ONEFLOW_PYTHON), "-c", _KD_LOSS.format(backend="oneflow"), json.dumps(spec),
+                          str(data)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    results["oneflow"] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert results["torch"]["soft"] > 0
+    for key in ("loss", "soft"):
+        assert results["oneflow"][key] == pytest.approx(results["torch"][key], rel=1e-5, abs=1e-5), results

@@ -1,0 +1,198 @@
+"""Teacher-layer export (kdlib.export, workflow_scripts/export_teacher_layers.py) and the teacher
+logit cache (kdlib.cache, workflow_scripts/cache_teacher_logits.py), in this runtime's backend.
+
+An exported layer is the teacher's layer, bit for bit: fed the teacher's hidden state below it, it
+gives the teacher's output. The cache holds one row per record of every split, in file order, and
+refuses (one line naming the file) a cache that does not line up with the records a student reads.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tinydata
+from conftest import HAS_TORCH
+from kdlib import cache, checkpoint, ofrecord
+from kdlib.errors import ConfigError, DataError
+from kdlib.evaluate import model_inputs, predict
+from kdlib.export import export_layers, first_layers, select_layers, skip_layers
+from kdlib.models import extended_mask, load_pretrained_bert
+from kdlib.ofrecord import record_file
+from kdlib.tasks import get_task
+from workflow_scripts import cache_teacher_logits, export_teacher_layers
+
+TASK = get_task("sst2")
+BACKEND = "torch" if HAS_TORCH else "oneflow"
+N_TRAIN, N_DEV = 24, 10
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, B):
+    root = tmp_path_factory.mktemp("export")
+    tinydata.write_pretrained(root / "pretrained", seed=1, num_hidden_layers=4, intermediate_size=64)
+    B.seed(0)
+    model, _ = load_pretrained_bert(B, root / "pretrained", TASK.num_labels, log=lambda m: None)
+    checkpoint.save_checkpoint(model, root / "teacher", {"task": TASK.name, "role": "teacher"})
+    tinydata.write_records(root / "bert", n_train=N_TRAIN, n_dev=N_DEV, seed=3)
+    return root
+
+
+def error_lines(capsys) -> list[str]:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+# ---- layer choice ----------------------------------------------------------------------------------
+
+def test_layer_choices():
+    assert skip_layers(3, 6) == [2, 4, 6]
+    assert skip_layers(3, 12) == [4, 8, 12]
+    assert skip_layers(6, 12) == [2, 4, 6, 8, 10, 12]
+    assert skip_layers(2, 4) == [2, 4] and skip_layers(4, 4) == [1, 2, 3, 4]
+    assert first_layers(3, 6) == [1, 2, 3] and first_layers(2, 4) == [1, 2]
+    for fn in (skip_layers, first_layers):
+        with pytest.raises(ConfigError, match="7-layer student"):
+            fn(7, 6)
+
+
+@pytest.mark.parametrize("layers", [[0, 2], [2, 5], [-1]])
+def test_a_missing_teacher_layer_is_a_config_error(layers, data, tmp_path):
+    arrays = checkpoint.read_safetensors(data / "teacher" / "model.safetensors")
+    with pytest.raises(ConfigError, match="does not exist"):
+        select_layers(arrays, layers, 4)
+    with pytest.raises(ConfigError) as info:
+        export_layers(data / "teacher", layers, tmp_path / "init")
+    assert "\n" not in str(info.value) and "the teacher has 4" in str(info.value)
+    assert not (tmp_path / "init").exists()
+
+
+# ---- export -----------------------------------------------------------------------------------------
+
+def test_exported_layers_are_the_teachers_own(data, tmp_path, B):
+    out = export_layers(data / "teacher", [2, 4], tmp_path / "init")
+    teacher_w = checkpoint.read_safetensors(data / "teacher" / "model.safetensors")
+    student_w = checkpoint.read_safetensors(out / "model.safetensors")
+
+    # keys keep HF names: teacher encoder.layer.1.* -> student encoder.layer.0.*, 3.* -> 1.*
+    layer_keys = lambda w, i: {k[len(f"encoder.layer.{i}."):]: v for k, v in w.items()  # noqa: E731
+                               if k.startswith(f"encoder.layer.{i}.")}
+    assert len(layer_keys(student_w, 0)) == 16
+    for s, t in ((0, 1), (1, 3)):
+        mine, theirs = layer_keys(student_w, s), layer_keys(teacher_w, t)
+        assert mine.keys() == theirs.keys()
+        assert all(np.array_equal(mine[k], theirs[k]) for k in mine)
+    assert not any(k.startswith("encoder.layer.2.") for k in student_w)
+    others = {k for k in teacher_w if not k.startswith("encoder.")}
+    assert others == {k for k in student_w if not k.startswith("encoder.")}
+    assert all(np.array_equal(student_w[k], teacher_w[k]) for k in others)     # embeddings, head
+    assert len(student_w) == len(others) + 2 * 16
+
+    config = checkpoint.read_checkpoint_config(out)
+    teacher_cfg = checkpoint.read_checkpoint_config(data / "teacher")
+    assert config["num_hidden_layers"] == 2 and config["teacher_layers"] == [2, 4]
+    assert {k: v for k, v in config.items() if k not in ("num_hidden_layers", "teacher_layers")} == \
+        {k: v for k, v in teacher_cfg.items() if k != "num_hidden_layers"}
+
+    # fed the teacher's state below it, each student layer gives the teacher layer's output
+    teacher, _ = checkpoint.load_checkpoint(B, data / "teacher")
+    student, _ = checkpoint.load_checkpoint(B, out)
+    batch = next(iter(ofrecord.batches(record_file(data / "bert", "dev"), 8)))
+    inputs = model_inputs(B, batch)
+    ext = extended_mask(inputs["attention_mask"])
+    with B.no_grad():
+        hidden = teacher(**inputs, output_all=True)["hidden"]          # embeddings, layers 1..4
+        emb = student.embed(inputs["input_ids"], inputs["token_type_ids"])
+        for s, t in ((0, 2), (1, 4)):
+            got, _ = student.encoder.layer[s](hidden[t - 1], ext)
+            assert float(np.abs(B.to_numpy(got) - B.to_numpy(hidden[t])).max()) <= 1e-6
+    assert np.array_equal(B.to_numpy(emb), B.to_numpy(hidden[0]))
+
+
+def test_a_rerun_replaces_the_export(data, tmp_path):
+    out = tmp_path / "init"
+    export_layers(data / "teacher", [1, 2, 3], out)
+    export_layers(data / "teacher", [4], out, extra={"note": "x"})
+    config = checkpoint.read_checkpoint_config(out)
+    assert config["teacher_layers"] == [4] and config["note"] == "x"
+    assert not any(k.startswith("encoder.layer.1.")
+                   for k in checkpoint.read_safetensors(out / "model.safetensors"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["init"]
+
+
+def test_export_script(data, tmp_path, capsys):
+    out = tmp_path / "init"
+    assert export_teacher_layers.main(["--teacher", str(data / "teacher"), "--layers", "1,3",
+                                       "--out", str(out)]) == 0
+    assert error_lines(capsys) == []
+    assert checkpoint.read_checkpoint_config(out)["teacher_layers"] == [1, 3]
+
+    for argv, fragment in (
+            (["--teacher", str(data / "teacher"), "--layers", "2,x"], "--layers '2,x'"),
+            (["--teacher", str(data / "teacher"), "--layers", "2,9"], "teacher layer 9"),
+            (["--teacher", str(tmp_path / "nowhere"), "--layers", "2"], str(tmp_path / "nowhere"))):
+        assert export_teacher_layers.main(argv + ["--out", str(tmp_path / "bad")]) == 1
+        lines = error_lines(capsys)
+        assert len(lines) == 1 and fragment in lines[0], lines
+        assert not (tmp_path / "bad").exists()
+
+
+# ---- the logit cache ---------------------------------------------------------------------------------
+
+def test_cache_holds_the_teachers_logits_in_record_order(data, tmp_path, B):
+    out = tmp_path / "logits.npz"
+    rows = cache.cache_logits(B, TASK, data / "teacher", data / "bert", out, batch_size=7)
+    assert rows == {"train": N_TRAIN, "dev": N_DEV}
+    arrays = cache.load_logits(out, data / "bert", TASK.splits)
+    assert sorted(arrays) == ["dev", "train"]
+    teacher, _ = checkpoint.load_checkpoint(B, data / "teacher")
+    for split, n in rows.items():
+        assert arrays[split].shape == (n, 2) and arrays[split].dtype == np.float32
+        expected, _ = predict(B, teacher, record_file(data / "bert", split), batch_size=5)
+        np.testing.assert_allclose(arrays[split], expected, atol=1e-5)
+    assert not np.allclose(arrays["train"], arrays["train"][0])         # one row per record
+
+
+def test_cache_that_does_not_line_up_is_refused(data, tmp_path, B):
+    out = tmp_path / "logits.npz"
+    cache.cache_logits(B, TASK, data / "teacher", data / "bert", out)
+    other = tinydata.write_records(tmp_path / "other", n_train=N_TRAIN + 1, n_dev=N_DEV, seed=4)
+    with pytest.raises(DataError) as info:
+        cache.load_logits(out, other, TASK.splits)
+    message = str(info.value)
+    assert "\n" not in message and str(out) in message and f"{N_TRAIN} train logits" in message
+    assert str(other) in message
+
+    np.savez(tmp_path / "dev_only.npz", dev=np.zeros((N_DEV, 2), np.float32))
+    with pytest.raises(DataError, match="no logits for split train"):
+        cache.load_logits(tmp_path / "dev_only.npz", data / "bert", TASK.splits)
+
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"this is not a numpy archive\n" * 10)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(out.read_bytes()[:100])
+    bare = tmp_path / "bare.npz"
+    with open(bare, "wb") as fh:
+        np.save(fh, np.zeros((N_TRAIN, 2), np.float32))
+    for path in (garbage, truncated, bare, tmp_path / "missing.npz"):
+        with pytest.raises(DataError) as info:
+            cache.load_logits(path, data / "bert", TASK.splits)
+        message = str(info.value)
+        assert "\n" not in message and message.startswith(str(path)), message
+
+
+def test_cache_script(data, tmp_path, capsys):
+    out = tmp_path / "teacher_logits.npz"
+    argv = ["--task", TASK.name, "--teacher", str(data / "teacher"), "--records", str(data / "bert"),
+            "--out", str(out), "--batch-size", "16", "--backend", BACKEND, "--device", "cpu"]
+    assert cache_teacher_logits.main(argv) == 0
+    assert error_lines(capsys) == []
+    with np.load(out) as arrays:
+        assert {k: arrays[k].shape for k in arrays.files} == {"train": (N_TRAIN, 2), "dev": (N_DEV, 2)}
+
+    argv[argv.index("--teacher") + 1] = str(tmp_path / "nowhere")
+    argv[argv.index("--out") + 1] = str(tmp_path / "bad.npz")
+    assert cache_teacher_logits.main(argv) == 1
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and "nowhere" in lines[0], lines
+    assert not (tmp_path / "bad.npz").exists()
