@@ -61,8 +61,7 @@ def mirror(tmp_path_factory):
     server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory, mirror):
+def make_workdir(tmp_path_factory, mirror, backend="torch"):
     work = tmp_path_factory.mktemp("workflow")
     for item in ("Snakefile", "rules"):
         src = REPO / item
@@ -72,7 +71,7 @@ def workdir(tmp_path_factory, mirror):
     tinydata.write_pretrained(work / "tiny_bert", num_hidden_layers=2)
     tiny_student = {"model": "bert", "layers": 1, "hidden": 16, "heads": 4, "intermediate": 32}
     config = {
-        "backend": "torch", "device": "cpu",
+        "backend": backend, "device": "cpu",
         "runtimes": {"torch": str(TORCH_PYTHON), "oneflow": str(ONEFLOW_PYTHON)},
         "tasks": ["sst2"],
         "data": {"glue_url": mirror, "retries": 0, "timeout_s": 10, "max_length": {"default": 16}},
@@ -84,6 +83,11 @@ def workdir(tmp_path_factory, mirror):
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     return work
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, mirror):
+    return make_workdir(tmp_path_factory, mirror)
 
 
 def snakemake(work: Path, *args, check=True) -> subprocess.CompletedProcess:
@@ -157,3 +161,13 @@ def test_interrupted_training_resumes(workdir):
     log = (workdir / "logs/sst2/distill_kd.log").read_text()
     assert re.search(r"resuming at step \d+", log), log[-2000:]
     assert (workdir / target).exists()
+
+
+@pytest.mark.skipif(not ONEFLOW_PYTHON.exists(), reason="the OneFlow runtime (.venv-oneflow) is not built")
+def test_teacher_stages_on_oneflow(tmp_path_factory, mirror):
+    """backend: oneflow runs the teacher's stages in .venv-oneflow, from the same Snakefile."""
+    work = make_workdir(tmp_path_factory, mirror, backend="oneflow")
+    snakemake(work, "results/sst2/teacher_eval.json")
+    result = yaml.safe_load((work / "results/sst2/teacher_eval.json").read_text())
+    assert result["backend"] == "oneflow" and result["device"] == "cpu"
+    assert "on oneflow/cpu" in (work / "logs/sst2/finetune_teacher.log").read_text()
