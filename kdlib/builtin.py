@@ -39,7 +39,10 @@ def load_corpus(path: str | Path) -> pd.DataFrame:
     with both labels is dropped altogether.
     """
     path = Path(path)
-    text = path.read_bytes().decode("utf-8", errors="replace")
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the corpus ({exc.strerror or exc})") from None
     try:
         df = pd.read_csv(io.StringIO(text), usecols=["sentiment", "text"], dtype=str,
                          keep_default_na=False)
@@ -68,7 +71,10 @@ def split(df: pd.DataFrame, dev_fraction: float, max_train: int, seed: int):
         train_idx.append(idx[n_dev:])
     n_train = sum(len(i) for i in train_idx)
     if max_train and max_train < n_train:
-        train_idx = [i[: int(round(len(i) * max_train / n_train))] for i in train_idx]
+        # Each label's share rounded on the running total, so the shares add up to max_train.
+        bounds = [0] + [int(round(c)) for c in np.cumsum([len(i) for i in train_idx])
+                        * max_train / n_train]
+        train_idx = [i[: hi - lo] for i, lo, hi in zip(train_idx, bounds, bounds[1:])]
     train = df.iloc[rng.permutation(np.concatenate(train_idx))]
     dev = df.iloc[rng.permutation(np.concatenate(dev_idx))]
     return train.reset_index(drop=True), dev.reset_index(drop=True)

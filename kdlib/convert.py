@@ -6,6 +6,7 @@ of the BERT file and of the LSTM file is the same example (the teacher-logit cac
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 from pathlib import Path
 
@@ -22,13 +23,16 @@ PAD, UNK = "<pad>", "<unk>"
 
 
 def wordpiece(vocab: str | Path, max_length: int) -> BertWordPieceTokenizer:
-    """The teacher's uncased WordPiece, truncating pairs longest-first and padding to ``max_length``."""
+    """The teacher's uncased WordPiece, truncating pairs longest-first to ``max_length`` pieces.
+
+    It does not pad: :func:`convert_bert` pads a whole batch at once with numpy, which is cheaper
+    than the tokenizer padding every encoding to ``max_length`` and Python reading them back.
+    """
     vocab = Path(vocab)
     if not vocab.is_file():
         raise DataError(f"{vocab}: vocabulary file not found")
     tok = BertWordPieceTokenizer(str(vocab), lowercase=True)
     tok.enable_truncation(max_length=max_length)
-    tok.enable_padding(length=max_length)
     return tok
 
 
@@ -44,17 +48,38 @@ def _texts(chunk):
     return list(zip(a, chunk["text_b"].tolist()))
 
 
+def _pad(rows: list[list[int]], real: np.ndarray) -> np.ndarray:
+    """Lists of ``real.sum(1)`` ints -> an (N, L) int32 matrix, zero-padded on the right."""
+    out = np.zeros(real.shape, dtype=np.int32)                              # (N, L)
+    out[real] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32,
+                            count=int(real.sum()))                          # row-major fill
+    return out
+
+
 def convert_bert(task: Task, chunks, out_path: str | Path, tokenizer: BertWordPieceTokenizer,
                  desc: str = "") -> int:
-    """Write BERT records (input_ids, input_mask, segment_ids, label_ids, is_real_example)."""
+    """Write BERT records (input_ids, input_mask, segment_ids, label_ids, is_real_example).
+
+    ``tokenizer`` comes from :func:`wordpiece`: it truncates to L = its ``max_length`` and does not
+    pad; here each example becomes ``n <= L`` pieces, ``input_mask = [1] * n + [0] * (L - n)``.
+    """
+    if tokenizer.padding is not None or tokenizer.truncation is None:
+        raise ValueError("convert_bert needs a tokenizer that truncates and does not pad "
+                         "(see wordpiece)")
+    max_length = int(tokenizer.truncation["max_length"])
     with RecordWriter(out_path) as writer, tqdm(desc=desc or str(out_path), unit="ex") as bar:
         for chunk in chunks:
-            encodings = tokenizer.encode_batch(_texts(chunk))
-            ids = np.array([e.ids for e in encodings], dtype=np.int32)         # (N, L)
+            texts = _texts(chunk)
+            encodings = tokenizer.encode_batch(texts)
+            ids = [e.ids for e in encodings]
+            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))  # (N,)
+            real = np.arange(max_length)[None, :] < lengths[:, None]            # (N, L)
+            pairs = bool(texts) and isinstance(texts[0], tuple)
             writer.write_batch({
-                "input_ids": ids,
-                "input_mask": np.array([e.attention_mask for e in encodings], dtype=np.int32),
-                "segment_ids": np.array([e.type_ids for e in encodings], dtype=np.int32),
+                "input_ids": _pad(ids, real),
+                "input_mask": real.astype(np.int32),
+                "segment_ids": (_pad([e.type_ids for e in encodings], real) if pairs
+                                else np.zeros(real.shape, dtype=np.int32)),
                 "label_ids": _labels(task, chunk),                              # (N,)
                 "is_real_example": np.ones(len(ids), dtype=np.int32)})
             bar.update(len(ids))

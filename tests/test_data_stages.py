@@ -1,0 +1,619 @@
+"""The data stages end to end: prepare_builtin, ofrecord_bert, ofrecord_lstm, and their Snakemake rules.
+
+The stage scripts run in-process through their ``main(argv)``; the Snakemake tests (``.venv`` only)
+run ``snakemake`` in a subprocess on a temporary copy of the workflow, against a local HTTP server.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import http.server
+import io
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import unicodedata
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from tokenizers import BertWordPieceTokenizer
+
+from kdlib import builtin, models, ofrecord, tasks
+from workflow_scripts import ofrecord_bert, ofrecord_lstm, prepare_builtin
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = ("the a movie film plot actor great awful boring fine tender dull witty slow bright "
+         "Unaffable kdflowish café naïve 1997 don't well-made !? , .").split()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+def read_tsv(task: str, path: Path) -> pd.DataFrame:
+    return pd.concat(list(tasks.read_split(tasks.get_task(task), path)), ignore_index=True)
+
+
+def records(path: Path) -> list[dict[str, np.ndarray]]:
+    return list(ofrecord.iter_records(path))
+
+
+def stack(recs: list[dict], name: str) -> np.ndarray:
+    return np.stack([r[name] for r in recs])
+
+
+def sentence(rng: random.Random, lo: int = 1, hi: int = 12) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
+
+
+def write_tsv(path: Path, header: list[str], rows: list[list]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join("\t".join(map(str, r)) + "\n" for r in [header, *rows]),
+                    encoding="utf-8")
+    return path
+
+
+def sst2_rows(rng: random.Random, n: int) -> list[list]:
+    rows = [[sentence(rng), rng.randint(0, 1)] for _ in range(n)]
+    rows[1][0] = ""                                            # an empty text
+    rows[2][0] = " ".join(rng.choice(WORDS) for _ in range(60))  # longer than any max length
+    return rows
+
+
+def make_sst2(root: Path, seed: int = 0, n_train: int = 40, n_dev: int = 12) -> Path:
+    rng = random.Random(seed)
+    write_tsv(root / "SST-2" / "train.tsv", ["sentence", "label"], sst2_rows(rng, n_train))
+    write_tsv(root / "SST-2" / "dev.tsv", ["sentence", "label"], sst2_rows(rng, n_dev))
+    return root
+
+
+def pair_rows(rng: random.Random, n: int, label) -> list[list]:
+    rows = [[i, sentence(rng), sentence(rng), label(rng)] for i in range(n)]
+    rows[0][1:3] = [" ".join(rng.choice(WORDS) for _ in range(50)),   # both sides long
+                    " ".join(rng.choice(WORDS) for _ in range(45))]
+    rows[1][1:3] = ["short one", " ".join(rng.choice(WORDS) for _ in range(70))]  # b long
+    rows[2][2] = ""                                                          # b empty
+    return rows
+
+
+MNLI_LABELS = ["contradiction", "entailment", "neutral"]
+
+
+def make_mnli(root: Path, seed: int = 1) -> Path:
+    rng = random.Random(seed)
+    header = ["index", "sentence1", "sentence2", "gold_label"]
+    label = lambda r: r.choice(MNLI_LABELS)  # noqa: E731
+    for split, n in [("train", 30), ("dev_matched", 9), ("dev_mismatched", 8)]:
+        write_tsv(root / "MNLI" / f"{split}.tsv", header, pair_rows(rng, n, label))
+    return root
+
+
+def make_stsb(root: Path, seed: int = 2) -> Path:
+    """STS-B pairs whose scores are all different, so that record order can be checked."""
+    rng = random.Random(seed)
+    header = ["index", "sentence1", "sentence2", "score"]
+    scores = iter(rng.sample(range(500), 40))
+    label = lambda r: f"{next(scores) / 100:.2f}"  # noqa: E731
+    write_tsv(root / "STS-B" / "train.tsv", header, pair_rows(rng, 28, label))
+    write_tsv(root / "STS-B" / "dev.tsv", header, pair_rows(rng, 12, label))
+    return root
+
+
+@pytest.fixture(scope="module")
+def vocab() -> Path:
+    return models.resolve_pretrained("builtin:minilm-l6") / "vocab.txt"
+
+
+def run_bert(root: Path, out: Path, task: str, vocab: Path, max_length: int) -> int:
+    return ofrecord_bert.main(["--task", task, "--glue-root", str(root), "--out-dir", str(out),
+                               "--vocab", str(vocab), "--max-length", str(max_length)])
+
+
+def run_lstm(root: Path, out: Path, task: str, max_length: int, vocab_size: int = 10000) -> int:
+    return ofrecord_lstm.main(["--task", task, "--glue-root", str(root), "--out-dir", str(out),
+                               "--max-length", str(max_length), "--vocab-size", str(vocab_size)])
+
+
+# --------------------------------------------------------------------------- prepare_builtin
+
+
+def _expected_corpus(path: Path) -> dict[str, int]:
+    """An independent reading of the corpus: lower-cased normalised text -> its one label."""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    labels: dict[str, set] = {}
+    for row in csv.DictReader(io.StringIO(text, newline="")):
+        if row["sentiment"] not in ("positive", "negative"):
+            continue
+        key = re.sub(r"\s+", " ", row["text"]).strip().lower()
+        if key:
+            labels.setdefault(key, set()).add(int(row["sentiment"] == "positive"))
+    return {k: v.pop() for k, v in labels.items() if len(v) == 1}
+
+
+@pytest.fixture(scope="module")
+def builtin_runs(tmp_path_factory):
+    """prepare_builtin on the real corpus: seed 13 twice, seed 14, and seed 13 with no cap."""
+    base = tmp_path_factory.mktemp("tweets")
+    runs = {"a": ("13", "4000"), "b": ("13", "4000"), "other": ("14", "4000"), "all": ("13", "0")}
+    for name, (seed, cap) in runs.items():
+        rc = prepare_builtin.main(["--out-dir", str(base / name), "--dev-fraction", "0.1",
+                                   "--max-train", cap, "--seed", seed])
+        assert rc == 0
+    return base
+
+
+def test_builtin_split_rules_on_the_real_corpus(builtin_runs):
+    expected = _expected_corpus(builtin.corpus_path())
+    assert len(expected) > 20_000
+    train, dev = (read_tsv("tweets", builtin_runs / "a" / f"{s}.tsv") for s in ("train", "dev"))
+    for df in (train, dev):
+        assert set(df["label"]) == {0, 1}
+        assert (df["text_a"] != "").all()
+        keys = df["text_a"].str.lower()
+        assert not keys.duplicated().any()
+        # every row is a corpus text with its (unique, binary) label
+        assert [expected.get(k) for k in keys] == df["label"].tolist()
+    assert not set(train["text_a"].str.lower()) & set(dev["text_a"].str.lower())
+    assert len(train) == 4000
+    assert len(dev) == pytest.approx(0.1 * len(expected), abs=2)
+    assert abs(train["label"].mean() - dev["label"].mean()) < 0.01
+    # without a cap, train and dev hold the whole deduplicated corpus
+    full = pd.concat([read_tsv("tweets", builtin_runs / "all" / f"{s}.tsv")
+                      for s in ("train", "dev")], ignore_index=True)
+    assert sorted(full["text_a"].str.lower()) == sorted(expected)
+    assert (set(read_tsv("tweets", builtin_runs / "all" / "dev.tsv")["text_a"])
+            == set(dev["text_a"]))  # the cap draws from train only
+
+
+def test_builtin_is_deterministic_per_seed(builtin_runs):
+    for split in ("train", "dev"):
+        same = (builtin_runs / "a" / f"{split}.tsv").read_bytes()
+        assert same == (builtin_runs / "b" / f"{split}.tsv").read_bytes()
+        assert same != (builtin_runs / "other" / f"{split}.tsv").read_bytes()
+    assert (read_tsv("tweets", builtin_runs / "a" / "train.tsv")["text_a"].tolist()[:50]
+            != read_tsv("tweets", builtin_runs / "other" / "train.tsv")["text_a"].tolist()[:50])
+
+
+def _fake_corpus(path: Path) -> dict[str, int]:
+    """A small corpus CSV exercising every rule; returns the expected sentence -> label."""
+    expected = {}
+    lines = [b"sentiment,confidence,text"]
+    for i in range(10):
+        lines.append(f"positive,1.0,happy tweet number {i}".encode())
+        lines.append(f"negative,1.0,angry tweet number {i}".encode())
+        expected[f"happy tweet number {i}"] = 1
+        expected[f"angry tweet number {i}"] = 0
+    lines += [
+        b"positive,1.0,Great flight today",
+        b"negative,0.9,Lost my   bag again",           # whitespace normalised
+        b"neutral,1.0,Boarding now",                    # neither label: dropped
+        b'positive,0.8,"  great FLIGHT\ttoday "',       # duplicate, same label: first kept
+        b"positive,1.0,Seats are fine",
+        b"negative,1.0,seats are FINE",                 # conflicting labels: both dropped
+        b"negative,1.0,Bad byte \xff here",             # not UTF-8: U+FFFD
+        b'positive,1.0,"Multi\nline, quoted"',
+        b"negative,1.0,   ",                            # empty after normalising: dropped
+    ]
+    expected.update({"Great flight today": 1, "Lost my bag again": 0,
+                     "Bad byte \ufffd here": 0, "Multi line, quoted": 1})
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return expected
+
+
+def test_builtin_rules_on_a_fake_corpus(tmp_path):
+    source = tmp_path / "corpus.csv"
+    expected = _fake_corpus(source)
+    assert len(expected) == 24 and sum(expected.values()) == 12
+    out = tmp_path / "all"
+    assert prepare_builtin.main(["--out-dir", str(out), "--source", str(source),
+                                 "--dev-fraction", "0.25", "--max-train", "0"]) == 0
+    train, dev = read_tsv("tweets", out / "train.tsv"), read_tsv("tweets", out / "dev.tsv")
+    got = dict(zip(train["text_a"], train["label"])) | dict(zip(dev["text_a"], dev["label"]))
+    assert got == expected
+    assert (len(train), len(dev)) == (18, 6)
+    assert (train["label"].sum(), dev["label"].sum()) == (9, 3)  # stratified: 25% of each label
+
+    # the cap keeps the label shares and is met exactly
+    for cap, positives in [(10, 5), (7, None), (3, None)]:
+        capped = tmp_path / f"cap{cap}"
+        assert prepare_builtin.main(["--out-dir", str(capped), "--source", str(source),
+                                     "--dev-fraction", "0.25", "--max-train", str(cap)]) == 0
+        small = read_tsv("tweets", capped / "train.tsv")
+        assert len(small) == cap
+        assert abs(small["label"].sum() - cap / 2) <= 0.5
+        assert set(small["text_a"]) <= set(train["text_a"])
+        assert set(read_tsv("tweets", capped / "dev.tsv")["text_a"]) == set(dev["text_a"])
+
+
+def test_builtin_cap_rounding_keeps_the_total():
+    """Label shares rounded one by one could overshoot (1.5 + 1.5 -> 4) or undershoot the cap."""
+    for sizes, cap in [((3, 3), 3), ((7, 7), 5), ((5, 3, 2), 7), ((1, 9), 5)]:
+        labels = np.repeat(np.arange(len(sizes)), sizes)
+        df = pd.DataFrame({"sentence": [f"t{i}" for i in range(len(labels))], "label": labels})
+        train, dev = builtin.split(df, 0.0, cap, seed=0)
+        assert len(train) == cap and len(dev) == 0
+        counts = train["label"].value_counts().reindex(range(len(sizes)), fill_value=0)
+        assert np.all(np.abs(counts.to_numpy() - np.array(sizes) * cap / sum(sizes)) < 1)
+
+
+@pytest.mark.parametrize("content", [None, b"", b"label,words\npositive,hi\n"])
+def test_builtin_bad_source_is_one_error_line(tmp_path, capsys, content):
+    source = tmp_path / "corpus.csv"
+    if content is not None:
+        source.write_bytes(content)
+    rc = prepare_builtin.main(["--out-dir", str(tmp_path / "out"), "--source", str(source)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert len(error_lines(err)) == 1 and err.count("\n") == 1
+    assert str(source) in error_lines(err)[0]
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- ofrecord_bert
+
+
+def _reference(vocab: Path, max_length: int):
+    """The reference tokeniser (as the task states it) plus one without truncation."""
+    ref = BertWordPieceTokenizer(str(vocab), lowercase=True)
+    ref.enable_truncation(max_length=max_length)
+    full = BertWordPieceTokenizer(str(vocab), lowercase=True)
+    return ref, full
+
+
+def test_bert_records_single_sentences(tmp_path, vocab):
+    root, out, L = make_sst2(tmp_path / "glue"), tmp_path / "bert16", 16
+    assert run_bert(root, out, "sst2", vocab, L) == 0
+    ref, full = _reference(vocab, L)
+    cls, sep = full.token_to_id("[CLS]"), full.token_to_id("[SEP]")
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["counts"] == {"train": 40, "dev": 12}
+    assert (meta["kind"], meta["max_length"], meta["num_labels"], meta["task"]) == \
+        ("bert", L, 2, "sst2")
+    assert sorted(p.name for p in out.iterdir()) == \
+        ["dev.of_record-0", "meta.json", "train.of_record-0"]
+    for split in ("train", "dev"):
+        df = read_tsv("sst2", root / "SST-2" / f"{split}.tsv")
+        recs = records(ofrecord.record_file(out, split))
+        assert len(recs) == len(df)
+        for r, text, label in zip(recs, df["text_a"], df["label"]):
+            assert set(r) == set(ofrecord.BERT_FEATURES)
+            ids, mask, seg = r["input_ids"], r["input_mask"], r["segment_ids"]
+            assert ids.dtype == np.int32 and ids.shape == (L,)
+            n = int(mask.sum())
+            assert mask.tolist() == [1] * n + [0] * (L - n)
+            assert ids[:n].tolist() == ref.encode(text).ids
+            assert not ids[n:].any() and not seg.any()
+            whole = full.encode(text).ids
+            assert whole[0] == cls and whole[-1] == sep
+            if len(whole) <= L:
+                assert ids[:n].tolist() == whole
+            else:                      # truncated: the first L - 2 pieces, then [SEP]
+                assert ids.tolist() == whole[:L - 1] + [sep]
+            assert r["label_ids"].tolist() == [label]
+            assert r["label_ids"].dtype == np.int32 and r["is_real_example"].tolist() == [1]
+    first = records(ofrecord.record_file(out, "train"))
+    assert first[1]["input_ids"][:3].tolist() == [cls, sep, 0]   # the empty text
+    assert first[2]["input_mask"].all()                          # the long one fills L
+
+
+def test_bert_records_pairs_mnli(tmp_path, vocab):
+    root, out, L = make_mnli(tmp_path / "glue"), tmp_path / "bert24", 24
+    assert run_bert(root, out, "mnli", vocab, L) == 0
+    ref, full = _reference(vocab, L)
+    sep = full.token_to_id("[SEP]")
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["counts"] == {"train": 30, "dev_matched": 9, "dev_mismatched": 8}
+    assert meta["num_labels"] == 3
+    truncated = 0
+    for split in ("train", "dev_matched", "dev_mismatched"):
+        raw = pd.read_csv(root / "MNLI" / f"{split}.tsv", sep="\t", dtype=str,
+                          keep_default_na=False, quoting=csv.QUOTE_NONE)
+        recs = records(ofrecord.record_file(out, split))
+        assert len(recs) == len(raw)
+        for r, a, b, gold in zip(recs, raw["sentence1"], raw["sentence2"], raw["gold_label"]):
+            ids, mask, seg = (r[k].tolist() for k in ("input_ids", "input_mask", "segment_ids"))
+            n = sum(mask)
+            assert mask == [1] * n + [0] * (L - n)
+            assert ids[:n] == ref.encode(a, b).ids
+            a_ids = full.encode(a, add_special_tokens=False).ids
+            b_ids = full.encode(b, add_special_tokens=False).ids
+            first_sep = ids.index(sep)
+            kept_a, kept_b = ids[1:first_sep], ids[first_sep + 1:n - 1]
+            assert ids[n - 1] == sep
+            assert seg == [0] * (first_sep + 1) + [1] * (n - first_sep - 1) + [0] * (L - n)
+            assert kept_a == a_ids[:len(kept_a)] and kept_b == b_ids[:len(kept_b)]
+            if len(a_ids) + len(b_ids) + 3 <= L:
+                assert (kept_a, kept_b) == (a_ids, b_ids)
+            else:                      # longest first: the shorter side loses least
+                truncated += 1
+                assert n == L
+                if len(a_ids) <= (L - 3) // 2:
+                    assert kept_a == a_ids
+                if len(b_ids) <= (L - 3) // 2:
+                    assert kept_b == b_ids
+                assert min(len(kept_a), len(kept_b)) >= min(len(a_ids), len(b_ids),
+                                                            (L - 3) // 2)
+            assert r["label_ids"].tolist() == [MNLI_LABELS.index(gold)]
+    assert truncated >= 6   # two truncated pairs per split at least
+
+
+def test_bert_records_stsb_float_labels(tmp_path, vocab):
+    root, out = make_stsb(tmp_path / "glue"), tmp_path / "bert32"
+    assert run_bert(root, out, "stsb", vocab, 32) == 0
+    assert json.loads((out / "meta.json").read_text())["num_labels"] == 1
+    for split in ("train", "dev"):
+        raw = pd.read_csv(root / "STS-B" / f"{split}.tsv", sep="\t", dtype=str,
+                          keep_default_na=False, quoting=csv.QUOTE_NONE)
+        labels = stack(records(ofrecord.record_file(out, split)), "label_ids")[:, 0]
+        assert labels.dtype == np.float32
+        np.testing.assert_allclose(labels, raw["score"].astype(float), rtol=1e-6)
+        assert len(set(labels.tolist())) == len(labels) and not np.all(labels == labels.round())
+
+
+def test_bert_rerun_overwrites(tmp_path, vocab):
+    root, out = make_sst2(tmp_path / "glue"), tmp_path / "bert16"
+    assert run_bert(root, out, "sst2", vocab, 16) == 0
+    sizes = {p.name: p.stat().st_size for p in out.iterdir()}
+    data = ofrecord.record_file(out, "train").read_bytes()
+    assert run_bert(root, out, "sst2", vocab, 16) == 0
+    assert {p.name: p.stat().st_size for p in out.iterdir()} == sizes
+    assert ofrecord.record_file(out, "train").read_bytes() == data
+    assert ofrecord.count_records(ofrecord.record_file(out, "train")) == 40
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    # new data replaces the old files whole
+    make_sst2(root, seed=5, n_train=25, n_dev=4)
+    assert run_bert(root, out, "sst2", vocab, 16) == 0
+    assert json.loads((out / "meta.json").read_text())["counts"] == {"train": 25, "dev": 4}
+    assert ofrecord.count_records(ofrecord.record_file(out, "train")) == 25
+
+
+# --------------------------------------------------------------------------- ofrecord_lstm
+
+
+def test_lstm_vocab_from_train_with_ties_broken_alphabetically(tmp_path):
+    root = tmp_path / "glue"
+    #              counts in train: b 3, a 3, d 2, c 2, e 1 (zebra only in dev)
+    write_tsv(root / "SST-2" / "train.tsv", ["sentence", "label"],
+              [["b a d", 1], ["B c A", 0], ["b A c d", 1], ["e", 0]])
+    write_tsv(root / "SST-2" / "dev.tsv", ["sentence", "label"],
+              [["zebra a", 1], ["c e zebra", 0], ["", 1]])
+    out = tmp_path / "lstm4"
+    assert run_lstm(root, out, "sst2", max_length=4, vocab_size=3) == 0
+    vocab = (out / "vocab.txt").read_text().splitlines()
+    assert vocab == ["<pad>", "<unk>", "a", "b", "c"]
+    meta = json.loads((out / "meta.json").read_text())
+    assert (meta["kind"], meta["vocab_size"], meta["max_length"]) == ("lstm", 5, 4)
+    assert meta["counts"] == {"train": 4, "dev": 3}
+    dev = records(ofrecord.record_file(out, "dev"))
+    assert stack(dev, "input_ids").tolist() == [[1, 2, 0, 0], [4, 1, 1, 0], [1, 0, 0, 0]]
+    assert stack(dev, "input_mask").tolist() == [[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]]
+    assert stack(dev, "label_ids")[:, 0].tolist() == [1, 0, 1]
+    train = records(ofrecord.record_file(out, "train"))
+    assert stack(train, "input_ids").tolist() == [[3, 2, 1, 0], [3, 4, 2, 0], [3, 2, 4, 1],
+                                                  [1, 0, 0, 0]]
+    assert set(train[0]) == {"input_ids", "input_mask", "label_ids", "is_real_example"}
+    # all words fit: every train word is known, counts decide the order, then the word
+    assert run_lstm(root, out, "sst2", max_length=4, vocab_size=100) == 0
+    assert (out / "vocab.txt").read_text().splitlines() == \
+        ["<pad>", "<unk>", "a", "b", "c", "d", "e"]
+
+
+def _words(text: str) -> list[str]:
+    """An independent word split: lower-case without accents, then runs of letters/digits and
+    single punctuation marks."""
+    text = "".join(c for c in unicodedata.normalize("NFD", text.lower())
+                   if unicodedata.category(c) != "Mn")
+    return re.findall(r"\w+|[^\w\s]", text)
+
+
+@pytest.mark.parametrize("task, make", [("sst2", make_sst2), ("stsb", make_stsb),
+                                        ("mnli", make_mnli)])
+def test_lstm_records_follow_the_bert_records(tmp_path, vocab, task, make):
+    root, L = make(tmp_path / "glue"), 8
+    assert run_bert(root, tmp_path / "bert", task, vocab, 32) == 0
+    assert run_lstm(root, tmp_path / "lstm", task, max_length=L) == 0
+    words = (tmp_path / "lstm" / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert words[:2] == ["<pad>", "<unk>"] and len(set(words)) == len(words)
+    index = {w: i for i, w in enumerate(words)}
+    t = tasks.get_task(task)
+    for split in t.splits:
+        bert = records(ofrecord.record_file(tmp_path / "bert", split))
+        lstm = records(ofrecord.record_file(tmp_path / "lstm", split))
+        assert len(lstm) == len(bert)
+        np.testing.assert_array_equal(stack(lstm, "label_ids"), stack(bert, "label_ids"))
+        assert stack(lstm, "label_ids").dtype == stack(bert, "label_ids").dtype
+        df = read_tsv(task, tasks.glue_file(root, t, split))
+        for r, a, b in zip(lstm, df["text_a"], df["text_b"]):
+            expected = _words(a) + (_words(b) if isinstance(b, str) else [])
+            expected = [index.get(w, 1) for w in expected][:L] or [1]
+            n = int(r["input_mask"].sum())
+            assert r["input_ids"].tolist() == expected + [0] * (L - len(expected))
+            assert n == len(expected)
+    meta = json.loads((tmp_path / "lstm" / "meta.json").read_text())
+    assert meta["counts"] == json.loads((tmp_path / "bert" / "meta.json").read_text())["counts"]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _corrupt(root: Path, problem: str) -> str:
+    """Break one SST-2 file; returns the 'file[:line]' the error must name."""
+    train, dev = root / "SST-2" / "train.tsv", root / "SST-2" / "dev.tsv"
+    if problem == "label":
+        lines = dev.read_text().splitlines(keepends=True)
+        lines[3] = "a fine film\t2\n"
+        dev.write_text("".join(lines))
+        return f"{dev}:4"
+    if problem == "column":
+        dev.write_text(dev.read_text().replace("sentence\tlabel", "sentence\tpolarity", 1))
+        return str(dev)
+    lines = train.read_bytes().splitlines(keepends=True)      # not UTF-8, line 5 of train
+    lines[4] = b"caf\xe9 latte\t1\n"
+    train.write_bytes(b"".join(lines))
+    return f"{train}:5"
+
+
+@pytest.mark.parametrize("stage", ["bert", "lstm"])
+@pytest.mark.parametrize("problem", ["label", "column", "utf8"])
+def test_bad_input_leaves_no_output(tmp_path, vocab, capsys, stage, problem):
+    root = make_sst2(tmp_path / "glue")
+    where = _corrupt(root, problem)
+    out = tmp_path / "records" / "sst2" / "x16"
+    if stage == "bert":
+        rc = run_bert(root, out, "sst2", vocab, 16)
+    else:
+        rc = run_lstm(root, out, "sst2", 16)
+    err = capsys.readouterr().err
+    assert rc == 1
+    lines = error_lines(err)
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"error: {where}")
+    assert "Traceback" not in err
+    assert not out.exists()
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no temp folder
+
+
+def test_unknown_task_and_missing_vocab(tmp_path, capsys):
+    root = make_sst2(tmp_path / "glue")
+    assert run_bert(root, tmp_path / "o", "sst3", tmp_path / "vocab.txt", 16) == 1
+    assert run_bert(root, tmp_path / "o", "sst2", tmp_path / "vocab.txt", 16) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 2 and "unknown task 'sst3'" in lines[0]
+    assert f"{tmp_path / 'vocab.txt'}: vocabulary file not found" in lines[1]
+    assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------- Snakemake
+
+SNAKEMAKE = REPO / ".venv" / "bin" / "snakemake"
+ALL_TASKS = "[cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, tweets]"
+
+
+@pytest.fixture
+def workflow(tmp_path):
+    """A copy of the workflow in tmp_path, and a function that runs snakemake on it."""
+    pytest.importorskip("snakemake")
+    if not SNAKEMAKE.exists():
+        pytest.skip("needs .venv/bin/snakemake")
+    wf = tmp_path / "wf"
+    wf.mkdir()
+    shutil.copy(REPO / "Snakefile", wf)
+    shutil.copy(REPO / "config.yaml", wf)
+    shutil.copytree(REPO / "rules", wf / "rules")
+    runtimes = {"torch": str(REPO / ".venv" / "bin" / "python"),
+                "oneflow": str(REPO / ".venv-oneflow" / "bin" / "python")}
+
+    def snakemake(*targets: str, config: tuple[str, ...] = (), override: dict | None = None,
+                  dry_run: bool = False) -> subprocess.CompletedProcess:
+        # Nested values given with --config stay strings (Snakemake parses them with YAML's
+        # BaseLoader), so typed overrides go in a second config file.
+        files = [str(wf / "config.yaml")]
+        if override:
+            (wf / "override.json").write_text(json.dumps(override))
+            files.append(str(wf / "override.json"))
+        cmd = [str(SNAKEMAKE), *targets, "-s", str(wf / "Snakefile"), "--directory", str(wf),
+               "--cores", "2", *(["-n"] if dry_run else []), "--configfile", *files,
+               "--config", "runtimes=" + json.dumps(runtimes), *config]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("http_", "https_",
+                                                                        "HTTP_", "HTTPS_"))}
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                              env=env)
+
+    snakemake.dir = wf
+    return snakemake
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve(directory: Path):
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_snakemake_builds_builtin_records_offline(workflow):
+    target = "data/ofrecord/tweets/bert64/train.of_record-0"
+    done = workflow(target)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = workflow.dir / "data" / "ofrecord" / "tweets" / "bert64"
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["counts"]["train"] == 4000 and meta["max_length"] == 64
+    assert ofrecord.count_records(out / "dev.of_record-0") == meta["counts"]["dev"]
+    assert (workflow.dir / "data" / "glue" / "tweets" / "train.tsv").is_file()
+    again = workflow(target, dry_run=True)
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_snakemake_sst2_from_a_local_mirror(workflow, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    rng = random.Random(3)
+    with zipfile.ZipFile(site / "SST-2.zip", "w") as zf:
+        for split, n in [("train", 30), ("dev", 10)]:
+            zf.writestr(f"SST-2/{split}.tsv", "sentence\tlabel\n" + "".join(
+                f"{sentence(rng)}\t{rng.randint(0, 1)}\n" for _ in range(n)))
+        zf.writestr("SST-2/test.tsv", "index\tsentence\n0\tno label here\n")
+    target = "data/ofrecord/sst2/bert128/train.of_record-0"
+    with serve(site) as url:
+        done = workflow(target, config=(f"data={{glue_url: {url}}}",))
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((workflow.dir / "data/ofrecord/sst2/bert128/meta.json").read_text())
+    assert meta["counts"] == {"train": 30, "dev": 10} and meta["max_length"] == 128
+
+    # the same target with no server: the job fails and its log says what to do
+    shutil.rmtree(workflow.dir / "data" / "glue" / "SST-2")
+    shutil.rmtree(workflow.dir / "data" / "ofrecord" / "sst2")
+    dead = f"http://127.0.0.1:{dead_port()}"
+    failed = workflow(target, override={"data": {"glue_url": dead, "retries": 0, "timeout_s": 2}})
+    assert failed.returncode != 0
+    log = (workflow.dir / "logs" / "glue" / "SST-2" / "download.log").read_text()
+    lines = error_lines(log)
+    assert len(lines) == 1, log
+    assert f"{dead}/SST-2.zip" in lines[0] and re.search(r"place .* by hand", lines[0])
+    assert not (workflow.dir / "data" / "glue" / "SST-2" / "train.tsv").exists()
+
+
+def test_snakemake_dry_run_of_every_task(workflow):
+    done = workflow(dry_run=True, config=(f"tasks={ALL_TASKS}",))
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = done.stdout + done.stderr
+    for rule, count in [("download_glue", 8), ("download_glue_mnli", 1), ("prepare_builtin", 1),
+                        ("ofrecord_bert", 10), ("ofrecord_lstm", 10)]:
+        assert re.search(rf"^{rule}\s+{count}$", text, re.M), rule
+
+
+def test_snakemake_rejects_a_bad_backend(workflow):
+    done = workflow(dry_run=True, config=("backend=jax",))
+    assert done.returncode != 0
+    assert re.search(r"backend.*jax", done.stdout + done.stderr)
