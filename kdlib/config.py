@@ -141,3 +141,24 @@ def check_students(config: dict, teacher: dict) -> None:
     for name in config["students"]:
         spec = student_spec(config, name)
         get_recipe(spec["algorithm"], name).check(name, spec, teacher)
+
+
+def retype(value):
+    """Numbers, booleans and nulls that arrive as strings become typed values again.
+
+    ``snakemake --config data='{retries: 0}'`` parses nested values with YAML's base loader, so
+    the ``0`` arrives as the string ``'0'``. No kdflow setting is a string that looks like a
+    number, so reading such strings as YAML scalars is safe.
+    """
+    if isinstance(value, dict):
+        return {k: retype(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [retype(v) for v in value]
+    if isinstance(value, str):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        if parsed is None or isinstance(parsed, (bool, int, float)):
+            return parsed if value.strip() not in ("", "~") or parsed is not None else value
+    return value

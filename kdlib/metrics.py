@@ -3,7 +3,6 @@ Spearman correlation."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 
 def accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
@@ -28,11 +27,13 @@ def mcc(pred: np.ndarray, gold: np.ndarray) -> float:
 
 
 def pearson(pred: np.ndarray, gold: np.ndarray) -> float:
+    import pandas as pd   # imported here: the Snakefile imports kdlib, and pandas is slow to load
     return float(pd.Series(pred, dtype="float64").corr(pd.Series(gold, dtype="float64")))
 
 
 def spearman(pred: np.ndarray, gold: np.ndarray) -> float:
     """Pearson correlation of the ranks (ties get their average rank)."""
+    import pandas as pd
     return pearson(pd.Series(pred, dtype="float64").rank().to_numpy(),
                    pd.Series(gold, dtype="float64").rank().to_numpy())
 

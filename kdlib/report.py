@@ -22,7 +22,6 @@ import json
 import math
 from pathlib import Path
 
-import pandas as pd
 
 from .errors import ConfigError, DataError, KdflowError
 from .io import atomic_path, write_text
@@ -184,6 +183,7 @@ def table(teacher: dict, students: dict[str, dict], pairs: dict[str, str]) -> pd
     ``students`` maps names to eval JSONs; ``pairs`` is :func:`baselines`' mapping (entries whose
     baseline is not among ``students`` are ignored).
     """
+    import pandas as pd   # lazily: the Snakefile imports this module
     evals = {"teacher": teacher, **students}
     metric_columns = _metric_columns(evals)
     reference, reference_latency = teacher["score"], teacher["latency_ms_batch1"]
@@ -230,6 +230,7 @@ def _decimals(column: str) -> int | None:
 def format_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The table as strings, as the Markdown and HTML show it: fixed decimals per column, the gain
     signed, missing values empty."""
+    import pandas as pd   # lazily: the Snakefile imports this module
     def cell(value, decimals, signed):
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return ""

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import pandas as pd
-
 from .errors import ConfigError, DataError
 
 
@@ -99,6 +97,8 @@ def read_split(task: Task, path: str | Path, chunksize: int = 50_000) -> Iterato
     Raises :class:`DataError` naming the file (and line) for a missing file or column, an unknown
     label, an empty file, a malformed row or bytes that are not UTF-8.
     """
+    import pandas as pd   # imported here: the Snakefile imports this registry, and pandas is slow to load
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -123,7 +123,9 @@ def read_split(task: Task, path: str | Path, chunksize: int = 50_000) -> Iterato
         raise DataError(f"{path}: no rows after the header")
 
 
-def _normalise(task: Task, path: Path, chunk: pd.DataFrame, first_line: int) -> pd.DataFrame:
+def _normalise(task: Task, path: Path, chunk: "pd.DataFrame", first_line: int) -> "pd.DataFrame":
+    import pandas as pd
+
     wanted = [c for c in (task.text_a, task.text_b, task.label) if c is not None]
     missing = [str(c) for c in wanted if c not in chunk.columns]
     if missing:

@@ -14,6 +14,7 @@ import kdlib.tasks
 
 # kdlib first, for an error that names the key path; then Snakemake's own check, which also fills
 # the schema's defaults into `config`.
+config.update(kdlib.config.retype(config))   # nested --config values arrive as strings
 try:
     kdlib.config.validate(config)
 except kdlib.errors.ConfigError as exc:

@@ -20,7 +20,7 @@ rule download_glue:
     shell:
         "{params.python} -m workflow_scripts.download_glue --task {params.task} --out-root data/glue"
         " --url {params.url:q} --mrpc-url {params.mrpc_url:q} --timeout {params.timeout}"
-        " --retries {params.retries} > {log} 2>&1"
+        " --retries {params.retries} > {log} 2>&1 && tail -n 1 {log}"
 
 
 rule download_glue_mnli:
@@ -42,7 +42,7 @@ rule download_glue_mnli:
     shell:
         "{params.python} -m workflow_scripts.download_glue --task mnli --out-root data/glue"
         " --url {params.url:q} --mrpc-url {params.mrpc_url:q} --timeout {params.timeout}"
-        " --retries {params.retries} > {log} 2>&1"
+        " --retries {params.retries} > {log} 2>&1 && tail -n 1 {log}"
 
 
 rule prepare_builtin:
@@ -60,7 +60,7 @@ rule prepare_builtin:
     shell:
         "{params.python} -m workflow_scripts.prepare_builtin --out-dir data/glue/tweets"
         " --dev-fraction {params.dev_fraction} --max-train {params.max_train}"
-        " --seed {params.seed} > {log} 2>&1"
+        " --seed {params.seed} > {log} 2>&1 && tail -n 1 {log}"
 
 
 rule ofrecord_bert:
@@ -80,7 +80,7 @@ rule ofrecord_bert:
     shell:
         "{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task} --glue-root data/glue"
         " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq} --vocab {input.vocab:q}"
-        " --max-length {wildcards.seq} > {log} 2>&1"
+        " --max-length {wildcards.seq} > {log} 2>&1 && tail -n 1 {log}"
 
 
 rule ofrecord_lstm:
@@ -101,4 +101,4 @@ rule ofrecord_lstm:
     shell:
         "{params.python} -m workflow_scripts.ofrecord_lstm --task {wildcards.task} --glue-root data/glue"
         " --out-dir data/ofrecord/{wildcards.task}/lstm{wildcards.seq}"
-        " --max-length {wildcards.seq} --vocab-size {params.vocab_size} > {log} 2>&1"
+        " --max-length {wildcards.seq} --vocab-size {params.vocab_size} > {log} 2>&1 && tail -n 1 {log}"

@@ -25,7 +25,7 @@ rule cache_teacher_logits:
         "{params.python} -m workflow_scripts.cache_teacher_logits --task {wildcards.task}"
         " --teacher results/{wildcards.task}/teacher --records {params.records} --out {output}"
         " --batch-size {params.batch_size} --backend {params.backend} --device {params.device}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} > {log} 2>&1 && tail -n 1 {log}"
 
 
 rule export_teacher_layers:
@@ -43,7 +43,7 @@ rule export_teacher_layers:
     shell:
         "{params.python} -m workflow_scripts.export_teacher_layers"
         " --teacher results/{wildcards.task}/teacher --layers {params.layers}"
-        " --out results/{wildcards.task}/init/{wildcards.student} > {log} 2>&1"
+        " --out results/{wildcards.task}/init/{wildcards.student} > {log} 2>&1 && tail -n 1 {log}"
 
 
 rule distill:
@@ -72,4 +72,4 @@ rule distill:
         " --student {wildcards.student} --spec {params.spec:q} --records {params.records}"
         " {params.sources} --out results/{wildcards.task}/{wildcards.student}"
         " --work work/{wildcards.task}/{wildcards.student} --backend {params.backend}"
-        " --device {params.device} --threads {threads} > {log} 2>&1"
+        " --device {params.device} --threads {threads} > {log} 2>&1 && tail -n 1 {log}"

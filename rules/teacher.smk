@@ -28,4 +28,4 @@ rule finetune_teacher:
         " --records {params.records} --pretrained {params.pretrained:q}"
         " --out results/{wildcards.task}/teacher --work work/{wildcards.task}/teacher"
         " --hparams {params.hparams:q} --backend {params.backend} --device {params.device}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} > {log} 2>&1 && tail -n 1 {log}"

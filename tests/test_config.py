@@ -81,3 +81,14 @@ def _parent(lines, i):
         if text.strip() and not text.strip().startswith("#") and len(text) - len(text.lstrip()) < indent:
             return j
     return None
+
+
+def test_command_line_strings_are_retyped():
+    """Nested `snakemake --config` values arrive as strings; they must validate as numbers."""
+    raw = {"data": {"retries": "0", "timeout_s": "2.5", "glue_url": "http://127.0.0.1:8000"},
+           "teacher": {"per_task": {"sst2": {"lr": "3e-5", "epochs": "null"}}}}
+    cfg = config.validate(config.retype(raw))
+    assert cfg["data"]["retries"] == 0 and cfg["data"]["timeout_s"] == 2.5
+    assert cfg["data"]["glue_url"] == "http://127.0.0.1:8000"
+    assert cfg["teacher"]["per_task"]["sst2"]["lr"] == 3e-5
+    assert config.teacher_train(cfg, "sst2")["epochs"] == cfg["teacher"]["train"]["epochs"]
