@@ -159,6 +159,10 @@ def retype(value):
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             return value
-        if parsed is None or isinstance(parsed, (bool, int, float)):
-            return parsed if value.strip() not in ("", "~") or parsed is not None else value
+        if isinstance(parsed, (bool, int, float)) or (parsed is None and value.strip()):
+            return parsed
+        try:
+            return float(value)     # YAML 1.1 reads 3e-5 (no dot) as a string
+        except ValueError:
+            return value
     return value
