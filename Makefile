@@ -2,15 +2,19 @@
 SNAKEMAKE := .venv/bin/snakemake
 CORES ?= 4
 
-.PHONY: setup run test lint bench clean-results
+.PHONY: setup setup-cluster run test lint bench clean-results
 
 setup:  ## create any missing runtime (.venv, .venv-oneflow); a no-op when they are current
 	@bash scripts/setup.sh
 
+setup-cluster: setup  ## add the Slurm executor plugin (requirements/cluster.txt) to .venv
+	@bash -o pipefail -c '.venv/bin/python -m pip install -q --disable-pip-version-check \
+		-r requirements/cluster.txt 2>&1 | { grep -v -e "is ignored: it is neither a file" || true; }'
+
 run: setup  ## run the embedded default: results/tweets/report.md
 	$(SNAKEMAKE) --cores $(CORES)
 
-test: setup lint  ## every test, in both runtimes
+test: setup setup-cluster lint  ## every test, in both runtimes
 	@bash scripts/test.sh
 
 lint: setup  ## snakemake --lint

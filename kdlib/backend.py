@@ -6,11 +6,20 @@ API for everything kdlib uses; where OneFlow 0.9 differs, the difference is abso
 
 ``backend: auto`` picks OneFlow where a CUDA GPU is visible and PyTorch otherwise, because OneFlow's
 CPU kernels are about 8x slower than PyTorch's (DESIGN.md section 1).
+
+Data-parallel training: a process started by ``torchrun`` or ``oneflow.distributed.launch`` finds
+``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in its environment; ``B.rank`` and ``B.world_size`` come
+from there (0 and 1 without them, and then every distributed method below is a no-op).
+``B.dist_init()`` joins the process group, ``B.wrap_ddp(module)`` wraps a module so that its
+gradients are averaged over the processes, ``B.sync_grads(params)`` finishes what the wrapper left
+to do, ``B.barrier()`` waits for every process and ``B.mean_over_ranks(x)`` averages a number.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
+import datetime
 import functools
 import glob
 import importlib.util
@@ -45,6 +54,22 @@ def cuda_visible() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return out.returncode == 0 and "GPU" in out.stdout
+
+
+def dist_env() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` as torchrun and oneflow.distributed.launch set them in the
+    environment; ``(0, 1, 0)`` for a process started alone (importing OneFlow alone sets
+    ``WORLD_SIZE=1`` and ``RANK=-1``)."""
+    try:
+        rank, world, local = (int(os.environ.get(k, d)) for k, d in
+                              (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+    except ValueError:
+        raise ConfigError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)") from None
+    if world == 1:
+        return 0, 1, 0
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"RANK={rank} does not fit WORLD_SIZE={world}")
+    return rank, world, local
 
 
 def oneflow_installed() -> bool:
@@ -112,7 +137,11 @@ class Backend:
         if device == "cuda" and not has_cuda:
             raise BackendUnavailable(f"device: cuda was asked for, but {name} sees no CUDA GPU")
         self.device_name = "cuda" if device == "cuda" or (device == "auto" and has_cuda) else "cpu"
-        self.device = self.lib.device(self.device_name)
+        self.rank, self.world_size, self.local_rank = dist_env()
+        # one GPU per process: the launcher's LOCAL_RANK picks it
+        self.device = self.lib.device(f"cuda:{self.local_rank}" if self.device_name == "cuda"
+                                      and self.world_size > 1 else self.device_name)
+        self._dist_ready = self.world_size == 1
         self.float32 = self.lib.float32
         self.int64 = self.lib.int64
 
@@ -162,6 +191,100 @@ class Backend:
     def set_num_threads(self, n: int) -> None:
         if hasattr(self.lib, "set_num_threads"):
             self.lib.set_num_threads(max(1, int(n)))
+
+    # ---- data-parallel training --------------------------------------------------------------
+    def dist_init(self) -> None:
+        """Join the process group the launcher set up (idempotent; nothing for one process).
+
+        torch: ``init_process_group`` from the environment (``env://``), NCCL on GPUs and gloo on
+        the CPU, with one hour of patience (rank 0 evaluates while the others wait). OneFlow joins
+        its group when imported with the launcher's environment; this checks it did."""
+        if self._dist_ready:
+            return
+        if self.name == "torch":
+            dist = self.lib.distributed
+            if not dist.is_initialized():
+                if self.device_name == "cuda":
+                    self.lib.cuda.set_device(self.local_rank)
+                dist.init_process_group("nccl" if self.device_name == "cuda" else "gloo",
+                                        timeout=datetime.timedelta(hours=1))
+                atexit.register(dist.destroy_process_group)
+        elif self.lib.env.get_world_size() != self.world_size:
+            raise BackendUnavailable(
+                f"oneflow sees {self.lib.env.get_world_size()} processes, the environment says "
+                f"WORLD_SIZE={self.world_size}; start training with python -m oneflow.distributed.launch")
+        self._dist_ready = True
+
+    def wrap_ddp(self, module):
+        """``module`` with its gradients averaged over the processes: ``grad = (1/W) sum_r grad_r``.
+
+        torch: ``DistributedDataParallel`` (buckets all-reduced while backward runs;
+        ``find_unused_parameters`` because recipes such as Theseus and TinyBERT leave some
+        parameters out of some steps). The loss must come out of the wrapper's ``forward``.
+        OneFlow: the module itself, with rank 0's parameters broadcast; :meth:`sync_grads`
+        averages the gradients after backward. (OneFlow 0.9's ``DistributedDataParallel`` hooks the
+        parameters for good: a second wrap, as a recipe's second phase needs, averages twice, and a
+        parameter frozen when wrapped never syncs once thawed.)
+        """
+        if self.world_size == 1:
+            return module
+        self.dist_init()
+        if self.name == "torch":
+            ids = [self.local_rank] if self.device_name == "cuda" else None
+            return self.nn.parallel.DistributedDataParallel(
+                module, device_ids=ids, find_unused_parameters=True)
+        with self.no_grad():
+            for p in module.parameters():
+                self.lib.comm.broadcast(p, 0)
+        return module
+
+    def sync_grads(self, params: list) -> None:
+        """Average the gradients of ``params`` over the processes where :meth:`wrap_ddp` did not
+        (OneFlow): one all-reduce of a flat buffer ``[grads..., present]``. A parameter without a
+        gradient on every process keeps none (as torch's DDP does); one with a gradient elsewhere
+        gets zeros here first."""
+        if self.world_size == 1 or self.name == "torch":
+            return
+        lib = self.lib
+        flat = [p.grad.reshape(-1) if p.grad is not None else lib.zeros(p.numel(), device=p.device)
+                for p in params]
+        present = self.tensor(np.array([p.grad is not None for p in params], np.float32))
+        buffer = lib.cat(flat + [present])                       # (sum numel + P,)
+        lib.comm.all_reduce(buffer)
+        counts = self.to_numpy(buffer[-len(params):])
+        offset = 0
+        with self.no_grad():
+            for p, count in zip(params, counts):
+                n = p.numel()
+                if count > 0:
+                    grad = buffer[offset:offset + n].reshape(p.shape) * (1.0 / self.world_size)
+                    if p.grad is None:
+                        p.grad = grad
+                    else:
+                        p.grad.copy_(grad)
+                offset += n
+
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+        if self.world_size == 1:
+            return
+        self.dist_init()
+        if self.name == "torch":
+            self.lib.distributed.barrier()
+        else:
+            self.lib.comm.barrier()
+
+    def mean_over_ranks(self, value: float) -> float:
+        """The mean of ``value`` over the processes (``value`` itself for one process)."""
+        if self.world_size == 1:
+            return float(value)
+        self.dist_init()
+        t = self.tensor(np.array([value], np.float32))
+        if self.name == "torch":
+            self.lib.distributed.all_reduce(t)
+        else:
+            self.lib.comm.all_reduce(t)
+        return float(self.to_numpy(t)[0]) / self.world_size
 
 
 @functools.lru_cache(maxsize=None)

@@ -61,6 +61,8 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
             B, phase.modules, phase.loss_fn, train_path=record_file(records, "train"), cfg=phase.cfg,
             work_dir=work_dir / phase.name, evaluate=evaluate if phase.evaluate else None,
             save_config=meta, student="student", desc=f"{name} {phase.name}"))
+    if B.rank != 0:                              # data parallel: rank 0 writes the outputs
+        return results
     last = work_dir / phase.name
     with atomic_dir(out_dir) as tmp:
         for f in (checkpoint.WEIGHTS_FILE, checkpoint.CONFIG_FILE):
@@ -68,7 +70,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
         shutil.copy2(last / train.LOG_CSV, tmp / train.LOG_CSV)
         total = train.FitResult(results[-1].best_score, results[-1].best_step,
                                 sum(r.steps for r in results), sum(r.seconds for r in results),
-                                results[-1].history)
+                                results[-1].history, results[-1].processes)
         train.write_summary(tmp / "train_summary.json", total, cfgs[-1], task=task.name,
                             student=name, algorithm=spec["algorithm"],
                             phases=[{"steps": r.steps, "seconds": round(r.seconds, 2),

@@ -778,9 +778,30 @@ def _pool_batches(pool: list, batch_size: int, rng) -> Iterator[list]:
         yield cut[k]
 
 
+def shard_rows(batch: dict[str, np.ndarray], rank: int, world: int) -> dict[str, np.ndarray]:
+    """Rows ``rank::world`` of a global batch: process ``rank``'s share in data-parallel training.
+
+    Adds ``global_rows`` (N, the global batch's size) and ``shard_weight``
+    ``w_r = n_r * W / N`` for the local size ``n_r``: with per-shard losses that are means over
+    the shard, the average that DDP takes, ``(1/W) sum_r w_r * mean_r = (1/N) sum_i loss_i``, is
+    the global batch's mean even when N is not a multiple of W. A shard left empty (N < W)
+    borrows row 0 with weight 0, so that every process still runs the step.
+    Taking every W-th row keeps the shards' lengths alike under length bucketing.
+    """
+    n = len(batch["index"])
+    rows = np.arange(rank, n, world)
+    weight = len(rows) * world / n
+    if rows.size == 0:
+        rows, weight = np.arange(1), 0.0
+    out = {key: value[rows] for key, value in batch.items()}
+    out["global_rows"], out["shard_weight"] = n, weight
+    return out
+
+
 def batches(path: str | os.PathLike, batch_size: int, *, shuffle_buffer: int = 0, seed: int = 0,
             epoch: int = 0, start_batch: int = 0, drop_last: bool = False,
-            trim: bool = True, bucket: int = 0) -> Iterator[dict[str, np.ndarray]]:
+            trim: bool = True, bucket: int = 0,
+            shard: tuple[int, int] | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Stream an OFRecord file as numpy batches with bounded memory.
 
     Each batch maps every feature to a stacked array: (B, L) for lists, (B,) for
@@ -792,6 +813,11 @@ def batches(path: str | os.PathLike, batch_size: int, *, shuffle_buffer: int = 0
     come in file order, but ``index`` says where each one came from. ``start_batch`` skips
     that many batches of the same order (exact resume). With ``trim``, the sequence features are
     cut to the longest real length in the batch (``input_mask.sum(1).max()``).
+
+    With ``shard=(rank, world)``, every process builds the same global batches of ``batch_size``
+    (the same order for the same seed, epoch and bucket) and gets its rows of each
+    (:func:`shard_rows`), trimmed to the global batch's length, so that ``world`` processes
+    together see exactly what one process would.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -804,4 +830,5 @@ def batches(path: str | os.PathLike, batch_size: int, *, shuffle_buffer: int = 0
         if drop_last and len(batch) < batch_size:
             continue
         if emitted >= start_batch:
-            yield _collate(path, batch, trim)
+            out = _collate(path, batch, trim)
+            yield out if shard is None else shard_rows(out, *shard)

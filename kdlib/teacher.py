@@ -43,6 +43,8 @@ def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir
                        train_path=ofrecord.record_file(records, "train"), cfg=cfg,
                        work_dir=work_dir, evaluate=dev_evaluator(B, model, task, dev),
                        save_config=meta, desc=f"teacher {task.name}")
+    if B.rank != 0:                              # data parallel: rank 0 writes the outputs
+        return result
     with atomic_dir(out_dir) as tmp:
         for name in (checkpoint.WEIGHTS_FILE, checkpoint.CONFIG_FILE):
             shutil.copy2(work_dir / train.BEST_DIR / name, tmp / name)

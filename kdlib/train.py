@@ -8,12 +8,21 @@ optimizer moments, the step, the data position and the best score so far. The gl
 re-seeded from ``(seed, step)`` before every step and the data order is a function of
 ``(seed, epoch)``, so a run that is killed and restarted continues bit-for-bit like one that was
 never interrupted. The work folder is not a Snakemake output, so a failed job does not delete it.
+
+Data parallel (started by ``torchrun`` or ``oneflow.distributed.launch``, see kdlib.backend): every
+process reads the same global batches of ``cfg.batch_size`` and trains on its rows of each
+(:func:`kdlib.ofrecord.shard_rows`); the loss runs inside a module wrapped by ``B.wrap_ddp``, so the
+gradients are averaged over the processes and W processes take the same steps as one process with
+the same global batch. Only rank 0 evaluates and writes (log, best weights, resume state); the
+others read the resume state at the start. Dropout differs between ranks: its seed is a function
+of ``(seed, step, rank)``.
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
 import pickle
 import shutil
 import sys
@@ -26,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import checkpoint, ofrecord
+from .backend import dist_env
 from .errors import ConfigError, KdflowError
 from .io import atomic_dir, atomic_path
 
@@ -90,18 +100,39 @@ def make_optimizer(B, modules: dict, cfg: TrainConfig):
                              eps=1e-8)
 
 
-def seed_step(B, modules: dict, seed: int, step: int) -> None:
+def seed_step(B, modules: dict, seed: int, step: int, rank: int = 0) -> None:
     """Make the step's randomness a function of ``(seed, step)``: the library's global RNG and the
     private generator that every OneFlow ``nn.Dropout`` owns (all created with one fixed seed, and
-    deaf to ``manual_seed``), each layer's from its own ``(seed, step, k)``."""
-    B.lib.manual_seed(seed * 1_000_003 + step)
+    deaf to ``manual_seed``), each layer's from its own ``(seed, step, k)``. Ranks above 0 of a
+    data-parallel run add their rank, so that their shards get other dropout masks."""
+    extra = [rank] if rank else []               # rank 0 keeps the single-process seeds
+    B.lib.manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]) if rank
+                      else seed * 1_000_003 + step)
     k = 0
     for module in modules.values():
         for sub in module.modules():
             generator = getattr(sub, "generator", None)
             if hasattr(generator, "manual_seed"):
                 k += 1
-                generator.manual_seed(int(np.random.SeedSequence([seed, step, k]).generate_state(1)[0]))
+                generator.manual_seed(int(np.random.SeedSequence([seed, step, k, *extra]).generate_state(1)[0]))
+
+
+def objective(B, modules: dict, loss_fn: Callable):
+    """One module that holds ``modules`` and whose ``forward(batch)`` is ``loss_fn(batch)[0]``.
+
+    DistributedDataParallel averages gradients only for a loss computed inside the wrapped module's
+    forward, while recipes call their raw modules (or parts of them, as Theseus does) from
+    closures. Wrapping this module instead leaves every recipe as it is. Modules the closure holds
+    without listing them (the frozen teacher) stay outside it.
+    """
+    class Objective(B.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trained = B.nn.ModuleDict(modules)
+
+        def forward(self, batch):
+            return loss_fn(batch)[0]
+    return Objective()
 
 
 def _tree(obj, fn):
@@ -124,6 +155,7 @@ class FitResult:
     steps: int
     seconds: float
     history: list
+    processes: int = 1             # data-parallel processes that trained
 
 
 def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: TrainConfig,
@@ -136,9 +168,15 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     ``evaluate()`` returns ``(score, metrics)``; the best-scoring weights of ``modules[student]`` are
     kept in ``work_dir/best`` with ``save_config`` as their config.json. Without ``evaluate`` the last
     weights are kept. Interrupted runs resume from ``work_dir/state``.
+
+    Under a data-parallel launcher ``cfg.batch_size`` stays the global batch; only rank 0 evaluates
+    and writes, and its FitResult is the one that holds the scores.
     """
     work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    B.dist_init()
+    rank0 = B.rank == 0
+    if rank0:
+        work_dir.mkdir(parents=True, exist_ok=True)
     n_records = ofrecord.count_records(train_path)
     if n_records == 0:
         raise KdflowError(f"{train_path}: no training records")
@@ -148,22 +186,27 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     eval_every = cfg.eval_every or per_epoch
     optimizer = make_optimizer(B, modules, cfg)
     params = [p for g in optimizer.param_groups for p in group_params(g)]
+    shard = (B.rank, B.world_size) if B.world_size > 1 else None
 
     state = _load_state(B, work_dir, modules, optimizer)
+    net = B.wrap_ddp(objective(B, modules, loss_fn))      # after loading: rank 0's weights rule
     step = state.get("step", 0)
     best, best_step = state.get("best", -math.inf), state.get("best_step", -1)
     seconds = state.get("seconds", 0.0)
     history = state.get("history", [])
     log_path = work_dir / LOG_CSV
-    _truncate_log(log_path, step)
-    if step:
+    if rank0:
+        _truncate_log(log_path, step)
+    if step and rank0:
         print(f"{desc}: resuming at step {step}/{total} from {work_dir / STATE_DIR}", file=sys.stderr)
 
     for m in modules.values():
         m.train()
-    bar = tqdm(total=total, initial=step, desc=desc, unit="step", file=sys.stderr, mininterval=2)
+    bar = tqdm(total=total, initial=step, desc=desc, unit="step", file=sys.stderr, mininterval=2,
+               disable=not rank0)
     started, seen = time.perf_counter(), 0
-    with bar, open(log_path, "a", newline="") as log_fh:   # the bar ends its line on errors too
+    # the bar ends its line on errors too; ranks above 0 log to nowhere
+    with bar, open(log_path if rank0 else os.devnull, "a", newline="") as log_fh:
         log = csv.writer(log_fh)
         if log_fh.tell() == 0:
             log.writerow(["step", "epoch", "lr", "loss", "examples_per_s", "dev_score"])
@@ -171,31 +214,35 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
             epoch, start_batch = divmod(step, per_epoch)
             data = ofrecord.batches(train_path, cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer,
                                     seed=cfg.seed, epoch=epoch, start_batch=start_batch,
-                                    bucket=cfg.bucket)
+                                    bucket=cfg.bucket, shard=shard)
             for batch in data:
                 if step >= total:
                     break
-                seed_step(B, modules, cfg.seed, step)            # dropout: a function of the step
+                seed_step(B, modules, cfg.seed, step, B.rank)    # dropout: a function of the step
                 factor = lr_factor(step, total, warmup_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * factor
                 batch["step"] = step                     # for schedules inside a recipe
-                loss, parts = loss_fn(batch)
-                value = float(loss.item())
+                loss = net(batch)
+                if batch.get("shard_weight", 1.0) != 1.0:   # a shard of a short last batch
+                    loss = loss * batch["shard_weight"]
+                value = B.mean_over_ranks(float(loss.item()))   # the global batch's mean
                 if not math.isfinite(value):
                     raise TrainingDiverged(
                         f"{desc}: the loss became {value} at step {step + 1} (epoch {epoch + 1}); "
                         f"lower the learning rate ({cfg.lr}) or check the data")
                 optimizer.zero_grad()
-                loss.backward()
-                if cfg.max_grad_norm > 0:
-                    B.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
+                if loss.requires_grad:   # e.g. a Theseus step that kept every teacher module
+                    loss.backward()
+                    B.sync_grads(params)                 # where the DDP wrapper did not
+                    if cfg.max_grad_norm > 0:
+                        B.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                    optimizer.step()
                 step += 1
-                seen += len(batch["label_ids"])
+                seen += batch.get("global_rows", len(batch["label_ids"]))
                 rate = seen / max(1e-9, time.perf_counter() - started)
                 dev_score = ""
-                if evaluate is not None and (step % eval_every == 0 or step == total):
+                if rank0 and evaluate is not None and (step % eval_every == 0 or step == total):
                     for m in modules.values():
                         m.eval()
                     with B.no_grad():
@@ -215,7 +262,7 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
                               f"{value:.6f}", f"{rate:.1f}", dev_score])
                 bar.set_postfix(loss=f"{value:.4f}", ex_s=f"{rate:.0f}")
                 bar.update(1)
-                if step % cfg.save_every == 0 or step == total:
+                if rank0 and (step % cfg.save_every == 0 or step == total):
                     log_fh.flush()
                     seconds_now = seconds + time.perf_counter() - started
                     _save_state(B, work_dir, modules, optimizer,
@@ -223,9 +270,11 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
                                  "seconds": seconds_now, "history": history})
     bar.close()
     seconds += time.perf_counter() - started
-    if evaluate is None:
+    if evaluate is None and rank0:
         checkpoint.save_checkpoint(modules[student], work_dir / BEST_DIR, save_config or {}, B)
-    return FitResult(best, best_step, step, seconds, history)
+    del net                                      # torch: drops the DDP hooks before another phase
+    B.barrier()                                  # rank 0's files are complete for everyone
+    return FitResult(best, best_step, step, seconds, history, B.world_size)
 
 
 def _save_state(B, work_dir: Path, modules: dict, optimizer, meta: dict) -> None:
@@ -251,7 +300,8 @@ def _load_state(B, work_dir: Path, modules: dict, optimizer) -> dict:
     except Exception as exc:   # a damaged state is not worth a crash: start over, loudly
         print(f"warning: ignoring unreadable resume state in {folder} ({exc}); starting over",
               file=sys.stderr)
-        shutil.rmtree(folder, ignore_errors=True)
+        if B.rank == 0:
+            shutil.rmtree(folder, ignore_errors=True)
         return {}
     for name, m in modules.items():
         prefix = f"{name}."
@@ -277,5 +327,6 @@ def write_summary(path: str | Path, result: FitResult, cfg: TrainConfig, **extra
     from .io import write_text
     write_text(path, json.dumps({"best_score": result.best_score, "best_step": result.best_step,
                                  "steps": result.steps, "train_seconds": round(result.seconds, 2),
+                                 "processes": result.processes, "writer_rank": dist_env()[0],
                                  "config": asdict(cfg), "history": result.history, **extra},
                                 indent=2) + "\n")

@@ -50,6 +50,21 @@ BACKEND = _backend()
 TRAIN_PYTHON = config["runtimes"][BACKEND]
 DATA_PYTHON = config["runtimes"]["torch"]
 
+
+def launcher(wildcards):
+    """What runs a training stage's `-m workflow_scripts.<stage>`: the backend's interpreter for
+    one process; with `processes: N` > 1, N data-parallel processes through the backend's
+    launcher: torchrun (torch.distributed.run, which finds a free port itself) or OneFlow's launch
+    (on a random port, so that jobs sharing a node do not collide). Both take `-m <module>`."""
+    n = config["processes"]
+    if n == 1:
+        return TRAIN_PYTHON
+    if BACKEND == "torch":
+        return f"{TRAIN_PYTHON} -m torch.distributed.run --standalone --nproc_per_node {n}"
+    return (f"{TRAIN_PYTHON} -m oneflow.distributed.launch --nproc_per_node {n}"
+            " --master_port $((20000 + RANDOM % 20000))")
+
+
 try:
     TEACHER_DIR = kdlib.models.resolve_pretrained(config["teacher"]["pretrained"])
 except kdlib.errors.KdflowError as exc:

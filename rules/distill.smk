@@ -53,7 +53,7 @@ rule distill:
         weights="results/{task}/{student}/model.safetensors",
         config="results/{task}/{student}/config.json",
     params:
-        python=TRAIN_PYTHON,
+        python=launcher,  # interpreter, or N-process launcher (`processes`)
         backend=BACKEND,
         device=config["device"],
         spec=student_spec_json,
@@ -65,7 +65,7 @@ rule distill:
         "benchmarks/{task}/distill_{student}.tsv"
     threads: 2
     resources:
-        gpu=1,
+        gpu=config["processes"],
         mem_mb=8000,
     shell:
         "{params.python} -m workflow_scripts.distill --task {wildcards.task}"

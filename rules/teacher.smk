@@ -9,7 +9,7 @@ rule finetune_teacher:
         weights="results/{task}/teacher/model.safetensors",
         config="results/{task}/teacher/config.json",
     params:
-        python=TRAIN_PYTHON,
+        python=launcher,  # interpreter, or N-process launcher (`processes`)
         backend=BACKEND,
         device=config["device"],
         pretrained=folder_of_weights,
@@ -21,7 +21,7 @@ rule finetune_teacher:
         "benchmarks/{task}/finetune_teacher.tsv"
     threads: 2
     resources:
-        gpu=1,
+        gpu=config["processes"],
         mem_mb=8000,
     shell:
         "{params.python} -m workflow_scripts.finetune_teacher --task {wildcards.task}"

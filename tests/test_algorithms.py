@@ -552,3 +552,17 @@ def test_kd_loss_agrees_across_backends(B, data, tmp_path):
     assert results["torch"]["soft"] > 0
     for key in ("loss", "soft"):
         assert results["oneflow"][key] == pytest.approx(results["torch"][key], rel=1e-5, abs=1e-5), results
+
+
+def test_theseus_step_that_keeps_every_teacher_module_trains_on(B, data, teacher_cfg, tmp_path):
+    """A replacement step may draw the teacher's layers for every module; nothing trainable took
+    part, so the step updates nothing, and training goes on (it used to crash in backward)."""
+    spec = spec_of("theseus", hyperparameters={"replace_rate": 0.0, "scheduler": "constant"})
+    init_dir = export_layers(data / "teacher", algorithms.init_layers(spec, 4), tmp_path / "init")
+    results = distill(B, TASK, "theseus", spec, records=data / "bert", out_dir=tmp_path / "out",
+                      work_dir=tmp_path / "work", teacher_dir=data / "teacher", init_dir=init_dir)
+    assert [r.steps for r in results] == [N_TRAIN // BATCH] * 2
+    init = checkpoint.read_safetensors(init_dir / "model.safetensors")
+    after = checkpoint.read_safetensors(tmp_path / "work" / "replacement" / train.BEST_DIR
+                                        / "model.safetensors")
+    assert all(np.array_equal(after[k], init[k]) for k in after)   # phase 1 changed nothing

@@ -53,9 +53,11 @@ def main(argv=None) -> int:
                       work_dir=args.work, teacher_dir=args.teacher, logits=args.logits,
                       init_dir=args.init)
     seconds = sum(r.seconds for r in results)
-    print(f"{args.student} ({spec['algorithm']}) on {task.name}: best dev {task.metric} "
-          f"{results[-1].best_score:.4f}, {seconds:.0f} s on {B.name}/{B.device_name}; "
-          f"saved to {args.out}", file=sys.stderr)
+    if B.rank == 0:                  # data parallel: one summary line, from the rank that evaluated
+        print(f"{args.student} ({spec['algorithm']}) on {task.name}: best dev {task.metric} "
+              f"{results[-1].best_score:.4f}, {seconds:.0f} s on {B.name}/{B.device_name}"
+              f"{B.world_size > 1 and f' x {B.world_size} processes' or ''}; saved to {args.out}",
+              file=sys.stderr)
     return 0
 
 

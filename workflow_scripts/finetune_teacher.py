@@ -34,9 +34,11 @@ def main(argv=None) -> int:
     B = backend_from(args)
     result = teacher.finetune(B, task, args.records, resolve_pretrained(args.pretrained), args.out,
                               args.work, train.TrainConfig.from_dict(hparams))
-    print(f"teacher {task.name}: best dev {task.metric} {result.best_score:.4f} at step "
-          f"{result.best_step}/{result.steps}, {result.seconds:.0f} s on {B.name}/{B.device_name}; "
-          f"saved to {args.out}", file=sys.stderr)
+    if B.rank == 0:                  # data parallel: one summary line, from the rank that evaluated
+        print(f"teacher {task.name}: best dev {task.metric} {result.best_score:.4f} at step "
+              f"{result.best_step}/{result.steps}, {result.seconds:.0f} s on {B.name}/{B.device_name}"
+              f"{B.world_size > 1 and f' x {B.world_size} processes' or ''}; saved to {args.out}",
+              file=sys.stderr)
     return 0
 
 
