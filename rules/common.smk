@@ -45,6 +45,10 @@ def _backend():
 
 
 BACKEND = _backend()
+# A training or evaluation job claims every core Snakemake was given, so such jobs run one after
+# the other: two CPU jobs on shared cores run slower together than in turn (their thread pools
+# thrash). The stage itself uses at most the machine's cores (workflow_scripts/_cli.py).
+COMPUTE_THREADS = max(1, workflow.cores or 1)
 # Training and evaluation run in the runtime that holds the backend; data stages and reports in the
 # workflow runtime.
 TRAIN_PYTHON = config["runtimes"][BACKEND]

@@ -18,7 +18,7 @@ rule cache_teacher_logits:
         "logs/{task}/cache_teacher_logits.log",
     benchmark:
         "benchmarks/{task}/cache_teacher_logits.tsv"
-    threads: 2
+    threads: COMPUTE_THREADS
     resources:
         gpu=1,
     shell:
@@ -63,7 +63,7 @@ rule distill:
         "logs/{task}/distill_{student}.log",
     benchmark:
         "benchmarks/{task}/distill_{student}.tsv"
-    threads: 2
+    threads: COMPUTE_THREADS
     resources:
         gpu=config["processes"],
         mem_mb=8000,

@@ -17,7 +17,7 @@ rule evaluate_teacher:
         "logs/{task}/evaluate_teacher.log",
     benchmark:
         "benchmarks/{task}/evaluate_teacher.tsv"
-    threads: 2
+    threads: COMPUTE_THREADS
     resources:
         gpu=1,
     shell:
@@ -44,7 +44,7 @@ rule evaluate_student:
         "logs/{task}/evaluate_{student}.log",
     benchmark:
         "benchmarks/{task}/evaluate_{student}.tsv"
-    threads: 2
+    threads: COMPUTE_THREADS
     resources:
         gpu=1,
     shell:

@@ -19,7 +19,7 @@ rule finetune_teacher:
         "logs/{task}/finetune_teacher.log",
     benchmark:
         "benchmarks/{task}/finetune_teacher.tsv"
-    threads: 2
+    threads: COMPUTE_THREADS
     resources:
         gpu=config["processes"],
         mem_mb=8000,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Callable
 
@@ -33,7 +34,7 @@ def backend_from(args):
     from kdlib import backend
     B = backend.load(args.backend, args.device)
     if args.threads:
-        B.set_num_threads(args.threads)
+        B.set_num_threads(min(args.threads, os.cpu_count() or args.threads))
     return B
 
 
