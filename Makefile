@@ -20,8 +20,11 @@ test: setup setup-cluster lint  ## every test, in both runtimes
 lint: setup  ## snakemake --lint
 	@bash scripts/lint.sh
 
-bench: setup  ## the figures in BENCHMARKS.md
-	.venv/bin/python bench/bench_data.py
+bench: setup  ## the figures in BENCHMARKS.md (about 10 minutes; run it on a quiet machine)
+	.venv/bin/python bench/bench_data.py --no-reader
+	.venv/bin/python bench/bench_reader.py
+	.venv/bin/python bench/bench_train.py --steps 8 --rounds 3
+	.venv/bin/python bench/bench_ddp.py --steps 10 --rounds 2 --layers 6
 
 clean-results:
 	rm -rf results logs benchmarks
