@@ -373,3 +373,13 @@ def test_bilstm_trains(B):
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and np.abs(B.to_numpy(p.grad)).sum() > 0, name
+
+
+def test_pretrained_folder_may_start_with_a_tilde(tmp_path, monkeypatch):
+    from kdlib.models import resolve_pretrained
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder = tmp_path / "models" / "bert"
+    folder.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "vocab.txt"):
+        (folder / name).write_text("{}")
+    assert resolve_pretrained("~/models/bert") == folder

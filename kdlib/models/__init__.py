@@ -37,7 +37,7 @@ def _builtin_folder(name: str) -> Path:
 def resolve_pretrained(spec: str) -> Path:
     """``builtin:<name>`` or a folder path -> a folder holding config.json, model.safetensors, vocab.txt."""
     spec = str(spec)
-    folder = _builtin_folder(spec[len("builtin:"):]) if spec.startswith("builtin:") else Path(spec)
+    folder = _builtin_folder(spec[len("builtin:"):]) if spec.startswith("builtin:") else Path(spec).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"pretrained model {spec}: folder {folder} does not exist")
     missing = [f for f in PRETRAINED_FILES if not (folder / f).is_file()]
