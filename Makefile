@@ -26,5 +26,6 @@ bench: setup  ## the figures in BENCHMARKS.md (about 10 minutes; run it on a qui
 	.venv/bin/python bench/bench_train.py --steps 8 --rounds 3
 	.venv/bin/python bench/bench_ddp.py --steps 10 --rounds 2 --layers 6
 
-clean-results:
-	rm -rf results logs benchmarks
+clean-results:  ## remove results, logs, benchmarks and resume state (keeps results/README.md)
+	find results -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf logs benchmarks work
