@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .io import atomic_dir
+from .io import atomic_dir, read_json
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -110,12 +110,7 @@ def save_checkpoint(model, folder: str | Path, config: dict | None = None, B=Non
 
 def read_checkpoint_config(folder: str | Path) -> dict:
     path = Path(folder) / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable JSON file ({exc})") from None
+    config = read_json(path)
     if not isinstance(config, dict):
         raise DataError(f"{path}: expected a JSON object")
     return config

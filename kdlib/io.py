@@ -56,6 +56,20 @@ def atomic_dir(path: str | os.PathLike):
         raise
 
 
+def read_json(path: str | os.PathLike):
+    """A JSON file's content; a missing or unreadable file is one DataError naming it."""
+    import json
+
+    from .errors import DataError
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable JSON file ({exc})") from None
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:

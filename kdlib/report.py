@@ -24,7 +24,7 @@ from pathlib import Path
 
 
 from .errors import ConfigError, DataError, KdflowError
-from .io import atomic_path, write_text
+from .io import atomic_path, read_json, write_text
 
 BASELINE_ALGORITHM = "none"
 # The architecture keys that make two students the same model. BiLSTM students have no layers or
@@ -89,13 +89,7 @@ def baselines(students_config: dict) -> dict[str, str]:
 
 def read_eval(path: str | Path) -> dict:
     """One ``*_eval.json``; a missing, unreadable or incomplete file is one DataError naming it."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            result = json.load(fh)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable JSON file ({exc})") from None
+    result = read_json(path)
     if not isinstance(result, dict):
         raise DataError(f"{path}: not an eval JSON (not a JSON object)")
     missing = [k for k in REQUIRED_KEYS if k not in result]

@@ -7,7 +7,7 @@ import sys
 
 from kdlib import evaluate, tasks
 from kdlib.errors import DataError
-from kdlib.io import write_text
+from kdlib.io import read_json, write_text
 from workflow_scripts._cli import add_runtime_args, backend_from, guarded
 
 
@@ -29,13 +29,7 @@ REFERENCE_KEYS = ("score", "latency_ms_batch1", "throughput_batch32")
 
 def read_reference(path: str) -> dict:
     """The reference eval JSON; a missing, unreadable or incomplete file is one DataError."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            reference = json.load(fh)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable JSON file ({exc})") from None
+    reference = read_json(path)
     missing = [k for k in REFERENCE_KEYS if not isinstance(reference, dict) or k not in reference]
     if missing:
         raise DataError(f"{path}: not an eval JSON (lacks {', '.join(missing)})")

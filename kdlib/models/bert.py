@@ -18,7 +18,6 @@ the L + 1 hidden states (embeddings output first) and ``attention`` the L pre-so
 from __future__ import annotations
 
 import functools
-import json
 import math
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..io import read_json
 
 MASK_VALUE = -10000.0   # added to the scores of masked key positions
 INIT_STD = 0.02         # HF BERT initializer_range
@@ -276,13 +276,7 @@ def _summarise(keys: list[str], limit: int = 8) -> str:
 
 
 def read_hf_config(folder: Path) -> dict:
-    path = Path(folder) / "config.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable JSON file ({exc})") from None
+    return read_json(Path(folder) / "config.json")
 
 
 def load_pretrained_bert(B, folder, num_labels: int, log: Callable[[str], None] = print):
