@@ -331,8 +331,7 @@ class Theseus(Recipe):
         hp, B = spec["hyperparameters"], ctx.B
         teacher = ctx.teacher()
         ratio = hp["compress_ratio"]
-        n_records = _count(ctx)
-        total = max(1, int(round(cfgs[0].epochs * train.steps_per_epoch(n_records, cfgs[0].batch_size))))
+        total = train.total_steps(_count(ctx), cfgs[0])
         head = [student.embeddings, student.pooler, student.classifier]
 
         def rate(step):

@@ -71,12 +71,6 @@ def _timed(B, fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _trim(batch: dict) -> dict:
-    """Cut the sequence features to the batch's longest real sequence."""
-    length = int(batch["input_mask"].sum(1).max())
-    return {k: v[:, :length] if k in ofrecord.SEQUENCE_FEATURES else v for k, v in batch.items()}
-
-
 def measure_speed(B, model, path: str | Path, repeats: int = 20) -> dict[str, float]:
     """Latency at batch 1 (ms) and throughput at batch 32 (examples/s) on real dev records.
 
@@ -84,7 +78,7 @@ def measure_speed(B, model, path: str | Path, repeats: int = 20) -> dict[str, fl
     """
     model.eval()
     batch = next(iter(ofrecord.batches(path, 32)))
-    one = _trim({k: v[:1] for k, v in batch.items()})
+    one = ofrecord.trim_batch({k: v[:1] for k, v in batch.items()})
     inputs_1, inputs_32 = model_inputs(B, one), model_inputs(B, batch)
     with B.no_grad():
         latency = _timed(B, lambda: model(**inputs_1), repeats)

@@ -692,6 +692,17 @@ def _shuffled(items: Iterable, buffer_size: int, rng: np.random.Generator) -> It
         yield buffer[slot]
 
 
+def trim_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Cut the (B, L) sequence features to the batch's longest real sequence (at least 1)."""
+    if "input_mask" not in batch or batch["input_mask"].ndim != 2:
+        return batch
+    real = np.flatnonzero(batch["input_mask"].any(axis=0))  # = mask.sum(1).max() for prefix masks
+    length = int(real[-1]) + 1 if real.size else 1
+    return {key: np.ascontiguousarray(value[:, :length])
+            if key in SEQUENCE_FEATURES and value.ndim == 2 else value
+            for key, value in batch.items()}
+
+
 def _collate(path, batch: list[tuple[int, bytes]], trim: bool) -> dict[str, np.ndarray]:
     """Decode a batch of ``(index, payload)`` into stacked arrays.
 
@@ -731,12 +742,8 @@ def _collate(path, batch: list[tuple[int, bytes]], trim: bool) -> dict[str, np.n
         if key in SCALAR_FEATURES and values.shape[1] == 1:
             values = values[:, 0]
         out[key] = values
-    if trim and "input_mask" in out and out["input_mask"].ndim == 2:
-        real = np.flatnonzero(out["input_mask"].any(axis=0))  # = mask.sum(1).max() for prefix masks
-        length = int(real[-1]) + 1 if real.size else 1
-        for key in SEQUENCE_FEATURES:
-            if key in out and out[key].ndim == 2:
-                out[key] = np.ascontiguousarray(out[key][:, :length])
+    if trim:
+        out = trim_batch(out)
     out["index"] = np.fromiter((index for index, _ in batch), dtype=np.int64, count=len(batch))
     return out
 

@@ -148,6 +148,11 @@ def steps_per_epoch(n_records: int, batch_size: int) -> int:
     return max(1, math.ceil(n_records / batch_size))
 
 
+def total_steps(n_records: int, cfg: TrainConfig) -> int:
+    """Steps of a training run: ``cfg.epochs`` passes of ``cfg.batch_size`` over ``n_records``."""
+    return max(1, int(round(cfg.epochs * steps_per_epoch(n_records, cfg.batch_size))))
+
+
 @dataclass
 class FitResult:
     best_score: float
@@ -181,7 +186,7 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     if n_records == 0:
         raise KdflowError(f"{train_path}: no training records")
     per_epoch = steps_per_epoch(n_records, cfg.batch_size)
-    total = max(1, int(round(cfg.epochs * per_epoch)))
+    total = total_steps(n_records, cfg)
     warmup_steps = max(1, int(cfg.warmup * total)) if cfg.warmup > 0 else 0
     eval_every = cfg.eval_every or per_epoch
     optimizer = make_optimizer(B, modules, cfg)
