@@ -5,20 +5,14 @@ run ``snakemake`` in a subprocess on a temporary copy of the workflow, against a
 """
 from __future__ import annotations
 
-import contextlib
 import csv
-import functools
-import http.server
 import io
 import json
 import os
 import random
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import threading
 import unicodedata
 import zipfile
 from pathlib import Path
@@ -29,6 +23,7 @@ import pytest
 from tokenizers import BertWordPieceTokenizer
 
 from kdlib import builtin, models, ofrecord, tasks
+from tests.localhttp import dead_port, serve
 from workflow_scripts import ofrecord_bert, ofrecord_lstm, prepare_builtin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -536,31 +531,6 @@ def workflow(tmp_path):
     return snakemake
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@contextlib.contextmanager
-def serve(directory: Path):
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(directory)))
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-def dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_snakemake_builds_builtin_records_offline(workflow):
     target = "data/ofrecord/tweets/bert64/train.of_record-0"
     done = workflow(target)
@@ -585,7 +555,7 @@ def test_snakemake_sst2_from_a_local_mirror(workflow, tmp_path):
                 f"{sentence(rng)}\t{rng.randint(0, 1)}\n" for _ in range(n)))
         zf.writestr("SST-2/test.tsv", "index\tsentence\n0\tno label here\n")
     target = "data/ofrecord/sst2/bert128/train.of_record-0"
-    with serve(site) as url:
+    with serve(site) as (_, url):
         done = workflow(target, config=(f"data={{glue_url: {url}}}",))
     assert done.returncode == 0, done.stderr[-3000:]
     meta = json.loads((workflow.dir / "data/ofrecord/sst2/bert128/meta.json").read_text())

@@ -1,14 +1,10 @@
 """kdlib.download and the download_glue stage, against a local http.server started by each test."""
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.server
 import io
 import random
 import socket
 import stat
-import threading
 import zipfile
 from pathlib import Path
 
@@ -18,50 +14,13 @@ import kdlib.download as dl
 from kdlib.download import DownloadError, fetch_glue
 from kdlib.errors import ConfigError, DataError, KdflowError
 from kdlib.tasks import get_task, read_split
+from tests.localhttp import dead_port, serve
 from workflow_scripts import download_glue
 
 WORDS = "the a movie film plot actor great awful boring fine tender dull witty slow bright".split()
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder, records each request path, answers 500 to the first N requests of a path."""
-
-    def log_message(self, *args):  # keep pytest's output clean
-        pass
-
-    def do_GET(self):
-        self.server.requests.append(self.path)
-        if self.server.failures.get(self.path, 0) > 0:
-            self.server.failures[self.path] -= 1
-            self.send_error(500)
-            return
-        super().do_GET()
-
-
-@contextlib.contextmanager
-def serve(directory: Path, failures: dict[str, int] | None = None):
-    """An HTTP server on 127.0.0.1 (a free port) serving ``directory`` from a thread."""
-    handler = functools.partial(_Handler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.requests, server.failures = [], dict(failures or {})
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        yield server, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-def dead_port() -> int:
-    """A port that was just bound and closed: connecting to it is refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sentence(rng: random.Random) -> str:

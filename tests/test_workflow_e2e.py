@@ -5,25 +5,23 @@ Runs in the workflow runtime (.venv) only: it drives Snakemake.
 """
 from __future__ import annotations
 
-import http.server
 import io
 import os
 import re
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 pytest.importorskip("snakemake")
 
 from tests import tinydata  # noqa: E402
+from tests.localhttp import serve  # noqa: E402
 from tests.conftest import ONEFLOW_PYTHON, REPO, TORCH_PYTHON  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -53,12 +51,8 @@ def sst2_zip() -> bytes:
 def mirror(tmp_path_factory):
     root = tmp_path_factory.mktemp("mirror")
     (root / "SST-2.zip").write_bytes(sst2_zip())
-    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(root), **k)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.RequestHandlerClass.log_message = lambda *a: None
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve(root) as (_, url):
+        yield url
 
 
 def make_workdir(tmp_path_factory, mirror, backend="torch"):
