@@ -34,7 +34,7 @@ from pathlib import Path
 
 import tokenizers
 
-from kdlib import builtin, convert, models, ofrecord, tasks
+from kdlib import builtin, convert, models, tasks
 from workflow_scripts import ofrecord_bert
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,6 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -43,7 +42,6 @@ def time_steps(step, steps: int) -> float:
 def kdlib_step(backend_name: str):
     """One kdlib training step: kdlib's BERT loaded from the packaged MiniLM, kdlib's AdamW groups."""
     from kdlib import backend, train
-    from kdlib.evaluate import model_inputs
     from kdlib.models import load_pretrained_bert, resolve_pretrained
     from kdlib.teacher import supervised_loss_fn
 

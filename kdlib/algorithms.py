@@ -18,7 +18,7 @@ import numpy as np
 
 from . import ops, train
 from .checkpoint import load_checkpoint, read_checkpoint_config
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 from .evaluate import model_inputs
 from .export import first_layers, skip_layers
 from .models.bert import BertConfig, build_bert, extended_mask

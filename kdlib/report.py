@@ -21,10 +21,14 @@ import io
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 
 from .errors import ConfigError, DataError, KdflowError
 from .io import atomic_path, read_json, write_text
+
+if TYPE_CHECKING:   # pandas itself loads inside the functions: the Snakefile imports this module
+    import pandas as pd
 
 BASELINE_ALGORITHM = "none"
 # The architecture keys that make two students the same model. BiLSTM students have no layers or

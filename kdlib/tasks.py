@@ -8,11 +8,14 @@ in bounded-memory chunks, and turns every user-data problem into one :class:`Dat
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .errors import ConfigError, DataError
+
+if TYPE_CHECKING:   # pandas itself loads inside read_split: the Snakefile imports this module
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ def read_split(task: Task, path: str | Path, chunksize: int = 50_000) -> Iterato
         raise DataError(f"{path}: no rows after the header")
 
 
-def _normalise(task: Task, path: Path, chunk: "pd.DataFrame", first_line: int) -> "pd.DataFrame":
+def _normalise(task: Task, path: Path, chunk: pd.DataFrame, first_line: int) -> pd.DataFrame:
     import pandas as pd
 
     wanted = [c for c in (task.text_a, task.text_b, task.label) if c is not None]

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from . import checkpoint, ofrecord
 from .backend import dist_env
 from .errors import ConfigError, KdflowError
-from .io import atomic_dir, atomic_path
+from .io import atomic_dir, atomic_path, write_text
 
 STATE_DIR = "state"
 BEST_DIR = "best"
@@ -329,7 +329,6 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def write_summary(path: str | Path, result: FitResult, cfg: TrainConfig, **extra) -> None:
-    from .io import write_text
     write_text(path, json.dumps({"best_score": result.best_score, "best_step": result.best_step,
                                  "steps": result.steps, "train_seconds": round(result.seconds, 2),
                                  "processes": result.processes, "writer_rank": dist_env()[0],

@@ -1,6 +1,5 @@
 """Shared fixtures: the repository root as working directory, and the backend of this runtime."""
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
