@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics, ofrecord
+from .io import read_json
 from .tasks import Task
 
 
@@ -95,8 +96,6 @@ def report(B, task: Task, model_dir: str | Path, records: str | Path, name: str,
     batch 32 on this backend and device, training seconds (from ``train_summary.json``), and,
     given the teacher's report as ``reference``, speed-up and retained share of its metric.
     """
-    import json
-
     from .checkpoint import load_checkpoint
     from .ofrecord import record_file
 
@@ -105,7 +104,7 @@ def report(B, task: Task, model_dir: str | Path, records: str | Path, name: str,
               for split in task.dev_splits}
     first = splits[task.dev_splits[0]]
     summary_path = Path(model_dir) / "train_summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary = read_json(summary_path) if summary_path.exists() else {}
     out = {
         "task": task.name, "model": name, "model_type": config.get("model_type"),
         "algorithm": config.get("algorithm", "teacher" if name == "teacher" else None),
