@@ -334,11 +334,6 @@ class Theseus(Recipe):
         total = train.total_steps(_count(ctx), cfgs[0])
         head = [student.embeddings, student.pooler, student.classifier]
 
-        def rate(step):
-            if hp["scheduler"] == "constant":
-                return hp["replace_rate"]
-            return min(1.0, hp["replace_rate"] + (1 - hp["replace_rate"]) * step / total)
-
         def freeze_head():                           # embeddings and head stay the teacher's
             for module in head:
                 for p in module.parameters():
@@ -348,16 +343,17 @@ class Theseus(Recipe):
             inputs = model_inputs(B, batch)
             ext = extended_mask(inputs["attention_mask"])
             h = student.embed(inputs["input_ids"], inputs.get("token_type_ids"))
-            p = rate(int(batch["step"]))
+            p = replacement_rate(hp, int(batch["step"]), total)
             draws = np.random.default_rng([cfgs[0].seed, int(batch["step"])]).random(len(student.encoder.layer))
+            successors = draws < p                       # (n_student,) True: the successor module runs
             for i, layer in enumerate(student.encoder.layer):
-                if draws[i] < p:
+                if successors[i]:
                     h, _ = layer(h, ext)
                 else:
                     for j in range(i * ratio, (i + 1) * ratio):
                         h, _ = teacher.encoder.layer[j](h, ext)
             loss = self.hard(ctx, student.head(h), batch)
-            return loss, {"hard": loss}
+            return loss, {"hard": loss, train.NOTHING_TO_TRAIN: not successors.any()}
 
         def successor(batch):
             loss = self.hard(ctx, student(**model_inputs(B, batch))["logits"], batch)
@@ -365,6 +361,15 @@ class Theseus(Recipe):
         return [Phase("replacement", {"student": student}, replacement, cfgs[0], setup=freeze_head),
                 Phase("successor", {"student": student}, successor, cfgs[1],
                       setup=lambda: thaw(student))]
+
+
+def replacement_rate(hp: dict, step: int, total: int) -> float:
+    """Theseus' probability that a successor module replaces its predecessor at 0-based ``step`` of
+    ``total``: ``replace_rate`` throughout (constant), or rising linearly from it to 1 at ``total``
+    (linear): p(step) = min(1, b + (1 - b) * step / total)."""
+    if hp["scheduler"] == "constant":
+        return hp["replace_rate"]
+    return min(1.0, hp["replace_rate"] + (1 - hp["replace_rate"]) * step / total)
 
 
 def _count(ctx: Context) -> int:

@@ -16,7 +16,7 @@ from .checkpoint import load_checkpoint
 from .errors import DataError
 from .evaluate import predict
 from .io import atomic_path
-from .ofrecord import count_records, record_file
+from .ofrecord import checked_count, record_file
 from .tasks import Task
 
 
@@ -32,8 +32,9 @@ def cache_logits(B, task: Task, teacher_dir: str | Path, records: str | Path, ou
     return {split: len(a) for split, a in arrays.items()}
 
 
-def load_logits(path: str | Path, records: str | Path, splits) -> dict[str, np.ndarray]:
-    """The cached logits, checked against the record files a student reads."""
+def load_logits(path: str | Path, records: str | Path, task: Task) -> dict[str, np.ndarray]:
+    """The cached logits of every split of ``task``, checked against the record files a student
+    reads (one row per record) and the task (one column per label)."""
     path = Path(path)
     try:
         data = np.load(path)
@@ -43,10 +44,14 @@ def load_logits(path: str | Path, records: str | Path, splits) -> dict[str, np.n
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:   # truncated: BadZipFile
         raise DataError(f"{path}: not a readable logit cache ({exc})") from None
-    for split in splits:
+    for split in task.splits:
         if split not in arrays:
             raise DataError(f"{path}: no logits for split {split}")
-        n = count_records(record_file(records, split))
+        shape = arrays[split].shape
+        if len(shape) != 2 or shape[1] != task.num_labels:
+            raise DataError(f"{path}: the {split} logits have shape {shape}, but {task.name} needs "
+                            f"{task.num_labels} column(s); rebuild the cache")
+        n = checked_count(record_file(records, split))
         if len(arrays[split]) != n:
             raise DataError(f"{path}: {len(arrays[split])} {split} logits do not line up with the "
                             f"{n} records in {records}; rebuild the cache")

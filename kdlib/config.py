@@ -143,6 +143,21 @@ def check_students(config: dict, teacher: dict) -> None:
         get_recipe(spec["algorithm"], name).check(name, spec, teacher)
 
 
+# Training settings that cannot change a result, only how a job runs: they reach the stages, but
+# neither rerun a job when they change (rules/common.smk tracks the rest as params) nor keep a
+# resume state from being used (kdlib.train.job_identity).
+RUN_ONLY = ("save_every",)
+
+
+def result_settings(values):
+    """``values`` (nested dicts and lists) without the :data:`RUN_ONLY` keys, at any depth."""
+    if isinstance(values, dict):
+        return {k: result_settings(v) for k, v in values.items() if k not in RUN_ONLY}
+    if isinstance(values, list):
+        return [result_settings(v) for v in values]
+    return values
+
+
 def retype(value):
     """Numbers, booleans and nulls that arrive as strings become typed values again.
 

@@ -12,7 +12,7 @@ from .cache import load_logits
 from .convert import read_vocab
 from .errors import ConfigError
 from .evaluate import dev_evaluator
-from .io import atomic_dir
+from .io import atomic_dir, check_writable
 from .ofrecord import record_file
 from .tasks import Task
 
@@ -39,19 +39,32 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
         raise ConfigError(f"student {name}: algorithm {spec['algorithm']} with a "
                           f"{spec['architecture']['model']} student needs {' and '.join(missing)}")
     records, work_dir = Path(records), Path(work_dir)
+    if B.rank == 0:                              # before the training, not after it
+        check_writable(out_dir)
+        check_writable(work_dir, "work folder")
     vocab_size = None
     if spec["architecture"]["model"] == "bilstm":
         vocab_size = len(read_vocab(records / "vocab.txt"))
     ctx = Context(B, task, records, teacher_dir=Path(teacher_dir) if teacher_dir else None,
                   init_dir=Path(init_dir) if init_dir else None, vocab_size=vocab_size)
     if recipe.needs_logits:
-        ctx.logits = load_logits(logits, records, task.splits)
+        ctx.logits = load_logits(logits, records, task)
     cfgs = phase_configs(spec, recipe)
     B.seed(cfgs[0].seed)
     student = recipe.build(ctx, spec)
     meta = {"task": task.name, "labels": list(task.labels or []), "role": "student",
             "student": name, "algorithm": spec["algorithm"]}
-    evaluate = dev_evaluator(B, student, task, record_file(records, task.dev_splits[0]))
+    dev = record_file(records, task.dev_splits[0])
+    evaluate = dev_evaluator(B, student, task, dev)
+    inputs = {"dev records": dev}                # what the resume state is keyed to, with spec
+    if teacher_dir:
+        inputs["teacher weights"] = Path(teacher_dir) / checkpoint.WEIGHTS_FILE
+    if logits:
+        inputs["teacher logits"] = logits
+    if init_dir:
+        inputs["initial weights"] = Path(init_dir) / checkpoint.WEIGHTS_FILE
+    if vocab_size:
+        inputs["word vocabulary"] = records / "vocab.txt"
     results = []
     for phase in recipe.phases(ctx, spec, student, cfgs):
         if phase.setup:
@@ -60,7 +73,9 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
         results.append(train.fit(
             B, phase.modules, phase.loss_fn, train_path=record_file(records, "train"), cfg=phase.cfg,
             work_dir=work_dir / phase.name, evaluate=evaluate if phase.evaluate else None,
-            save_config=meta, student="student", desc=f"{name} {phase.name}"))
+            save_config=meta, student="student", desc=f"{name} {phase.name}",
+            settings={"task": task.name, "student": name, "spec": spec, "phase": phase.name},
+            inputs=inputs))
     if B.rank != 0:                              # data parallel: rank 0 writes the outputs
         return results
     last = work_dir / phase.name
@@ -74,5 +89,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
         train.write_summary(tmp / "train_summary.json", total, cfgs[-1], task=task.name,
                             student=name, algorithm=spec["algorithm"],
                             phases=[{"steps": r.steps, "seconds": round(r.seconds, 2),
-                                     "best_score": r.best_score} for r in results])
+                                     "best_score": r.best_score, "skipped_steps": r.skipped_steps}
+                                    for r in results])
+    shutil.rmtree(work_dir, ignore_errors=True)  # published: the resume states have served
     return results

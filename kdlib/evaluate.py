@@ -26,6 +26,7 @@ def predict(B, model, path: str | Path, batch_size: int = 128) -> tuple[np.ndarr
 
     Batches come from length-sorted pools (less padding); rows are put back in file order.
     """
+    ofrecord.checked_count(path)                 # a file cut short is an error, not a smaller set
     model.eval()
     logits, labels, index = [], [], []
     with B.no_grad():

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
 import shutil
 import tempfile
@@ -34,15 +36,26 @@ def atomic_path(path: str | os.PathLike):
         raise
 
 
+def _usual_permissions(folder: Path) -> None:
+    """Give every file under ``folder`` the permissions the umask allows (rw for all it lets
+    through): some writers, safetensors among them, create their files 0600."""
+    mode = 0o666 & ~_umask()
+    for root, _, files in os.walk(folder):
+        for name in files:
+            os.chmod(os.path.join(root, name), mode)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike):
-    """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole."""
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole, its files
+    with the usual permissions."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
+        _usual_permissions(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -74,3 +87,50 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def remove_orphans(folder: str | os.PathLike) -> None:
+    """Delete what killed atomic writes left in ``folder``: ``.<name>.*.tmp`` files and folders.
+    Only for a folder that one job owns (a training job's work folder)."""
+    folder = Path(folder)
+    for item in folder.glob(".*.tmp"):
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                item.unlink()
+
+
+def check_writable(folder: str | os.PathLike, what: str = "output folder") -> None:
+    """Fail early, as one DataError line, when ``folder`` (or the folder beside which it will be
+    written atomically) cannot be created or written: before hours of training, not after."""
+    from .errors import DataError
+
+    folder = Path(folder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        if folder.exists() and not folder.is_dir():
+            raise DataError(f"{folder}: the {what} is a file, not a folder; remove it and rerun")
+        for place in (folder.parent, folder) if folder.exists() else (folder.parent,):
+            probe = tempfile.mkdtemp(prefix=".kdflow-write-check.", suffix=".tmp", dir=place)
+            os.rmdir(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise DataError(f"{folder}: cannot write the {what} there ({reason})") from None
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The BLAKE2b digest (hex, 32 characters) of a file's content; remembered per process for a
+    file whose size and modification time have not changed."""
+    path = Path(path)
+    info = path.stat()
+    return _digest(str(path.resolve()), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

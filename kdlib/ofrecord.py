@@ -671,6 +671,28 @@ def count_records(path: str | os.PathLike) -> int:
     return count
 
 
+def checked_count(path: str | os.PathLike) -> int:
+    """:func:`count_records`, checked against the ``meta.json`` of the record folder (the counts
+    the converter wrote) when there is one: a file cut exactly at a record boundary reads as a
+    valid, shorter file, and only the count can tell."""
+    import json
+
+    path = Path(path)
+    count = count_records(path)
+    meta = path.parent / "meta.json"
+    split = path.name[:-len(PART_SUFFIX)] if path.name.endswith(PART_SUFFIX) else None
+    if split is None or not meta.is_file():
+        return count
+    try:
+        expected = json.loads(meta.read_text(encoding="utf-8")).get("counts", {}).get(split)
+    except (OSError, ValueError, AttributeError):
+        raise DataError(f"{meta}: not a readable record metadata file; rebuild the records") from None
+    if expected is not None and expected != count:
+        raise DataError(f"{path}: {count} records, but {meta} says {expected}; the file is cut "
+                        "short or comes from another conversion: rebuild the records")
+    return count
+
+
 def _shuffled(items: Iterable, buffer_size: int, rng: np.random.Generator) -> Iterator:
     """Bounded shuffle: keep ``buffer_size`` items; emit a random one as each new one arrives.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import checkpoint, ofrecord, train
 from .evaluate import dev_evaluator, model_inputs
-from .io import atomic_dir
+from .io import atomic_dir, check_writable
 from .models import load_pretrained_bert
 from .tasks import Task
 
@@ -31,8 +31,11 @@ def supervised_loss_fn(B, model, regression: bool):
 def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir: str | Path,
              work_dir: str | Path, cfg: train.TrainConfig) -> train.FitResult:
     """Fine-tune ``pretrained`` on ``records/train.of_record-0``, keep the best dev checkpoint in
-    ``out_dir`` (with its vocab, training log and summary)."""
+    ``out_dir`` (with its vocab, training log and summary), then clear ``work_dir``."""
     records, pretrained, work_dir = Path(records), Path(pretrained), Path(work_dir)
+    if B.rank == 0:                              # before the training, not after it
+        check_writable(out_dir)
+        check_writable(work_dir, "work folder")
     B.seed(cfg.seed)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     model, _ = load_pretrained_bert(B, pretrained, task.num_labels, log=log)
@@ -42,7 +45,9 @@ def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir
     result = train.fit(B, {"model": model}, supervised_loss_fn(B, model, task.is_regression),
                        train_path=ofrecord.record_file(records, "train"), cfg=cfg,
                        work_dir=work_dir, evaluate=dev_evaluator(B, model, task, dev),
-                       save_config=meta, desc=f"teacher {task.name}")
+                       save_config=meta, desc=f"teacher {task.name}", settings={"task": task.name},
+                       inputs={"dev records": dev, "pretrained weights": pretrained / "model.safetensors",
+                               "pretrained config": pretrained / "config.json"})
     if B.rank != 0:                              # data parallel: rank 0 writes the outputs
         return result
     with atomic_dir(out_dir) as tmp:
@@ -51,4 +56,5 @@ def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir
         shutil.copy2(pretrained / "vocab.txt", tmp / "vocab.txt")
         shutil.copy2(work_dir / train.LOG_CSV, tmp / train.LOG_CSV)
         train.write_summary(tmp / "train_summary.json", result, cfg, task=task.name)
+    shutil.rmtree(work_dir, ignore_errors=True)  # published: the resume state has served
     return result

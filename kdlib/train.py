@@ -9,6 +9,11 @@ re-seeded from ``(seed, step)`` before every step and the data order is a functi
 ``(seed, epoch)``, so a run that is killed and restarted continues bit-for-bit like one that was
 never interrupted. The work folder is not a Snakemake output, so a failed job does not delete it.
 
+A resume state is only used by the job that wrote it: it records the job's *identity* (its
+resolved settings, the digests of its input files and of kdlib's code, see :func:`job_identity`),
+and a run whose identity differs starts over, saying why. The stages clear the work folder once
+their outputs are published.
+
 Data parallel (started by ``torchrun`` or ``oneflow.distributed.launch``, see kdlib.backend): every
 process reads the same global batches of ``cfg.batch_size`` and trains on its rows of each
 (:func:`kdlib.ofrecord.shard_rows`); the loss runs inside a module wrapped by ``B.wrap_ddp``, so the
@@ -20,6 +25,8 @@ of ``(seed, step, rank)``.
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import json
 import math
 import os
@@ -36,16 +43,25 @@ from tqdm import tqdm
 
 from . import checkpoint, ofrecord
 from .backend import dist_env
+from .config import result_settings
 from .errors import ConfigError, KdflowError
-from .io import atomic_dir, atomic_path, write_text
+from .io import atomic_dir, atomic_path, file_digest, remove_orphans, write_text
 
 STATE_DIR = "state"
 BEST_DIR = "best"
 LOG_CSV = "train_log.csv"
+# A recipe's ``parts`` carry this key, true, for a step whose loss has nothing to train (a Theseus
+# step that drew every teacher module): fit skips the update and counts it. Any other loss without
+# a gradient is a bug, and an error.
+NOTHING_TO_TRAIN = "nothing_to_train"
 
 
 class TrainingDiverged(KdflowError):
     """The loss became NaN or infinite."""
+
+
+class NoGradient(KdflowError):
+    """A step's loss does not depend on any trained parameter."""
 
 
 @dataclass
@@ -129,9 +145,11 @@ def objective(B, modules: dict, loss_fn: Callable):
         def __init__(self):
             super().__init__()
             self.trained = B.nn.ModuleDict(modules)
+            self.parts: dict = {}              # the last step's parts, read by fit
 
         def forward(self, batch):
-            return loss_fn(batch)[0]
+            loss, self.parts = loss_fn(batch)
+            return loss
     return Objective()
 
 
@@ -161,18 +179,82 @@ class FitResult:
     seconds: float
     history: list
     processes: int = 1             # data-parallel processes that trained
+    skipped_steps: int = 0         # steps with nothing to train (no update made)
+
+
+# ---- what a resume state belongs to ------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """A digest of kdlib's Python sources: a resume state written by other code is not used."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.blake2b(digest_size=16)
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def job_identity(B, cfg: TrainConfig, train_path, settings: dict | None = None,
+                 inputs: dict | None = None) -> dict:
+    """Everything that determines a training run's result: the job's ``settings`` (JSON-able), the
+    phase's training config, the backend and device (all without the keys that only say how the
+    job runs, :data:`kdlib.config.RUN_ONLY`), the digests of the training records and of every
+    other input file (``inputs``: name -> path) and the code's version."""
+    files = {"training records": train_path, **(inputs or {})}
+    return {"settings": result_settings({**(settings or {}), "train": asdict(cfg), "backend": B.name,
+                                         "device": B.device_name}),
+            "inputs": {name: file_digest(path) for name, path in files.items()},
+            "code": code_version()}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def identity_change(old: dict | None, new: dict) -> str | None:
+    """Why a resume state written by the job ``old`` does not belong to ``new`` (None if it does)."""
+    if old is None:
+        return "it records no job identity (written by an older kdflow)"
+    if old == new:
+        return None
+    reasons = []
+    before, now = _flat(old.get("settings", {})), _flat(new["settings"])
+    changed = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    if changed:
+        shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
+        reasons.append(f"settings changed ({shown}{' ...' if len(changed) > 4 else ''})")
+    files = [k for k in new["inputs"] if old.get("inputs", {}).get(k) != new["inputs"][k]]
+    files += [k for k in old.get("inputs", {}) if k not in new["inputs"]]
+    if files:
+        reasons.append(f"input changed: {', '.join(files)}")
+    if old.get("code") != new["code"]:
+        reasons.append("kdlib's code changed")
+    return "; ".join(reasons) or "its job identity differs"
 
 
 def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: TrainConfig,
         work_dir: str | Path, evaluate: Callable | None = None, save_config: dict | None = None,
-        student: str = "model", desc: str = "train") -> FitResult:
+        student: str = "model", desc: str = "train", settings: dict | None = None,
+        inputs: dict | None = None) -> FitResult:
     """Train ``modules`` (name -> module; ``modules[student]`` is the model that is kept).
 
     ``loss_fn(batch)`` returns ``(loss, parts)`` for a numpy batch from :func:`ofrecord.batches`
     (plus ``batch["step"]``, the 0-based global step).
     ``evaluate()`` returns ``(score, metrics)``; the best-scoring weights of ``modules[student]`` are
     kept in ``work_dir/best`` with ``save_config`` as their config.json. Without ``evaluate`` the last
-    weights are kept. Interrupted runs resume from ``work_dir/state``.
+    weights are kept. Interrupted runs resume from ``work_dir/state`` when the state was written by
+    the same job: the same ``settings`` (the job's resolved settings, JSON-able), ``cfg``, backend,
+    training records, other ``inputs`` (name -> file) and code (:func:`job_identity`); otherwise
+    the work folder is cleared and training starts over.
+
+    A step whose loss has no gradient is an error (:class:`NoGradient`) unless the recipe's parts
+    say :data:`NOTHING_TO_TRAIN`; such steps make no update and are counted.
 
     Under a data-parallel launcher ``cfg.batch_size`` stays the global batch; only rank 0 evaluates
     and writes, and its FitResult is the one that holds the scores.
@@ -182,7 +264,8 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     rank0 = B.rank == 0
     if rank0:
         work_dir.mkdir(parents=True, exist_ok=True)
-    n_records = ofrecord.count_records(train_path)
+        remove_orphans(work_dir)                 # what a killed atomic write left behind
+    n_records = ofrecord.checked_count(train_path)
     if n_records == 0:
         raise KdflowError(f"{train_path}: no training records")
     per_epoch = steps_per_epoch(n_records, cfg.batch_size)
@@ -193,8 +276,11 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     params = [p for g in optimizer.param_groups for p in group_params(g)]
     shard = (B.rank, B.world_size) if B.world_size > 1 else None
 
-    state = _load_state(B, work_dir, modules, optimizer)
-    net = B.wrap_ddp(objective(B, modules, loss_fn))      # after loading: rank 0's weights rule
+    identity = job_identity(B, cfg, train_path, settings, inputs)
+    state = _load_state(B, work_dir, modules, optimizer, identity, desc)
+    inner = objective(B, modules, loss_fn)
+    net = B.wrap_ddp(inner)                      # after loading: rank 0's weights rule
+    skipped = state.get("skipped_steps", 0)
     step = state.get("step", 0)
     best, best_step = state.get("best", -math.inf), state.get("best_step", -1)
     seconds = state.get("seconds", 0.0)
@@ -237,12 +323,17 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
                         f"{desc}: the loss became {value} at step {step + 1} (epoch {epoch + 1}); "
                         f"lower the learning rate ({cfg.lr}) or check the data")
                 optimizer.zero_grad()
-                if loss.requires_grad:   # e.g. a Theseus step that kept every teacher module
+                if loss.requires_grad:
                     loss.backward()
                     B.sync_grads(params)                 # where the DDP wrapper did not
                     if cfg.max_grad_norm > 0:
                         B.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                     optimizer.step()
+                elif inner.parts.get(NOTHING_TO_TRAIN):  # e.g. Theseus kept every teacher module
+                    skipped += 1
+                else:
+                    raise NoGradient(f"{desc}: the loss at step {step + 1} does not depend on any "
+                                     "trained parameter, so nothing would be learnt")
                 step += 1
                 seen += batch.get("global_rows", len(batch["label_ids"]))
                 rate = seen / max(1e-9, time.perf_counter() - started)
@@ -272,14 +363,18 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
                     seconds_now = seconds + time.perf_counter() - started
                     _save_state(B, work_dir, modules, optimizer,
                                 {"step": step, "best": best, "best_step": best_step,
-                                 "seconds": seconds_now, "history": history})
+                                 "seconds": seconds_now, "history": history,
+                                 "skipped_steps": skipped, "identity": identity})
     bar.close()
     seconds += time.perf_counter() - started
+    if skipped and rank0:
+        print(f"{desc}: {skipped} of {total} steps had nothing to train and made no update",
+              file=sys.stderr)
     if evaluate is None and rank0:
         checkpoint.save_checkpoint(modules[student], work_dir / BEST_DIR, save_config or {}, B)
     del net                                      # torch: drops the DDP hooks before another phase
     B.barrier()                                  # rank 0's files are complete for everyone
-    return FitResult(best, best_step, step, seconds, history, B.world_size)
+    return FitResult(best, best_step, step, seconds, history, B.world_size, skipped)
 
 
 def _save_state(B, work_dir: Path, modules: dict, optimizer, meta: dict) -> None:
@@ -292,7 +387,7 @@ def _save_state(B, work_dir: Path, modules: dict, optimizer, meta: dict) -> None
             pickle.dump({"meta": meta, "optimizer": opt}, fh)
 
 
-def _load_state(B, work_dir: Path, modules: dict, optimizer) -> dict:
+def _load_state(B, work_dir: Path, modules: dict, optimizer, identity: dict, desc: str) -> dict:
     folder = work_dir / STATE_DIR
     if not (folder / "state.pkl").is_file():
         folder = work_dir / f".{STATE_DIR}.old"   # killed while atomic_dir swapped the folders
@@ -305,8 +400,13 @@ def _load_state(B, work_dir: Path, modules: dict, optimizer) -> dict:
     except Exception as exc:   # a damaged state is not worth a crash: start over, loudly
         print(f"warning: ignoring unreadable resume state in {folder} ({exc}); starting over",
               file=sys.stderr)
-        if B.rank == 0:
-            shutil.rmtree(folder, ignore_errors=True)
+        _clear(B, work_dir)
+        return {}
+    why = identity_change(saved["meta"].get("identity"), identity)
+    if why is not None:
+        print(f"{desc}: the resume state in {folder} belongs to another job ({why}); "
+              "starting over", file=sys.stderr)
+        _clear(B, work_dir)
         return {}
     for name, m in modules.items():
         prefix = f"{name}."
@@ -315,6 +415,17 @@ def _load_state(B, work_dir: Path, modules: dict, optimizer) -> dict:
     optimizer.load_state_dict(_tree(saved["optimizer"],
                                     lambda x: B.tensor(x) if isinstance(x, np.ndarray) else x))
     return saved["meta"]
+
+
+def _clear(B, work_dir: Path) -> None:
+    """Empty a work folder (resume state, best weights, log) before starting over; rank 0 only."""
+    if B.rank != 0:
+        return
+    for item in work_dir.iterdir():
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item)
+        else:
+            item.unlink()
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -332,5 +443,6 @@ def write_summary(path: str | Path, result: FitResult, cfg: TrainConfig, **extra
     write_text(path, json.dumps({"best_score": result.best_score, "best_step": result.best_step,
                                  "steps": result.steps, "train_seconds": round(result.seconds, 2),
                                  "processes": result.processes, "writer_rank": dist_env()[0],
+                                 "skipped_steps": result.skipped_steps,
                                  "config": asdict(cfg), "history": result.history, **extra},
                                 indent=2) + "\n")

@@ -111,9 +111,28 @@ def bert_records_of(wildcards):
     return bert_records(wildcards.task)
 
 
+class Untracked:
+    """A param value that a job needs but whose changes must not rerun it: a setting that cannot
+    change the job's outputs (kdlib.config.RUN_ONLY, such as how often a resume state is saved).
+    Snakemake records only params of builtin types for its params rerun trigger, so it does not
+    record this one; in a shell command it formats as its text."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def teacher_settings(wildcards):
+    """What changes the teacher of a task: a param, so a change reruns the teacher."""
+    return json.dumps(kdlib.config.result_settings(kdlib.config.teacher_train(config, wildcards.task)),
+                      sort_keys=True)
+
+
 def teacher_hparams(wildcards):
-    """The task's teacher training settings as JSON: a param, so changing one reruns the teacher."""
-    return json.dumps(kdlib.config.teacher_train(config, wildcards.task), sort_keys=True)
+    """All the task's teacher training settings as JSON, for the stage (untracked)."""
+    return Untracked(json.dumps(kdlib.config.teacher_train(config, wildcards.task), sort_keys=True))
 
 
 # ---- students ------------------------------------------------------------------------------------
@@ -122,7 +141,7 @@ for _name in config["students"]:
     if _name in RESERVED_NAMES:
         raise WorkflowError(f"students.{_name}: the name is reserved; choose another")
 try:
-    TEACHER_CONFIG = json.loads((TEACHER_DIR / "config.json").read_text())
+    TEACHER_CONFIG = kdlib.models.read_pretrained_config(TEACHER_DIR)
     kdlib.config.check_students(config, TEACHER_CONFIG)
 except kdlib.errors.KdflowError as exc:
     raise WorkflowError(str(exc))
@@ -147,9 +166,15 @@ def student_records_of(wildcards):
     return f"{student_records_dir(wildcards)}/meta.json"
 
 
+def student_settings(wildcards):
+    """What changes a student: a param, so changing one reruns only this student."""
+    spec = kdlib.config.student_spec(config, wildcards.student)
+    return json.dumps(kdlib.config.result_settings(spec), sort_keys=True)
+
+
 def student_spec_json(wildcards):
-    """The student's resolved settings: a param, so changing one reruns only this student."""
-    return json.dumps(kdlib.config.student_spec(config, wildcards.student), sort_keys=True)
+    """The student's resolved settings as JSON, for the stage (untracked)."""
+    return Untracked(json.dumps(kdlib.config.student_spec(config, wildcards.student), sort_keys=True))
 
 
 def student_init_layers(wildcards):

@@ -25,7 +25,7 @@ rule cache_teacher_logits:
         "{params.python} -m workflow_scripts.cache_teacher_logits --task {wildcards.task}"
         " --teacher results/{wildcards.task}/teacher --records {params.records} --out {output}"
         " --batch-size {params.batch_size} --backend {params.backend} --device {params.device}"
-        " --threads {threads} > {log} 2>&1 && tail -n 1 {log}"
+        " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
 rule export_teacher_layers:
@@ -43,7 +43,7 @@ rule export_teacher_layers:
     shell:
         "{params.python} -m workflow_scripts.export_teacher_layers"
         " --teacher results/{wildcards.task}/teacher --layers {params.layers}"
-        " --out results/{wildcards.task}/init/{wildcards.student} > {log} 2>&1 && tail -n 1 {log}"
+        " --out results/{wildcards.task}/init/{wildcards.student} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
 rule distill:
@@ -52,11 +52,14 @@ rule distill:
     output:
         weights="results/{task}/{student}/model.safetensors",
         config="results/{task}/{student}/config.json",
+        log_csv="results/{task}/{student}/train_log.csv",
+        summary="results/{task}/{student}/train_summary.json",
     params:
         python=launcher,  # interpreter, or N-process launcher (`processes`)
         backend=BACKEND,
         device=config["device"],
-        spec=student_spec_json,
+        settings=student_settings,  # what changes the student: tracked, so a change reruns it
+        spec=student_spec_json,  # the same plus how the job runs (save_every): untracked
         records=student_records_dir,
         sources=distill_sources,
     log:
@@ -72,4 +75,4 @@ rule distill:
         " --student {wildcards.student} --spec {params.spec:q} --records {params.records}"
         " {params.sources} --out results/{wildcards.task}/{wildcards.student}"
         " --work work/{wildcards.task}/{wildcards.student} --backend {params.backend}"
-        " --device {params.device} --threads {threads} > {log} 2>&1 && tail -n 1 {log}"
+        " --device {params.device} --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

@@ -24,7 +24,7 @@ rule evaluate_teacher:
         "{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task} --name teacher"
         " --model results/{wildcards.task}/teacher --records {params.records} --out {output}"
         " --batch-size {params.batch_size} --backend {params.backend} --device {params.device}"
-        " --threads {threads} > {log} 2>&1 && tail -n 1 {log}"
+        " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
 rule evaluate_student:
@@ -52,4 +52,4 @@ rule evaluate_student:
         " --name {wildcards.student} --model results/{wildcards.task}/{wildcards.student}"
         " --records {params.records} --reference {input.reference} --out {output}"
         " --batch-size {params.batch_size} --backend {params.backend} --device {params.device}"
-        " --threads {threads} > {log} 2>&1 && tail -n 1 {log}"
+        " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

@@ -57,4 +57,4 @@ rule report:
     shell:
         "{params.python} -m workflow_scripts.report --task {wildcards.task} --teacher {input.teacher}"
         " --students {input.students:q} --baselines {params.baselines:q}"
-        " --md {output.md} --csv {output.csv} --html {output.html} --png {output.png} > {log} 2>&1 && tail -n 1 {log}"
+        " --md {output.md} --csv {output.csv} --html {output.html} --png {output.png} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

@@ -8,13 +8,17 @@ rule finetune_teacher:
     output:
         weights="results/{task}/teacher/model.safetensors",
         config="results/{task}/teacher/config.json",
+        vocab="results/{task}/teacher/vocab.txt",
+        log_csv="results/{task}/teacher/train_log.csv",
+        summary="results/{task}/teacher/train_summary.json",
     params:
         python=launcher,  # interpreter, or N-process launcher (`processes`)
         backend=BACKEND,
         device=config["device"],
         pretrained=folder_of_weights,
         records=bert_dir_of,
-        hparams=teacher_hparams,
+        settings=teacher_settings,  # what changes the teacher: tracked, so a change reruns it
+        hparams=teacher_hparams,  # the same plus how the job runs (save_every): untracked
     log:
         "logs/{task}/finetune_teacher.log",
     benchmark:
@@ -28,4 +32,4 @@ rule finetune_teacher:
         " --records {params.records} --pretrained {params.pretrained:q}"
         " --out results/{wildcards.task}/teacher --work work/{wildcards.task}/teacher"
         " --hparams {params.hparams:q} --backend {params.backend} --device {params.device}"
-        " --threads {threads} > {log} 2>&1 && tail -n 1 {log}"
+        " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

@@ -9,6 +9,11 @@ echo "=== tests in .venv (torch backend, snakemake) ==="
 if [[ -x .venv-oneflow/bin/python ]]; then
   echo "=== tests in .venv-oneflow (oneflow backend) ==="
   .venv-oneflow/bin/python -m pytest -q "$@" || status=1
+elif [[ "${CI:-}" == "true" ]]; then
+  # In CI a missing OneFlow runtime is a failure: every OneFlow and cross-backend test would
+  # otherwise vanish behind a green run.
+  echo "=== error: .venv-oneflow is missing, so the OneFlow tests cannot run (CI=true); see 'make setup' ===" >&2
+  status=1
 else
   echo "=== .venv-oneflow missing: OneFlow tests not run (see 'make setup') ==="
 fi

@@ -102,6 +102,21 @@ def test_round_trip_and_config(B, tmp_path):
             np.testing.assert_array_equal(state_dict_numpy(loaded)[k], v)
 
 
+def test_saved_files_get_the_usual_permissions(B, tmp_path):
+    """safetensors writes its files 0600; on a shared cluster checkout the team must read them."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(build_bert(B, BertConfig(**BERT_TINY)), tmp_path / "ckpt")
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "config.json"):
+        assert stat.S_IMODE((tmp_path / "ckpt" / name).stat().st_mode) == 0o644, name
+    assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o755
+
+
 def test_save_rejects_contradicting_metadata(B, tmp_path):
     model = build_models(B, 0)["bilstm"]
     with pytest.raises(ValueError, match="hidden_size"):

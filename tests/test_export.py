@@ -17,7 +17,7 @@ from kdlib.errors import ConfigError, DataError
 from kdlib.evaluate import model_inputs, predict
 from kdlib.export import export_layers, first_layers, select_layers, skip_layers
 from kdlib.models import extended_mask, load_pretrained_bert
-from kdlib.ofrecord import record_file
+from kdlib.ofrecord import iter_records, record_file
 from kdlib.tasks import get_task
 from workflow_scripts import cache_teacher_logits, export_teacher_layers
 
@@ -139,18 +139,53 @@ def test_export_script(data, tmp_path, capsys):
 
 # ---- the logit cache ---------------------------------------------------------------------------------
 
+def one_by_one(B, model, path) -> np.ndarray:
+    """The model's logits for each record of ``path`` alone, in file order: the reference that
+    does not go through the batched, length-bucketed reader."""
+    rows = []
+    with B.no_grad():
+        for rec in iter_records(path):
+            n = int(rec["input_mask"].sum())
+            inputs = {"input_ids": B.tensor(rec["input_ids"][None, :n]),
+                      "attention_mask": B.tensor(rec["input_mask"][None, :n]),
+                      "token_type_ids": B.tensor(rec["segment_ids"][None, :n])}
+            rows.append(B.to_numpy(model(**inputs)["logits"])[0])
+    return np.stack(rows)
+
+
 def test_cache_holds_the_teachers_logits_in_record_order(data, tmp_path, B):
     out = tmp_path / "logits.npz"
     rows = cache.cache_logits(B, TASK, data / "teacher", data / "bert", out, batch_size=7)
     assert rows == {"train": N_TRAIN, "dev": N_DEV}
-    arrays = cache.load_logits(out, data / "bert", TASK.splits)
+    arrays = cache.load_logits(out, data / "bert", TASK)
     assert sorted(arrays) == ["dev", "train"]
     teacher, _ = checkpoint.load_checkpoint(B, data / "teacher")
     for split, n in rows.items():
         assert arrays[split].shape == (n, 2) and arrays[split].dtype == np.float32
-        expected, _ = predict(B, teacher, record_file(data / "bert", split), batch_size=5)
+        expected = one_by_one(B, teacher, record_file(data / "bert", split))
         np.testing.assert_allclose(arrays[split], expected, atol=1e-5)
     assert not np.allclose(arrays["train"], arrays["train"][0])         # one row per record
+
+
+def test_predict_returns_every_row_in_file_order(data, B):
+    """Evaluation batches come from length-sorted pools; the rows must come back in file order.
+    (The tiny records differ in encoded size, so the pools really reorder them.)"""
+    path = record_file(data / "bert", "train")
+    order = np.concatenate([b["index"] for b in ofrecord.batches(path, 5, bucket=20)])
+    assert sorted(order.tolist()) == list(range(N_TRAIN)) and order.tolist() != list(range(N_TRAIN))
+    teacher, _ = checkpoint.load_checkpoint(B, data / "teacher")
+    logits, labels = predict(B, teacher, path, batch_size=5)
+    np.testing.assert_allclose(logits, one_by_one(B, teacher, path), atol=1e-5)
+    assert labels.tolist() == [int(r["label_ids"][0]) for r in iter_records(path)]
+
+
+def test_cache_of_the_wrong_width_is_refused(data, tmp_path):
+    wide = tmp_path / "wide.npz"
+    np.savez(wide, train=np.zeros((N_TRAIN, 3), np.float32), dev=np.zeros((N_DEV, 3), np.float32))
+    with pytest.raises(DataError) as info:
+        cache.load_logits(wide, data / "bert", TASK)
+    message = str(info.value)
+    assert "\n" not in message and str(wide) in message and "2 column(s)" in message, message
 
 
 def test_cache_that_does_not_line_up_is_refused(data, tmp_path, B):
@@ -158,14 +193,14 @@ def test_cache_that_does_not_line_up_is_refused(data, tmp_path, B):
     cache.cache_logits(B, TASK, data / "teacher", data / "bert", out)
     other = tinydata.write_records(tmp_path / "other", n_train=N_TRAIN + 1, n_dev=N_DEV, seed=4)
     with pytest.raises(DataError) as info:
-        cache.load_logits(out, other, TASK.splits)
+        cache.load_logits(out, other, TASK)
     message = str(info.value)
     assert "\n" not in message and str(out) in message and f"{N_TRAIN} train logits" in message
     assert str(other) in message
 
     np.savez(tmp_path / "dev_only.npz", dev=np.zeros((N_DEV, 2), np.float32))
     with pytest.raises(DataError, match="no logits for split train"):
-        cache.load_logits(tmp_path / "dev_only.npz", data / "bert", TASK.splits)
+        cache.load_logits(tmp_path / "dev_only.npz", data / "bert", TASK)
 
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"this is not a numpy archive\n" * 10)
@@ -176,7 +211,7 @@ def test_cache_that_does_not_line_up_is_refused(data, tmp_path, B):
         np.save(fh, np.zeros((N_TRAIN, 2), np.float32))
     for path in (garbage, truncated, bare, tmp_path / "missing.npz"):
         with pytest.raises(DataError) as info:
-            cache.load_logits(path, data / "bert", TASK.splits)
+            cache.load_logits(path, data / "bert", TASK)
         message = str(info.value)
         assert "\n" not in message and message.startswith(str(path)), message
 

@@ -294,6 +294,54 @@ def test_baselines_must_name_given_students(evals, tmp_path, capsys):
     assert "--baselines" in line and "tinybert" in line
 
 
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="the plot needs matplotlib")
+def test_the_report_of_eval_jsons_that_evaluate_model_wrote(B, tmp_path):
+    """The contract between the two stages: eval JSONs written by evaluate_model for a teacher, an
+    ``algorithm: none`` student and a kd student, paired as the config pairs them, give the
+    report's baseline and gain."""
+    import numpy as np
+    import tinydata
+    from kdlib import checkpoint
+    from kdlib.models import BertConfig, build_bert
+    from workflow_scripts import evaluate_model
+
+    records = tinydata.write_records(tmp_path / "records", n_train=8, n_dev=40, seed=2)
+    students_config = {
+        "small_nokd": {"algorithm": "none", "architecture": {"layers": 1, "hidden": 16, "heads": 4}},
+        "kd": {"algorithm": "kd", "architecture": {"layers": 1, "hidden": 16, "heads": 4}}}
+    paths = {}
+    for seed, (name, algorithm, layers) in enumerate([("teacher", None, 2), ("small_nokd", "none", 1),
+                                                     ("kd", "kd", 1)]):
+        model = build_bert(B, BertConfig(**{**tinydata.TINY_BERT, "num_hidden_layers": layers}))
+        rng = np.random.default_rng(seed)    # large random weights (from numpy: the same in either
+        checkpoint.load_state_numpy(model, {  # backend), whose predictions differ between seeds
+            k: v if "LayerNorm" in k else (rng.standard_normal(v.shape) * 0.3).astype(np.float32)
+            for k, v in checkpoint.state_dict_numpy(model).items()})
+        meta = {"task": TASK} if algorithm is None else {"task": TASK, "algorithm": algorithm,
+                                                         "student": name}
+        checkpoint.save_checkpoint(model, tmp_path / name, meta)
+        paths[name] = tmp_path / f"{name}_eval.json"
+        argv = ["--task", TASK, "--name", name, "--model", str(tmp_path / name), "--records",
+                str(records), "--out", str(paths[name]), "--backend", B.name, "--device", "cpu"]
+        if name != "teacher":
+            argv += ["--reference", str(paths["teacher"])]
+        assert evaluate_model.main(argv) == 0
+    pairs = report.baselines(students_config)
+    assert pairs == {"kd": "small_nokd"}
+    out = tmp_path / "out"
+    assert report_script.main(["--task", TASK, "--teacher", str(paths["teacher"]), "--students",
+                               str(paths["small_nokd"]), str(paths["kd"]), "--baselines",
+                               json.dumps(pairs), "--out-dir", str(out)]) == 0
+    frame = pd.read_csv(out / "report.csv").set_index(report.NAME)
+    scores = {name: json.loads(paths[name].read_text())["score"] for name in paths}
+    assert scores["kd"] != scores["small_nokd"]
+    assert frame.loc["kd", report.BASELINE] == "small_nokd"
+    assert frame.loc["kd", report.GAIN] == pytest.approx(100 * (scores["kd"] - scores["small_nokd"]),
+                                                         abs=1e-3)
+    assert frame.loc["small_nokd", report.ROLE] == "baseline" and frame.loc["kd", report.ROLE] == "distilled"
+    assert frame.loc["kd", "dev accuracy"] == pytest.approx(100 * scores["kd"], abs=1e-3)
+
+
 # ---- the rule -------------------------------------------------------------------------------------
 
 @pytest.mark.skipif(not HAS_SNAKEMAKE, reason="snakemake is only in the workflow runtime")

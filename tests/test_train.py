@@ -223,6 +223,160 @@ def test_fit_raises_training_diverged_naming_the_step(B, records, tmp_path):
     assert isinstance(info.value, KdflowError)                      # the CLIs turn it into one line
 
 
+def stop_at_call(n):
+    """A loss wrapper that raises Interrupted on the n-th step."""
+    def wrapper(loss_fn):
+        calls = [0]
+
+        def wrapped(batch):
+            calls[0] += 1
+            if calls[0] == n:
+                raise Interrupted
+            return loss_fn(batch)
+        return wrapped
+    return wrapper
+
+
+def assert_same(w1, w2):
+    assert w1.keys() == w2.keys()
+    for key in w1:
+        np.testing.assert_array_equal(w1[key], w2[key], err_msg=key)
+
+
+@pytest.mark.parametrize("finished", [True, False], ids=["after a full run", "after a kill"])
+def test_a_state_written_with_other_settings_is_not_resumed(B, records, tmp_path, one_thread,
+                                                            capsys, finished):
+    """A changed lr reruns the job in a work folder that holds the old job's state: the result
+    must be that of a clean run with the new lr, and the log must say why it starts over."""
+    work = tmp_path / "work"
+    if finished:
+        run_fit(B, records, work, small_config(lr=3e-3))
+    else:
+        with pytest.raises(Interrupted):
+            run_fit(B, records, work, small_config(lr=3e-3), stop_at_call(8))
+    capsys.readouterr()
+    result, weights = run_fit(B, records, work, small_config(lr=1e-3))
+    err = capsys.readouterr().err
+    assert "resuming" not in err and "starting over" in err and "train.lr: 0.003 -> 0.001" in err, err
+    clean, clean_weights = run_fit(B, records, tmp_path / "clean", small_config(lr=1e-3))
+    assert_same(weights, clean_weights)
+    assert result.history == clean.history
+    assert [r["loss"] for r in read_log(work)] == [r["loss"] for r in read_log(tmp_path / "clean")]
+
+
+def test_a_state_written_from_other_data_is_not_resumed(B, tmp_path, one_thread, capsys):
+    """The records are rebuilt in place with other content (another data seed): same paths, same
+    settings, but the killed run's state is not resumed."""
+    folder, work = tmp_path / "records", tmp_path / "work"
+    tinydata.write_records(folder, n_train=48, n_dev=24, seed=3)
+    with pytest.raises(Interrupted):
+        run_fit(B, folder, work, small_config(), stop_at_call(8))
+    tinydata.write_records(folder, n_train=48, n_dev=24, seed=14)
+    capsys.readouterr()
+    _, weights = run_fit(B, folder, work, small_config())
+    err = capsys.readouterr().err
+    assert "resuming" not in err and "input changed: training records" in err, err
+    _, clean = run_fit(B, tinydata.write_records(tmp_path / "fresh", n_train=48, n_dev=24, seed=14),
+                       tmp_path / "clean", small_config())
+    assert_same(weights, clean)
+
+
+def test_a_state_written_by_other_code_is_not_resumed(B, records, tmp_path, one_thread, capsys,
+                                                      monkeypatch):
+    work = tmp_path / "work"
+    with pytest.raises(Interrupted):
+        run_fit(B, records, work, small_config(), stop_at_call(8))
+    monkeypatch.setattr(train, "code_version", lambda: "another version")
+    capsys.readouterr()
+    run_fit(B, records, work, small_config())
+    err = capsys.readouterr().err
+    assert "resuming" not in err and "kdlib's code changed" in err, err
+
+
+def test_after_divergence_a_lower_lr_starts_over(B, records, tmp_path, one_thread, capsys):
+    """The loss becomes NaN with a huge lr after a resume state was saved; rerun as the message
+    advises, with a lower lr: the result is a clean run's, not the diverged run's continuation."""
+    work = tmp_path / "work"
+    with pytest.raises(train.TrainingDiverged, match="lower the learning rate"):
+        run_fit(B, records, work, small_config(lr=1e6, save_every=1))
+    assert (work / train.STATE_DIR / "state.pkl").is_file()          # the diverged run saved one
+    capsys.readouterr()
+    _, weights = run_fit(B, records, work, small_config(lr=3e-3, save_every=1))
+    assert "starting over" in capsys.readouterr().err
+    _, clean = run_fit(B, records, tmp_path / "clean", small_config(lr=3e-3, save_every=1))
+    assert_same(weights, clean)
+
+
+def test_the_same_job_still_resumes_whatever_its_save_interval(B, records, tmp_path, one_thread,
+                                                                capsys):
+    """save_every (kdlib.config.RUN_ONLY) says how the job runs, not what it makes."""
+    work = tmp_path / "work"
+    with pytest.raises(Interrupted):
+        run_fit(B, records, work, small_config(), stop_at_call(8))
+    capsys.readouterr()
+    _, weights = run_fit(B, records, work, small_config(save_every=5))
+    assert "resuming at step 6/12" in capsys.readouterr().err
+    _, whole = run_fit(B, records, tmp_path / "whole", small_config())
+    assert_same(weights, whole)
+
+
+def test_a_loss_without_gradient_is_an_error_unless_the_recipe_says_so(B, records, tmp_path):
+    """A recipe bug that detaches the loss would train nothing and report success; fit refuses it.
+    Only a step that says it has nothing to train (Theseus) is skipped, and counted."""
+    def detached(loss_fn):
+        def wrapped(batch):
+            loss, parts = loss_fn(batch)
+            return loss.detach(), parts
+        return wrapped
+    with pytest.raises(train.NoGradient) as info:
+        run_fit(B, records, tmp_path / "a", small_config(), detached)
+    assert "step 1 " in str(info.value) and isinstance(info.value, KdflowError)
+
+    def nothing(loss_fn):
+        def wrapped(batch):
+            loss, parts = loss_fn(batch)
+            return loss.detach(), {**parts, train.NOTHING_TO_TRAIN: True}
+        return wrapped
+    result, weights = run_fit(B, records, tmp_path / "b", small_config(), nothing)
+    assert result.skipped_steps == result.steps == 12
+    B.seed(0)
+    assert_same(weights, checkpoint.state_dict_numpy(tiny_model(B)))     # nothing changed
+
+
+def test_fit_removes_what_killed_atomic_writes_left(B, records, tmp_path):
+    work = tmp_path / "work"
+    (work / ".state.x1y2.tmp").mkdir(parents=True)
+    (work / ".state.x1y2.tmp" / "weights.npz").write_bytes(b"half")
+    (work / f".{train.LOG_CSV}.ab.tmp").write_text("step\n")
+    run_fit(B, records, work, small_config(epochs=1))
+    assert not list(work.glob(".*.tmp"))
+
+
+def test_a_record_file_cut_at_a_record_boundary_is_refused(B, tmp_path):
+    """A file cut exactly between two records reads as a valid, shorter file; meta.json's counts
+    catch it, in training and in evaluation."""
+    import json
+
+    folder = tinydata.write_records(tmp_path / "records", n_train=48, n_dev=24, seed=3)
+    (folder / "meta.json").write_text(json.dumps({"counts": {"train": 48, "dev": 24}}))
+    model = tiny_model(B)
+    for split in ("train", "dev"):
+        path = ofrecord.record_file(folder, split)
+        whole = path.read_bytes()
+        records = list(ofrecord._iter_payloads(path))
+        half = sum(8 + len(p) for _, p in records[:len(records) // 2])
+        path.write_bytes(whole[:half])                       # exactly at a record boundary
+        with pytest.raises(KdflowError) as info:
+            if split == "train":
+                train.fit(B, {"model": model}, supervised_loss_fn(B, model, False), train_path=path,
+                          cfg=small_config(), work_dir=tmp_path / "work")
+            else:
+                evaluate(B, model, TASK, path)
+        message = str(info.value)
+        assert str(path) in message and f"says {len(records)}" in message, message
+        path.write_bytes(whole)
+
+
 def test_fit_rejects_an_empty_training_file(B, tmp_path):
     with ofrecord.RecordWriter(ofrecord.record_file(tmp_path, "train")):
         pass
@@ -235,13 +389,18 @@ def test_fit_rejects_an_empty_training_file(B, tmp_path):
 
 # ---- PyTorch / OneFlow parity -----------------------------------------------------------------------
 
+# The parity model keeps the 100-token vocabulary its tolerances were calibrated on (the random
+# inputs below need no real words).
+PARITY_BERT = {**tinydata.TINY_BERT, "vocab_size": 100}
+
+
 def _parity_inputs() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(5)
     lengths, T = [10, 6, 3], 10
     ids = np.zeros((3, T), np.int64)
     mask = np.zeros((3, T), np.int64)
     for i, n in enumerate(lengths):
-        ids[i, :n] = rng.integers(5, tinydata.TINY_BERT["vocab_size"], n)
+        ids[i, :n] = rng.integers(5, PARITY_BERT["vocab_size"], n)
         mask[i, :n] = 1
     types = ((np.arange(T)[None, :] >= 4) * mask).astype(np.int64)
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
@@ -256,7 +415,7 @@ def test_torch_and_oneflow_agree_on_forward_gradients_and_adamw_steps(tmp_path):
     from kdlib import backend
 
     B = backend.load("torch", "cpu")
-    model = build_bert(B, BertConfig(**tinydata.TINY_BERT))
+    model = build_bert(B, BertConfig(**PARITY_BERT))
     rng = np.random.default_rng(0)     # random values everywhere, LayerNorm and biases included
     checkpoint.load_state_numpy(model, {k: (rng.standard_normal(v.shape) * 0.3).astype(np.float32)
                                         for k, v in checkpoint.state_dict_numpy(model).items()})
@@ -273,7 +432,7 @@ def test_torch_and_oneflow_agree_on_forward_gradients_and_adamw_steps(tmp_path):
     ours = parity_worker.run(B, tmp_path / "ckpt", inputs)
 
     assert ours.keys() == theirs.keys()
-    n_layers = tinydata.TINY_BERT["num_hidden_layers"]
+    n_layers = PARITY_BERT["num_hidden_layers"]
     assert sum(k.startswith("hidden.") for k in ours) == n_layers + 1
     assert sum(k.startswith("attention.") for k in ours) == n_layers
     for key in ["logits", "loss"] + [k for k in ours if k.startswith(("hidden.", "attention."))]:
@@ -308,7 +467,7 @@ def test_torch_and_oneflow_agree_on_forward_gradients_and_adamw_steps(tmp_path):
         noisy_total, sizes = noisy_total + noisy.sum(), sizes + noisy.size
     assert noisy_total < 0.01 * sizes
     # decoupled weight decay alone moves the rows of words absent from the batch: w (1 - lr wd)
-    unused = np.setdiff1d(np.arange(tinydata.TINY_BERT["vocab_size"]), inputs["input_ids"])
+    unused = np.setdiff1d(np.arange(PARITY_BERT["vocab_size"]), inputs["input_ids"])
     assert len(unused) > 50
     name = "embeddings.word_embeddings.weight"
     decayed = before[name][unused] * (1 - parity_worker.LR * parity_worker.WEIGHT_DECAY)

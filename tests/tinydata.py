@@ -16,9 +16,14 @@ import numpy as np
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PAD, UNK, CLS, SEP, MASK = range(5)
-VOCAB = SPECIALS + [f"w{i}" for i in range(95)]            # 100 tokens
-POSITIVE = list(range(len(SPECIALS), 52))                   # 47 "positive" words
-NEGATIVE = list(range(52, len(VOCAB)))                      # 48 "negative" words
+# Unused slots put every word at id 128 or above: a varint of two bytes, as most real WordPiece ids
+# are, so a record's encoded size grows with its length and length bucketing (which sorts by size)
+# really reorders the tiny records.
+FILLER = [f"[unused{i}]" for i in range(128 - len(SPECIALS))]
+FIRST_WORD = len(SPECIALS) + len(FILLER)                    # 128
+VOCAB = SPECIALS + FILLER + [f"w{i}" for i in range(95)]    # 223 tokens
+POSITIVE = list(range(FIRST_WORD, FIRST_WORD + 47))         # 47 "positive" words
+NEGATIVE = list(range(FIRST_WORD + 47, len(VOCAB)))         # 48 "negative" words
 MAX_LENGTH = 16
 
 TINY_BERT = dict(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

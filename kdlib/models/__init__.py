@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
+from ..io import read_json
 from .bert import MASK_VALUE, BertConfig, build_bert, extended_mask, load_pretrained_bert
 from .lstm import LstmConfig, build_bilstm
 
@@ -46,5 +47,20 @@ def resolve_pretrained(spec: str) -> Path:
     return folder
 
 
+def read_pretrained_config(folder: str | Path) -> dict:
+    """The pretrained teacher's ``config.json``, checked to describe a BERT that kdflow can build;
+    invalid JSON, a missing size or an impossible one is one DataError naming the file."""
+    path = Path(folder) / "config.json"
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    try:
+        BertConfig.from_dict(config)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: {exc}") from None
+    return config
+
+
 __all__ = ["MASK_VALUE", "BertConfig", "LstmConfig", "build_bert", "build_bilstm", "extended_mask",
-           "load_pretrained_bert", "resolve_pretrained", "BUILTIN_MODELS", "PRETRAINED_FILES"]
+           "load_pretrained_bert", "read_pretrained_config", "resolve_pretrained", "BUILTIN_MODELS",
+           "PRETRAINED_FILES"]

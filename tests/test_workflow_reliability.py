@@ -1,0 +1,117 @@
+"""What a user meets when a run is repeated with other settings, or fails: a rerun after a changed
+setting gives a clean run's weights, a failing stage shows its one-line error on the console, a
+failed rerun leaves no stale outputs, and a broken teacher config is one line naming the file.
+
+Runs in the workflow runtime (.venv) only: it drives Snakemake on the tiny config of
+tests/test_workflow_e2e.py against a GLUE mirror served on 127.0.0.1.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("snakemake")
+
+from tests.conftest import TORCH_PYTHON  # noqa: E402
+from tests.test_workflow_e2e import make_workdir, mirror, override, planned, snakemake  # noqa: E402,F401
+
+pytestmark = pytest.mark.slow
+KD = "results/sst2/kd_eval.json"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, mirror):  # noqa: F811
+    work = make_workdir(tmp_path_factory, mirror)
+    snakemake(work, KD)
+    return work
+
+
+def kd_spec(work, *configs) -> str:
+    """The kd student's resolved settings, as the distill rule passes them (config files merged)."""
+    from kdlib import config
+    merged = {}
+    for path in configs:
+        merged = config.merge(merged, yaml.safe_load(path.read_text()))
+    return json.dumps(config.student_spec(config.validate(merged), "kd"), sort_keys=True)
+
+
+def test_a_changed_student_lr_retrains_that_student_like_a_clean_run(workdir, tmp_path):
+    """students.kd.train.lr changed after a full run: only kd's jobs rerun, and its published
+    weights equal those of the distill stage run from scratch with the new lr."""
+    before = (workdir / "results/sst2/kd/model.safetensors").read_bytes()
+    args = override(workdir, "kd_lr", {"students": {"kd": {"train": {"lr": 1.0e-3}}}})
+    assert planned(workdir, KD, *args) == {"distill": 1, "evaluate_student": 1}
+    out = snakemake(workdir, KD, *args)
+    log = (workdir / "logs/sst2/distill_kd.log").read_text()
+    assert "resuming" not in log, log[-2000:]
+    after = (workdir / "results/sst2/kd/model.safetensors").read_bytes()
+    assert after != before
+    assert "kd (kd) on sst2: best dev accuracy" in out.stdout + out.stderr     # the summary line
+
+    spec = kd_spec(workdir, workdir / "config.yaml", workdir / "kd_lr.yaml")
+    clean = subprocess.run(
+        [str(TORCH_PYTHON), "-m", "workflow_scripts.distill", "--task", "sst2", "--student", "kd",
+         "--spec", spec, "--records", "data/ofrecord/sst2/bert16", "--teacher", "results/sst2/teacher",
+         "--logits", "results/sst2/teacher_logits.npz", "--out", str(tmp_path / "kd"),
+         "--work", str(tmp_path / "work"), "--backend", "torch", "--device", "cpu", "--threads", "4"],
+        cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    assert (tmp_path / "kd" / "model.safetensors").read_bytes() == after
+    assert not (workdir / "work/sst2/kd").exists()               # cleared once published
+
+
+def test_a_failing_stage_shows_its_error_line_and_leaves_no_stale_outputs(workdir):
+    """A teacher-logit cache of the wrong width (newer than the student, so kd reruns): the
+    distill job fails, its one-line error is on the console, and results/sst2/kd/ holds nothing
+    of the old run."""
+    logits = workdir / "results/sst2/teacher_logits.npz"
+    original, stat = logits.read_bytes(), logits.stat()
+    try:
+        with np.load(logits) as arrays:
+            wide = {k: np.zeros((len(arrays[k]), 3), np.float32) for k in arrays.files}
+        with open(logits, "wb") as fh:
+            np.savez(fh, **wide)
+        out = snakemake(workdir, KD, check=False)
+        assert out.returncode != 0
+        console = out.stdout + out.stderr
+        assert "error: results/sst2/teacher_logits.npz: the train logits have shape (160, 3)" in console, \
+            console[-3000:]
+        assert "Traceback" not in console
+        assert not [p.name for p in (workdir / "results/sst2/kd").glob("*")]
+    finally:                                  # the cache as it was, and kd built again from it
+        logits.write_bytes(original)
+        os.utime(logits, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        snakemake(workdir, KD)
+
+
+@pytest.mark.parametrize("broken, fragment", [
+    (lambda cfg: {k: v for k, v in cfg.items() if k != "num_attention_heads"}, "lacks num_attention_heads"),
+    (lambda cfg: {k: v for k, v in cfg.items() if k != "hidden_size"}, "lacks hidden_size"),
+    (None, "not a readable JSON file"),
+])
+def test_a_broken_teacher_config_is_one_line_naming_it(tmp_path_factory, mirror, broken, fragment):  # noqa: F811
+    work = make_workdir(tmp_path_factory, mirror)
+    path = work / "tiny_bert" / "config.json"
+    if broken is None:
+        path.write_text('{"hidden_size": 32,')
+    else:
+        path.write_text(json.dumps(broken(json.loads(path.read_text()))))
+    out = snakemake(work, "-n", KD, check=False)
+    console = out.stdout + out.stderr
+    assert out.returncode != 0 and "Traceback" not in console and "KeyError" not in console
+    assert f"{path}: " in console and fragment in console, console[-2000:]
+
+
+
+def test_how_often_the_resume_state_is_saved_reruns_nothing(workdir):
+    """save_every says how a job runs, not what it makes: changing it plans nothing."""
+    args = override(workdir, "save_often", {"teacher": {"train": {"save_every": 1}},
+                                            "students_train": {"save_every": 1}})
+    assert planned(workdir, KD, *args) == {}
+    args = override(workdir, "lr_too", {"students_train": {"save_every": 1, "lr": 1.0e-3}})
+    assert planned(workdir, KD, *args) == {"distill": 1, "evaluate_student": 1}
