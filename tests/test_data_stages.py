@@ -491,6 +491,45 @@ def test_unknown_task_and_missing_vocab(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+# --------------------------------------------------------------------------- QQP
+
+
+def make_qqp(root: Path, seed: int = 4) -> tuple[Path, list[int]]:
+    """QQP with rows that lack fields in train (as in GLUE's file); returns the kept labels."""
+    rng = random.Random(seed)
+    header = ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"]
+    rows, kept = [], []
+    for i in range(30):
+        if i in (3, 17):                  # a question broken by a newline: two short lines
+            rows += [[i, 2 * i, 2 * i + 1, sentence(rng)], [sentence(rng) + "?", 1]]
+        elif i == 25:                     # no label
+            rows.append([i, 2 * i, 2 * i + 1, sentence(rng), sentence(rng)])
+        else:
+            kept.append(rng.randint(0, 1))
+            rows.append([i, 2 * i, 2 * i + 1, sentence(rng) + "?", sentence(rng) + "?", kept[-1]])
+    write_tsv(root / "QQP" / "train.tsv", header, rows)
+    write_tsv(root / "QQP" / "dev.tsv", header,
+              [[i, i, i, sentence(rng), sentence(rng), rng.randint(0, 1)] for i in range(9)])
+    return root, kept
+
+
+def test_qqp_stages_skip_the_same_malformed_rows_and_log_them(tmp_path, vocab, capsys):
+    root, kept = make_qqp(tmp_path / "glue")
+    assert run_bert(root, tmp_path / "bert", "qqp", vocab, 32) == 0
+    bert_err = capsys.readouterr().err
+    assert run_lstm(root, tmp_path / "lstm", "qqp", max_length=8) == 0
+    lstm_err = capsys.readouterr().err
+    # rows 3 and 17 are lines 5-6 and 20-21 of the file, row 25 is line 29
+    for err in (bert_err, lstm_err):
+        assert "qqp train: skipped 5 malformed rows (first at line 5)" in err
+        assert "qqp dev: skipped" not in err and not error_lines(err)
+    for kind in ("bert", "lstm"):
+        meta = json.loads((tmp_path / kind / "meta.json").read_text())
+        assert meta["counts"] == {"train": 27, "dev": 9}
+        labels = stack(records(ofrecord.record_file(tmp_path / kind, "train")), "label_ids")
+        assert labels[:, 0].tolist() == kept     # record i is the same example in both files
+
+
 # --------------------------------------------------------------------------- Snakemake
 
 SNAKEMAKE = REPO / ".venv" / "bin" / "snakemake"

@@ -29,9 +29,13 @@ def main(argv=None) -> int:
     with atomic_dir(out) as tmp:  # all splits appear together, or none
         counts = {}
         for split in task.splits:
-            chunks = tasks.read_split(task, tasks.glue_file(args.glue_root, task, split))
+            skipped = tasks.Skipped()
+            chunks = tasks.read_split(task, tasks.glue_file(args.glue_root, task, split),
+                                      skipped=skipped)
             counts[split] = convert.convert_bert(task, chunks, ofrecord.record_file(tmp, split),
                                                  tokenizer, desc=f"{task.name} {split}")
+            if skipped.count:
+                print(f"{task.name} {split}: {skipped}", file=sys.stderr)
             print(f"{task.name} {split}: {counts[split]} BERT records", file=sys.stderr)
         convert.write_meta(tmp / "meta.json", task=task.name, kind="bert", max_length=args.max_length,
                            vocab=str(args.vocab), num_labels=task.num_labels, counts=counts)
