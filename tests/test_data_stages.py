@@ -6,6 +6,7 @@ run ``snakemake`` in a subprocess on a temporary copy of the workflow, against a
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -491,7 +492,7 @@ def test_unknown_task_and_missing_vocab(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-# --------------------------------------------------------------------------- QQP
+# --------------------------------------------------------------------------- QQP; meta.json vocab
 
 
 def make_qqp(root: Path, seed: int = 4) -> tuple[Path, list[int]]:
@@ -528,6 +529,25 @@ def test_qqp_stages_skip_the_same_malformed_rows_and_log_them(tmp_path, vocab, c
         assert meta["counts"] == {"train": 27, "dev": 9}
         labels = stack(records(ofrecord.record_file(tmp_path / kind, "train")), "label_ids")
         assert labels[:, 0].tolist() == kept     # record i is the same example in both files
+
+
+def test_bert_meta_names_the_vocab_by_hash_and_a_portable_path(tmp_path, vocab, monkeypatch):
+    root = make_sst2(tmp_path / "glue")
+    digest = hashlib.sha256(vocab.read_bytes()).hexdigest()
+    work = tmp_path / "work"
+    (work / "models" / "bert").mkdir(parents=True)
+    inside = shutil.copy(vocab, work / "models" / "bert" / "vocab.txt")
+    outside = shutil.copy(vocab, tmp_path / "vocab.txt")
+    monkeypatch.chdir(work)
+    for given, named in [(inside, "models/bert/vocab.txt"), (outside, "vocab.txt"),
+                         ("models/bert/vocab.txt", "models/bert/vocab.txt"),
+                         ("../vocab.txt", "vocab.txt")]:
+        out = tmp_path / "records"
+        assert run_bert(root, out, "sst2", Path(given), 16) == 0
+        text = (out / "meta.json").read_text()
+        meta = json.loads(text)
+        assert (meta["vocab"], meta["vocab_sha256"]) == (named, digest), given
+        assert str(tmp_path) not in text
 
 
 # --------------------------------------------------------------------------- Snakemake
