@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import io
 import random
+import re
 import socket
 import stat
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -49,16 +52,31 @@ def mnli_files(seed: int = 1) -> dict[str, str]:
             "MNLI/dev_mismatched.tsv": table(8), "MNLI/test_matched.tsv": table(5)}
 
 
-def make_zip(path: Path, members: dict[str, str], *, dirs: bool = True) -> Path:
+def make_zip(path: Path, members: dict[str, str], *, dirs: bool = True,
+             compression: int = zipfile.ZIP_DEFLATED) -> Path:
     """A zip holding ``members`` (name -> text), with folder entries like GLUE's zips."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(path, "w", compression) as zf:
         if dirs:
             for folder in sorted({m.split("/")[0] + "/" for m in members if "/" in m}):
                 zf.writestr(folder, "")
         for name, text in members.items():
             zf.writestr(name, text)
     return path
+
+
+def declare(path: Path, member: str, size: int, crc: int) -> None:
+    """Rewrite ``member``'s local and central headers to declare ``size`` bytes and ``crc``."""
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    with zipfile.ZipFile(path) as zf:
+        local = zf.getinfo(member).header_offset
+    central = next(m.start() for m in re.finditer(rb"PK\x01\x02", data)
+                   if data[m.start() + 46:m.start() + 46 + len(name)] == name)
+    for crc_at, size_at in ((local + 14, local + 22), (central + 16, central + 24)):
+        struct.pack_into("<I", data, crc_at, crc)
+        struct.pack_into("<I", data, size_at, size)
+    path.write_bytes(bytes(data))
 
 
 def files_under(root: Path) -> list[Path]:
@@ -272,6 +290,60 @@ def test_failure_while_writing_leaves_no_partial_file(tmp_path, monkeypatch):
     assert files_under(out) == []
 
 
+def test_member_declaring_more_than_the_ceiling_is_refused(tmp_path):
+    """A header that declares a huge member (here 3 GiB for a few bytes) is refused before any
+    member is inflated, even a member that is not needed."""
+    site, out = tmp_path / "site", tmp_path / "glue"
+    members = sst2_files()
+    zip_path = make_zip(site / "SST-2.zip", members)
+    declare(zip_path, "SST-2/test.tsv", 3 << 30, zlib.crc32(members["SST-2/test.tsv"].encode()))
+    with serve(site) as (server, url):
+        with pytest.raises(DataError) as err:
+            fetch_glue("sst2", out, url, mrpc_url=url, log=lambda m: None)
+    msg = str(err.value)
+    assert f"member SST-2/test.tsv declares {3 << 30} bytes" in msg and "\n" not in msg
+    assert "by hand" in msg
+    assert files_under(out) == []
+
+
+def test_ceiling_bounds_every_member(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    members = sst2_files()
+    make_zip(site / "SST-2.zip", members, compression=zipfile.ZIP_STORED)
+    largest = max(len(text.encode()) for text in members.values())
+    monkeypatch.setattr(dl, "MAX_MEMBER_BYTES", largest)
+    paths = fetch_glue("sst2", tmp_path / "ok", site.as_uri(), mrpc_url="unused",
+                       log=lambda m: None)
+    assert paths[0].read_text() == members["SST-2/train.tsv"]
+    monkeypatch.setattr(dl, "MAX_MEMBER_BYTES", largest - 1)
+    with pytest.raises(DataError, match=rf"SST-2/train\.tsv declares {largest} bytes, more than "
+                                        rf"any GLUE file \({largest - 1} at most\)"):
+        fetch_glue("sst2", tmp_path / "refused", site.as_uri(), mrpc_url="unused",
+                   log=lambda m: None)
+    assert files_under(tmp_path / "refused") == []
+
+
+def test_member_inflating_past_its_declared_size_is_refused(tmp_path):
+    """A lying header (declared size and CRC of a prefix only) would silently give a truncated
+    dev.tsv; instead nothing is written, not even the train.tsv extracted before it."""
+    site, out = tmp_path / "site", tmp_path / "glue"
+    members = sst2_files()
+    zip_path = make_zip(site / "SST-2.zip", members)
+    dev = members["SST-2/dev.tsv"].encode()
+    short = len(dev) - 40
+    declare(zip_path, "SST-2/dev.tsv", short, zlib.crc32(dev[:short]))
+    with zipfile.ZipFile(zip_path) as zf:
+        assert zf.testzip() is None  # the CRC of what the header declares holds
+    with serve(site) as (server, url):
+        with pytest.raises(DataError) as err:
+            fetch_glue("sst2", out, url, mrpc_url=url, log=lambda m: None)
+    msg = str(err.value)
+    assert f"member SST-2/dev.tsv inflates to more than the {short} bytes it declares" in msg
+    assert "\n" not in msg
+    assert files_under(out) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["glue", "site"]
+
+
 # --------------------------------------------------------------------------- network errors
 
 
@@ -334,6 +406,49 @@ def test_missing_file_url(tmp_path):
     url = (tmp_path / "nowhere").as_uri()
     with pytest.raises(DownloadError, match=r"nowhere/SST-2\.zip \(no such file"):
         fetch_glue("sst2", tmp_path / "glue", url, mrpc_url=url, log=lambda m: None)
+
+
+def test_copy_fails_once_more_bytes_come_than_declared():
+    """The byte count behind the lying-header check, whatever zipfile itself checks."""
+    lying = DataError("lying header")
+    out = io.BytesIO()
+    dl.shutil.copyfileobj(dl._Declared(io.BytesIO(b"x" * 10), 10, lying), out, 4)
+    assert out.getvalue() == b"x" * 10
+    with pytest.raises(DataError, match="lying header"):
+        dl.shutil.copyfileobj(dl._Declared(io.BytesIO(b"x" * 10), 9, lying), io.BytesIO(), 4)
+
+
+@pytest.fixture
+def tries(monkeypatch):
+    """The URL of every try, counted where one try happens (``_Fetcher._once``)."""
+    seen = []
+    once = dl._Fetcher._once
+
+    def counted(self, url, dest):
+        seen.append(url)
+        return once(self, url, dest)
+    monkeypatch.setattr(dl._Fetcher, "_once", counted)
+    return seen
+
+
+def test_a_file_url_is_tried_once(tmp_path, tries, no_sleep):
+    url = (tmp_path / "nowhere").as_uri()
+    with pytest.raises(DownloadError, match=r"no such file"):
+        fetch_glue("sst2", tmp_path / "glue", url, mrpc_url=url, retries=3, log=lambda m: None)
+    assert tries == [f"{url}/SST-2.zip"]
+    assert no_sleep == []
+
+
+def test_http_retries_2_means_3_tries(tmp_path, tries, no_sleep):
+    site = tmp_path / "site"
+    make_zip(site / "SST-2.zip", sst2_files())
+    with serve(site, failures={"/SST-2.zip": 99}) as (server, url):
+        with pytest.raises(DownloadError, match=r"\(HTTP 500 .* after 3 tries\)"):
+            fetch_glue("sst2", tmp_path / "glue", url, mrpc_url=url, retries=2, backoff=0,
+                       log=lambda m: None)
+    assert tries == [f"{url}/SST-2.zip"] * 3
+    assert server.requests == ["/SST-2.zip"] * 3
+    assert no_sleep == [0, 0]
 
 
 # --------------------------------------------------------------------------- tasks and CLI
