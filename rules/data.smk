@@ -1,4 +1,7 @@
 # Data stages: GLUE download or the built-in corpus, then OFRecord conversion.
+#
+# Every rule ends its command with the same idiom: the stage's output goes to its log, and its last
+# line (the one-line summary, or on failure the stage's `error: ...` line) is shown on the console.
 
 
 rule download_glue:
@@ -20,7 +23,8 @@ rule download_glue:
     shell:
         "{params.python} -m workflow_scripts.download_glue --task {params.task} --out-root data/glue"
         " --url {params.url:q} --mrpc-url {params.mrpc_url:q} --timeout {params.timeout}"
-        " --retries {params.retries} > {log} 2>&1 && tail -n 1 {log}"
+        " --retries {params.retries}"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
 rule download_glue_mnli:
@@ -42,7 +46,8 @@ rule download_glue_mnli:
     shell:
         "{params.python} -m workflow_scripts.download_glue --task mnli --out-root data/glue"
         " --url {params.url:q} --mrpc-url {params.mrpc_url:q} --timeout {params.timeout}"
-        " --retries {params.retries} > {log} 2>&1 && tail -n 1 {log}"
+        " --retries {params.retries}"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
 rule prepare_builtin:
@@ -60,7 +65,8 @@ rule prepare_builtin:
     shell:
         "{params.python} -m workflow_scripts.prepare_builtin --out-dir data/glue/tweets"
         " --dev-fraction {params.dev_fraction} --max-train {params.max_train}"
-        " --seed {params.seed} > {log} 2>&1 && tail -n 1 {log}"
+        " --seed {params.seed}"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
 rule ofrecord_bert:
@@ -80,7 +86,8 @@ rule ofrecord_bert:
     shell:
         "{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task} --glue-root data/glue"
         " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq} --vocab {input.vocab:q}"
-        " --max-length {wildcards.seq} > {log} 2>&1 && tail -n 1 {log}"
+        " --max-length {wildcards.seq}"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
 rule ofrecord_lstm:
@@ -101,4 +108,5 @@ rule ofrecord_lstm:
     shell:
         "{params.python} -m workflow_scripts.ofrecord_lstm --task {wildcards.task} --glue-root data/glue"
         " --out-dir data/ofrecord/{wildcards.task}/lstm{wildcards.seq}"
-        " --max-length {wildcards.seq} --vocab-size {params.vocab_size} > {log} 2>&1 && tail -n 1 {log}"
+        " --max-length {wildcards.seq} --vocab-size {params.vocab_size}"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

@@ -630,6 +630,7 @@ def test_snakemake_sst2_from_a_local_mirror(workflow, tmp_path):
     lines = error_lines(log)
     assert len(lines) == 1, log
     assert f"{dead}/SST-2.zip" in lines[0] and re.search(r"place .* by hand", lines[0])
+    assert lines[0] in error_lines(failed.stderr)   # ... and so does the console
     assert not (workflow.dir / "data" / "glue" / "SST-2" / "train.tsv").exists()
 
 

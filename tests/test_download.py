@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 import re
 import socket
 import stat
 import struct
+import subprocess
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -484,3 +487,26 @@ def test_cli_success(tmp_path, capsys):
     assert "sst2: wrote train.tsv, dev.tsv" in capsys.readouterr().out
     args = download_glue.parse_args(["--task", "cola"])
     assert (args.out_root, args.url, args.retries) == (Path("data/glue"), dl.DEFAULT_BASE_URL, 3)
+
+
+def without_unbuffered() -> dict[str, str]:
+    """The environment as users have it: no PYTHONUNBUFFERED, so stdout into a file is buffered."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+def test_cli_log_order(tmp_path):
+    """The stage's progress lines are flushed as they happen, so the error line is the last line
+    of its log (the rule prints that line on failure)."""
+    url = f"http://127.0.0.1:{dead_port()}"
+    log = tmp_path / "download.log"
+    repo = Path(download_glue.__file__).parents[1]
+    with open(log, "w") as fh:
+        done = subprocess.run([sys.executable, "-m", "workflow_scripts.download_glue", "--task",
+                               "sst2", "--out-root", "data/glue", "--url", url, "--retries", "0"],
+                              stdout=fh, stderr=subprocess.STDOUT, cwd=tmp_path,
+                              env={**without_unbuffered(), "PYTHONPATH": str(repo)})
+    lines = log.read_text().splitlines()
+    assert done.returncode == 1
+    assert lines[0] == f"sst2: downloading {url}/SST-2.zip"
+    assert lines[-1].startswith(f"error: could not download {url}/SST-2.zip")
+    assert lines[-1].endswith("place train.tsv and dev.tsv in data/glue/SST-2/ by hand and rerun")

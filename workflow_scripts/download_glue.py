@@ -33,7 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     fetch_glue(args.task, args.out_root, args.url, mrpc_url=args.mrpc_url,
-               timeout=args.timeout, retries=args.retries)
+               timeout=args.timeout, retries=args.retries,
+               log=lambda line: print(line, flush=True))  # in order with the error line in the log
     return 0
 
 
