@@ -1,4 +1,4 @@
-"""Fetch one GLUE task's raw TSVs into ``data/glue/<GLUE dir>/``.
+"""Fetch one GLUE task's raw TSVs into ``<out root>/<GLUE dir>/`` (the workflow's: data/download).
 
 Most tasks come as one zip under a base URL (a mirror, a local ``http.server`` or a ``file://``
 folder can stand in for GLUE's own). The zip is checked (a valid zip, no member that declares more
@@ -8,7 +8,9 @@ declares is refused, and the outputs appear together or not at all. MRPC is buil
 script builds it: the MSR paraphrase corpus's train file is split into train and dev by GLUE's list
 of dev id pairs.
 
-Files placed by hand are used as they are: when every needed file exists, nothing is downloaded.
+When every needed file already exists in the output folder, nothing is downloaded. Errors tell the
+user to place the files by hand in the *hand root* (the workflow: ``data/glue/<GLUE dir>/``), which
+this module never writes.
 """
 from __future__ import annotations
 
@@ -53,14 +55,15 @@ class DownloadError(KdflowError):
 
 
 def fetch_glue(task_name: str, out_root: str | Path, base_url: str, *, mrpc_url: str,
-               timeout: float = 60, retries: int = 3, backoff: float = 1.0,
-               log: Callable[[str], object] = print) -> list[Path]:
+               hand_root: str | Path | None = None, timeout: float = 60, retries: int = 3,
+               backoff: float = 1.0, log: Callable[[str], object] = print) -> list[Path]:
     """Make sure ``out_root/<glue_dir>/<split>.tsv`` exists for every split of ``task_name``.
 
-    If some are missing, all of them are (re)written from a fresh download. Returns the paths of
-    those files, in ``task.splits`` order. Connection errors, timeouts and HTTP 5xx are retried up
-    to ``retries`` times (``retries + 1`` tries in all), sleeping ``backoff * 2**k`` seconds before
-    retry ``k = 0, 1, ...``; HTTP 4xx fails at once. Raises
+    If some are missing, all of them are (re)written from a fresh download. Error messages tell the
+    user to place the files in ``hand_root/<glue_dir>/`` (default: ``out_root``). Returns the paths
+    of those files, in ``task.splits`` order. Connection errors, timeouts and HTTP 5xx are retried
+    up to ``retries`` times (``retries + 1`` tries in all), sleeping ``backoff * 2**k`` seconds
+    before retry ``k = 0, 1, ...``; HTTP 4xx fails at once. Raises
     :class:`DownloadError` when a file cannot be fetched, :class:`DataError` for a bad archive and
     :class:`ConfigError` for a task that is not a GLUE download.
     """
@@ -75,7 +78,7 @@ def fetch_glue(task_name: str, out_root: str | Path, base_url: str, *, mrpc_url:
             "nothing downloaded")
         return outputs
 
-    hint = _hand_hint(task, out_root)
+    hint = _hand_hint(task, Path(out_root if hand_root is None else hand_root))
     fetch = _Fetcher(timeout=timeout, tries=1 + max(0, int(retries)), backoff=backoff, hint=hint)
     out_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".download.", dir=out_root) as tmp:

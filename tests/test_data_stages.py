@@ -620,8 +620,9 @@ def test_snakemake_sst2_from_a_local_mirror(workflow, tmp_path):
     meta = json.loads((workflow.dir / "data/ofrecord/sst2/bert128/meta.json").read_text())
     assert meta["counts"] == {"train": 30, "dev": 10} and meta["max_length"] == 128
 
+    assert not (workflow.dir / "data" / "glue" / "SST-2").exists()  # downloads: their own folder
     # the same target with no server: the job fails and its log says what to do
-    shutil.rmtree(workflow.dir / "data" / "glue" / "SST-2")
+    shutil.rmtree(workflow.dir / "data" / "download" / "SST-2")
     shutil.rmtree(workflow.dir / "data" / "ofrecord" / "sst2")
     dead = f"http://127.0.0.1:{dead_port()}"
     failed = workflow(target, override={"data": {"glue_url": dead, "retries": 0, "timeout_s": 2}})
@@ -632,6 +633,7 @@ def test_snakemake_sst2_from_a_local_mirror(workflow, tmp_path):
     assert f"{dead}/SST-2.zip" in lines[0] and re.search(r"place .* by hand", lines[0])
     assert lines[0] in error_lines(failed.stderr)   # ... and so does the console
     assert not (workflow.dir / "data" / "glue" / "SST-2" / "train.tsv").exists()
+    assert not (workflow.dir / "data" / "download" / "SST-2" / "train.tsv").exists()
 
 
 def test_snakemake_dry_run_of_every_task(workflow):

@@ -454,6 +454,20 @@ def test_http_retries_2_means_3_tries(tmp_path, tries, no_sleep):
     assert no_sleep == [0, 0]
 
 
+def test_hint_names_the_hand_root_which_is_never_written(tmp_path, no_sleep):
+    url = f"http://127.0.0.1:{dead_port()}"
+    hand, out = tmp_path / "hand", tmp_path / "download"
+    (hand / "SST-2").mkdir(parents=True)
+    (hand / "SST-2" / "train.tsv").write_text("sentence\tlabel\nmine\t1\n")
+    with pytest.raises(DownloadError) as err:
+        fetch_glue("sst2", out, url, mrpc_url=url, hand_root=hand, retries=0, log=lambda m: None)
+    assert str(err.value).endswith(f"place train.tsv and dev.tsv in {hand / 'SST-2'}/ by hand "
+                                   "and rerun")
+    assert files_under(hand) == [hand / "SST-2" / "train.tsv"]
+    assert (hand / "SST-2" / "train.tsv").read_text() == "sentence\tlabel\nmine\t1\n"
+    assert files_under(out) == []
+
+
 # --------------------------------------------------------------------------- tasks and CLI
 
 
@@ -487,6 +501,7 @@ def test_cli_success(tmp_path, capsys):
     assert "sst2: wrote train.tsv, dev.tsv" in capsys.readouterr().out
     args = download_glue.parse_args(["--task", "cola"])
     assert (args.out_root, args.url, args.retries) == (Path("data/glue"), dl.DEFAULT_BASE_URL, 3)
+    assert args.hand_root is None
 
 
 def without_unbuffered() -> dict[str, str]:
@@ -494,7 +509,7 @@ def without_unbuffered() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
 
 
-def test_cli_log_order(tmp_path):
+def test_cli_hand_root_and_log_order(tmp_path):
     """The stage's progress lines are flushed as they happen, so the error line is the last line
     of its log (the rule prints that line on failure)."""
     url = f"http://127.0.0.1:{dead_port()}"
@@ -502,7 +517,8 @@ def test_cli_log_order(tmp_path):
     repo = Path(download_glue.__file__).parents[1]
     with open(log, "w") as fh:
         done = subprocess.run([sys.executable, "-m", "workflow_scripts.download_glue", "--task",
-                               "sst2", "--out-root", "data/glue", "--url", url, "--retries", "0"],
+                               "sst2", "--out-root", str(tmp_path / "download"), "--hand-root",
+                               "data/glue", "--url", url, "--retries", "0"],
                               stdout=fh, stderr=subprocess.STDOUT, cwd=tmp_path,
                               env={**without_unbuffered(), "PYTHONPATH": str(repo)})
     lines = log.read_text().splitlines()
