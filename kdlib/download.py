@@ -1,15 +1,20 @@
-"""Fetch one GLUE task's raw TSVs into ``data/glue/<GLUE dir>/``.
+"""Fetch one GLUE task's raw TSVs into ``<out root>/<GLUE dir>/`` (the workflow's: data/download).
 
 Most tasks come as one zip under a base URL (a mirror, a local ``http.server`` or a ``file://``
-folder can stand in for GLUE's own). The zip is checked (a valid zip, every CRC right, no member
-that would land outside the target folder) before anything is written, only the needed split files
-are taken, and each output is written atomically. MRPC is built the way GLUE's own script builds it:
-the MSR paraphrase corpus's train file is split into train and dev by GLUE's list of dev id pairs.
+folder can stand in for GLUE's own). The zip is checked (a valid zip, no member that declares more
+than :data:`MAX_MEMBER_BYTES` or would land outside the target folder, every CRC right) before
+anything is written; only the needed split files are taken, a member that inflates to more than it
+declares is refused, and the outputs appear together or not at all. MRPC is built the way GLUE's own
+script builds it: the MSR paraphrase corpus's train file is split into train and dev by GLUE's list
+of dev id pairs.
 
-Files placed by hand are used as they are: when every needed file exists, nothing is downloaded.
+When every needed file already exists in the output folder, nothing is downloaded. Errors tell the
+user to place the files by hand in the *hand root* (the workflow: ``data/glue/<GLUE dir>/``), which
+this module never writes.
 """
 from __future__ import annotations
 
+import copy
 import http.client
 import os
 import shutil
@@ -40,6 +45,9 @@ MRPC_HEADER = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
 _MRPC_HEADER_LINE = "\t".join(MRPC_HEADER)
 
 _CHUNK = 1 << 16
+# The most a member of a GLUE zip may declare: GLUE's largest files (MNLI's and QQP's train.tsv) are
+# a few hundred MB, so an archive that declares more is not GLUE (e.g. a decompression bomb).
+MAX_MEMBER_BYTES = 2 << 30
 
 
 class DownloadError(KdflowError):
@@ -47,14 +55,15 @@ class DownloadError(KdflowError):
 
 
 def fetch_glue(task_name: str, out_root: str | Path, base_url: str, *, mrpc_url: str,
-               timeout: float = 60, retries: int = 3, backoff: float = 1.0,
-               log: Callable[[str], object] = print) -> list[Path]:
+               hand_root: str | Path | None = None, timeout: float = 60, retries: int = 3,
+               backoff: float = 1.0, log: Callable[[str], object] = print) -> list[Path]:
     """Make sure ``out_root/<glue_dir>/<split>.tsv`` exists for every split of ``task_name``.
 
-    If some are missing, all of them are (re)written from a fresh download. Returns the paths of
-    those files, in ``task.splits`` order. Connection errors, timeouts and HTTP 5xx are retried up
-    to ``retries`` times (``retries + 1`` tries in all), sleeping ``backoff * 2**k`` seconds before
-    retry ``k = 0, 1, ...``; HTTP 4xx fails at once. Raises
+    If some are missing, all of them are (re)written from a fresh download. Error messages tell the
+    user to place the files in ``hand_root/<glue_dir>/`` (default: ``out_root``). Returns the paths
+    of those files, in ``task.splits`` order. Connection errors, timeouts and HTTP 5xx are retried
+    up to ``retries`` times (``retries + 1`` tries in all), sleeping ``backoff * 2**k`` seconds
+    before retry ``k = 0, 1, ...``; HTTP 4xx fails at once. Raises
     :class:`DownloadError` when a file cannot be fetched, :class:`DataError` for a bad archive and
     :class:`ConfigError` for a task that is not a GLUE download.
     """
@@ -69,7 +78,7 @@ def fetch_glue(task_name: str, out_root: str | Path, base_url: str, *, mrpc_url:
             "nothing downloaded")
         return outputs
 
-    hint = _hand_hint(task, out_root)
+    hint = _hand_hint(task, Path(out_root if hand_root is None else hand_root))
     fetch = _Fetcher(timeout=timeout, tries=1 + max(0, int(retries)), backoff=backoff, hint=hint)
     out_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".download.", dir=out_root) as tmp:
@@ -192,23 +201,28 @@ def _find_member(names: list[str], wanted: str) -> str | None:
 
 
 def _extract_splits(task: Task, zip_path: Path, url: str, out_root: Path, hint: str) -> None:
-    """Check ``zip_path`` whole, then write each needed split file atomically."""
+    """Check ``zip_path`` whole, then write every needed split file, all of them or none."""
     archive = task.archive
     if not zipfile.is_zipfile(zip_path):
         raise DataError(f"{archive} from {url} is not a zip archive (corrupt or wrong file); "
                         f"{hint}")
     root = Path(os.path.abspath(out_root))
+    staged = zip_path.parent  # a temporary folder beside the outputs
     try:
         with zipfile.ZipFile(zip_path) as zf:
+            infos = zf.infolist()
+            for info in infos:  # before testzip, which would inflate every member
+                if info.file_size > MAX_MEMBER_BYTES:
+                    raise DataError(f"{archive} from {url}: member {info.filename} declares "
+                                    f"{info.file_size} bytes, more than any GLUE file "
+                                    f"({MAX_MEMBER_BYTES} at most); nothing written; {hint}")
+                if _member_escapes(info, root):
+                    raise DataError(f"{archive}: refusing to extract member {info.filename!r}, "
+                                    f"which would land outside {out_root}/; nothing written")
             bad = zf.testzip()
             if bad is not None:
                 raise DataError(f"{archive} from {url} is corrupt: member {bad} fails its CRC "
                                 f"check; {hint}")
-            infos = zf.infolist()
-            for info in infos:
-                if _member_escapes(info, root):
-                    raise DataError(f"{archive}: refusing to extract member {info.filename!r}, "
-                                    f"which would land outside {out_root}/; nothing written")
             names = [i.filename for i in infos if not i.is_dir()]
             members = {}
             for split in task.splits:
@@ -216,13 +230,46 @@ def _extract_splits(task: Task, zip_path: Path, url: str, out_root: Path, hint: 
                 member = _find_member(names, wanted)
                 if member is None:
                     raise DataError(f"{archive} from {url} has no {wanted}; {hint}")
-                members[split] = member
-            for split, member in members.items():
-                with atomic_path(glue_file(out_root, task, split)) as tmp, \
-                        zf.open(member) as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst, _CHUNK)
+                members[split] = zf.getinfo(member)
+            for split, info in members.items():
+                lying = DataError(f"{archive} from {url}: member {info.filename} inflates to more "
+                                  f"than the {info.file_size} bytes it declares; nothing written; "
+                                  f"{hint}")
+                with zf.open(_one_byte_more(info)) as src, \
+                        open(staged / f"{split}.tsv", "wb") as dst:
+                    shutil.copyfileobj(_Declared(src, info.file_size, lying), dst, _CHUNK)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
         raise DataError(f"{archive} from {url} is corrupt ({exc}); {hint}") from None
+    for split in task.splits:
+        target = glue_file(out_root, task, split)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged / f"{split}.tsv", target)
+
+
+def _one_byte_more(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
+    """``info`` declaring one byte more, so that reading it shows whether the member holds more
+    than it declares (zipfile would silently stop at the declared size)."""
+    wider = copy.copy(info)
+    wider.file_size += 1
+    return wider
+
+
+class _Declared:
+    """A member's stream (opened through :func:`_one_byte_more`) that raises ``lying`` once more
+    bytes come out than the member declares."""
+
+    def __init__(self, src, size: int, lying: DataError):
+        self.src, self.size, self.lying, self.seen = src, size, lying, 0
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data = self.src.read(n)
+        except zipfile.BadZipFile:  # testzip checked the CRC of the declared bytes: more came
+            raise self.lying from None
+        self.seen += len(data)
+        if self.seen > self.size:
+            raise self.lying
+        return data
 
 
 # --------------------------------------------------------------------------- MRPC

@@ -4,10 +4,14 @@ Each :class:`Task` knows its GLUE folder and archive, the columns that hold its 
 each split, the label list (``None`` for the regression task STS-B), its metrics and which metric
 ranks models. :func:`read_split` turns a raw TSV into a table of ``text_a``, ``text_b``, ``label``
 in bounded-memory chunks, and turns every user-data problem into one :class:`DataError` line.
+QQP's rows that lack fields (or have too many) are skipped, as GLUE's own tools skip them, and
+counted in a :class:`Skipped`.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -30,7 +34,7 @@ class Task:
     metrics: tuple[str, ...]       # the first one ranks models
     dev_splits: tuple[str, ...] = ("dev",)
     header: bool = True
-    skip_malformed: bool = False   # QQP's train.tsv has a few rows with missing fields
+    skip_malformed: bool = False   # skip rows without the header's field count (QQP's train.tsv)
     note: str = ""
 
     @property
@@ -93,40 +97,105 @@ def _first_bad_utf8_line(path: Path) -> tuple[int, str]:
     return 0, "unknown position"
 
 
-def read_split(task: Task, path: str | Path, chunksize: int = 50_000) -> Iterator[pd.DataFrame]:
+@dataclass
+class Skipped:
+    """The malformed rows :func:`read_split` left out of a split: how many, the first one's line."""
+    count: int = 0
+    first_line: int | None = None
+
+    def add(self, lineno: int) -> None:
+        self.count += 1
+        if self.first_line is None:
+            self.first_line = lineno
+
+    def __str__(self) -> str:
+        rows = "row" if self.count == 1 else "rows"
+        return f"skipped {self.count} malformed {rows} (first at line {self.first_line})"
+
+
+class _WellFormedLines:
+    """A text file as a stream for pandas that holds only the lines with as many tab-separated
+    fields as the first line (and no blank lines); the others are noted in ``skipped``.
+
+    pandas pads a row with too few fields with empty strings, indistinguishable from empty fields,
+    so such rows are taken out before it parses. ``lines[i]`` is the line number of row ``i``.
+    """
+
+    def __init__(self, fh, header: bool, skipped: Skipped):
+        self.numbered = enumerate(fh, 1)  # universal newlines: lines end where pandas ends them
+        self.header, self.skipped, self.lines, self.fields = header, skipped, array("q"), None
+
+    def read(self, size: int = -1) -> str:
+        out, n = [], 0
+        for lineno, line in self.numbered:
+            fields = line.count("\t") + 1
+            if self.fields is None:
+                self.fields = fields
+                if not self.header:
+                    self.lines.append(lineno)
+            elif not line.strip("\n"):
+                continue
+            elif fields != self.fields:
+                self.skipped.add(lineno)
+                continue
+            else:
+                self.lines.append(lineno)
+            out.append(line)
+            n += len(line)
+            if 0 <= size <= n:
+                break
+        return "".join(out)
+
+
+def read_split(task: Task, path: str | Path, chunksize: int = 50_000,
+               skipped: Skipped | None = None) -> Iterator[pd.DataFrame]:
     """Yield ``text_a``, ``text_b``, ``label`` chunks of a GLUE-format TSV, in file order.
 
     ``label`` holds the label's index (int) for classification and the score (float) for regression.
-    Raises :class:`DataError` naming the file (and line) for a missing file or column, an unknown
-    label, an empty file, a malformed row or bytes that are not UTF-8.
+    For a task with ``skip_malformed`` (QQP), rows without the header's number of fields are left
+    out and counted in ``skipped``. Raises :class:`DataError` naming the file (and line) for a
+    missing file or column, an unknown label, an empty file, a malformed row or bytes that are not
+    UTF-8.
     """
     import pandas as pd   # imported here: the Snakefile imports this registry, and pandas is slow to load
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    skipped = Skipped() if skipped is None else skipped
     first_line = 2 if task.header else 1
-    try:
-        reader = pd.read_csv(
-            path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False,
-            header=0 if task.header else None, chunksize=chunksize, encoding="utf-8",
-            on_bad_lines="skip" if task.skip_malformed else "error", engine="c")
-        rows = 0
-        for chunk in reader:
-            yield _normalise(task, path, chunk, first_line + rows)
-            rows += len(chunk)
-    except UnicodeDecodeError:
-        lineno, why = _first_bad_utf8_line(path)
-        raise DataError(f"{path}:{lineno}: bytes that are not UTF-8 ({why})") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty") from None
-    except pd.errors.ParserError as exc:
-        raise DataError(f"{path}: malformed TSV: {str(exc).strip()}") from None
+    with contextlib.ExitStack() as stack:
+        source = path
+        if task.skip_malformed:
+            fh = stack.enter_context(open(path, encoding="utf-8", newline=None))
+            source = _WellFormedLines(fh, task.header, skipped)
+        try:
+            reader = pd.read_csv(
+                source, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False,
+                header=0 if task.header else None, chunksize=chunksize, encoding="utf-8",
+                on_bad_lines="error", engine="c")
+            rows = 0
+            for chunk in reader:
+                if task.skip_malformed:
+                    lines = source.lines[rows:rows + len(chunk)]
+                else:
+                    lines = range(first_line + rows, first_line + rows + len(chunk))
+                yield _normalise(task, path, chunk, lines)
+                rows += len(chunk)
+        except UnicodeDecodeError:
+            lineno, why = _first_bad_utf8_line(path)
+            raise DataError(f"{path}:{lineno}: bytes that are not UTF-8 ({why})") from None
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{path}: the file is empty") from None
+        except pd.errors.ParserError as exc:
+            raise DataError(f"{path}: malformed TSV: {str(exc).strip()}") from None
     if rows == 0:
-        raise DataError(f"{path}: no rows after the header")
+        also = f"; {skipped}" if skipped.count else ""
+        raise DataError(f"{path}: no rows after the header{also}")
 
 
-def _normalise(task: Task, path: Path, chunk: pd.DataFrame, first_line: int) -> pd.DataFrame:
+def _normalise(task: Task, path: Path, chunk: pd.DataFrame, lines) -> pd.DataFrame:
+    """The chunk's task columns; ``lines[i]`` is the file line of row ``i``, for errors."""
     import pandas as pd
 
     wanted = [c for c in (task.text_a, task.text_b, task.label) if c is not None]
@@ -152,7 +221,7 @@ def _normalise(task: Task, path: Path, chunk: pd.DataFrame, first_line: int) -> 
     if bad.any():
         i = int(bad.argmax())
         expected = "a number" if task.is_regression else f"one of {', '.join(task.labels)}"
-        raise DataError(f"{path}:{first_line + i}: label {raw.iloc[i]!r} is not {expected}")
+        raise DataError(f"{path}:{lines[i]}: label {raw.iloc[i]!r} is not {expected}")
     return out
 
 

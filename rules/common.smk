@@ -76,10 +76,25 @@ except kdlib.errors.KdflowError as exc:
 
 
 # ---- named input functions -----------------------------------------------------------------------
+# A task's TSVs: the ones in data/glue/<GLUE dir>/ when every split is there (placed by hand, or
+# the built-in tweets, which prepare_builtin writes there), else the download rules' in
+# data/download/<GLUE dir>/. No rule owns a file placed by hand, so Snakemake never removes one.
+HAND_ROOT = "data/glue"
+DOWNLOAD_ROOT = "data/download"
+
+
 def task_tsvs(wildcards):
-    """Every split's TSV of a task, as downloaded or prepared."""
+    """Every split's TSV of a task: placed by hand or prepared, else downloaded."""
     task = kdlib.tasks.get_task(wildcards.task)
-    return [str(kdlib.tasks.glue_file("data/glue", task, split)) for split in task.splits]
+    placed = [kdlib.tasks.glue_file(HAND_ROOT, task, split) for split in task.splits]
+    if task.name not in kdlib.tasks.GLUE_TASKS or all(p.is_file() for p in placed):
+        return [str(p) for p in placed]
+    return [str(kdlib.tasks.glue_file(DOWNLOAD_ROOT, task, split)) for split in task.splits]
+
+
+def tsv_root(wildcards, input):
+    """The --glue-root of a record stage: the folder that holds the task's TSV folder."""
+    return str(Path(input.tsv[0]).parent.parent)
 
 
 def bert_length(task):

@@ -1,16 +1,32 @@
 # Data stages: GLUE download or the built-in corpus, then OFRecord conversion.
+#
+# Every rule ends its command with the same idiom: the stage's output goes to its log, and its last
+# line (the one-line summary, or on failure the stage's `error: ...` line) is shown on the console.
+import os
+
+# How the download rules fetch (from where, how patiently) does not change what they fetch, so these
+# settings are not params, whose change would redo the download and everything after it: they
+# reach the jobs as environment variables (`envvars` passes them on to cluster jobs too), and the
+# code trigger compares the command as written, `$KDFLOW_...`, not their values.
+DOWNLOAD_ENV = {
+    "KDFLOW_GLUE_URL": config["data"]["glue_url"],
+    "KDFLOW_MRPC_URL": config["data"]["mrpc_url"],
+    "KDFLOW_TIMEOUT_S": config["data"]["timeout_s"],
+    "KDFLOW_RETRIES": config["data"]["retries"],
+}
+os.environ.update({name: str(value) for name, value in DOWNLOAD_ENV.items()})
+
+
+envvars:
+    *DOWNLOAD_ENV,
 
 
 rule download_glue:
     output:
-        train="data/glue/{glue_dir}/train.tsv",
-        dev="data/glue/{glue_dir}/dev.tsv",
+        train="data/download/{glue_dir}/train.tsv",
+        dev="data/download/{glue_dir}/dev.tsv",
     params:
         python=DATA_PYTHON,
-        url=config["data"]["glue_url"],
-        mrpc_url=config["data"]["mrpc_url"],
-        timeout=config["data"]["timeout_s"],
-        retries=config["data"]["retries"],
         task=glue_task_name,
     log:
         "logs/glue/{glue_dir}/download.log",
@@ -18,31 +34,31 @@ rule download_glue:
     resources:
         downloads=1,
     shell:
-        "{params.python} -m workflow_scripts.download_glue --task {params.task} --out-root data/glue"
-        " --url {params.url:q} --mrpc-url {params.mrpc_url:q} --timeout {params.timeout}"
-        " --retries {params.retries} > {log} 2>&1 && tail -n 1 {log}"
+        "{params.python} -m workflow_scripts.download_glue --task {params.task}"
+        " --out-root data/download --hand-root data/glue"
+        ' --url "$KDFLOW_GLUE_URL" --mrpc-url "$KDFLOW_MRPC_URL" --timeout "$KDFLOW_TIMEOUT_S"'
+        ' --retries "$KDFLOW_RETRIES"'
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
 rule download_glue_mnli:
     output:
-        train="data/glue/MNLI/train.tsv",
-        dev_matched="data/glue/MNLI/dev_matched.tsv",
-        dev_mismatched="data/glue/MNLI/dev_mismatched.tsv",
+        train="data/download/MNLI/train.tsv",
+        dev_matched="data/download/MNLI/dev_matched.tsv",
+        dev_mismatched="data/download/MNLI/dev_mismatched.tsv",
     params:
         python=DATA_PYTHON,
-        url=config["data"]["glue_url"],
-        mrpc_url=config["data"]["mrpc_url"],
-        timeout=config["data"]["timeout_s"],
-        retries=config["data"]["retries"],
     log:
         "logs/glue/MNLI/download.log",
     threads: 1
     resources:
         downloads=1,
     shell:
-        "{params.python} -m workflow_scripts.download_glue --task mnli --out-root data/glue"
-        " --url {params.url:q} --mrpc-url {params.mrpc_url:q} --timeout {params.timeout}"
-        " --retries {params.retries} > {log} 2>&1 && tail -n 1 {log}"
+        "{params.python} -m workflow_scripts.download_glue --task mnli"
+        " --out-root data/download --hand-root data/glue"
+        ' --url "$KDFLOW_GLUE_URL" --mrpc-url "$KDFLOW_MRPC_URL" --timeout "$KDFLOW_TIMEOUT_S"'
+        ' --retries "$KDFLOW_RETRIES"'
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
 rule prepare_builtin:
@@ -60,7 +76,8 @@ rule prepare_builtin:
     shell:
         "{params.python} -m workflow_scripts.prepare_builtin --out-dir data/glue/tweets"
         " --dev-fraction {params.dev_fraction} --max-train {params.max_train}"
-        " --seed {params.seed} > {log} 2>&1 && tail -n 1 {log}"
+        " --seed {params.seed}"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
 rule ofrecord_bert:
@@ -72,15 +89,18 @@ rule ofrecord_bert:
         meta="data/ofrecord/{task}/bert{seq}/meta.json",
     params:
         python=DATA_PYTHON,
+        glue_root=tsv_root,
     log:
         "logs/{task}/ofrecord_bert{seq}.log",
     benchmark:
         "benchmarks/{task}/ofrecord_bert{seq}.tsv"
     threads: 2
     shell:
-        "{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task} --glue-root data/glue"
-        " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq} --vocab {input.vocab:q}"
-        " --max-length {wildcards.seq} > {log} 2>&1 && tail -n 1 {log}"
+        "{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task}"
+        " --glue-root {params.glue_root}"
+        " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq}"
+        " --vocab {input.vocab:q} --max-length {wildcards.seq}"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
 rule ofrecord_lstm:
@@ -92,6 +112,7 @@ rule ofrecord_lstm:
         vocab="data/ofrecord/{task}/lstm{seq}/vocab.txt",
     params:
         python=DATA_PYTHON,
+        glue_root=tsv_root,
         vocab_size=config["data"]["lstm"]["vocab_size"],
     log:
         "logs/{task}/ofrecord_lstm{seq}.log",
@@ -99,6 +120,8 @@ rule ofrecord_lstm:
         "benchmarks/{task}/ofrecord_lstm{seq}.tsv"
     threads: 1
     shell:
-        "{params.python} -m workflow_scripts.ofrecord_lstm --task {wildcards.task} --glue-root data/glue"
+        "{params.python} -m workflow_scripts.ofrecord_lstm --task {wildcards.task}"
+        " --glue-root {params.glue_root}"
         " --out-dir data/ofrecord/{wildcards.task}/lstm{wildcards.seq}"
-        " --max-length {wildcards.seq} --vocab-size {params.vocab_size} > {log} 2>&1 && tail -n 1 {log}"
+        " --max-length {wildcards.seq} --vocab-size {params.vocab_size}"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

@@ -6,6 +6,7 @@ run ``snakemake`` in a subprocess on a temporary copy of the workflow, against a
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -491,6 +492,64 @@ def test_unknown_task_and_missing_vocab(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+# --------------------------------------------------------------------------- QQP; meta.json vocab
+
+
+def make_qqp(root: Path, seed: int = 4) -> tuple[Path, list[int]]:
+    """QQP with rows that lack fields in train (as in GLUE's file); returns the kept labels."""
+    rng = random.Random(seed)
+    header = ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"]
+    rows, kept = [], []
+    for i in range(30):
+        if i in (3, 17):                  # a question broken by a newline: two short lines
+            rows += [[i, 2 * i, 2 * i + 1, sentence(rng)], [sentence(rng) + "?", 1]]
+        elif i == 25:                     # no label
+            rows.append([i, 2 * i, 2 * i + 1, sentence(rng), sentence(rng)])
+        else:
+            kept.append(rng.randint(0, 1))
+            rows.append([i, 2 * i, 2 * i + 1, sentence(rng) + "?", sentence(rng) + "?", kept[-1]])
+    write_tsv(root / "QQP" / "train.tsv", header, rows)
+    write_tsv(root / "QQP" / "dev.tsv", header,
+              [[i, i, i, sentence(rng), sentence(rng), rng.randint(0, 1)] for i in range(9)])
+    return root, kept
+
+
+def test_qqp_stages_skip_the_same_malformed_rows_and_log_them(tmp_path, vocab, capsys):
+    root, kept = make_qqp(tmp_path / "glue")
+    assert run_bert(root, tmp_path / "bert", "qqp", vocab, 32) == 0
+    bert_err = capsys.readouterr().err
+    assert run_lstm(root, tmp_path / "lstm", "qqp", max_length=8) == 0
+    lstm_err = capsys.readouterr().err
+    # rows 3 and 17 are lines 5-6 and 20-21 of the file, row 25 is line 29
+    for err in (bert_err, lstm_err):
+        assert "qqp train: skipped 5 malformed rows (first at line 5)" in err
+        assert "qqp dev: skipped" not in err and not error_lines(err)
+    for kind in ("bert", "lstm"):
+        meta = json.loads((tmp_path / kind / "meta.json").read_text())
+        assert meta["counts"] == {"train": 27, "dev": 9}
+        labels = stack(records(ofrecord.record_file(tmp_path / kind, "train")), "label_ids")
+        assert labels[:, 0].tolist() == kept     # record i is the same example in both files
+
+
+def test_bert_meta_names_the_vocab_by_hash_and_a_portable_path(tmp_path, vocab, monkeypatch):
+    root = make_sst2(tmp_path / "glue")
+    digest = hashlib.sha256(vocab.read_bytes()).hexdigest()
+    work = tmp_path / "work"
+    (work / "models" / "bert").mkdir(parents=True)
+    inside = shutil.copy(vocab, work / "models" / "bert" / "vocab.txt")
+    outside = shutil.copy(vocab, tmp_path / "vocab.txt")
+    monkeypatch.chdir(work)
+    for given, named in [(inside, "models/bert/vocab.txt"), (outside, "vocab.txt"),
+                         ("models/bert/vocab.txt", "models/bert/vocab.txt"),
+                         ("../vocab.txt", "vocab.txt")]:
+        out = tmp_path / "records"
+        assert run_bert(root, out, "sst2", Path(given), 16) == 0
+        text = (out / "meta.json").read_text()
+        meta = json.loads(text)
+        assert (meta["vocab"], meta["vocab_sha256"]) == (named, digest), given
+        assert str(tmp_path) not in text
+
+
 # --------------------------------------------------------------------------- Snakemake
 
 SNAKEMAKE = REPO / ".venv" / "bin" / "snakemake"
@@ -561,8 +620,9 @@ def test_snakemake_sst2_from_a_local_mirror(workflow, tmp_path):
     meta = json.loads((workflow.dir / "data/ofrecord/sst2/bert128/meta.json").read_text())
     assert meta["counts"] == {"train": 30, "dev": 10} and meta["max_length"] == 128
 
+    assert not (workflow.dir / "data" / "glue" / "SST-2").exists()  # downloads: their own folder
     # the same target with no server: the job fails and its log says what to do
-    shutil.rmtree(workflow.dir / "data" / "glue" / "SST-2")
+    shutil.rmtree(workflow.dir / "data" / "download" / "SST-2")
     shutil.rmtree(workflow.dir / "data" / "ofrecord" / "sst2")
     dead = f"http://127.0.0.1:{dead_port()}"
     failed = workflow(target, override={"data": {"glue_url": dead, "retries": 0, "timeout_s": 2}})
@@ -571,7 +631,9 @@ def test_snakemake_sst2_from_a_local_mirror(workflow, tmp_path):
     lines = error_lines(log)
     assert len(lines) == 1, log
     assert f"{dead}/SST-2.zip" in lines[0] and re.search(r"place .* by hand", lines[0])
+    assert lines[0] in error_lines(failed.stderr)   # ... and so does the console
     assert not (workflow.dir / "data" / "glue" / "SST-2" / "train.tsv").exists()
+    assert not (workflow.dir / "data" / "download" / "SST-2" / "train.tsv").exists()
 
 
 def test_snakemake_dry_run_of_every_task(workflow):

@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import io
+import os
 import random
+import re
 import socket
 import stat
+import struct
+import subprocess
+import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -49,16 +55,31 @@ def mnli_files(seed: int = 1) -> dict[str, str]:
             "MNLI/dev_mismatched.tsv": table(8), "MNLI/test_matched.tsv": table(5)}
 
 
-def make_zip(path: Path, members: dict[str, str], *, dirs: bool = True) -> Path:
+def make_zip(path: Path, members: dict[str, str], *, dirs: bool = True,
+             compression: int = zipfile.ZIP_DEFLATED) -> Path:
     """A zip holding ``members`` (name -> text), with folder entries like GLUE's zips."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(path, "w", compression) as zf:
         if dirs:
             for folder in sorted({m.split("/")[0] + "/" for m in members if "/" in m}):
                 zf.writestr(folder, "")
         for name, text in members.items():
             zf.writestr(name, text)
     return path
+
+
+def declare(path: Path, member: str, size: int, crc: int) -> None:
+    """Rewrite ``member``'s local and central headers to declare ``size`` bytes and ``crc``."""
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    with zipfile.ZipFile(path) as zf:
+        local = zf.getinfo(member).header_offset
+    central = next(m.start() for m in re.finditer(rb"PK\x01\x02", data)
+                   if data[m.start() + 46:m.start() + 46 + len(name)] == name)
+    for crc_at, size_at in ((local + 14, local + 22), (central + 16, central + 24)):
+        struct.pack_into("<I", data, crc_at, crc)
+        struct.pack_into("<I", data, size_at, size)
+    path.write_bytes(bytes(data))
 
 
 def files_under(root: Path) -> list[Path]:
@@ -272,6 +293,60 @@ def test_failure_while_writing_leaves_no_partial_file(tmp_path, monkeypatch):
     assert files_under(out) == []
 
 
+def test_member_declaring_more_than_the_ceiling_is_refused(tmp_path):
+    """A header that declares a huge member (here 3 GiB for a few bytes) is refused before any
+    member is inflated, even a member that is not needed."""
+    site, out = tmp_path / "site", tmp_path / "glue"
+    members = sst2_files()
+    zip_path = make_zip(site / "SST-2.zip", members)
+    declare(zip_path, "SST-2/test.tsv", 3 << 30, zlib.crc32(members["SST-2/test.tsv"].encode()))
+    with serve(site) as (server, url):
+        with pytest.raises(DataError) as err:
+            fetch_glue("sst2", out, url, mrpc_url=url, log=lambda m: None)
+    msg = str(err.value)
+    assert f"member SST-2/test.tsv declares {3 << 30} bytes" in msg and "\n" not in msg
+    assert "by hand" in msg
+    assert files_under(out) == []
+
+
+def test_ceiling_bounds_every_member(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    members = sst2_files()
+    make_zip(site / "SST-2.zip", members, compression=zipfile.ZIP_STORED)
+    largest = max(len(text.encode()) for text in members.values())
+    monkeypatch.setattr(dl, "MAX_MEMBER_BYTES", largest)
+    paths = fetch_glue("sst2", tmp_path / "ok", site.as_uri(), mrpc_url="unused",
+                       log=lambda m: None)
+    assert paths[0].read_text() == members["SST-2/train.tsv"]
+    monkeypatch.setattr(dl, "MAX_MEMBER_BYTES", largest - 1)
+    with pytest.raises(DataError, match=rf"SST-2/train\.tsv declares {largest} bytes, more than "
+                                        rf"any GLUE file \({largest - 1} at most\)"):
+        fetch_glue("sst2", tmp_path / "refused", site.as_uri(), mrpc_url="unused",
+                   log=lambda m: None)
+    assert files_under(tmp_path / "refused") == []
+
+
+def test_member_inflating_past_its_declared_size_is_refused(tmp_path):
+    """A lying header (declared size and CRC of a prefix only) would silently give a truncated
+    dev.tsv; instead nothing is written, not even the train.tsv extracted before it."""
+    site, out = tmp_path / "site", tmp_path / "glue"
+    members = sst2_files()
+    zip_path = make_zip(site / "SST-2.zip", members)
+    dev = members["SST-2/dev.tsv"].encode()
+    short = len(dev) - 40
+    declare(zip_path, "SST-2/dev.tsv", short, zlib.crc32(dev[:short]))
+    with zipfile.ZipFile(zip_path) as zf:
+        assert zf.testzip() is None  # the CRC of what the header declares holds
+    with serve(site) as (server, url):
+        with pytest.raises(DataError) as err:
+            fetch_glue("sst2", out, url, mrpc_url=url, log=lambda m: None)
+    msg = str(err.value)
+    assert f"member SST-2/dev.tsv inflates to more than the {short} bytes it declares" in msg
+    assert "\n" not in msg
+    assert files_under(out) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["glue", "site"]
+
+
 # --------------------------------------------------------------------------- network errors
 
 
@@ -336,6 +411,63 @@ def test_missing_file_url(tmp_path):
         fetch_glue("sst2", tmp_path / "glue", url, mrpc_url=url, log=lambda m: None)
 
 
+def test_copy_fails_once_more_bytes_come_than_declared():
+    """The byte count behind the lying-header check, whatever zipfile itself checks."""
+    lying = DataError("lying header")
+    out = io.BytesIO()
+    dl.shutil.copyfileobj(dl._Declared(io.BytesIO(b"x" * 10), 10, lying), out, 4)
+    assert out.getvalue() == b"x" * 10
+    with pytest.raises(DataError, match="lying header"):
+        dl.shutil.copyfileobj(dl._Declared(io.BytesIO(b"x" * 10), 9, lying), io.BytesIO(), 4)
+
+
+@pytest.fixture
+def tries(monkeypatch):
+    """The URL of every try, counted where one try happens (``_Fetcher._once``)."""
+    seen = []
+    once = dl._Fetcher._once
+
+    def counted(self, url, dest):
+        seen.append(url)
+        return once(self, url, dest)
+    monkeypatch.setattr(dl._Fetcher, "_once", counted)
+    return seen
+
+
+def test_a_file_url_is_tried_once(tmp_path, tries, no_sleep):
+    url = (tmp_path / "nowhere").as_uri()
+    with pytest.raises(DownloadError, match=r"no such file"):
+        fetch_glue("sst2", tmp_path / "glue", url, mrpc_url=url, retries=3, log=lambda m: None)
+    assert tries == [f"{url}/SST-2.zip"]
+    assert no_sleep == []
+
+
+def test_http_retries_2_means_3_tries(tmp_path, tries, no_sleep):
+    site = tmp_path / "site"
+    make_zip(site / "SST-2.zip", sst2_files())
+    with serve(site, failures={"/SST-2.zip": 99}) as (server, url):
+        with pytest.raises(DownloadError, match=r"\(HTTP 500 .* after 3 tries\)"):
+            fetch_glue("sst2", tmp_path / "glue", url, mrpc_url=url, retries=2, backoff=0,
+                       log=lambda m: None)
+    assert tries == [f"{url}/SST-2.zip"] * 3
+    assert server.requests == ["/SST-2.zip"] * 3
+    assert no_sleep == [0, 0]
+
+
+def test_hint_names_the_hand_root_which_is_never_written(tmp_path, no_sleep):
+    url = f"http://127.0.0.1:{dead_port()}"
+    hand, out = tmp_path / "hand", tmp_path / "download"
+    (hand / "SST-2").mkdir(parents=True)
+    (hand / "SST-2" / "train.tsv").write_text("sentence\tlabel\nmine\t1\n")
+    with pytest.raises(DownloadError) as err:
+        fetch_glue("sst2", out, url, mrpc_url=url, hand_root=hand, retries=0, log=lambda m: None)
+    assert str(err.value).endswith(f"place train.tsv and dev.tsv in {hand / 'SST-2'}/ by hand "
+                                   "and rerun")
+    assert files_under(hand) == [hand / "SST-2" / "train.tsv"]
+    assert (hand / "SST-2" / "train.tsv").read_text() == "sentence\tlabel\nmine\t1\n"
+    assert files_under(out) == []
+
+
 # --------------------------------------------------------------------------- tasks and CLI
 
 
@@ -369,3 +501,28 @@ def test_cli_success(tmp_path, capsys):
     assert "sst2: wrote train.tsv, dev.tsv" in capsys.readouterr().out
     args = download_glue.parse_args(["--task", "cola"])
     assert (args.out_root, args.url, args.retries) == (Path("data/glue"), dl.DEFAULT_BASE_URL, 3)
+    assert args.hand_root is None
+
+
+def without_unbuffered() -> dict[str, str]:
+    """The environment as users have it: no PYTHONUNBUFFERED, so stdout into a file is buffered."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+def test_cli_hand_root_and_log_order(tmp_path):
+    """The stage's progress lines are flushed as they happen, so the error line is the last line
+    of its log (the rule prints that line on failure)."""
+    url = f"http://127.0.0.1:{dead_port()}"
+    log = tmp_path / "download.log"
+    repo = Path(download_glue.__file__).parents[1]
+    with open(log, "w") as fh:
+        done = subprocess.run([sys.executable, "-m", "workflow_scripts.download_glue", "--task",
+                               "sst2", "--out-root", str(tmp_path / "download"), "--hand-root",
+                               "data/glue", "--url", url, "--retries", "0"],
+                              stdout=fh, stderr=subprocess.STDOUT, cwd=tmp_path,
+                              env={**without_unbuffered(), "PYTHONPATH": str(repo)})
+    lines = log.read_text().splitlines()
+    assert done.returncode == 1
+    assert lines[0] == f"sst2: downloading {url}/SST-2.zip"
+    assert lines[-1].startswith(f"error: could not download {url}/SST-2.zip")
+    assert lines[-1].endswith("place train.tsv and dev.tsv in data/glue/SST-2/ by hand and rerun")

@@ -50,6 +50,56 @@ def test_qqp_skips_malformed_rows(tmp_path):
     assert _read("qqp", qqp)["label"].tolist() == [0, 1]
 
 
+QQP_HEADER = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate"
+QQP_ROWS = [
+    "1\t1\t2\ta?\tb?\t0",            # line 2
+    "2\t3\t4\twhy is the sky",         # line 3: a question broken by a newline ...
+    "blue?\thow?\t1",                  # line 4: ... ends here (both parts lack fields)
+    "3\t5\t6\tc?\t\t1",               # line 5: an empty question2 is a field, kept
+    "4\t7\t8\td?\te?\t0\textra",      # line 6: a field too many
+    "5\t9\t10\tf?\tg?",               # line 7: no label
+    "6\t11\t12\th?\ti?\t1",           # line 8
+]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_qqp_skips_and_counts_rows_without_the_header_fields(tmp_path, newline):
+    path = tmp_path / "train.tsv"
+    path.write_bytes(newline.join([QQP_HEADER, *QQP_ROWS, ""]).encode())
+    skipped = tasks.Skipped()
+    chunks = list(tasks.read_split(tasks.get_task("qqp"), path, chunksize=2, skipped=skipped))
+    df = pd.concat(chunks, ignore_index=True)
+    assert df["text_a"].tolist() == ["a?", "c?", "h?"]
+    assert df["text_b"].tolist() == ["b?", "", "i?"]
+    assert df["label"].tolist() == [0, 1, 1]
+    assert (skipped.count, skipped.first_line) == (4, 3)
+    assert str(skipped) == "skipped 4 malformed rows (first at line 3)"
+
+
+def test_qqp_errors_name_the_true_line_after_skipped_rows(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text("\n".join([QQP_HEADER, *QQP_ROWS[:3], "7\t13\t14\tj?\tk?\t2", ""]))
+    with pytest.raises(DataError, match=r"train\.tsv:5: label '2' is not one of 0, 1"):
+        _read("qqp", path)
+    path.write_bytes(("\n".join([QQP_HEADER, QQP_ROWS[1], "7\t13\t14\tcaf\xe9\tk?\t1"]) + "\n")
+                     .encode("latin-1"))
+    with pytest.raises(DataError, match=r"train\.tsv:3: bytes that are not UTF-8"):
+        _read("qqp", path)
+    path.write_text("\n".join([QQP_HEADER, *QQP_ROWS[1:3], ""]))
+    with pytest.raises(DataError, match=r"no rows after the header; skipped 2 malformed rows "
+                                        r"\(first at line 2\)"):
+        _read("qqp", path)
+
+
+def test_other_tasks_keep_the_error_for_a_row_without_its_fields(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text("sentence\tlabel\nfine\t1\nno label here\n")
+    skipped = tasks.Skipped()
+    with pytest.raises(DataError, match=r"train\.tsv:3: label '' is not one of 0, 1"):
+        list(tasks.read_split(tasks.get_task("sst2"), path, skipped=skipped))
+    assert skipped.count == 0
+
+
 @pytest.mark.parametrize("content, message", [
     ("text\tlabel\nfine\t1\n", r"missing column\(s\) sentence"),
     ("sentence\tlabel\nfine\t1\nodd\t7\n", r":3: label '7' is not one of 0, 1"),

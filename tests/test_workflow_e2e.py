@@ -6,6 +6,7 @@ Runs in the workflow runtime (.venv) only: it drives Snakemake.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ import yaml
 pytest.importorskip("snakemake")
 
 from tests import tinydata  # noqa: E402
-from tests.localhttp import serve  # noqa: E402
+from tests.localhttp import dead_port, serve  # noqa: E402
 from tests.conftest import ONEFLOW_PYTHON, REPO, TORCH_PYTHON  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -30,19 +31,22 @@ CHAIN = {"download_glue": 1, "ofrecord_bert": 1, "finetune_teacher": 1, "evaluat
 TARGET = "results/sst2/tinybert_eval.json"
 
 
+def sst2_tsv(n: int, seed: int) -> str:
+    """An SST-2 TSV whose sentences use the tiny vocabulary's words (w0 .. w94)."""
+    rows = ["sentence\tlabel"]
+    ex = tinydata.make_examples(n, seed)
+    for ids, mask, label in zip(ex["input_ids"], ex["input_mask"], ex["label_ids"]):
+        words = [tinydata.VOCAB[i] for i in ids[mask == 1][1:-1]]
+        rows.append(f"{' '.join(words)}\t{label}")
+    return "\n".join(rows) + "\n"
+
+
 def sst2_zip() -> bytes:
     """A GLUE-layout SST-2.zip whose sentences use the tiny vocabulary's words (w0 .. w94)."""
-    def tsv(n, seed):
-        rows = ["sentence\tlabel"]
-        ex = tinydata.make_examples(n, seed)
-        for ids, mask, label in zip(ex["input_ids"], ex["input_mask"], ex["label_ids"]):
-            words = [tinydata.VOCAB[i] for i in ids[mask == 1][1:-1]]
-            rows.append(f"{' '.join(words)}\t{label}")
-        return "\n".join(rows) + "\n"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("SST-2/train.tsv", tsv(160, 1))
-        z.writestr("SST-2/dev.tsv", tsv(48, 2))
+        z.writestr("SST-2/train.tsv", sst2_tsv(160, 1))
+        z.writestr("SST-2/dev.tsv", sst2_tsv(48, 2))
         z.writestr("SST-2/test.tsv", "index\tsentence\n0\tw1 w2\n")
     return buf.getvalue()
 
@@ -84,10 +88,10 @@ def workdir(tmp_path_factory, mirror):
     return make_workdir(tmp_path_factory, mirror)
 
 
-def snakemake(work: Path, *args, check=True) -> subprocess.CompletedProcess:
+def snakemake(work: Path, *args, check=True, env=None) -> subprocess.CompletedProcess:
     cmd = [str(REPO / ".venv" / "bin" / "snakemake"), "--cores", "4", "-s", str(work / "Snakefile"),
            "--directory", str(work), *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=work, timeout=600)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=work, timeout=600, env=env)
     if check and out.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     return out
@@ -169,3 +173,72 @@ def test_teacher_stages_on_oneflow(tmp_path_factory, mirror):
     result = yaml.safe_load((work / "results/sst2/teacher_eval.json").read_text())
     assert result["backend"] == "oneflow" and result["device"] == "cpu"
     assert "on oneflow/cpu" in (work / "logs/sst2/finetune_teacher.log").read_text()
+
+
+# --------------------------------------------------------------------------- data placed by hand
+
+RECORDS = "data/ofrecord/sst2/bert16/meta.json"
+HAND_HINT = "place train.tsv and dev.tsv in data/glue/SST-2/ by hand and rerun"
+
+
+def offline() -> str:
+    return f"http://127.0.0.1:{dead_port()}/glue"
+
+
+def place(work: Path, **splits: str) -> dict[str, Path]:
+    folder = work / "data" / "glue" / "SST-2"
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, text in splits.items():
+        (folder / f"{split}.tsv").write_text(text)
+    return {split: folder / f"{split}.tsv" for split in splits}
+
+
+def test_a_failed_download_keeps_a_file_placed_by_hand_and_shows_its_error(tmp_path_factory):
+    url = offline()
+    work = make_workdir(tmp_path_factory, url)
+    train = place(work, train=sst2_tsv(40, 3))["train"]
+    before = train.read_bytes()
+    assert planned(work, RECORDS) == {"download_glue": 1, "ofrecord_bert": 1}
+    # as a user runs it: without PYTHONUNBUFFERED, a stage's stdout into its log is buffered
+    user_env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    failed = snakemake(work, RECORDS, check=False, env=user_env)
+    assert failed.returncode != 0
+    console = failed.stdout + failed.stderr
+    shown = [line for line in console.splitlines() if line.startswith("error: could not download")]
+    assert len(shown) == 1, console[-3000:]
+    assert shown[0].startswith(f"error: could not download {url}/SST-2.zip (connection refused")
+    assert shown[0].endswith(HAND_HINT)
+    assert train.read_bytes() == before
+
+
+def test_download_settings_are_not_rerun_triggers(tmp_path_factory, mirror):
+    work = make_workdir(tmp_path_factory, mirror)   # retries: 0, timeout_s: 10
+    snakemake(work, RECORDS)
+    assert (work / "data/download/SST-2/train.tsv").is_file()
+    assert not (work / "data/glue").exists()
+    for changed in ({"retries": 1}, {"glue_url": offline()}, {"timeout_s": 5},
+                    {"mrpc_url": offline()}):
+        assert planned(work, RECORDS, *override(work, "settings", {"data": changed})) == {}, changed
+    # only the data itself triggers what follows the download: a newer file with the same content
+    # does not (Snakemake compares the checksum it recorded), a changed one does
+    downloaded = work / "data/download/SST-2/train.tsv"
+    time.sleep(0.01)
+    downloaded.touch()
+    assert planned(work, RECORDS) == {}
+    downloaded.write_text(downloaded.read_text() + "w1 w2 w3\t1\n")
+    assert planned(work, RECORDS) == {"ofrecord_bert": 1}
+
+
+def test_files_placed_after_a_failed_download_are_used_as_they_are(tmp_path_factory):
+    work = make_workdir(tmp_path_factory, offline())
+    assert snakemake(work, RECORDS, check=False).returncode != 0
+    placed = place(work, train=sst2_tsv(40, 3), dev=sst2_tsv(12, 4))
+    before = {split: path.read_bytes() for split, path in placed.items()}
+    another = override(work, "another_url", {"data": {"glue_url": offline()}})
+    assert planned(work, RECORDS, *another) == {"ofrecord_bert": 1}
+    snakemake(work, RECORDS, *another)
+    meta = json.loads((work / RECORDS).read_text())
+    assert meta["counts"] == {"train": 40, "dev": 12}
+    assert {split: path.read_bytes() for split, path in placed.items()} == before
+    assert not (work / "data/download/SST-2/train.tsv").exists()
+    assert planned(work, RECORDS, *another) == {}

@@ -29,10 +29,14 @@ def main(argv=None) -> int:
     vocab = convert.build_vocab(tasks.read_split(task, train), args.vocab_size)
     with atomic_dir(out) as tmp:  # all splits appear together, or none
         counts = {}
-        for split in task.splits:
-            chunks = tasks.read_split(task, tasks.glue_file(args.glue_root, task, split))
+        for split in task.splits:  # read_split skips the same rows as for the BERT records
+            skipped = tasks.Skipped()
+            chunks = tasks.read_split(task, tasks.glue_file(args.glue_root, task, split),
+                                      skipped=skipped)
             counts[split] = convert.convert_lstm(task, chunks, ofrecord.record_file(tmp, split), vocab,
                                                  args.max_length, desc=f"{task.name} {split}")
+            if skipped.count:
+                print(f"{task.name} {split}: {skipped}", file=sys.stderr)
             print(f"{task.name} {split}: {counts[split]} word records", file=sys.stderr)
         convert.write_vocab(vocab, tmp / "vocab.txt")
         convert.write_meta(tmp / "meta.json", task=task.name, kind="lstm", max_length=args.max_length,
