@@ -128,15 +128,17 @@ def bert_records_of(wildcards):
 
 class Untracked:
     """A param value that a job needs but whose changes must not rerun it: a setting that cannot
-    change the job's outputs (kdlib.config.RUN_ONLY, such as how often a resume state is saved).
-    Snakemake records only params of builtin types for its params rerun trigger, so it does not
-    record this one; in a shell command it formats as its text."""
+    change the job's outputs (how often a resume state is saved, kdlib.config.RUN_ONLY; where from
+    and how patiently a download fetches). Snakemake's params rerun trigger records only params of
+    builtin types, so it does not record this one; in a shell command it formats as its value.
+    tests/test_workflow_reliability.py and tests/test_workflow_e2e.py check that a change plans
+    nothing."""
 
-    def __init__(self, text: str):
-        self.text = text
+    def __init__(self, value):
+        self.value = value
 
     def __str__(self) -> str:
-        return self.text
+        return str(self.value)
 
 
 def teacher_settings(wildcards):

@@ -2,23 +2,10 @@
 #
 # Every rule ends its command with the same idiom: the stage's output goes to its log, and its last
 # line (the one-line summary, or on failure the stage's `error: ...` line) is shown on the console.
-import os
-
-# How the download rules fetch (from where, how patiently) does not change what they fetch, so these
-# settings are not params, whose change would redo the download and everything after it: they
-# reach the jobs as environment variables (`envvars` passes them on to cluster jobs too), and the
-# code trigger compares the command as written, `$KDFLOW_...`, not their values.
-DOWNLOAD_ENV = {
-    "KDFLOW_GLUE_URL": config["data"]["glue_url"],
-    "KDFLOW_MRPC_URL": config["data"]["mrpc_url"],
-    "KDFLOW_TIMEOUT_S": config["data"]["timeout_s"],
-    "KDFLOW_RETRIES": config["data"]["retries"],
-}
-os.environ.update({name: str(value) for name, value in DOWNLOAD_ENV.items()})
-
-
-envvars:
-    *DOWNLOAD_ENV,
+#
+# How the download rules fetch (from where, how patiently) does not change what they fetch, so
+# those settings are Untracked params (rules/common.smk): a change does not redo the download and
+# everything after it.
 
 
 rule download_glue:
@@ -28,6 +15,10 @@ rule download_glue:
     params:
         python=DATA_PYTHON,
         task=glue_task_name,
+        url=Untracked(config["data"]["glue_url"]),
+        mrpc_url=Untracked(config["data"]["mrpc_url"]),
+        timeout=Untracked(config["data"]["timeout_s"]),
+        retries=Untracked(config["data"]["retries"]),
     log:
         "logs/glue/{glue_dir}/download.log",
     threads: 1
@@ -36,8 +27,8 @@ rule download_glue:
     shell:
         "{params.python} -m workflow_scripts.download_glue --task {params.task}"
         " --out-root data/download --hand-root data/glue"
-        ' --url "$KDFLOW_GLUE_URL" --mrpc-url "$KDFLOW_MRPC_URL" --timeout "$KDFLOW_TIMEOUT_S"'
-        ' --retries "$KDFLOW_RETRIES"'
+        " --url {params.url:q} --mrpc-url {params.mrpc_url:q} --timeout {params.timeout}"
+        " --retries {params.retries}"
         " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
@@ -48,6 +39,10 @@ rule download_glue_mnli:
         dev_mismatched="data/download/MNLI/dev_mismatched.tsv",
     params:
         python=DATA_PYTHON,
+        url=Untracked(config["data"]["glue_url"]),
+        mrpc_url=Untracked(config["data"]["mrpc_url"]),
+        timeout=Untracked(config["data"]["timeout_s"]),
+        retries=Untracked(config["data"]["retries"]),
     log:
         "logs/glue/MNLI/download.log",
     threads: 1
@@ -56,8 +51,8 @@ rule download_glue_mnli:
     shell:
         "{params.python} -m workflow_scripts.download_glue --task mnli"
         " --out-root data/download --hand-root data/glue"
-        ' --url "$KDFLOW_GLUE_URL" --mrpc-url "$KDFLOW_MRPC_URL" --timeout "$KDFLOW_TIMEOUT_S"'
-        ' --retries "$KDFLOW_RETRIES"'
+        " --url {params.url:q} --mrpc-url {params.mrpc_url:q} --timeout {params.timeout}"
+        " --retries {params.retries}"
         " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 

@@ -127,7 +127,7 @@ def test_user_command_builds_exactly_the_chain_and_reruns_only_what_changed(work
     result = yaml.safe_load((workdir / TARGET).read_text())
     assert result["model"] == "tinybert" and "speedup" in result
     labels = [int(line.split("\t")[1]) for line in
-              (workdir / "data/glue/SST-2/dev.tsv").read_text().splitlines()[1:]]
+              (workdir / "data/download/SST-2/dev.tsv").read_text().splitlines()[1:]]
     majority = max(sum(labels), len(labels) - sum(labels)) / len(labels)
     assert result["score"] > majority + 0.1, (result["score"], majority)   # not a constant predictor
     assert not (workdir / "results/sst2/kd").exists()
