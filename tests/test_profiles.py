@@ -97,20 +97,29 @@ def job(text: str, rule: str) -> str:
     return text.split(f"rule {rule}:")[1].split("\n\n")[0]
 
 
-def test_profiles_plan_the_users_target_with_the_launcher(tmp_path):
+def needs_slurm_plugin() -> None:
     if not HAS_SNAKEMAKE:
         pytest.skip("needs Snakemake (the workflow runtime, .venv)")
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
         pytest.skip("snakemake-executor-plugin-slurm is not installed: run 'make setup-cluster'")
+
+
+def copy_workflow(work) -> None:
+    """The workflow, its profiles and config.yaml (with this checkout's runtimes) in ``work``."""
     import yaml
 
-    for item in ("Snakefile", "rules", "report"):
+    for item in ("Snakefile", "rules", "report", "profiles"):
         src = REPO / item
         if src.exists():
-            (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["runtimes"] = {"torch": str(TORCH_PYTHON), "oneflow": str(ONEFLOW_PYTHON)}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_profiles_plan_the_users_target_with_the_launcher(tmp_path):
+    needs_slurm_plugin()
+    copy_workflow(tmp_path)
     target = "results/sst2/tinybert_eval.json"
     slurm = ["--profile", str(REPO / "profiles" / "slurm")]
 
@@ -138,3 +147,100 @@ def test_profiles_plan_the_users_target_with_the_launcher(tmp_path):
     text = dry_run(tmp_path, "--profile", str(REPO / "profiles" / "local"), "--config", "backend=torch",
                    "--", target)
     assert "rule distill:" in text
+
+
+# ---- runs without a core count: --report, and the Slurm profiles for real -----------------------
+
+@pytest.fixture
+def tiny(tmp_path_factory):
+    """The end-to-end test's tiny workflow (sst2 from a mirror that is never asked), with the profiles."""
+    if not HAS_SNAKEMAKE:
+        pytest.skip("needs Snakemake (the workflow runtime, .venv)")
+    from tests.test_workflow_e2e import make_workdir
+
+    work = make_workdir(tmp_path_factory, "http://127.0.0.1:9")
+    shutil.copytree(REPO / "profiles", work / "profiles")
+    return work
+
+
+def snakemake(work, *args, env=None) -> subprocess.CompletedProcess:
+    """``.venv/bin/snakemake ARGS`` in ``work``, as a user types it there: no --cores."""
+    return subprocess.run([str(REPO / ".venv" / "bin" / "snakemake"), *args], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+CORES_ERROR = "Workflow requires a total number of cores"
+
+
+def test_the_report_command_needs_no_cores(tiny):
+    for name in ("report.md", "report.csv", "report.html", "accuracy_vs_speedup.png"):
+        path = tiny / "results" / "sst2" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"stand-in for {name}\n")
+    out = snakemake(tiny, "--report", "report.html")                  # README, "Where things land"
+    assert CORES_ERROR not in out.stderr
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tiny / "report.html").stat().st_size > 0
+
+
+# What the Slurm plugin runs: sbatch to submit (it prints the job id), sacct for the states (and to
+# guess an account), sinfo for the default partition. These stand-ins log each submission and
+# status query with its time, accept every job, and report it FAILED at the first status query.
+FAKE_SLURM = {
+    "sbatch": 'echo "$(date +%s.%N) sbatch $*" >> "$FAKE_SLURM_LOG"; echo 4242\n',
+    "sacct": 'case "$*" in *--name*) echo "$(date +%s.%N) status" >> "$FAKE_SLURM_LOG"; echo "4242|FAILED";; esac\n',
+    "sinfo": "printf 'PARTITION\\ncpu*\\n'\n",
+}
+
+
+def fake_slurm(tmp_path) -> dict:
+    """An environment whose PATH finds FAKE_SLURM first; its log is ``tmp_path / 'slurm.log'``."""
+    bin_dir = tmp_path / "fake-slurm"
+    bin_dir.mkdir()
+    for name, body in FAKE_SLURM.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o755)
+    return dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                FAKE_SLURM_LOG=str(tmp_path / "slurm.log"))
+
+
+def with_teacher_inputs(work) -> None:
+    """The records the teacher trains on, as if the data job had run (written in order: each file is
+    at least as new as those it comes from)."""
+    from kdlib import tasks
+
+    task = tasks.get_task("sst2")
+    files = [work / tasks.glue_file("data/glue", task, split) for split in task.splits]
+    files += [work / "data/ofrecord/sst2/bert16" / name for name in ("train.of_record-0", "meta.json")]
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("stand-in\n")
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """The jobs of a dry run, from Snakemake's 'Job stats' table."""
+    table = text.split("Job stats:")[1].split("\n\n")[0]
+    return {name: int(count) for name, count in (line.split() for line in table.splitlines()[3:])
+            if name != "total"}
+
+
+def test_slurm_profile_submits_without_cores(tiny, tmp_path):
+    needs_slurm_plugin()
+    with_teacher_inputs(tiny)
+    target = "results/sst2/teacher/model.safetensors"
+    plan = snakemake(tiny, "--profile", "profiles/slurm", "-n", "--", target)
+    assert plan.returncode == 0 and job_counts(plan.stdout) == {"finetune_teacher": 1}, plan.stdout[-2000:]
+
+    # the README's command without -n (and without a retry), against the stand-ins
+    out = snakemake(tiny, "--profile", "profiles/slurm", "--retries", "0", "--", target,
+                    env=fake_slurm(tmp_path))
+    assert CORES_ERROR not in out.stderr
+    assert "SLURM-job '4242' failed, SLURM status is: 'FAILED'" in out.stderr, out.stderr[-3000:]
+    log = (tmp_path / "slurm.log").read_text().splitlines()
+    submitted = [line.split(" ", 2)[2] for line in log if line.split()[1] == "sbatch"]
+    assert len(submitted) == 1
+    call, job = submitted[0].split("--wrap=", 1)
+    assert "--comment rule_finetune_teacher" in call and " -p gpu " in call
+    assert "--cpus-per-task=16" in call and "--gpus=1" in call
+    # the job's own Snakemake takes the CPUs of its allocation, which set the stage's --threads
+    assert "--target-jobs 'finetune_teacher:task=sst2'" in job and "--cores 'all'" in job
