@@ -149,6 +149,35 @@ def test_profiles_plan_the_users_target_with_the_launcher(tmp_path):
     assert "rule distill:" in text
 
 
+def planned_jobs(text: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """A dry run's group jobs ``[(group id, [rule of each member])]`` and its other jobs' rules."""
+    groups, alone, current = [], [], None
+    for line in text.splitlines():
+        if "] Group job " in line:
+            current = (line.split("] Group job ")[1].split()[0], [])
+            groups.append(current)
+        elif line.startswith("    rule ") and current is not None:
+            current[1].append(line.split()[1].rstrip(":"))
+        elif line.startswith(("rule ", "localrule ")):
+            current = None
+            alone.append(line.split()[1].rstrip(":"))
+    return [(name, sorted(rules)) for name, rules in groups], alone
+
+
+def test_slurm_profile_runs_the_short_stages_as_one_job_per_task(tmp_path):
+    needs_slurm_plugin()
+    copy_workflow(tmp_path)
+    text = dry_run(tmp_path, "--profile", "profiles/slurm", "--", "results/tweets/report.md",
+                   "results/sst2/report.md")
+    groups, alone = planned_jobs(text)
+    exports = ["export_teacher_layers"] * 3                # bert_pkd, bert_pkd_nokd, theseus
+    assert sorted(groups) == [("data", ["download_glue", "ofrecord_bert", "ofrecord_lstm"]),
+                              ("data", ["ofrecord_bert", "ofrecord_lstm", "prepare_builtin"]),
+                              ("export_sst2", exports), ("export_tweets", exports)]
+    assert sorted(set(alone)) == ["cache_teacher_logits", "distill", "evaluate_student",
+                                  "evaluate_teacher", "finetune_teacher", "report"]
+
+
 # ---- runs without a core count: --report, and the Slurm profiles for real -----------------------
 
 @pytest.fixture
@@ -244,3 +273,6 @@ def test_slurm_profile_submits_without_cores(tiny, tmp_path):
     assert "--cpus-per-task=16" in call and "--gpus=1" in call
     # the job's own Snakemake takes the CPUs of its allocation, which set the stage's --threads
     assert "--target-jobs 'finetune_teacher:task=sst2'" in job and "--cores 'all'" in job
+    # the first status query: 10 s after the submission (the plugin's default would be 40 s)
+    times = {line.split()[1]: float(line.split()[0]) for line in reversed(log)}
+    assert times["status"] - times["sbatch"] < 20
