@@ -1,6 +1,10 @@
 """The profiles plan the workflow (the launcher in the rules, Slurm and local planning), and the
 CPUs a stage uses (kdlib.backend.usable_cpus, applied by workflow_scripts._cli.backend_from).
 
+Without a cluster: the README's Slurm commands are planned (dry runs, which count one core), and
+run for real (no -n, no --cores) against stand-ins for sbatch, sacct and sinfo that record what
+the Slurm plugin submits; `--report` runs without --cores too.
+
 The unit tests run in both runtimes; the profile tests need Snakemake and the Slurm executor plugin
 (`make setup-cluster`, which `make test` runs).
 """
@@ -9,6 +13,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
+import shlex
 import shutil
 import subprocess
 
@@ -164,10 +170,15 @@ def planned_jobs(text: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
     return [(name, sorted(rules)) for name, rules in groups], alone
 
 
-def test_slurm_profile_runs_the_short_stages_as_one_job_per_task(tmp_path):
+SLURM_PROFILES = ("slurm", "slurm-cpu")
+GPU_RULES = ("finetune_teacher", "distill", "cache_teacher_logits", "evaluate_teacher", "evaluate_student")
+
+
+@pytest.mark.parametrize("profile", SLURM_PROFILES)
+def test_slurm_profiles_run_the_short_stages_as_one_job_per_task(tmp_path, profile):
     needs_slurm_plugin()
     copy_workflow(tmp_path)
-    text = dry_run(tmp_path, "--profile", "profiles/slurm", "--", "results/tweets/report.md",
+    text = dry_run(tmp_path, "--profile", f"profiles/{profile}", "--", "results/tweets/report.md",
                    "results/sst2/report.md")
     groups, alone = planned_jobs(text)
     exports = ["export_teacher_layers"] * 3                # bert_pkd, bert_pkd_nokd, theseus
@@ -176,6 +187,34 @@ def test_slurm_profile_runs_the_short_stages_as_one_job_per_task(tmp_path):
                               ("export_sst2", exports), ("export_tweets", exports)]
     assert sorted(set(alone)) == ["cache_teacher_logits", "distill", "evaluate_student",
                                   "evaluate_teacher", "finetune_teacher", "report"]
+
+
+def readme_commands(profile: str) -> list[list[str]]:
+    """The README's commands that run with ``--profile profiles/<profile>``, as argument lists."""
+    prefix = f".venv/bin/snakemake --profile profiles/{profile} "
+    lines = (REPO / "README.md").read_text().splitlines()
+    return [shlex.split(line, comments=True)[1:] for line in lines if line.startswith(prefix)]
+
+
+def test_the_readme_slurm_commands_plan_without_cores(tmp_path):
+    needs_slurm_plugin()
+    copy_workflow(tmp_path)
+    commands = {profile: readme_commands(profile) for profile in SLURM_PROFILES}
+    assert all(commands.values()), f"the README gives no command for a profile: {commands}"
+    for profile, profile_commands in commands.items():
+        for args in profile_commands:
+            if "backend=oneflow" in args and not ONEFLOW_PYTHON.exists():
+                continue
+            text = dry_run(tmp_path, *args)
+            assert "rule finetune_teacher:" in text, args
+            # a plan without --cores counts one core (-n implies --cores 1): no job asks for more
+            # threads; a Slurm job gets its CPUs from cpus_per_task, its stage the job's CPUs
+            assert set(re.findall(r"--threads (\d+)", text)) == {"1"}, args
+            if profile == "slurm-cpu":
+                for rule in GPU_RULES:
+                    for block in text.split(f"rule {rule}:")[1:]:
+                        resources = block.split("resources: ")[1].split("\n")[0].split(", ")
+                        assert "gpu=0" in resources and "slurm_partition=gpu" not in resources, rule
 
 
 # ---- runs without a core count: --report, and the Slurm profiles for real -----------------------
@@ -217,7 +256,8 @@ def test_the_report_command_needs_no_cores(tiny):
 # status query with its time, accept every job, and report it FAILED at the first status query.
 FAKE_SLURM = {
     "sbatch": 'echo "$(date +%s.%N) sbatch $*" >> "$FAKE_SLURM_LOG"; echo 4242\n',
-    "sacct": 'case "$*" in *--name*) echo "$(date +%s.%N) status" >> "$FAKE_SLURM_LOG"; echo "4242|FAILED";; esac\n',
+    "sacct": 'case "$*" in *--name*) echo "$(date +%s.%N) status" >> "$FAKE_SLURM_LOG";'
+             ' echo "4242|FAILED";; esac\n',
     "sinfo": "printf 'PARTITION\\ncpu*\\n'\n",
 }
 
@@ -253,26 +293,34 @@ def job_counts(text: str) -> dict[str, int]:
             if name != "total"}
 
 
-def test_slurm_profile_submits_without_cores(tiny, tmp_path):
+@pytest.mark.parametrize("profile", SLURM_PROFILES)
+def test_slurm_profiles_submit_without_cores(tiny, tmp_path, profile):
     needs_slurm_plugin()
     with_teacher_inputs(tiny)
     target = "results/sst2/teacher/model.safetensors"
-    plan = snakemake(tiny, "--profile", "profiles/slurm", "-n", "--", target)
+    plan = snakemake(tiny, "--profile", f"profiles/{profile}", "-n", "--", target)
     assert plan.returncode == 0 and job_counts(plan.stdout) == {"finetune_teacher": 1}, plan.stdout[-2000:]
 
     # the README's command without -n (and without a retry), against the stand-ins
-    out = snakemake(tiny, "--profile", "profiles/slurm", "--retries", "0", "--", target,
+    out = snakemake(tiny, "--profile", f"profiles/{profile}", "--retries", "0", "--", target,
                     env=fake_slurm(tmp_path))
     assert CORES_ERROR not in out.stderr
     assert "SLURM-job '4242' failed, SLURM status is: 'FAILED'" in out.stderr, out.stderr[-3000:]
     log = (tmp_path / "slurm.log").read_text().splitlines()
     submitted = [line.split(" ", 2)[2] for line in log if line.split()[1] == "sbatch"]
     assert len(submitted) == 1
-    call, job = submitted[0].split("--wrap=", 1)
-    assert "--comment rule_finetune_teacher" in call and " -p gpu " in call
-    assert "--cpus-per-task=16" in call and "--gpus=1" in call
+    call, job_command = submitted[0].split("--wrap=", 1)
+    assert "--comment rule_finetune_teacher" in call and "--cpus-per-task=16" in call
+    if profile == "slurm":
+        assert " -p gpu " in call and "--gpus=1" in call
+    else:                                                  # no GPU request a CPU cluster refuses
+        assert " -p cpu " in call and "--gpus" not in call and "--gres" not in call
     # the job's own Snakemake takes the CPUs of its allocation, which set the stage's --threads
-    assert "--target-jobs 'finetune_teacher:task=sst2'" in job and "--cores 'all'" in job
+    assert "--target-jobs 'finetune_teacher:task=sst2'" in job_command
+    assert "--cores 'all'" in job_command
     # the first status query: 10 s after the submission (the plugin's default would be 40 s)
-    times = {line.split()[1]: float(line.split()[0]) for line in reversed(log)}
-    assert times["status"] - times["sbatch"] < 20
+    first = {}
+    for line in log:
+        seconds, what = line.split()[:2]
+        first.setdefault(what, float(seconds))
+    assert first["status"] - first["sbatch"] < 20
