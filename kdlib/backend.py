@@ -72,6 +72,24 @@ def dist_env() -> tuple[int, int, int]:
     return rank, world, local
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may really use: its CPU affinity (what a Slurm allocation, taskset or
+    a container's cpuset leaves it), and no more than ``SLURM_CPUS_PER_TASK`` where Slurm sets it
+    (a value that is not a positive integer is ignored). Not ``os.cpu_count()``: that counts the
+    whole node."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):       # no affinity on this platform
+        n = os.cpu_count() or 1
+    try:
+        slurm = int(os.environ.get("SLURM_CPUS_PER_TASK", ""))
+    except ValueError:
+        slurm = 0
+    if slurm > 0:
+        n = min(n, slurm)
+    return max(1, n)
+
+
 def oneflow_installed() -> bool:
     return importlib.util.find_spec("oneflow") is not None
 

@@ -47,8 +47,11 @@ def _backend():
 BACKEND = _backend()
 # A training or evaluation job claims every core Snakemake was given, so such jobs run one after
 # the other: two CPU jobs on shared cores run slower together than in turn (their thread pools
-# thrash). The stage itself uses at most the machine's cores (workflow_scripts/_cli.py).
-COMPUTE_THREADS = max(1, workflow.cores or 1)
+# thrash). The stage itself uses at most the CPUs its process may use (kdlib.backend.usable_cpus).
+# A remote executor without --cores, and --report, give no core count (`workflow.cores` raises):
+# then 1 here. A Slurm job's CPUs come from its profile's cpus_per_task; inside the job, Snakemake
+# runs with --cores all (the job's CPUs), which sets the stage's --threads.
+COMPUTE_THREADS = workflow.resource_settings.cores or 1
 # Training and evaluation run in the runtime that holds the backend; data stages and reports in the
 # workflow runtime.
 TRAIN_PYTHON = config["runtimes"][BACKEND]

@@ -1,22 +1,19 @@
 """Data-parallel training: two processes (torchrun with gloo, or OneFlow's launcher) take the same
-steps as one process with the same global batch, only rank 0 writes, a run resumes across process
-counts, and the Slurm and local profiles plan the workflow.
+steps as one process with the same global batch, only rank 0 writes, and a run resumes across
+process counts. (The profiles that start such runs are tested in tests/test_profiles.py.)
 
 The tiny BERT has dropout 0: under data parallelism each rank draws its own dropout masks, so runs
 with dropout match only in distribution. The learning rate is small (1e-3) because AdamW turns
 gradients that are zero in exact arithmetic (attention key biases) into steps of up to ``lr`` in a
 direction set by rounding, which differs between one process and two.
 
-Each runtime tests its own backend; the profile test needs Snakemake and the Slurm executor plugin
-(`make setup-cluster`, which `make test` runs).
+Each runtime tests its own backend.
 """
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +22,7 @@ import numpy as np
 import pytest
 
 import tinydata
-from conftest import HAS_ONEFLOW, HAS_SNAKEMAKE, HAS_TORCH, ONEFLOW_PYTHON, REPO, TORCH_PYTHON
+from conftest import HAS_ONEFLOW, HAS_TORCH, REPO
 from kdlib import ofrecord
 
 HPARAMS = {"epochs": 2, "batch_size": 8, "lr": 1e-3, "save_every": 4, "shuffle_buffer": 16,
@@ -194,61 +191,3 @@ def test_two_oneflow_processes_match_one_and_only_rank_0_writes(data):
     two = launch([sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", "2",
                   "--master_port", str(free_port())], finetune_args(data, "oneflow2", "oneflow"))
     check_equivalent_and_written_once(data, "oneflow1", "oneflow2", two.stderr)
-
-
-# ---- profiles: the launcher in the rules, Slurm and local planning ------------------------------
-
-def dry_run(work, *args) -> str:
-    cmd = [str(REPO / ".venv" / "bin" / "snakemake"), "-n", "-p", "-s", str(work / "Snakefile"),
-           "--directory", str(work), *args]
-    out = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return out.stdout + out.stderr
-
-
-def job(text: str, rule: str) -> str:
-    """The dry run's block for the first job of ``rule`` (its resources and shell command)."""
-    return text.split(f"rule {rule}:")[1].split("\n\n")[0]
-
-
-def test_profiles_plan_the_users_target_with_the_launcher(tmp_path):
-    if not HAS_SNAKEMAKE:
-        pytest.skip("needs Snakemake (the workflow runtime, .venv)")
-    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
-        pytest.skip("snakemake-executor-plugin-slurm is not installed: run 'make setup-cluster'")
-    import yaml
-
-    for item in ("Snakefile", "rules", "report"):
-        src = REPO / item
-        if src.exists():
-            (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["runtimes"] = {"torch": str(TORCH_PYTHON), "oneflow": str(ONEFLOW_PYTHON)}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    target = "results/sst2/tinybert_eval.json"
-    slurm = ["--profile", str(REPO / "profiles" / "slurm")]
-
-    text = dry_run(tmp_path, *slurm, "--config", "backend=torch", "--", target)
-    for rule in ("download_glue", "finetune_teacher", "cache_teacher_logits", "distill", "evaluate_student"):
-        assert f"rule {rule}:" in text
-    teacher = job(text, "finetune_teacher")
-    assert f"Shell command: {TORCH_PYTHON} -m workflow_scripts.finetune_teacher --task sst2" in teacher   # as ever
-    assert "gpu=1" in teacher and "slurm_partition=gpu" in teacher and "runtime=720" in teacher
-
-    text = dry_run(tmp_path, *slurm, "--config", "backend=torch", "processes=4", "--", target)
-    for rule, script in (("finetune_teacher", "finetune_teacher"), ("distill", "distill")):
-        block = job(text, rule)
-        assert (f"Shell command: {TORCH_PYTHON} -m torch.distributed.run --standalone --nproc_per_node 4"
-                f" -m workflow_scripts.{script} ") in block
-        assert "gpu=4" in block and "cpus_per_task=16" in block
-    assert "gpu=1" in job(text, "evaluate_student")
-
-    if ONEFLOW_PYTHON.exists():
-        text = dry_run(tmp_path, *slurm, "--config", "backend=oneflow", "processes=2", "--", target)
-        assert (f"Shell command: {ONEFLOW_PYTHON} -m oneflow.distributed.launch --nproc_per_node 2"
-                " --master_port $((20000 + RANDOM % 20000)) -m workflow_scripts.finetune_teacher ") \
-            in job(text, "finetune_teacher")
-
-    text = dry_run(tmp_path, "--profile", str(REPO / "profiles" / "local"), "--config", "backend=torch",
-                   "--", target)
-    assert "rule distill:" in text

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from typing import Callable
 
@@ -30,11 +29,12 @@ def add_runtime_args(parser) -> None:
 
 
 def backend_from(args):
-    """The Backend the runtime arguments ask for, with its thread count applied."""
+    """The Backend the runtime arguments ask for, with its thread count applied: ``--threads``, but
+    no more than the CPUs this process may use (a Slurm job's allocation, not the node's cores)."""
     from kdlib import backend
     B = backend.load(args.backend, args.device)
     if args.threads:
-        B.set_num_threads(min(args.threads, os.cpu_count() or args.threads))
+        B.set_num_threads(min(args.threads, backend.usable_cpus()))
     return B
 
 
