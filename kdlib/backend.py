@@ -90,6 +90,19 @@ def usable_cpus() -> int:
     return max(1, n)
 
 
+def processes_here() -> int:
+    """How many processes of this job share this machine's allocation: the launcher's
+    ``LOCAL_WORLD_SIZE`` (torchrun), else ``WORLD_SIZE`` (OneFlow's launcher, one node), else 1."""
+    for key in ("LOCAL_WORLD_SIZE", "WORLD_SIZE"):
+        try:
+            n = int(os.environ.get(key, ""))
+        except ValueError:
+            continue
+        if n > 0:
+            return n
+    return 1
+
+
 def oneflow_installed() -> bool:
     return importlib.util.find_spec("oneflow") is not None
 

@@ -86,6 +86,15 @@ def test_backend_from_applies_the_requested_threads_up_to_the_usable_cpus(cpus, 
         assert recorder.threads.pop() == applied, (requested, affinity, slurm)
     _cli.backend_from(parser.parse_args(["--threads", "0"]))     # 0: the library's default
     assert recorder.threads == []
+    # N data-parallel processes of one job share its CPUs
+    cpus(16, None)
+    for env, applied in [({"LOCAL_WORLD_SIZE": "4", "WORLD_SIZE": "8"}, 4), ({"WORLD_SIZE": "2"}, 8),
+                         ({"LOCAL_WORLD_SIZE": "32"}, 1), ({"WORLD_SIZE": "x"}, 16)]:
+        with monkeypatch.context() as m:
+            for key, value in env.items():
+                m.setenv(key, value)
+            _cli.backend_from(parser.parse_args(["--threads", "16"]))
+        assert recorder.threads.pop() == applied, env
 
 
 # ---- profiles: the launcher in the rules, Slurm and local planning ------------------------------

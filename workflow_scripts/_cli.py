@@ -30,11 +30,13 @@ def add_runtime_args(parser) -> None:
 
 def backend_from(args):
     """The Backend the runtime arguments ask for, with its thread count applied: ``--threads``, but
-    no more than the CPUs this process may use (a Slurm job's allocation, not the node's cores)."""
+    no more than this process's share of the CPUs it may use (a Slurm job's allocation, not the
+    node's cores, split between the data-parallel processes of the job)."""
     from kdlib import backend
     B = backend.load(args.backend, args.device)
     if args.threads:
-        B.set_num_threads(min(args.threads, backend.usable_cpus()))
+        share = max(1, backend.usable_cpus() // backend.processes_here())
+        B.set_num_threads(min(args.threads, share))
     return B
 
 
