@@ -430,9 +430,18 @@ def test_theseus_replacement_loss(B, data):
         spec = spec_of("theseus", hyperparameters={"replace_rate": replace_rate, "scheduler": scheduler})
         return phases_of(B, data, spec, name="theseus")
 
+    def library_ce(model):
+        """The library's own fp32 cross-entropy of ``model``'s logits: the paths are compared, not
+        the kernels (OneFlow's fp32 cross-entropy is ~3e-6 off the float64 value at logits ~3;
+        the loss values themselves are checked against numpy in the tests above)."""
+        logits = np_inputs_logits(B, model, batch)["logits"]
+        return value(B, B.F.cross_entropy(logits, B.tensor(batch["label_ids"])))
+
     ctx, student, (rep, succ) = phase1(1.0, "constant")
-    alone = hard_ce(B.to_numpy(np_inputs_logits(B, student, batch)["logits"]), batch["label_ids"])
-    teacher_ce = hard_ce(B.to_numpy(np_inputs_logits(B, ctx.teacher(), batch)["logits"]), batch["label_ids"])
+    alone = library_ce(student)
+    teacher_ce = library_ce(ctx.teacher())
+    assert alone == pytest.approx(hard_ce(B.to_numpy(np_inputs_logits(B, student, batch)["logits"]),
+                                          batch["label_ids"]), abs=1e-5)
     assert abs(alone - teacher_ce) > 1e-5                  # the two paths differ
     # rate 1: every successor module replaces its predecessor -> the successor alone
     assert value(B, rep.loss_fn(batch)[0]) == pytest.approx(alone, abs=1e-6)
