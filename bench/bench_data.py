@@ -34,7 +34,8 @@ from pathlib import Path
 
 import tokenizers
 
-from kdlib import builtin, convert, models, tasks
+from kdlib import models
+from kdlib.data import builtin, convert, tasks
 from workflow_scripts import ofrecord_bert
 
 REPO = Path(__file__).resolve().parents[1]

@@ -30,7 +30,7 @@ BATCH, LENGTH, WARMUP = 32, 64, 2
 
 def write_records(folder: Path, n: int, vocab: int = 30522, seed: int = 0) -> Path:
     """``n`` full-length records (no padding, so every batch is 32 x 64 on every rank)."""
-    from kdlib.ofrecord import RecordWriter, record_file
+    from kdlib.data.ofrecord import RecordWriter, record_file
 
     rng = np.random.default_rng(seed)
     path = record_file(folder, "train")
@@ -45,9 +45,10 @@ def write_records(folder: Path, n: int, vocab: int = 30522, seed: int = 0) -> Pa
 
 def worker(records: str, steps: int, layers: int, threads: int) -> None:
     """One process of a run (started by torch.distributed.run): fit, and rank 0 prints the rate."""
-    from kdlib import backend, train
+    from kdlib import backend
+    from kdlib.distill import train
+    from kdlib.distill.teacher import supervised_loss_fn
     from kdlib.models import BertConfig, build_bert
-    from kdlib.teacher import supervised_loss_fn
 
     B = backend.load("torch", "cpu")
     B.set_num_threads(threads)

@@ -1,4 +1,4 @@
-"""Benchmark kdlib.ofrecord: codec speed and streaming a MNLI-sized file with bounded memory.
+"""Benchmark kdlib.data.ofrecord: codec speed and streaming a MNLI-sized file with bounded memory.
 
     .venv/bin/python bench/bench_reader.py [--records 400000] [--length 128]
 
@@ -22,8 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kdlib import ofrecord
-from kdlib.ofrecord import RecordWriter, batches, decode_record, encode_batch, encode_record
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import ofrecord_reference  # noqa: E402  (the protobuf reference encoder lives with the tests)
+
+from kdlib.data import ofrecord, protobuf
+from kdlib.data.batching import batches
+from kdlib.data.ofrecord import RecordWriter
+from kdlib.data.wire import decode_record, encode_batch, encode_record
 
 
 def rss_mb() -> float:
@@ -85,12 +90,12 @@ def write(path: str, n_records: int, length: int) -> dict:
     sample = synthetic_bert(20_000, length, rng)
     rows = [{k: v[i].reshape(-1) for k, v in sample.items()} for i in range(20_000)]
     out = {"encode_us": per_record_us(encode_record, rows),
-           "encode_pb_us": per_record_us(ofrecord._encode_with_protobuf, rows[:5000])}
+           "encode_pb_us": per_record_us(ofrecord_reference.encode_with_protobuf, rows[:5000])}
     start = time.perf_counter()
     payloads = encode_batch(sample)
     out["encode_batch_us"] = (time.perf_counter() - start) / len(payloads) * 1e6
     out["decode_us"] = per_record_us(decode_record, payloads)
-    out["decode_pb_us"] = per_record_us(ofrecord._decode_with_protobuf, payloads[:5000])
+    out["decode_pb_us"] = per_record_us(protobuf.decode_with_protobuf, payloads[:5000])
     del rows, payloads
 
     chunk, written, seconds = 8192, 0, 0.0

@@ -41,9 +41,10 @@ def time_steps(step, steps: int) -> float:
 
 def kdlib_step(backend_name: str):
     """One kdlib training step: kdlib's BERT loaded from the packaged MiniLM, kdlib's AdamW groups."""
-    from kdlib import backend, train
+    from kdlib import backend
+    from kdlib.distill import train
+    from kdlib.distill.teacher import supervised_loss_fn
     from kdlib.models import load_pretrained_bert, resolve_pretrained
-    from kdlib.teacher import supervised_loss_fn
 
     B = backend.load(backend_name, "cpu")
     model, _ = load_pretrained_bert(B, resolve_pretrained("builtin:minilm-l6"), 2, log=lambda _: None)

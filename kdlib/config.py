@@ -118,7 +118,7 @@ def student_spec(config: dict, name: str) -> dict:
     """What the distill stage needs to know about student ``name``: its algorithm, architecture,
     the hyperparameters its recipe reads, and its resolved training settings per phase. Only these
     reach the stage as parameters, so an unrelated config change does not rerun it."""
-    from .algorithms import get_recipe
+    from .distill.recipes import get_recipe
 
     students = config["students"]
     if name not in students:
@@ -136,7 +136,7 @@ def student_spec(config: dict, name: str) -> dict:
 def check_students(config: dict, teacher: dict) -> None:
     """Raise ConfigError naming the first student whose settings cannot work with ``teacher``
     (the teacher's config.json)."""
-    from .algorithms import get_recipe
+    from .distill.recipes import get_recipe
 
     for name in config["students"]:
         spec = student_spec(config, name)
@@ -145,7 +145,7 @@ def check_students(config: dict, teacher: dict) -> None:
 
 # Training settings that cannot change a result, only how a job runs: they reach the stages, but
 # neither rerun a job when they change (rules/common.smk tracks the rest as params) nor keep a
-# resume state from being used (kdlib.train.job_identity).
+# resume state from being used (kdlib.distill.train.job_identity).
 RUN_ONLY = ("save_every",)
 
 

@@ -5,12 +5,12 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-import kdlib.algorithms
+import kdlib.distill.recipes
 import kdlib.backend
 import kdlib.config
 import kdlib.errors
 import kdlib.models
-import kdlib.tasks
+import kdlib.data.tasks
 
 # kdlib first, for an error that names the key path; then Snakemake's own check, which also fills
 # the schema's defaults into `config`.
@@ -21,7 +21,7 @@ except kdlib.errors.ConfigError as exc:
     raise WorkflowError(str(exc))
 validate(config, kdlib.config.SCHEMA_PATH)
 
-TASKS = kdlib.tasks.TASKS
+TASKS = kdlib.data.tasks.TASKS
 GLUE_DIRS_ONE_DEV = [t.glue_dir for t in TASKS.values() if t.name != "tweets" and t.dev_splits == ("dev",)]
 
 
@@ -88,11 +88,11 @@ DOWNLOAD_ROOT = "data/download"
 
 def task_tsvs(wildcards):
     """Every split's TSV of a task: placed by hand or prepared, else downloaded."""
-    task = kdlib.tasks.get_task(wildcards.task)
-    placed = [kdlib.tasks.glue_file(HAND_ROOT, task, split) for split in task.splits]
-    if task.name not in kdlib.tasks.GLUE_TASKS or all(p.is_file() for p in placed):
+    task = kdlib.data.tasks.get_task(wildcards.task)
+    placed = [kdlib.data.tasks.glue_file(HAND_ROOT, task, split) for split in task.splits]
+    if task.name not in kdlib.data.tasks.GLUE_TASKS or all(p.is_file() for p in placed):
         return [str(p) for p in placed]
-    return [str(kdlib.tasks.glue_file(DOWNLOAD_ROOT, task, split)) for split in task.splits]
+    return [str(kdlib.data.tasks.glue_file(DOWNLOAD_ROOT, task, split)) for split in task.splits]
 
 
 def tsv_root(wildcards, input):
@@ -169,7 +169,7 @@ STUDENTS = list(config["students"])
 
 
 def _recipe(student):
-    return kdlib.algorithms.get_recipe(config["students"][student]["algorithm"], student)
+    return kdlib.distill.recipes.get_recipe(config["students"][student]["algorithm"], student)
 
 
 def _is_lstm(student):
@@ -199,7 +199,7 @@ def student_spec_json(wildcards):
 
 def student_init_layers(wildcards):
     spec = kdlib.config.student_spec(config, wildcards.student)
-    layers = kdlib.algorithms.init_layers(spec, int(TEACHER_CONFIG["num_hidden_layers"]))
+    layers = kdlib.distill.recipes.init_layers(spec, int(TEACHER_CONFIG["num_hidden_layers"]))
     return ",".join(str(t) for t in layers)
 
 

@@ -1,4 +1,4 @@
-"""Shared cases for the cross-backend check of kdlib.ops (used by tests/test_ops.py).
+"""Shared cases for the cross-backend check of kdlib.distill.ops (used by tests/test_ops.py).
 
 ``make_inputs(seed)`` builds numpy inputs; ``compute(B, arrays)`` runs every operator on backend
 ``B`` and returns each loss and its gradient w.r.t. the student inputs as plain lists. The PyTorch
@@ -38,7 +38,7 @@ def make_inputs(seed: int = 0) -> dict[str, np.ndarray]:
 
 def compute(B, arrays: dict) -> dict[str, dict]:
     """Every operator on backend ``B``: {case: {"loss": float, "grad": nested list}}."""
-    from kdlib import ops
+    from kdlib.distill import ops
 
     def leaf(name):
         x = B.tensor(arrays[name])

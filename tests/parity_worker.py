@@ -9,7 +9,7 @@ Both sides load the same kdflow checkpoint and inputs (``input_ids``, ``attentio
 
 * ``logits``, ``hidden.<i>`` (the L + 1 hidden states) and ``attention.<i>`` (the L score tensors);
 * ``grad1.<name>``: the gradient of the hard-label cross-entropy for every parameter;
-* ``step1.<name>``: the weights after one step of :func:`kdlib.train.make_optimizer` (AdamW,
+* ``step1.<name>``: the weights after one step of :func:`kdlib.distill.train.make_optimizer` (AdamW,
   lr 1e-3, weight decay 0.1); ``grad2.<name>`` and ``step2.<name>``: the same for a second step
   on the same batch (moments and bias correction carried over).
 """
@@ -24,7 +24,8 @@ LR, WEIGHT_DECAY = 1e-3, 0.1   # lr * wd * |w| ~ 3e-5: weight decay shows above 
 
 
 def run(B, checkpoint_dir, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from kdlib import checkpoint, teacher, train
+    from kdlib.distill import teacher, train
+    from kdlib.models import checkpoint
 
     model, _ = checkpoint.load_checkpoint(B, checkpoint_dir)
     model.eval()                                               # dropout off on both sides

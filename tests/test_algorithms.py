@@ -1,4 +1,4 @@
-"""The distillation recipes (kdlib.algorithms) and the distill stage (kdlib.distill,
+"""The distillation recipes (kdlib.distill.recipes) and the distill stage (kdlib.distill.student,
 workflow_scripts/distill.py) on tiny models, in this runtime's backend.
 
 * every recipe trains end to end through :func:`kdlib.distill.distill` and leaves a loadable
@@ -22,17 +22,19 @@ import subprocess
 
 import numpy as np
 import pytest
-
 import tinydata
 from conftest import HAS_TORCH, ONEFLOW_PYTHON, REPO
-from kdlib import algorithms, cache, checkpoint, config, ofrecord, train
-from kdlib.convert import read_vocab
-from kdlib.distill import distill, phase_configs
+
+from kdlib import config
+from kdlib.data import batching
+from kdlib.data.convert import read_vocab
+from kdlib.data.ofrecord import RecordWriter, iter_records, record_file
+from kdlib.data.tasks import get_task
+from kdlib.distill import logit_cache, recipes, train
+from kdlib.distill.layers import export_layers
+from kdlib.distill.student import distill, phase_configs
 from kdlib.errors import ConfigError
-from kdlib.export import export_layers
-from kdlib.models import load_pretrained_bert
-from kdlib.ofrecord import RecordWriter, iter_records, record_file
-from kdlib.tasks import get_task
+from kdlib.models import checkpoint, load_pretrained_bert
 from workflow_scripts import distill as distill_script
 
 TASK = get_task("sst2")                       # binary, metric accuracy
@@ -101,7 +103,7 @@ def data(tmp_path_factory, B):
                                                          "role": "teacher"})
     tinydata.write_records(root / "bert", n_train=N_TRAIN, n_dev=N_DEV, seed=0)
     write_word_records(root / "bert", root / "lstm")
-    cache.cache_logits(B, TASK, root / "teacher", root / "bert", root / "logits.npz")
+    logit_cache.cache_logits(B, TASK, root / "teacher", root / "bert", root / "logits.npz")
     return root
 
 
@@ -112,7 +114,7 @@ def teacher_cfg(data):
 
 def first_batch(records, split="train"):
     """A fixed batch of shuffled records (so batch["index"] is not 0..7), at step 0."""
-    batch = next(iter(ofrecord.batches(record_file(records, split), BATCH, shuffle_buffer=64, seed=5)))
+    batch = next(iter(batching.batches(record_file(records, split), BATCH, shuffle_buffer=64, seed=5)))
     assert sorted(batch["index"].tolist()) != list(range(BATCH))
     batch["step"] = 0
     return batch
@@ -122,18 +124,18 @@ def context(B, data, spec, name="s", logits=None):
     """The Context distill() would build, with the init folder exported when the spec needs one."""
     lstm = spec["architecture"]["model"] == "bilstm"
     records = data / ("lstm" if lstm else "bert")
-    ctx = algorithms.Context(B, TASK, records, teacher_dir=data / "teacher",
+    ctx = recipes.Context(B, TASK, records, teacher_dir=data / "teacher",
                              vocab_size=len(read_vocab(records / "vocab.txt")) if lstm else None)
-    ctx.logits = logits if logits is not None else cache.load_logits(data / "logits.npz", records, TASK)
+    ctx.logits = logits if logits is not None else logit_cache.load_logits(data / "logits.npz", records, TASK)
     if spec["architecture"]["init"] == "teacher":
-        layers = algorithms.init_layers(spec, TEACHER["num_hidden_layers"])
+        layers = recipes.init_layers(spec, TEACHER["num_hidden_layers"])
         folder = data / "init" / name / "_".join(map(str, layers))
         ctx.init_dir = export_layers(data / "teacher", layers, folder)
     return ctx
 
 
 def phases_of(B, data, spec, name="s", logits=None, student=None):
-    recipe = algorithms.get_recipe(spec["algorithm"])
+    recipe = recipes.get_recipe(spec["algorithm"])
     ctx = context(B, data, spec, name, logits)
     B.seed(0)
     student = student if student is not None else recipe.build(ctx, spec)
@@ -149,7 +151,7 @@ def value(B, t) -> float:
 
 
 def np_inputs_logits(B, model, batch, **kw):
-    from kdlib.evaluate import model_inputs
+    from kdlib.data.batching import model_inputs
     with B.no_grad():
         out = model(**model_inputs(B, batch), **kw)
     return out
@@ -188,12 +190,12 @@ def test_every_recipe_trains_end_to_end(name, data, teacher_cfg, B, tmp_path):
     cfg = make_config(STUDENTS)
     config.check_students(cfg, teacher_cfg)                        # the workflow's check passes
     spec = config.student_spec(cfg, name)
-    recipe = algorithms.get_recipe(spec["algorithm"])
+    recipe = recipes.get_recipe(spec["algorithm"])
     lstm = spec["architecture"]["model"] == "bilstm"
     records = data / ("lstm" if lstm else "bert")
     init_dir = None
     if spec["architecture"]["init"] == "teacher":
-        init_dir = export_layers(data / "teacher", algorithms.init_layers(spec, 4), tmp_path / "init")
+        init_dir = export_layers(data / "teacher", recipes.init_layers(spec, 4), tmp_path / "init")
     out, work = tmp_path / "out", tmp_path / "work"
     results = distill(B, TASK, name, spec, records=records, out_dir=out, work_dir=work,
                       teacher_dir=None if lstm else data / "teacher",
@@ -213,7 +215,7 @@ def test_every_recipe_trains_end_to_end(name, data, teacher_cfg, B, tmp_path):
         assert model.config.num_hidden_layers == layers == len(model.encoder.layer)
     else:
         assert model.config.vocab_size == len(read_vocab(records / "vocab.txt"))
-    from kdlib.evaluate import predict
+    from kdlib.evaluate.evaluation import predict
     logits, labels = predict(B, model, record_file(records, "dev"))
     assert logits.shape == (N_DEV, 2) and np.isfinite(logits).all()
 
@@ -231,7 +233,7 @@ def test_every_recipe_trains_end_to_end(name, data, teacher_cfg, B, tmp_path):
 def learnable(tmp_path_factory, B):
     """A teacher fine-tuned on the tiny majority rule (192 train, 96 dev examples), its logit
     cache and both record folders: enough for every recipe to learn the rule."""
-    from kdlib import teacher
+    from kdlib.distill import teacher
 
     root = tmp_path_factory.mktemp("learnable")
     tinydata.write_pretrained(root / "pretrained", seed=0, **TEACHER)
@@ -239,7 +241,7 @@ def learnable(tmp_path_factory, B):
     write_word_records(root / "bert", root / "lstm")
     cfg = train.TrainConfig(epochs=6, batch_size=16, lr=3e-3, save_every=1000, seed=0)
     teacher.finetune(B, TASK, root / "bert", root / "pretrained", root / "teacher", root / "work", cfg)
-    cache.cache_logits(B, TASK, root / "teacher", root / "bert", root / "logits.npz")
+    logit_cache.cache_logits(B, TASK, root / "teacher", root / "bert", root / "logits.npz")
     return root
 
 
@@ -247,17 +249,17 @@ def learnable(tmp_path_factory, B):
 def test_every_recipe_learns_more_than_the_majority_class(name, learnable, B, tmp_path):
     """A constant predictor scores the majority-class rate; every trained student must beat it
     clearly on dev (the teacher gets about 0.9 on this rule)."""
-    from kdlib.evaluate import evaluate
+    from kdlib.evaluate.evaluation import evaluate
 
     lr = 1e-2 if name == "lstm" else 3e-3              # the small BiLSTM learns slowly at 3e-3
     spec = spec_of(name, train={"epochs": 8, "lr": lr, "batch_size": 16, "eval_every": 0},
                    first_phase_train={"epochs": 8, "lr": lr, "batch_size": 16})
-    recipe = algorithms.get_recipe(spec["algorithm"])
+    recipe = recipes.get_recipe(spec["algorithm"])
     lstm = spec["architecture"]["model"] == "bilstm"
     records = learnable / ("lstm" if lstm else "bert")
     init_dir = None
     if spec["architecture"]["init"] == "teacher":
-        init_dir = export_layers(learnable / "teacher", algorithms.init_layers(spec, 4), tmp_path / "init")
+        init_dir = export_layers(learnable / "teacher", recipes.init_layers(spec, 4), tmp_path / "init")
     distill(B, TASK, name, spec, records=records, out_dir=tmp_path / "out", work_dir=tmp_path / "work",
             teacher_dir=None if lstm else learnable / "teacher",
             logits=learnable / "logits.npz" if recipe.needs_logits else None, init_dir=init_dir)
@@ -506,7 +508,7 @@ def test_tinybert_prediction_phase_continues_from_the_intermediate_phase(B, data
     after_phase_1, _ = run_phase(B, data, spec, 0, tmp_path / "phase1", name="tiny")
     after_phase_1 = checkpoint.state_dict_numpy(after_phase_1)
     B.seed(0)
-    initial = checkpoint.state_dict_numpy(algorithms.get_recipe("tinybert").build(
+    initial = checkpoint.state_dict_numpy(recipes.get_recipe("tinybert").build(
         context(B, data, spec), spec))
     distill(B, TASK, "tiny", spec, records=data / "bert", out_dir=tmp_path / "out",
             work_dir=tmp_path / "work", teacher_dir=data / "teacher", logits=data / "logits.npz")
@@ -519,10 +521,10 @@ def test_tinybert_prediction_phase_continues_from_the_intermediate_phase(B, data
 
 def test_theseus_linear_schedule_rises_at_every_step():
     hp = {"scheduler": "linear", "replace_rate": 0.5}
-    rates = [algorithms.replacement_rate(hp, step, 10) for step in range(12)]
+    rates = [recipes.replacement_rate(hp, step, 10) for step in range(12)]
     assert rates[:11] == pytest.approx([0.5 + 0.05 * k for k in range(11)])
     assert rates[11] == 1.0                                       # capped beyond the last step
-    assert algorithms.replacement_rate({"scheduler": "constant", "replace_rate": 0.3}, 7, 10) == 0.3
+    assert recipes.replacement_rate({"scheduler": "constant", "replace_rate": 0.3}, 7, 10) == 0.3
 
 
 def test_theseus_replacement_uses_the_schedule_between_the_ends(B, data):
@@ -578,15 +580,15 @@ def test_the_default_students_pass_the_check(teacher_cfg):
     cfg = make_config(STUDENTS)
     config.check_students(cfg, teacher_cfg)
     spec = config.student_spec(cfg, "pkd")
-    student = algorithms.student_config(spec, teacher_cfg, 2)
+    student = recipes.student_config(spec, teacher_cfg, 2)
     assert (student.hidden_size, student.intermediate_size, student.num_attention_heads) == (32, 64, 4)
-    kd = algorithms.student_config(config.student_spec(cfg, "kd"), teacher_cfg, 2)
+    kd = recipes.student_config(config.student_spec(cfg, "kd"), teacher_cfg, 2)
     assert (kd.hidden_size, kd.intermediate_size, kd.num_attention_heads) == (16, 32, 4)
     # a narrower student without an FFN width gets 4 x its own width
     spec = config.student_spec(make_config({"s": {"algorithm": "none", "architecture": {"hidden": 16}}}), "s")
-    assert algorithms.student_config(spec, teacher_cfg, 2).intermediate_size == 64
-    assert algorithms.init_layers(config.student_spec(cfg, "pkd"), 4) == [2, 4]
-    assert algorithms.init_layers(config.student_spec(cfg, "theseus"), 4) == [1, 2]
+    assert recipes.student_config(spec, teacher_cfg, 2).intermediate_size == 64
+    assert recipes.init_layers(config.student_spec(cfg, "pkd"), 4) == [2, 4]
+    assert recipes.init_layers(config.student_spec(cfg, "theseus"), 4) == [1, 2]
 
 
 # ---- the distill script ------------------------------------------------------------------------------
@@ -646,16 +648,19 @@ def test_distill_script_trains_a_student(data, tmp_path, capsys):
 _KD_LOSS = """
 import json, sys
 from pathlib import Path
-from kdlib import algorithms, backend, cache, checkpoint, ofrecord
-from kdlib.tasks import get_task
+from kdlib import backend
+from kdlib.data import batching, ofrecord
+from kdlib.data.tasks import get_task
+from kdlib.distill import logit_cache, recipes
+from kdlib.models import checkpoint
 B = backend.load("{backend}", "cpu")
 spec, root = json.loads(sys.argv[1]), Path(sys.argv[2])
 task = get_task("sst2")
-ctx = algorithms.Context(B, task, root / "bert")
-ctx.logits = cache.load_logits(root / "logits.npz", root / "bert", task)
+ctx = recipes.Context(B, task, root / "bert")
+ctx.logits = logit_cache.load_logits(root / "logits.npz", root / "bert", task)
 student, _ = checkpoint.load_checkpoint(B, root / "student")
-(phase,) = algorithms.get_recipe("kd").phases(ctx, spec, student, [None])
-batch = next(iter(ofrecord.batches(ofrecord.record_file(root / "bert", "train"), 8, shuffle_buffer=64,
+(phase,) = recipes.get_recipe("kd").phases(ctx, spec, student, [None])
+batch = next(iter(batching.batches(ofrecord.record_file(root / "bert", "train"), 8, shuffle_buffer=64,
                                    seed=5)))
 batch["step"] = 0
 loss, parts = phase.loss_fn(batch)
@@ -668,10 +673,10 @@ def test_kd_loss_agrees_across_backends(B, data, tmp_path):
     spec = spec_of("kd")
     ctx = context(B, data, spec)
     B.seed(0)
-    student = algorithms.get_recipe("kd").build(ctx, spec)
+    student = recipes.get_recipe("kd").build(ctx, spec)
     checkpoint.save_checkpoint(student, data / "student")
     student.eval()
-    (phase,) = algorithms.get_recipe("kd").phases(ctx, spec, student, [None])
+    (phase,) = recipes.get_recipe("kd").phases(ctx, spec, student, [None])
     loss, parts = phase.loss_fn(first_batch(data / "bert"))
     results = {"torch": {"loss": value(B, loss), "soft": value(B, parts["soft"])}}
     out = subprocess.run([str(ONEFLOW_PYTHON), "-c", _KD_LOSS.format(backend="oneflow"), json.dumps(spec),
@@ -694,7 +699,7 @@ def test_theseus_step_that_keeps_every_teacher_module_trains_on(B, data, teacher
     assert all(np.array_equal(after[k], init[k]) for k in after)   # phase 1 changed nothing
     assert result.skipped_steps == result.steps == N_TRAIN // BATCH
 
-    init_dir = export_layers(data / "teacher", algorithms.init_layers(spec, 4), tmp_path / "init")
+    init_dir = export_layers(data / "teacher", recipes.init_layers(spec, 4), tmp_path / "init")
     results = distill(B, TASK, "theseus", spec, records=data / "bert", out_dir=tmp_path / "out",
                       work_dir=tmp_path / "work", teacher_dir=data / "teacher", init_dir=init_dir)
     assert [r.steps for r in results] == [N_TRAIN // BATCH] * 2

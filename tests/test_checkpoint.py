@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdlib.checkpoint import (load_checkpoint, load_state_numpy, save_checkpoint, state_dict_numpy)
 from kdlib.errors import DataError
 from kdlib.models import BertConfig, LstmConfig, build_bert, build_bilstm
+from kdlib.models.checkpoint import load_checkpoint, load_state_numpy, save_checkpoint, state_dict_numpy
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHONS = {"torch": REPO / ".venv" / "bin" / "python", "oneflow": REPO / ".venv-oneflow" / "bin" / "python"}

@@ -23,7 +23,8 @@ import pandas as pd
 import pytest
 from tokenizers import BertWordPieceTokenizer
 
-from kdlib import builtin, models, ofrecord, tasks
+from kdlib import models
+from kdlib.data import builtin, ofrecord, tasks
 from tests.localhttp import dead_port, serve
 from workflow_scripts import ofrecord_bert, ofrecord_lstm, prepare_builtin
 

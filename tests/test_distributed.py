@@ -20,10 +20,10 @@ import sys
 
 import numpy as np
 import pytest
-
 import tinydata
 from conftest import HAS_ONEFLOW, HAS_TORCH, REPO
-from kdlib import ofrecord
+
+from kdlib.data import batching
 
 HPARAMS = {"epochs": 2, "batch_size": 8, "lr": 1e-3, "save_every": 4, "shuffle_buffer": 16,
            "seed": 7, "bucket": 2}
@@ -113,9 +113,9 @@ def check_equivalent_and_written_once(data, one: str, two: str, stderr: str) -> 
 def test_shards_split_each_global_batch_with_weights_that_make_its_mean(tmp_path):
     path = tinydata.write_split(tmp_path / "train.of_record-0", tinydata.make_examples(19, seed=1))
     opts = dict(shuffle_buffer=8, seed=3, epoch=1, bucket=2)
-    whole = list(ofrecord.batches(path, 8, **opts))
+    whole = list(batching.batches(path, 8, **opts))
     for world in (2, 3):
-        shards = [list(ofrecord.batches(path, 8, shard=(r, world), **opts)) for r in range(world)]
+        shards = [list(batching.batches(path, 8, shard=(r, world), **opts)) for r in range(world)]
         assert all(len(s) == len(whole) for s in shards)
         for k, batch in enumerate(whole):
             parts = [s[k] for s in shards]
@@ -131,7 +131,7 @@ def test_shards_split_each_global_batch_with_weights_that_make_its_mean(tmp_path
             mean = sum(p["shard_weight"] * np.mean([by_index[i] for i in p["index"]]) for p in parts) / world
             assert mean == pytest.approx(values.mean())
     # the last batch of 19 = 2 x 8 + 3 leaves rank 3 of 4 nothing: it borrows a row at weight 0
-    last = [list(ofrecord.batches(path, 8, shard=(r, 4)))[-1] for r in range(4)]
+    last = [list(batching.batches(path, 8, shard=(r, 4)))[-1] for r in range(4)]
     assert [len(p["index"]) for p in last] == [1, 1, 1, 1]
     assert [p["shard_weight"] for p in last] == [4 / 3, 4 / 3, 4 / 3, 0.0]
 
@@ -154,7 +154,7 @@ def test_two_torch_processes_match_one_and_only_rank_0_writes(data, torch_runs):
 
 def test_an_interrupted_run_resumes_exactly_with_another_process_count(data, torch_runs, monkeypatch):
     """One process stops at step 7 (its last resume state is from step 4); two processes finish it."""
-    from kdlib import teacher
+    from kdlib.distill import teacher
     from workflow_scripts import finetune_teacher
 
     class Stop(Exception):

@@ -1,4 +1,4 @@
-"""kdlib.download and the download_glue stage, against a local http.server started by each test."""
+"""kdlib.data.download and the download_glue stage, against a local http.server started by each test."""
 from __future__ import annotations
 
 import io
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-import kdlib.download as dl
-from kdlib.download import DownloadError, fetch_glue
+import kdlib.data.download as dl
+from kdlib.data.download import DownloadError, fetch_glue
+from kdlib.data.tasks import get_task, read_split
 from kdlib.errors import ConfigError, DataError, KdflowError
-from kdlib.tasks import get_task, read_split
 from tests.localhttp import dead_port, serve
 from workflow_scripts import download_glue
 

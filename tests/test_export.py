@@ -1,5 +1,5 @@
-"""Teacher-layer export (kdlib.export, workflow_scripts/export_teacher_layers.py) and the teacher
-logit cache (kdlib.cache, workflow_scripts/cache_teacher_logits.py), in this runtime's backend.
+"""Teacher-layer export (kdlib.distill.layers, workflow_scripts/export_teacher_layers.py) and the teacher
+logit cache (kdlib.distill.logit_cache, workflow_scripts/cache_teacher_logits.py), in this runtime's backend.
 
 An exported layer is the teacher's layer, bit for bit: fed the teacher's hidden state below it, it
 gives the teacher's output. The cache holds one row per record of every split, in file order, and
@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import tinydata
 from conftest import HAS_TORCH
-from kdlib import cache, checkpoint, ofrecord
+
+from kdlib.data import batching
+from kdlib.data.batching import model_inputs
+from kdlib.data.ofrecord import iter_records, record_file
+from kdlib.data.tasks import get_task
+from kdlib.distill import logit_cache
+from kdlib.distill.layers import export_layers, first_layers, select_layers, skip_layers
 from kdlib.errors import ConfigError, DataError
-from kdlib.evaluate import model_inputs, predict
-from kdlib.export import export_layers, first_layers, select_layers, skip_layers
-from kdlib.models import extended_mask, load_pretrained_bert
-from kdlib.ofrecord import iter_records, record_file
-from kdlib.tasks import get_task
+from kdlib.evaluate.evaluation import predict
+from kdlib.models import checkpoint, extended_mask, load_pretrained_bert
 from workflow_scripts import cache_teacher_logits, export_teacher_layers
 
 TASK = get_task("sst2")
@@ -97,7 +99,7 @@ def test_exported_layers_are_the_teachers_own(data, tmp_path, B):
     # fed the teacher's state below it, each student layer gives the teacher layer's output
     teacher, _ = checkpoint.load_checkpoint(B, data / "teacher")
     student, _ = checkpoint.load_checkpoint(B, out)
-    batch = next(iter(ofrecord.batches(record_file(data / "bert", "dev"), 8)))
+    batch = next(iter(batching.batches(record_file(data / "bert", "dev"), 8)))
     inputs = model_inputs(B, batch)
     ext = extended_mask(inputs["attention_mask"])
     with B.no_grad():
@@ -155,9 +157,9 @@ def one_by_one(B, model, path) -> np.ndarray:
 
 def test_cache_holds_the_teachers_logits_in_record_order(data, tmp_path, B):
     out = tmp_path / "logits.npz"
-    rows = cache.cache_logits(B, TASK, data / "teacher", data / "bert", out, batch_size=7)
+    rows = logit_cache.cache_logits(B, TASK, data / "teacher", data / "bert", out, batch_size=7)
     assert rows == {"train": N_TRAIN, "dev": N_DEV}
-    arrays = cache.load_logits(out, data / "bert", TASK)
+    arrays = logit_cache.load_logits(out, data / "bert", TASK)
     assert sorted(arrays) == ["dev", "train"]
     teacher, _ = checkpoint.load_checkpoint(B, data / "teacher")
     for split, n in rows.items():
@@ -171,7 +173,7 @@ def test_predict_returns_every_row_in_file_order(data, B):
     """Evaluation batches come from length-sorted pools; the rows must come back in file order.
     (The tiny records differ in encoded size, so the pools really reorder them.)"""
     path = record_file(data / "bert", "train")
-    order = np.concatenate([b["index"] for b in ofrecord.batches(path, 5, bucket=20)])
+    order = np.concatenate([b["index"] for b in batching.batches(path, 5, bucket=20)])
     assert sorted(order.tolist()) == list(range(N_TRAIN)) and order.tolist() != list(range(N_TRAIN))
     teacher, _ = checkpoint.load_checkpoint(B, data / "teacher")
     logits, labels = predict(B, teacher, path, batch_size=5)
@@ -183,24 +185,24 @@ def test_cache_of_the_wrong_width_is_refused(data, tmp_path):
     wide = tmp_path / "wide.npz"
     np.savez(wide, train=np.zeros((N_TRAIN, 3), np.float32), dev=np.zeros((N_DEV, 3), np.float32))
     with pytest.raises(DataError) as info:
-        cache.load_logits(wide, data / "bert", TASK)
+        logit_cache.load_logits(wide, data / "bert", TASK)
     message = str(info.value)
     assert "\n" not in message and str(wide) in message and "2 column(s)" in message, message
 
 
 def test_cache_that_does_not_line_up_is_refused(data, tmp_path, B):
     out = tmp_path / "logits.npz"
-    cache.cache_logits(B, TASK, data / "teacher", data / "bert", out)
+    logit_cache.cache_logits(B, TASK, data / "teacher", data / "bert", out)
     other = tinydata.write_records(tmp_path / "other", n_train=N_TRAIN + 1, n_dev=N_DEV, seed=4)
     with pytest.raises(DataError) as info:
-        cache.load_logits(out, other, TASK)
+        logit_cache.load_logits(out, other, TASK)
     message = str(info.value)
     assert "\n" not in message and str(out) in message and f"{N_TRAIN} train logits" in message
     assert str(other) in message
 
     np.savez(tmp_path / "dev_only.npz", dev=np.zeros((N_DEV, 2), np.float32))
     with pytest.raises(DataError, match="no logits for split train"):
-        cache.load_logits(tmp_path / "dev_only.npz", data / "bert", TASK)
+        logit_cache.load_logits(tmp_path / "dev_only.npz", data / "bert", TASK)
 
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"this is not a numpy archive\n" * 10)
@@ -211,7 +213,7 @@ def test_cache_that_does_not_line_up_is_refused(data, tmp_path, B):
         np.save(fh, np.zeros((N_TRAIN, 2), np.float32))
     for path in (garbage, truncated, bare, tmp_path / "missing.npz"):
         with pytest.raises(DataError) as info:
-            cache.load_logits(path, data / "bert", TASK)
+            logit_cache.load_logits(path, data / "bert", TASK)
         message = str(info.value)
         assert "\n" not in message and message.startswith(str(path)), message
 

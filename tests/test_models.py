@@ -10,11 +10,19 @@ import math
 import numpy as np
 import pytest
 
-from kdlib.checkpoint import load_state_numpy, state_dict_numpy
 from kdlib.errors import ConfigError, DataError
-from kdlib.models import (MASK_VALUE, BertConfig, LstmConfig, build_bert, build_bilstm, extended_mask,
-                          load_pretrained_bert, resolve_pretrained)
+from kdlib.models import (
+    MASK_VALUE,
+    BertConfig,
+    LstmConfig,
+    build_bert,
+    build_bilstm,
+    extended_mask,
+    load_pretrained_bert,
+    resolve_pretrained,
+)
 from kdlib.models.bert import build_layer
+from kdlib.models.checkpoint import load_state_numpy, state_dict_numpy
 
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=64, max_position_embeddings=16)

@@ -1,4 +1,4 @@
-"""kdlib.ofrecord: the codec against protobuf, file framing and errors, batches, and OneFlow."""
+"""kdlib.data.ofrecord: the codec against protobuf, file framing and errors, batches, and OneFlow."""
 from __future__ import annotations
 
 import itertools
@@ -6,12 +6,15 @@ import os
 import struct
 
 import numpy as np
+import ofrecord_reference
 import pytest
 
-from kdlib import backend, ofrecord
+from kdlib import backend
+from kdlib.data import batching, protobuf, wire
+from kdlib.data.batching import batches
+from kdlib.data.ofrecord import BERT_FEATURES, RecordWriter, count_records, iter_records, record_file
+from kdlib.data.wire import decode_record, encode_batch, encode_record
 from kdlib.errors import DataError
-from kdlib.ofrecord import (BERT_FEATURES, RecordWriter, batches, count_records, decode_record,
-                            encode_batch, encode_record, iter_records, record_file)
 
 # Values at every varint width boundary, and the extremes of each type.
 INT32_EDGES = [0, 1, 127, 128, 16383, 16384, 2**21 - 1, 2**21, 2**28 - 1, 2**28, 2**31 - 1,
@@ -68,10 +71,10 @@ def test_round_trip_every_type_and_byte_identical_to_protobuf():
         "ünïcode key": np.array([7], np.int32),
     }
     payload = encode_record(features)
-    assert payload == ofrecord._encode_with_protobuf(features)
+    assert payload == ofrecord_reference.encode_with_protobuf(features)
     want = {k: (v.ravel() if v.dtype != object else v) for k, v in features.items()}
     assert_same_features(decode_record(payload), want)
-    assert_same_features(ofrecord._decode_with_protobuf(payload), want)
+    assert_same_features(protobuf.decode_with_protobuf(payload), want)
 
 
 def test_value_conversions():
@@ -104,9 +107,9 @@ def test_fast_codec_matches_protobuf_on_random_records():
             dtype = dtypes[rng.integers(len(dtypes))]
             features[f"f{k}"] = makers[dtype](int(rng.integers(0, 40))).astype(dtype)
         payload = encode_record(features)
-        assert payload == ofrecord._encode_with_protobuf(features)
+        assert payload == ofrecord_reference.encode_with_protobuf(features)
         assert_same_features(decode_record(payload), features)
-        assert_same_features(ofrecord._decode_with_protobuf(payload), features)
+        assert_same_features(protobuf.decode_with_protobuf(payload), features)
 
 
 def test_encode_batch_equals_encode_record():
@@ -133,8 +136,8 @@ def test_non_canonical_payloads_go_through_protobuf():
     feature = b"\x22" + bytes([len(unpacked_list)]) + unpacked_list
     entry = b"\x12" + bytes([len(feature)]) + feature + b"\x0a\x01x"
     payload = b"\x0a" + bytes([len(entry)]) + entry
-    with pytest.raises(ofrecord._NotCanonical):
-        ofrecord._split_record(payload)
+    with pytest.raises(wire.NotCanonical):
+        wire.split_record(payload)
     assert_same_features(decode_record(payload), {"x": np.array([1, 300], np.int32)})
 
 
@@ -317,7 +320,7 @@ def test_shuffle_buffer_is_bounded(tmp_path):
     assert sorted(whole) == list(range(300)) and whole[:20] != list(range(20))
     # the shuffle is a stream: it yields from an endless input while holding `buffer` items
     rng = np.random.default_rng(0)
-    head = list(itertools.islice(ofrecord._shuffled(itertools.count(), buffer, rng), 1000))
+    head = list(itertools.islice(batching.shuffled(itertools.count(), buffer, rng), 1000))
     assert len(set(head)) == 1000 and all(v <= k + buffer for k, v in enumerate(head))
 
 

@@ -1,4 +1,4 @@
-"""kdlib.ops: golden values against numpy, gradients, masking, mappings and backend agreement.
+"""kdlib.distill.ops: golden values against numpy, gradients, masking, mappings and backend agreement.
 
 Runs in both runtimes: the backend fixture picks PyTorch in .venv and OneFlow in .venv-oneflow.
 References are computed independently in float64 numpy; the backends compute in float32.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import kdlib.backend
-from kdlib import ops
+from kdlib.distill import ops
 from kdlib.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

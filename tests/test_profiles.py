@@ -19,11 +19,10 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import HAS_SNAKEMAKE, ONEFLOW_PYTHON, REPO, TORCH_PYTHON
+
 from kdlib import backend
 from workflow_scripts import _cli
-
 
 # ---- the CPUs a stage may use --------------------------------------------------------------------
 
@@ -285,7 +284,7 @@ def fake_slurm(tmp_path) -> dict:
 def with_teacher_inputs(work) -> None:
     """The records the teacher trains on, as if the data job had run (written in order: each file is
     at least as new as those it comes from)."""
-    from kdlib import tasks
+    from kdlib.data import tasks
 
     task = tasks.get_task("sst2")
     files = [work / tasks.glue_file("data/glue", task, split) for split in task.splits]

@@ -1,4 +1,4 @@
-"""The metrics report (kdlib.report, workflow_scripts/report.py, rules/report.smk): baseline pairing,
+"""The metrics report (kdlib.evaluate.report, workflow_scripts/report.py, rules/report.smk): baseline pairing,
 table rows and values, the Markdown/CSV/HTML/PNG outputs, one-line errors, and the rule's planning.
 
 The eval JSONs are made up here, so every expected number is computed from them. Tests that draw
@@ -17,9 +17,10 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import HAS_SNAKEMAKE, REPO
-from kdlib import config, report
+
+from kdlib import config
+from kdlib.evaluate import report
 from workflow_scripts import report as report_script
 
 TASK = "sst2"
@@ -301,8 +302,8 @@ def test_the_report_of_eval_jsons_that_evaluate_model_wrote(B, tmp_path):
     report's baseline and gain."""
     import numpy as np
     import tinydata
-    from kdlib import checkpoint
-    from kdlib.models import BertConfig, build_bert
+
+    from kdlib.models import BertConfig, build_bert, checkpoint
     from workflow_scripts import evaluate_model
 
     records = tinydata.write_records(tmp_path / "records", n_train=8, n_dev=40, seed=2)

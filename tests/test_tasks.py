@@ -2,8 +2,9 @@
 import pandas as pd
 import pytest
 
-from kdlib import metrics, tasks
+from kdlib.data import tasks
 from kdlib.errors import ConfigError, DataError
+from kdlib.evaluate import metrics
 
 
 def test_registry_covers_glue_and_builtin():

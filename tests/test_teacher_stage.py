@@ -18,10 +18,11 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
-
 import tinydata
 from conftest import HAS_TORCH, REPO
-from kdlib import checkpoint, train
+
+from kdlib.distill import train
+from kdlib.models import checkpoint
 from workflow_scripts import evaluate_model, finetune_teacher
 
 TASK = "sst2"                                    # binary, metric: accuracy
@@ -191,7 +192,7 @@ class Stop(Exception):
 
 def interrupted_run(data, name, monkeypatch, at_step=20, **hparams):
     """The stage, in this process, stopped at ``at_step`` (a resume state is left in work/)."""
-    from kdlib import teacher
+    from kdlib.distill import teacher
 
     real = teacher.supervised_loss_fn
 

@@ -1,4 +1,4 @@
-"""The generic training loop (kdlib.train): schedule, optimizer groups, determinism, exact resume,
+"""The generic training loop (kdlib.distill.train): schedule, optimizer groups, determinism, exact resume,
 divergence, and PyTorch/OneFlow parity of the model and of one AdamW step.
 
 Runs in both runtimes with that runtime's backend (the ``B`` fixture of conftest.py); the parity
@@ -11,17 +11,18 @@ import math
 import subprocess
 
 import numpy as np
-import pytest
-
 import parity_worker
+import pytest
 import tinydata
 from conftest import HAS_TORCH, ONEFLOW_PYTHON, REPO
-from kdlib import checkpoint, ofrecord, train
+
+from kdlib.data import ofrecord
+from kdlib.data.tasks import get_task
+from kdlib.distill import train
+from kdlib.distill.teacher import supervised_loss_fn
 from kdlib.errors import ConfigError, KdflowError
-from kdlib.evaluate import dev_evaluator, evaluate
-from kdlib.models import BertConfig, build_bert
-from kdlib.tasks import get_task
-from kdlib.teacher import supervised_loss_fn
+from kdlib.evaluate.evaluation import dev_evaluator, evaluate
+from kdlib.models import BertConfig, build_bert, checkpoint
 
 TASK = get_task("sst2")
 
@@ -363,7 +364,7 @@ def test_a_record_file_cut_at_a_record_boundary_is_refused(B, tmp_path):
     for split in ("train", "dev"):
         path = ofrecord.record_file(folder, split)
         whole = path.read_bytes()
-        records = list(ofrecord._iter_payloads(path))
+        records = list(ofrecord.iter_payloads(path))
         half = sum(8 + len(p) for _, p in records[:len(records) // 2])
         path.write_bytes(whole[:half])                       # exactly at a record boundary
         with pytest.raises(KdflowError) as info:

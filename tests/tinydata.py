@@ -117,7 +117,7 @@ def make_examples(n: int, seed: int, max_length: int = MAX_LENGTH) -> dict[str, 
 
 
 def write_split(path: str | Path, examples: dict[str, np.ndarray]) -> Path:
-    from kdlib.ofrecord import RecordWriter
+    from kdlib.data.ofrecord import RecordWriter
 
     with RecordWriter(path) as w:
         for i in range(len(examples["label_ids"])):
@@ -128,7 +128,7 @@ def write_split(path: str | Path, examples: dict[str, np.ndarray]) -> Path:
 def write_records(folder: str | Path, n_train: int = 96, n_dev: int = 48, seed: int = 0,
                   dev_split: str = "dev") -> Path:
     """``folder/train.of_record-0`` and ``folder/<dev_split>.of_record-0`` of the majority rule."""
-    from kdlib.ofrecord import record_file
+    from kdlib.data.ofrecord import record_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

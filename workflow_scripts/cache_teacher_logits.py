@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kdlib import cache, tasks
+from kdlib.data import tasks
+from kdlib.distill import logit_cache
 from workflow_scripts._cli import add_runtime_args, backend_from, guarded
 
 
@@ -24,7 +25,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     task = tasks.get_task(args.task)
     B = backend_from(args)
-    rows = cache.cache_logits(B, task, args.teacher, args.records, args.out, args.batch_size)
+    rows = logit_cache.cache_logits(B, task, args.teacher, args.records, args.out, args.batch_size)
     print(f"teacher logits for {task.name}: {rows}; wrote {args.out}", file=sys.stderr)
     return 0
 

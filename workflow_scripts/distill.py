@@ -5,8 +5,9 @@ import argparse
 import json
 import sys
 
-from kdlib import config, tasks
-from kdlib.distill import distill
+from kdlib import config
+from kdlib.data import tasks
+from kdlib.distill.student import distill
 from kdlib.errors import ConfigError
 from workflow_scripts._cli import add_runtime_args, backend_from, guarded
 

@@ -4,7 +4,7 @@
 
 The workflow downloads into data/download/ and names data/glue/ as the --hand-root, the folder
 where a user may place the files by hand instead. All the work is in
-:func:`kdlib.download.fetch_glue`.
+:func:`kdlib.data.download.fetch_glue`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kdlib.download import DEFAULT_BASE_URL, DEFAULT_MRPC_URL, fetch_glue
+from kdlib.data.download import DEFAULT_BASE_URL, DEFAULT_MRPC_URL, fetch_glue
 from workflow_scripts._cli import guarded
 
 

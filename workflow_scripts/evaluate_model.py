@@ -5,8 +5,9 @@ import argparse
 import json
 import sys
 
-from kdlib import evaluate, tasks
+from kdlib.data import tasks
 from kdlib.errors import DataError
+from kdlib.evaluate import evaluation
 from kdlib.io import read_json, write_text
 from workflow_scripts._cli import add_runtime_args, backend_from, guarded
 
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     task = tasks.get_task(args.task)
     reference = read_reference(args.reference) if args.reference else None
     B = backend_from(args)
-    result = evaluate.report(B, task, args.model, args.records, args.name, reference,
+    result = evaluation.report(B, task, args.model, args.records, args.name, reference,
                              args.batch_size)
     write_text(args.out, json.dumps(result, indent=2) + "\n")
     extra = f", speed-up {result['speedup']}x" if "speedup" in result else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kdlib.export import export_layers
+from kdlib.distill.layers import export_layers
 from workflow_scripts._cli import guarded
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kdlib import config, tasks, teacher, train
+from kdlib import config
+from kdlib.data import tasks
+from kdlib.distill import teacher, train
 from kdlib.models import resolve_pretrained
 from workflow_scripts._cli import add_runtime_args, backend_from, guarded, load_hparams
 

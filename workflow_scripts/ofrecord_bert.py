@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from kdlib import convert, ofrecord, tasks
+from kdlib.data import convert, ofrecord, tasks
 from kdlib.io import atomic_dir
 from workflow_scripts._cli import guarded
 

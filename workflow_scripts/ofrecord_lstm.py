@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kdlib import convert, ofrecord, tasks
+from kdlib.data import convert, ofrecord, tasks
 from kdlib.io import atomic_dir
 from workflow_scripts._cli import guarded
 

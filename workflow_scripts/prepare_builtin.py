@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kdlib.builtin import build_tweets
+from kdlib.data.builtin import build_tweets
 from workflow_scripts._cli import guarded
 
 

@@ -5,8 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from kdlib import report
 from kdlib.errors import ConfigError, DataError
+from kdlib.evaluate import report
 from workflow_scripts._cli import guarded
 
 OUTPUTS = {"md": "report.md", "csv": "report.csv", "html": "report.html",
@@ -20,7 +20,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--students", nargs="*", default=[], metavar="[NAME=]EVAL_JSON",
                    help="each student's eval JSON; its name is NAME, or else the JSON's model field")
     p.add_argument("--baselines", default="{}", metavar="JSON",
-                   help='{"student": "its no-KD baseline", ...} (kdlib.report.baselines)')
+                   help='{"student": "its no-KD baseline", ...} (kdlib.evaluate.report.baselines)')
     p.add_argument("--out-dir", help="folder for the four outputs under their usual names")
     for key, name in OUTPUTS.items():
         p.add_argument(f"--{key}", help=f"output path (default: OUT_DIR/{name})")

@@ -287,7 +287,7 @@ def load_pretrained_bert(B, folder, num_labels: int, log: Callable[[str], None] 
     is initialised and logged; unexpected keys (e.g. ``cls.*`` pre-training heads) are logged.
     Returns ``(model, cfg)`` with the model on ``B.device``, in train mode.
     """
-    from ..checkpoint import read_safetensors, load_state_numpy
+    from .checkpoint import load_state_numpy, read_safetensors
 
     folder = Path(folder)
     try:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numbers
 from typing import Callable, Sequence
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 MASK_VALUE = -10000.0
 # Scores at or below this are masked positions (a real score is never this small); TinyBERT's rule.

@@ -27,7 +27,7 @@ def mcc(pred: np.ndarray, gold: np.ndarray) -> float:
 
 
 def pearson(pred: np.ndarray, gold: np.ndarray) -> float:
-    import pandas as pd   # imported here: the Snakefile imports kdlib, and pandas is slow to load
+    import pandas as pd  # imported here: the Snakefile imports kdlib, and pandas is slow to load
     return float(pd.Series(pred, dtype="float64").corr(pd.Series(gold, dtype="float64")))
 
 

@@ -14,8 +14,8 @@ import numpy as np
 from tokenizers import BertWordPieceTokenizer, normalizers, pre_tokenizers
 from tqdm import tqdm
 
-from .errors import DataError
-from .io import write_text
+from ..errors import DataError
+from ..io import write_text
 from .ofrecord import RecordWriter
 from .tasks import Task
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load_checkpoint
-from .errors import DataError
-from .evaluate import predict
-from .io import atomic_path
-from .ofrecord import checked_count, record_file
-from .tasks import Task
+from ..data.ofrecord import checked_count, record_file
+from ..data.tasks import Task
+from ..errors import DataError
+from ..evaluate.evaluation import predict
+from ..io import atomic_path
+from ..models.checkpoint import load_checkpoint
 
 
 def cache_logits(B, task: Task, teacher_dir: str | Path, records: str | Path, out: str | Path,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from safetensors.numpy import save_file
 
-from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config, read_safetensors
-from .errors import ConfigError
-from .io import atomic_dir
+from ..errors import ConfigError
+from ..io import atomic_dir
+from ..models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config, read_safetensors
 
 _LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
 

@@ -23,9 +23,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-
-from .errors import ConfigError, DataError, KdflowError
-from .io import atomic_path, read_json, write_text
+from ..errors import ConfigError, DataError, KdflowError
+from ..io import atomic_path, read_json, write_text
 
 if TYPE_CHECKING:   # pandas itself loads inside the functions: the Snakefile imports this module
     import pandas as pd
@@ -58,7 +57,7 @@ CSV_DECIMALS = 4      # the CSV keeps more than the tables show
 
 def _student(name: str, raw: dict) -> dict:
     """One student's config with the schema's defaults filled in."""
-    from .config import validate_section
+    from ..config import validate_section
     return validate_section(raw or {}, "student", f"students.{name}")
 
 
@@ -181,7 +180,7 @@ def table(teacher: dict, students: dict[str, dict], pairs: dict[str, str]) -> pd
     ``students`` maps names to eval JSONs; ``pairs`` is :func:`baselines`' mapping (entries whose
     baseline is not among ``students`` are ignored).
     """
-    import pandas as pd   # lazily: the Snakefile imports this module
+    import pandas as pd  # lazily: the Snakefile imports this module
     evals = {"teacher": teacher, **students}
     metric_columns = _metric_columns(evals)
     reference, reference_latency = teacher["score"], teacher["latency_ms_batch1"]
@@ -228,7 +227,7 @@ def _decimals(column: str) -> int | None:
 def format_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The table as strings, as the Markdown and HTML show it: fixed decimals per column, the gain
     signed, missing values empty."""
-    import pandas as pd   # lazily: the Snakefile imports this module
+    import pandas as pd  # lazily: the Snakefile imports this module
     def cell(value, decimals, signed):
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return ""

@@ -2,8 +2,8 @@
 
 A recipe says which records the student reads, what it needs from the teacher (cached logits or
 the live model), how the student is built and initialised, and its phases: each phase is the
-modules to train, a ``loss_fn(batch)`` combining :mod:`kdlib.ops` operators, and its training
-settings. :func:`kdlib.train.fit` runs each phase; nothing there knows about algorithms.
+modules to train, a ``loss_fn(batch)`` combining :mod:`kdlib.distill.ops` operators, and its training
+settings. :func:`kdlib.distill.train.fit` runs each phase; nothing there knows about algorithms.
 
 Output-dict contract (TextBrewer's): models return ``logits``, and with ``output_all`` also
 ``hidden`` (embeddings + every layer) and ``attention`` (pre-softmax scores per layer).
@@ -16,13 +16,13 @@ from typing import Callable
 
 import numpy as np
 
+from ..data.batching import model_inputs
+from ..errors import ConfigError
+from ..models.bert import BertConfig, build_bert, extended_mask
+from ..models.checkpoint import load_checkpoint, read_checkpoint_config
+from ..models.lstm import LstmConfig, build_bilstm
 from . import ops, train
-from .checkpoint import load_checkpoint, read_checkpoint_config
-from .errors import ConfigError
-from .evaluate import model_inputs
-from .export import first_layers, skip_layers
-from .models.bert import BertConfig, build_bert, extended_mask
-from .models.lstm import LstmConfig, build_bilstm
+from .layers import first_layers, skip_layers
 from .teacher import hard_loss
 
 RECIPES: dict[str, "Recipe"] = {}
@@ -373,7 +373,7 @@ def replacement_rate(hp: dict, step: int, total: int) -> float:
 
 
 def _count(ctx: Context) -> int:
-    from .ofrecord import count_records, record_file
+    from ..data.ofrecord import count_records, record_file
     return count_records(record_file(ctx.records, "train"))
 
 

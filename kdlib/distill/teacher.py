@@ -5,11 +5,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import checkpoint, ofrecord, train
-from .evaluate import dev_evaluator, model_inputs
-from .io import atomic_dir, check_writable
-from .models import load_pretrained_bert
-from .tasks import Task
+from ..data import ofrecord
+from ..data.batching import model_inputs
+from ..data.tasks import Task
+from ..evaluate.evaluation import dev_evaluator
+from ..io import atomic_dir, check_writable
+from ..models import checkpoint, load_pretrained_bert
+from . import train
 
 
 def hard_loss(B, logits, labels, regression: bool):
@@ -20,7 +22,7 @@ def hard_loss(B, logits, labels, regression: bool):
 
 
 def supervised_loss_fn(B, model, regression: bool):
-    """``loss_fn(batch)`` for :func:`kdlib.train.fit`: the model on hard labels alone."""
+    """``loss_fn(batch)`` for :func:`kdlib.distill.train.fit`: the model on hard labels alone."""
     def loss_fn(batch):
         logits = model(**model_inputs(B, batch))["logits"]
         loss = hard_loss(B, logits, B.tensor(batch["label_ids"]), regression)

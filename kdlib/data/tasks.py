@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 if TYPE_CHECKING:   # pandas itself loads inside read_split: the Snakefile imports this module
     import pandas as pd
@@ -157,7 +157,7 @@ def read_split(task: Task, path: str | Path, chunksize: int = 50_000,
     missing file or column, an unknown label, an empty file, a malformed row or bytes that are not
     UTF-8.
     """
-    import pandas as pd   # imported here: the Snakefile imports this registry, and pandas is slow to load
+    import pandas as pd  # imported here: the Snakefile imports this registry, and pandas is slow to load
 
     path = Path(path)
     if not path.is_file():

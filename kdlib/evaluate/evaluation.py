@@ -7,18 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics, ofrecord
-from .io import read_json
-from .tasks import Task
-
-
-def model_inputs(B, batch: dict) -> dict:
-    """Backend tensors for ``model(**inputs)`` from a numpy batch (BERT or word records)."""
-    inputs = {"input_ids": B.tensor(batch["input_ids"]),
-              "attention_mask": B.tensor(batch["input_mask"])}
-    if "segment_ids" in batch:
-        inputs["token_type_ids"] = B.tensor(batch["segment_ids"])
-    return inputs
+from ..data import batching, ofrecord
+from ..data.batching import model_inputs
+from ..data.tasks import Task
+from ..io import read_json
+from . import metrics
 
 
 def predict(B, model, path: str | Path, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +23,7 @@ def predict(B, model, path: str | Path, batch_size: int = 128) -> tuple[np.ndarr
     model.eval()
     logits, labels, index = [], [], []
     with B.no_grad():
-        for batch in ofrecord.batches(path, batch_size, bucket=20):
+        for batch in batching.batches(path, batch_size, bucket=20):
             logits.append(B.to_numpy(model(**model_inputs(B, batch))["logits"]))
             labels.append(batch["label_ids"])
             index.append(batch["index"])
@@ -45,7 +38,7 @@ def evaluate(B, model, task: Task, path: str | Path, batch_size: int = 128) -> d
 
 
 def dev_evaluator(B, model, task: Task, dev_path: str | Path, batch_size: int = 128):
-    """A callable for :func:`kdlib.train.fit`: ``() -> (primary metric, all metrics)``."""
+    """A callable for :func:`kdlib.distill.train.fit`: ``() -> (primary metric, all metrics)``."""
     def run():
         result = evaluate(B, model, task, dev_path, batch_size)
         return result[task.metric], result
@@ -79,8 +72,8 @@ def measure_speed(B, model, path: str | Path, repeats: int = 20) -> dict[str, fl
     Batches are trimmed to their longest real sequence, as in training and evaluation.
     """
     model.eval()
-    batch = next(iter(ofrecord.batches(path, 32)))
-    one = ofrecord.trim_batch({k: v[:1] for k, v in batch.items()})
+    batch = next(iter(batching.batches(path, 32)))
+    one = batching.trim_batch({k: v[:1] for k, v in batch.items()})
     inputs_1, inputs_32 = model_inputs(B, one), model_inputs(B, batch)
     with B.no_grad():
         latency = _timed(B, lambda: model(**inputs_1), repeats)
@@ -97,8 +90,8 @@ def report(B, task: Task, model_dir: str | Path, records: str | Path, name: str,
     batch 32 on this backend and device, training seconds (from ``train_summary.json``), and,
     given the teacher's report as ``reference``, speed-up and retained share of its metric.
     """
-    from .checkpoint import load_checkpoint
-    from .ofrecord import record_file
+    from ..data.ofrecord import record_file
+    from ..models.checkpoint import load_checkpoint
 
     model, config = load_checkpoint(B, model_dir)
     splits = {split: evaluate(B, model, task, record_file(records, split), batch_size)

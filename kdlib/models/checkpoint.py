@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
-from .io import atomic_dir, read_json
+from ..errors import DataError
+from ..io import atomic_dir, read_json
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -20,8 +20,8 @@ CONFIG_FILE = "config.json"
 
 def _model_types() -> dict:
     """model_type -> (config dataclass, build(B, cfg))."""
-    from .models.bert import BertConfig, build_bert
-    from .models.lstm import LstmConfig, build_bilstm
+    from .bert import BertConfig, build_bert
+    from .lstm import LstmConfig, build_bilstm
     return {"bert": (BertConfig, build_bert), "bilstm": (LstmConfig, build_bilstm)}
 
 
@@ -123,7 +123,7 @@ def load_checkpoint(B, folder: str | Path):
     unknown ``model_type``, bad config fields and key or shape mismatches are one-line DataErrors
     naming the file.
     """
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     folder = Path(folder)
     config = read_checkpoint_config(folder)

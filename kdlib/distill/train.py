@@ -16,7 +16,7 @@ their outputs are published.
 
 Data parallel (started by ``torchrun`` or ``oneflow.distributed.launch``, see kdlib.backend): every
 process reads the same global batches of ``cfg.batch_size`` and trains on its rows of each
-(:func:`kdlib.ofrecord.shard_rows`); the loss runs inside a module wrapped by ``B.wrap_ddp``, so the
+(:func:`kdlib.batching.shard_rows`); the loss runs inside a module wrapped by ``B.wrap_ddp``, so the
 gradients are averaged over the processes and W processes take the same steps as one process with
 the same global batch. Only rank 0 evaluates and writes (log, best weights, resume state); the
 others read the resume state at the start. Dropout differs between ranks: its seed is a function
@@ -41,11 +41,12 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from . import checkpoint, ofrecord
-from .backend import dist_env
-from .config import result_settings
-from .errors import ConfigError, KdflowError
-from .io import atomic_dir, atomic_path, file_digest, remove_orphans, write_text
+from ..backend import dist_env
+from ..config import result_settings
+from ..data import batching, ofrecord
+from ..errors import ConfigError, KdflowError
+from ..io import atomic_dir, atomic_path, file_digest, remove_orphans, write_text
+from ..models import checkpoint
 
 STATE_DIR = "state"
 BEST_DIR = "best"
@@ -244,7 +245,7 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
         inputs: dict | None = None) -> FitResult:
     """Train ``modules`` (name -> module; ``modules[student]`` is the model that is kept).
 
-    ``loss_fn(batch)`` returns ``(loss, parts)`` for a numpy batch from :func:`ofrecord.batches`
+    ``loss_fn(batch)`` returns ``(loss, parts)`` for a numpy batch from :func:`batching.batches`
     (plus ``batch["step"]``, the 0-based global step).
     ``evaluate()`` returns ``(score, metrics)``; the best-scoring weights of ``modules[student]`` are
     kept in ``work_dir/best`` with ``save_config`` as their config.json. Without ``evaluate`` the last
@@ -303,7 +304,7 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
             log.writerow(["step", "epoch", "lr", "loss", "examples_per_s", "dev_score"])
         while step < total:
             epoch, start_batch = divmod(step, per_epoch)
-            data = ofrecord.batches(train_path, cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer,
+            data = batching.batches(train_path, cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer,
                                     seed=cfg.seed, epoch=epoch, start_batch=start_batch,
                                     bucket=cfg.bucket, shard=shard)
             for batch in data:

