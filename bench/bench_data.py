@@ -34,8 +34,8 @@ from pathlib import Path
 
 import tokenizers
 
-from kdlib import models
 from kdlib.data import builtin, convert, tasks
+from kdlib.models.pretrained import resolve_pretrained
 from workflow_scripts import ofrecord_bert
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def clock(into: dict, name: str):
 
 def bench_convert(n_train: int, max_length: int) -> dict:
     rows = sentences(n_train + SST2_DEV)
-    vocab = models.resolve_pretrained("builtin:minilm-l6") / "vocab.txt"
+    vocab = resolve_pretrained("builtin:minilm-l6") / "vocab.txt"
     times: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         root, out = Path(tmp) / "glue", Path(tmp) / "bert"

@@ -48,7 +48,7 @@ def worker(records: str, steps: int, layers: int, threads: int) -> None:
     from kdlib import backend
     from kdlib.distill import train
     from kdlib.distill.teacher import supervised_loss_fn
-    from kdlib.models import BertConfig, build_bert
+    from kdlib.models.bert import BertConfig, build_bert
 
     B = backend.load("torch", "cpu")
     B.set_num_threads(threads)

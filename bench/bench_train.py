@@ -44,7 +44,7 @@ def kdlib_step(backend_name: str):
     from kdlib import backend
     from kdlib.distill import train
     from kdlib.distill.teacher import supervised_loss_fn
-    from kdlib.models import load_pretrained_bert, resolve_pretrained
+    from kdlib.models.pretrained import load_pretrained_bert, resolve_pretrained
 
     B = backend.load(backend_name, "cpu")
     model, _ = load_pretrained_bert(B, resolve_pretrained("builtin:minilm-l6"), 2, log=lambda _: None)

@@ -9,7 +9,7 @@ import kdlib.distill.recipes
 import kdlib.backend
 import kdlib.config
 import kdlib.errors
-import kdlib.models
+import kdlib.models.pretrained
 import kdlib.data.tasks
 
 # kdlib first, for an error that names the key path; then Snakemake's own check, which also fills
@@ -73,7 +73,7 @@ def launcher(wildcards):
 
 
 try:
-    TEACHER_DIR = kdlib.models.resolve_pretrained(config["teacher"]["pretrained"])
+    TEACHER_DIR = kdlib.models.pretrained.resolve_pretrained(config["teacher"]["pretrained"])
 except kdlib.errors.KdflowError as exc:
     raise WorkflowError(f"teacher.pretrained: {exc}")
 
@@ -161,7 +161,7 @@ for _name in config["students"]:
     if _name in RESERVED_NAMES:
         raise WorkflowError(f"students.{_name}: the name is reserved; choose another")
 try:
-    TEACHER_CONFIG = kdlib.models.read_pretrained_config(TEACHER_DIR)
+    TEACHER_CONFIG = kdlib.models.pretrained.read_pretrained_config(TEACHER_DIR)
     kdlib.config.check_students(config, TEACHER_CONFIG)
 except kdlib.errors.KdflowError as exc:
     raise WorkflowError(str(exc))

@@ -34,7 +34,9 @@ from kdlib.distill import logit_cache, recipes, train
 from kdlib.distill.layers import export_layers
 from kdlib.distill.student import distill, phase_configs
 from kdlib.errors import ConfigError
-from kdlib.models import checkpoint, load_pretrained_bert
+from kdlib.models import checkpoint
+from kdlib.models.pretrained import load_pretrained_bert
+from kdlib.models.weights import load_state_numpy, read_safetensors, state_dict_numpy
 from workflow_scripts import distill as distill_script
 
 TASK = get_task("sst2")                       # binary, metric accuracy
@@ -290,9 +292,9 @@ def run_phase(B, data, spec, index, work, name="s"):
 def test_theseus_replacement_trains_the_layers_and_keeps_the_teachers_head(B, data, tmp_path):
     spec = spec_of("theseus")
     student, result = run_phase(B, data, spec, 0, tmp_path)
-    teacher = checkpoint.read_safetensors(data / "teacher" / "model.safetensors")
-    init = checkpoint.read_safetensors(data / "init" / "s" / "1_2" / "model.safetensors")
-    after = checkpoint.state_dict_numpy(student)
+    teacher = read_safetensors(data / "teacher" / "model.safetensors")
+    init = read_safetensors(data / "init" / "s" / "1_2" / "model.safetensors")
+    after = state_dict_numpy(student)
     for key in after:
         if key.startswith(("embeddings.", "pooler.", "classifier.")):
             assert np.array_equal(after[key], teacher[key]), key
@@ -391,7 +393,7 @@ def test_tinybert_intermediate_loss_vanishes_for_the_teacher_itself(B, data):
     ctx, student, (inter, pred) = phases_of(B, data, spec, student=twin)
     assert set(inter.modules) == {"student", "proj"} and inter.evaluate is False
     proj = inter.modules["proj"]
-    checkpoint.load_state_numpy(proj, {"weight": np.eye(32, dtype=np.float32),
+    load_state_numpy(proj, {"weight": np.eye(32, dtype=np.float32),
                                        "bias": np.zeros(32, np.float32)})
     batch = first_batch(data / "bert")
     loss, parts = inter.loss_fn(batch)
@@ -506,13 +508,13 @@ def test_tinybert_prediction_phase_continues_from_the_intermediate_phase(B, data
     before it: with a vanishing prediction lr, the published student is phase 1's."""
     spec = spec_of("tiny", train={"lr": 1e-12})
     after_phase_1, _ = run_phase(B, data, spec, 0, tmp_path / "phase1", name="tiny")
-    after_phase_1 = checkpoint.state_dict_numpy(after_phase_1)
+    after_phase_1 = state_dict_numpy(after_phase_1)
     B.seed(0)
-    initial = checkpoint.state_dict_numpy(recipes.get_recipe("tinybert").build(
+    initial = state_dict_numpy(recipes.get_recipe("tinybert").build(
         context(B, data, spec), spec))
     distill(B, TASK, "tiny", spec, records=data / "bert", out_dir=tmp_path / "out",
             work_dir=tmp_path / "work", teacher_dir=data / "teacher", logits=data / "logits.npz")
-    final = checkpoint.read_safetensors(tmp_path / "out" / "model.safetensors")
+    final = read_safetensors(tmp_path / "out" / "model.safetensors")
     moved = max(float(np.abs(after_phase_1[k] - initial[k]).max()) for k in final)
     assert moved > 1e-3                                           # phase 1 trained something
     for key in final:
@@ -694,8 +696,8 @@ def test_theseus_step_that_keeps_every_teacher_module_trains_on(B, data, teacher
     backward)."""
     spec = spec_of("theseus", hyperparameters={"replace_rate": 0.0, "scheduler": "constant"})
     student, result = run_phase(B, data, spec, 0, tmp_path / "phase")
-    init = checkpoint.read_safetensors(data / "init" / "s" / "1_2" / "model.safetensors")
-    after = checkpoint.state_dict_numpy(student)
+    init = read_safetensors(data / "init" / "s" / "1_2" / "model.safetensors")
+    after = state_dict_numpy(student)
     assert all(np.array_equal(after[k], init[k]) for k in after)   # phase 1 changed nothing
     assert result.skipped_steps == result.steps == N_TRAIN // BATCH
 

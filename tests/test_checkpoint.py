@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from kdlib.errors import DataError
-from kdlib.models import BertConfig, LstmConfig, build_bert, build_bilstm
-from kdlib.models.checkpoint import load_checkpoint, load_state_numpy, save_checkpoint, state_dict_numpy
+from kdlib.models.bert import BertConfig, build_bert
+from kdlib.models.checkpoint import load_checkpoint, save_checkpoint
+from kdlib.models.lstm import LstmConfig, build_bilstm
+from kdlib.models.weights import load_state_numpy, state_dict_numpy
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHONS = {"torch": REPO / ".venv" / "bin" / "python", "oneflow": REPO / ".venv-oneflow" / "bin" / "python"}

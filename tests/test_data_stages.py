@@ -23,8 +23,8 @@ import pandas as pd
 import pytest
 from tokenizers import BertWordPieceTokenizer
 
-from kdlib import models
 from kdlib.data import builtin, ofrecord, tasks
+from kdlib.models.pretrained import resolve_pretrained
 from tests.localhttp import dead_port, serve
 from workflow_scripts import ofrecord_bert, ofrecord_lstm, prepare_builtin
 
@@ -111,7 +111,7 @@ def make_stsb(root: Path, seed: int = 2) -> Path:
 
 @pytest.fixture(scope="module")
 def vocab() -> Path:
-    return models.resolve_pretrained("builtin:minilm-l6") / "vocab.txt"
+    return resolve_pretrained("builtin:minilm-l6") / "vocab.txt"
 
 
 def run_bert(root: Path, out: Path, task: str, vocab: Path, max_length: int) -> int:

@@ -20,7 +20,10 @@ from kdlib.distill import logit_cache
 from kdlib.distill.layers import export_layers, first_layers, select_layers, skip_layers
 from kdlib.errors import ConfigError, DataError
 from kdlib.evaluate.evaluation import predict
-from kdlib.models import checkpoint, extended_mask, load_pretrained_bert
+from kdlib.models import checkpoint
+from kdlib.models.bert import extended_mask
+from kdlib.models.pretrained import load_pretrained_bert
+from kdlib.models.weights import read_safetensors
 from workflow_scripts import cache_teacher_logits, export_teacher_layers
 
 TASK = get_task("sst2")
@@ -60,7 +63,7 @@ def test_layer_choices():
 
 @pytest.mark.parametrize("layers", [[0, 2], [2, 5], [-1]])
 def test_a_missing_teacher_layer_is_a_config_error(layers, data, tmp_path):
-    arrays = checkpoint.read_safetensors(data / "teacher" / "model.safetensors")
+    arrays = read_safetensors(data / "teacher" / "model.safetensors")
     with pytest.raises(ConfigError, match="does not exist"):
         select_layers(arrays, layers, 4)
     with pytest.raises(ConfigError) as info:
@@ -73,8 +76,8 @@ def test_a_missing_teacher_layer_is_a_config_error(layers, data, tmp_path):
 
 def test_exported_layers_are_the_teachers_own(data, tmp_path, B):
     out = export_layers(data / "teacher", [2, 4], tmp_path / "init")
-    teacher_w = checkpoint.read_safetensors(data / "teacher" / "model.safetensors")
-    student_w = checkpoint.read_safetensors(out / "model.safetensors")
+    teacher_w = read_safetensors(data / "teacher" / "model.safetensors")
+    student_w = read_safetensors(out / "model.safetensors")
 
     # keys keep HF names: teacher encoder.layer.1.* -> student encoder.layer.0.*, 3.* -> 1.*
     layer_keys = lambda w, i: {k[len(f"encoder.layer.{i}."):]: v for k, v in w.items()  # noqa: E731
@@ -118,7 +121,7 @@ def test_a_rerun_replaces_the_export(data, tmp_path):
     config = checkpoint.read_checkpoint_config(out)
     assert config["teacher_layers"] == [4] and config["note"] == "x"
     assert not any(k.startswith("encoder.layer.1.")
-                   for k in checkpoint.read_safetensors(out / "model.safetensors"))
+                   for k in read_safetensors(out / "model.safetensors"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["init"]
 
 

@@ -11,18 +11,10 @@ import numpy as np
 import pytest
 
 from kdlib.errors import ConfigError, DataError
-from kdlib.models import (
-    MASK_VALUE,
-    BertConfig,
-    LstmConfig,
-    build_bert,
-    build_bilstm,
-    extended_mask,
-    load_pretrained_bert,
-    resolve_pretrained,
-)
-from kdlib.models.bert import build_layer
-from kdlib.models.checkpoint import load_state_numpy, state_dict_numpy
+from kdlib.models.bert import MASK_VALUE, BertConfig, build_bert, build_layer, extended_mask
+from kdlib.models.lstm import LstmConfig, build_bilstm
+from kdlib.models.pretrained import load_pretrained_bert, resolve_pretrained
+from kdlib.models.weights import load_state_numpy, state_dict_numpy
 
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=64, max_position_embeddings=16)
@@ -384,7 +376,7 @@ def test_bilstm_trains(B):
 
 
 def test_pretrained_folder_may_start_with_a_tilde(tmp_path, monkeypatch):
-    from kdlib.models import resolve_pretrained
+    from kdlib.models.pretrained import resolve_pretrained
     monkeypatch.setenv("HOME", str(tmp_path))
     folder = tmp_path / "models" / "bert"
     folder.mkdir(parents=True)

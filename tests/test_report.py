@@ -21,6 +21,7 @@ from conftest import HAS_SNAKEMAKE, REPO
 
 from kdlib import config
 from kdlib.evaluate import report
+from kdlib.models.weights import load_state_numpy, state_dict_numpy
 from workflow_scripts import report as report_script
 
 TASK = "sst2"
@@ -303,7 +304,8 @@ def test_the_report_of_eval_jsons_that_evaluate_model_wrote(B, tmp_path):
     import numpy as np
     import tinydata
 
-    from kdlib.models import BertConfig, build_bert, checkpoint
+    from kdlib.models import checkpoint
+    from kdlib.models.bert import BertConfig, build_bert
     from workflow_scripts import evaluate_model
 
     records = tinydata.write_records(tmp_path / "records", n_train=8, n_dev=40, seed=2)
@@ -315,9 +317,9 @@ def test_the_report_of_eval_jsons_that_evaluate_model_wrote(B, tmp_path):
                                                      ("kd", "kd", 1)]):
         model = build_bert(B, BertConfig(**{**tinydata.TINY_BERT, "num_hidden_layers": layers}))
         rng = np.random.default_rng(seed)    # large random weights (from numpy: the same in either
-        checkpoint.load_state_numpy(model, {  # backend), whose predictions differ between seeds
+        load_state_numpy(model, {  # backend), whose predictions differ between seeds
             k: v if "LayerNorm" in k else (rng.standard_normal(v.shape) * 0.3).astype(np.float32)
-            for k, v in checkpoint.state_dict_numpy(model).items()})
+            for k, v in state_dict_numpy(model).items()})
         meta = {"task": TASK} if algorithm is None else {"task": TASK, "algorithm": algorithm,
                                                          "student": name}
         checkpoint.save_checkpoint(model, tmp_path / name, meta)

@@ -21,8 +21,9 @@ import pytest
 import tinydata
 from conftest import HAS_TORCH, REPO
 
-from kdlib.distill import train
+from kdlib.distill import resume, train
 from kdlib.models import checkpoint
+from kdlib.models.weights import read_safetensors
 from workflow_scripts import evaluate_model, finetune_teacher
 
 TASK = "sst2"                                    # binary, metric: accuracy
@@ -115,7 +116,7 @@ def test_evaluate_model_writes_the_eval_json(trained, data, B, tmp_path, capsys)
     assert result["task"] == TASK and result["backend"] == B.name and result["device"] == "cpu"
     assert set(result["metrics"]) == {"dev"} and result["metrics"]["dev"]["accuracy"] == result["score"]
     assert result["score"] == pytest.approx(summary["best_score"])      # the best dev checkpoint
-    weights = checkpoint.read_safetensors(out / "model.safetensors")
+    weights = read_safetensors(out / "model.safetensors")
     assert result["parameters"] == sum(v.size for v in weights.values())
     assert result["size_bytes"] == sum(f.stat().st_size for f in out.iterdir())
     assert result["train_seconds"] == summary["train_seconds"] > 0
@@ -140,7 +141,7 @@ def test_finetune_teacher_resumes_exactly_after_sigkill(trained, data):
     uninterrupted run."""
     cmd = [sys.executable, "-m", "workflow_scripts.finetune_teacher", *teacher_argv(data, "killed")]
     work, out = data / "killed" / "work", data / "killed" / "teacher"
-    state = work / train.STATE_DIR / "state.pkl"
+    state = work / resume.STATE_DIR / "state.pkl"
 
     def saved_step() -> int:
         try:
@@ -173,7 +174,7 @@ def test_finetune_teacher_resumes_exactly_after_sigkill(trained, data):
     # outputs are published; the step-by-step losses below pin the whole trajectory)
     ref_out = trained / "teacher"
     assert not work.exists() and not (trained / "work").exists()
-    best, ref_best = (checkpoint.read_safetensors(o / "model.safetensors") for o in (out, ref_out))
+    best, ref_best = (read_safetensors(o / "model.safetensors") for o in (out, ref_out))
     for key in ref_best:
         np.testing.assert_allclose(best[key], ref_best[key], rtol=0, atol=1e-6, err_msg=key)
     summary, ref_summary = (json.loads((o / "train_summary.json").read_text()) for o in (out, ref_out))
@@ -208,11 +209,11 @@ def interrupted_run(data, name, monkeypatch, at_step=20, **hparams):
         m.setattr(teacher, "supervised_loss_fn", stopping)
         with pytest.raises(Stop):
             finetune_teacher.main(teacher_argv(data, name, **hparams))
-    assert (data / name / "work" / train.STATE_DIR / "state.pkl").is_file()
+    assert (data / name / "work" / resume.STATE_DIR / "state.pkl").is_file()
 
 
 def assert_same_checkpoint(a, b):
-    wa, wb = (checkpoint.read_safetensors(d / "model.safetensors") for d in (a, b))
+    wa, wb = (read_safetensors(d / "model.safetensors") for d in (a, b))
     assert wa.keys() == wb.keys()
     for key in wa:
         np.testing.assert_array_equal(wa[key], wb[key], err_msg=key)
@@ -290,7 +291,7 @@ def test_an_immutable_results_folder_fails_before_training(data, tmp_path, capsy
         assert finetune_teacher.main(argv) == 1
         errors = error_lines(capsys)
         assert len(errors) == 1 and "cannot write the output folder" in errors[0], errors
-        assert not (data / "immutable" / "work" / train.STATE_DIR).exists()
+        assert not (data / "immutable" / "work" / resume.STATE_DIR).exists()
     finally:
         subprocess.run(["chattr", "-i", str(results)])
 

@@ -18,11 +18,13 @@ from conftest import HAS_TORCH, ONEFLOW_PYTHON, REPO
 
 from kdlib.data import ofrecord
 from kdlib.data.tasks import get_task
-from kdlib.distill import train
+from kdlib.distill import resume, train
 from kdlib.distill.teacher import supervised_loss_fn
 from kdlib.errors import ConfigError, KdflowError
 from kdlib.evaluate.evaluation import dev_evaluator, evaluate
-from kdlib.models import BertConfig, build_bert, checkpoint
+from kdlib.models import checkpoint
+from kdlib.models.bert import BertConfig, build_bert
+from kdlib.models.weights import load_state_numpy, read_safetensors, state_dict_numpy
 
 TASK = get_task("sst2")
 
@@ -64,7 +66,7 @@ def run_fit(B, records, work, cfg, loss_wrapper=None):
                        cfg=cfg, work_dir=work, evaluate=dev_evaluator(B, model, TASK,
                                                                       ofrecord.record_file(records, "dev")),
                        save_config={"task": TASK.name})
-    return result, checkpoint.state_dict_numpy(model)
+    return result, state_dict_numpy(model)
 
 
 def read_log(work):
@@ -287,7 +289,7 @@ def test_a_state_written_by_other_code_is_not_resumed(B, records, tmp_path, one_
     work = tmp_path / "work"
     with pytest.raises(Interrupted):
         run_fit(B, records, work, small_config(), stop_at_call(8))
-    monkeypatch.setattr(train, "code_version", lambda: "another version")
+    monkeypatch.setattr(resume, "code_version", lambda: "another version")
     capsys.readouterr()
     run_fit(B, records, work, small_config())
     err = capsys.readouterr().err
@@ -300,7 +302,7 @@ def test_after_divergence_a_lower_lr_starts_over(B, records, tmp_path, one_threa
     work = tmp_path / "work"
     with pytest.raises(train.TrainingDiverged, match="lower the learning rate"):
         run_fit(B, records, work, small_config(lr=1e6, save_every=1))
-    assert (work / train.STATE_DIR / "state.pkl").is_file()          # the diverged run saved one
+    assert (work / resume.STATE_DIR / "state.pkl").is_file()          # the diverged run saved one
     capsys.readouterr()
     _, weights = run_fit(B, records, work, small_config(lr=3e-3, save_every=1))
     assert "starting over" in capsys.readouterr().err
@@ -341,7 +343,7 @@ def test_a_loss_without_gradient_is_an_error_unless_the_recipe_says_so(B, record
     result, weights = run_fit(B, records, tmp_path / "b", small_config(), nothing)
     assert result.skipped_steps == result.steps == 12
     B.seed(0)
-    assert_same(weights, checkpoint.state_dict_numpy(tiny_model(B)))     # nothing changed
+    assert_same(weights, state_dict_numpy(tiny_model(B)))     # nothing changed
 
 
 def test_fit_removes_what_killed_atomic_writes_left(B, records, tmp_path):
@@ -418,8 +420,8 @@ def test_torch_and_oneflow_agree_on_forward_gradients_and_adamw_steps(tmp_path):
     B = backend.load("torch", "cpu")
     model = build_bert(B, BertConfig(**PARITY_BERT))
     rng = np.random.default_rng(0)     # random values everywhere, LayerNorm and biases included
-    checkpoint.load_state_numpy(model, {k: (rng.standard_normal(v.shape) * 0.3).astype(np.float32)
-                                        for k, v in checkpoint.state_dict_numpy(model).items()})
+    load_state_numpy(model, {k: (rng.standard_normal(v.shape) * 0.3).astype(np.float32)
+                                        for k, v in state_dict_numpy(model).items()})
     checkpoint.save_checkpoint(model, tmp_path / "ckpt", {"task": TASK.name}, B)
     inputs = _parity_inputs()
     np.savez(tmp_path / "inputs.npz", **inputs)
@@ -451,7 +453,7 @@ def test_torch_and_oneflow_agree_on_forward_gradients_and_adamw_steps(tmp_path):
     # up to ~1e-9), the two libraries take different, equally valid steps of up to lr. Elements
     # whose gradients agree to 0.1% must agree within 1e-5 after the step; the others (under 1% of
     # all) only within that bound.
-    before = checkpoint.read_safetensors(tmp_path / "ckpt" / "model.safetensors")
+    before = read_safetensors(tmp_path / "ckpt" / "model.safetensors")
     noisy_total = sizes = 0
     for name in before:
         noisy = np.zeros(before[name].shape, bool)   # noise in any step so far stays in the moments

@@ -7,7 +7,7 @@ import sys
 from kdlib import config
 from kdlib.data import tasks
 from kdlib.distill import teacher, train
-from kdlib.models import resolve_pretrained
+from kdlib.models.pretrained import resolve_pretrained
 from workflow_scripts._cli import add_runtime_args, backend_from, guarded, load_hparams
 
 

@@ -14,7 +14,8 @@ from safetensors.numpy import save_file
 
 from ..errors import ConfigError
 from ..io import atomic_dir
-from ..models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config, read_safetensors
+from ..models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config
+from ..models.weights import read_safetensors
 
 _LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
 

@@ -10,7 +10,8 @@ from ..data.batching import model_inputs
 from ..data.tasks import Task
 from ..evaluate.evaluation import dev_evaluator
 from ..io import atomic_dir, check_writable
-from ..models import checkpoint, load_pretrained_bert
+from ..models import checkpoint
+from ..models.pretrained import load_pretrained_bert
 from . import train
 
 

