@@ -49,7 +49,7 @@ def kdlib_step(backend_name: str):
     B = backend.load(backend_name, "cpu")
     model, _ = load_pretrained_bert(B, resolve_pretrained("builtin:minilm-l6"), 2, log=lambda _: None)
     model.train()
-    optimizer = train.make_optimizer(B, {"model": model}, train.TrainConfig(lr=2e-5))
+    optimizer = train.make_optimizer(B, {"model": model}, train.TrainConfig.from_dict({"lr": 2e-5}))
     loss_fn = supervised_loss_fn(B, model, regression=False)
     batch = fixed_batch()
 

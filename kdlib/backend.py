@@ -173,8 +173,6 @@ class Backend:
         self.device = self.lib.device(f"cuda:{self.local_rank}" if self.device_name == "cuda"
                                       and self.world_size > 1 else self.device_name)
         self._dist_ready = self.world_size == 1
-        self.float32 = self.lib.float32
-        self.int64 = self.lib.int64
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r}, device={self.device_name!r})"
@@ -200,21 +198,6 @@ class Backend:
         random.seed(seed)
         np.random.seed(seed % 2**32)
         self.lib.manual_seed(seed)
-
-    def generator(self, seed: int):
-        """A private random generator on the CPU (dropout and sampling that resume exactly)."""
-        g = self.lib.Generator()
-        g.manual_seed(seed)
-        return g
-
-    def get_rng_state(self) -> dict:
-        return {"python": random.getstate(), "numpy": np.random.get_state(),
-                "lib": self.to_numpy(self.lib.get_rng_state())}
-
-    def set_rng_state(self, state: dict) -> None:
-        random.setstate(state["python"])
-        np.random.set_state(state["numpy"])
-        self.lib.set_rng_state(self.lib.tensor(state["lib"]))
 
     def no_grad(self):
         return self.lib.no_grad()

@@ -143,6 +143,50 @@ def check_students(config: dict, teacher: dict) -> None:
         get_recipe(spec["algorithm"], name).check(name, spec, teacher)
 
 
+# ---- the baseline of each distilled student ----------------------------------------------------
+
+BASELINE_ALGORITHM = "none"
+# The architecture keys that make two students the same model. BiLSTM students have no layers or
+# heads; BERT students have no separate embedding size. ``init_layers`` is left out on purpose: PKD
+# and Theseus copy different teacher layers into the same 3-layer BERT, and share one baseline.
+ARCHITECTURE_KEYS = {
+    "bert": ("model", "layers", "hidden", "heads", "intermediate", "init"),
+    "bilstm": ("model", "hidden", "intermediate", "embedding", "init"),
+}
+
+
+def _student(name: str, raw: dict) -> dict:
+    """One student's config with the schema's defaults filled in."""
+    return validate_section(raw or {}, "student", f"students.{name}")
+
+
+def architecture_key(architecture: dict) -> tuple:
+    """The architecture fields that must match for a no-KD student to be another's baseline."""
+    keys = ARCHITECTURE_KEYS.get(architecture["model"], tuple(sorted(architecture)))
+    return tuple((k, architecture.get(k)) for k in keys)
+
+
+def baselines(students_config: dict) -> dict[str, str]:
+    """``{distilled student: its baseline}`` for the ``students`` section of the config.
+
+    The baseline of a student whose algorithm is not ``none`` is the first ``algorithm: none``
+    student (in config order) whose :func:`architecture_key` is the same. Students without one,
+    and the baselines themselves, are not keys.
+    """
+    students = {name: _student(name, raw) for name, raw in students_config.items()}
+    plain = [(name, architecture_key(s["architecture"])) for name, s in students.items()
+             if s["algorithm"] == BASELINE_ALGORITHM]
+    pairs = {}
+    for name, s in students.items():
+        if s["algorithm"] == BASELINE_ALGORITHM:
+            continue
+        key = architecture_key(s["architecture"])
+        match = next((base for base, base_key in plain if base_key == key), None)
+        if match is not None:
+            pairs[name] = match
+    return pairs
+
+
 # Training settings that cannot change a result, only how a job runs: they reach the stages, but
 # neither rerun a job when they change (rules/common.smk tracks the rest as params) nor keep a
 # resume state from being used (kdlib.distill.train.job_identity).

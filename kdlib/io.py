@@ -120,8 +120,8 @@ def check_writable(folder: str | os.PathLike, what: str = "output folder") -> No
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """The BLAKE2b digest (hex, 32 characters) of a file's content; remembered per process for a
-    file whose size and modification time have not changed."""
+    """The SHA-256 digest (hex) of a file's content (what ``sha256sum`` prints); remembered per
+    process for a file whose size and modification time have not changed."""
     path = Path(path)
     info = path.stat()
     return _digest(str(path.resolve()), info.st_size, info.st_mtime_ns)
@@ -129,8 +129,15 @@ def file_digest(path: str | os.PathLike) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.blake2b(digest_size=16)
+    h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the working directory when it lies under it, else its file name: a
+    name that stays true when the checkout moves or is shared (records' metadata)."""
+    full, here = Path(os.path.abspath(path)), Path(os.path.abspath(os.curdir))
+    return full.relative_to(here).as_posix() if here in full.parents else full.name

@@ -108,10 +108,6 @@ def bert_records(task):
     return f"data/ofrecord/{task}/bert{bert_length(task)}/meta.json"
 
 
-def lstm_records(task):
-    return f"data/ofrecord/{task}/lstm{config['data']['lstm']['max_length']}/meta.json"
-
-
 def default_targets(wildcards):
     return [f"results/{task}/report.md" for task in config["tasks"]]
 
@@ -203,35 +199,30 @@ def student_init_layers(wildcards):
     return ",".join(str(t) for t in layers)
 
 
-def _needs_init(student):
-    return config["students"][student]["architecture"]["init"] == "teacher"
-
-
 def distill_inputs(wildcards):
-    """What a student's distill job reads: its records, and what its recipe takes from the teacher."""
+    """What a student's distill job reads: its records, and what its recipe needs from the teacher
+    (kdlib.distill.recipes.Recipe.needs, the one place that decides it)."""
     task, student = wildcards.task, wildcards.student
-    recipe = _recipe(student)
+    needs = _recipe(student).needs(kdlib.config.student_spec(config, student))
     inputs = {"records": student_records_of(wildcards)}
-    if recipe.needs_logits:
+    if needs["logits"]:
         inputs["logits"] = f"results/{task}/teacher_logits.npz"
-    if recipe.needs_teacher or not _is_lstm(student):
+    if needs["teacher"]:
         inputs["teacher"] = f"results/{task}/teacher/model.safetensors"
-    if _needs_init(student):
+    if needs["init"]:
         inputs["init"] = f"results/{task}/init/{student}/model.safetensors"
     return inputs
 
 
-def distill_sources(wildcards):
-    """The optional --teacher/--logits/--init arguments of the distill script."""
-    task, student = wildcards.task, wildcards.student
-    given = distill_inputs(wildcards)
+def distill_sources(wildcards, input):
+    """The distill script's --teacher/--logits/--init arguments, from the job's inputs."""
     args = []
-    if "teacher" in given:
-        args += ["--teacher", f"results/{task}/teacher"]
-    if "logits" in given:
-        args += ["--logits", given["logits"]]
-    if "init" in given:
-        args += ["--init", f"results/{task}/init/{student}"]
+    if "teacher" in input.keys():
+        args += ["--teacher", str(Path(input.teacher).parent)]
+    if "logits" in input.keys():
+        args += ["--logits", input.logits]
+    if "init" in input.keys():
+        args += ["--init", str(Path(input.init).parent)]
     return " ".join(args)
 
 

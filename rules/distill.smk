@@ -13,7 +13,7 @@ rule cache_teacher_logits:
         backend=BACKEND,
         device=config["device"],
         records=bert_dir_of,
-        batch_size=config["teacher"]["eval_batch_size"],
+        eval_batch_size=config["eval_batch_size"],
     log:
         "logs/{task}/cache_teacher_logits.log",
     benchmark:
@@ -24,7 +24,7 @@ rule cache_teacher_logits:
     shell:
         "{params.python} -m workflow_scripts.cache_teacher_logits --task {wildcards.task}"
         " --teacher results/{wildcards.task}/teacher --records {params.records} --out {output}"
-        " --batch-size {params.batch_size} --backend {params.backend} --device {params.device}"
+        " --eval-batch-size {params.eval_batch_size} --backend {params.backend} --device {params.device}"
         " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
@@ -60,6 +60,7 @@ rule distill:
         device=config["device"],
         settings=student_settings,  # what changes the student: tracked, so a change reruns it
         spec=student_spec_json,  # the same plus how the job runs (save_every): untracked
+        eval_batch_size=config["eval_batch_size"],
         records=student_records_dir,
         sources=distill_sources,
     log:
@@ -74,5 +75,6 @@ rule distill:
         "{params.python} -m workflow_scripts.distill --task {wildcards.task}"
         " --student {wildcards.student} --spec {params.spec:q} --records {params.records}"
         " {params.sources} --out results/{wildcards.task}/{wildcards.student}"
-        " --work work/{wildcards.task}/{wildcards.student} --backend {params.backend}"
+        " --work work/{wildcards.task}/{wildcards.student} --eval-batch-size {params.eval_batch_size}"
+        " --backend {params.backend}"
         " --device {params.device} --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

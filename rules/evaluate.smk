@@ -12,7 +12,7 @@ rule evaluate_teacher:
         backend=BACKEND,
         device=config["device"],
         records=bert_dir_of,
-        batch_size=config["teacher"]["eval_batch_size"],
+        eval_batch_size=config["eval_batch_size"],
     log:
         "logs/{task}/evaluate_teacher.log",
     benchmark:
@@ -23,7 +23,7 @@ rule evaluate_teacher:
     shell:
         "{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task} --name teacher"
         " --model results/{wildcards.task}/teacher --records {params.records} --out {output}"
-        " --batch-size {params.batch_size} --backend {params.backend} --device {params.device}"
+        " --eval-batch-size {params.eval_batch_size} --backend {params.backend} --device {params.device}"
         " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
@@ -39,7 +39,7 @@ rule evaluate_student:
         backend=BACKEND,
         device=config["device"],
         records=student_records_dir,
-        batch_size=config["teacher"]["eval_batch_size"],
+        eval_batch_size=config["eval_batch_size"],
     log:
         "logs/{task}/evaluate_{student}.log",
     benchmark:
@@ -51,5 +51,5 @@ rule evaluate_student:
         "{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task}"
         " --name {wildcards.student} --model results/{wildcards.task}/{wildcards.student}"
         " --records {params.records} --reference {input.reference} --out {output}"
-        " --batch-size {params.batch_size} --backend {params.backend} --device {params.device}"
+        " --eval-batch-size {params.eval_batch_size} --backend {params.backend} --device {params.device}"
         " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

@@ -4,7 +4,7 @@
 # `model` field of its eval JSON (the student's name in config.yaml).
 import json
 
-import kdlib.evaluate.report
+import kdlib.config
 
 
 report: "../report/workflow.rst"
@@ -12,7 +12,7 @@ report: "../report/workflow.rst"
 
 # {distilled student: its `algorithm: none` baseline of the same architecture}, as JSON: a param,
 # so changing the pairing reruns the report.
-REPORT_BASELINES = json.dumps(kdlib.evaluate.report.baselines(config["students"]), sort_keys=True)
+REPORT_BASELINES = json.dumps(kdlib.config.baselines(config["students"]), sort_keys=True)
 
 
 rule report:

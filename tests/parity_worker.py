@@ -41,7 +41,7 @@ def run(B, checkpoint_dir, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarra
     for i, s in enumerate(result["attention"]):
         out[f"attention.{i}"] = B.to_numpy(s)
 
-    cfg = train.TrainConfig(lr=LR, weight_decay=WEIGHT_DECAY)
+    cfg = train.TrainConfig.from_dict({"lr": LR, "weight_decay": WEIGHT_DECAY})
     optimizer = train.make_optimizer(B, {"model": model}, cfg)
     for step in (1, 2):
         optimizer.zero_grad()

@@ -48,7 +48,7 @@ TRAIN = dict(epochs=1, batch_size=BATCH, lr=1e-3, warmup=0.1, eval_every=2, save
 STUDENTS = {
     "nokd": {"algorithm": "none", "architecture": {"layers": 2, "hidden": 16}},
     "kd": {"algorithm": "kd", "architecture": {"layers": 2, "hidden": 16, "heads": 4, "intermediate": 32},
-           "hyperparameters": {"alpha": 0.3, "temperature": 2}},
+           "hyperparameters": {"alpha": 0.7, "temperature": 2}},
     "lstm": {"algorithm": "distilled_lstm",
              "architecture": {"model": "bilstm", "hidden": 16, "intermediate": 16, "embedding": 16}},
     "pkd": {"algorithm": "bert_pkd", "architecture": {"layers": 2, "init": "teacher"},
@@ -105,7 +105,7 @@ def data(tmp_path_factory, B):
                                                          "role": "teacher"})
     tinydata.write_records(root / "bert", n_train=N_TRAIN, n_dev=N_DEV, seed=0)
     write_word_records(root / "bert", root / "lstm")
-    logit_cache.cache_logits(B, TASK, root / "teacher", root / "bert", root / "logits.npz")
+    logit_cache.cache_logits(B, TASK, root / "teacher", root / "bert", root / "logits.npz", batch_size=16)
     return root
 
 
@@ -201,7 +201,8 @@ def test_every_recipe_trains_end_to_end(name, data, teacher_cfg, B, tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     results = distill(B, TASK, name, spec, records=records, out_dir=out, work_dir=work,
                       teacher_dir=None if lstm else data / "teacher",
-                      logits=data / "logits.npz" if recipe.needs_logits else None, init_dir=init_dir)
+                      logits=data / "logits.npz" if recipe.needs_logits else None, init_dir=init_dir,
+                      eval_batch_size=16)
 
     phases = 2 if recipe.two_phase else 1
     assert len(results) == phases and all(r.steps == N_TRAIN // BATCH for r in results)
@@ -241,9 +242,10 @@ def learnable(tmp_path_factory, B):
     tinydata.write_pretrained(root / "pretrained", seed=0, **TEACHER)
     tinydata.write_records(root / "bert", n_train=192, n_dev=96, seed=11)
     write_word_records(root / "bert", root / "lstm")
-    cfg = train.TrainConfig(epochs=6, batch_size=16, lr=3e-3, save_every=1000, seed=0)
-    teacher.finetune(B, TASK, root / "bert", root / "pretrained", root / "teacher", root / "work", cfg)
-    logit_cache.cache_logits(B, TASK, root / "teacher", root / "bert", root / "logits.npz")
+    cfg = train.TrainConfig.from_dict({"epochs": 6, "batch_size": 16, "lr": 3e-3, "save_every": 1000,
+                                       "seed": 0})
+    teacher.finetune(B, TASK, root / "bert", root / "pretrained", root / "teacher", root / "work", cfg, 32)
+    logit_cache.cache_logits(B, TASK, root / "teacher", root / "bert", root / "logits.npz", batch_size=32)
     return root
 
 
@@ -264,7 +266,8 @@ def test_every_recipe_learns_more_than_the_majority_class(name, learnable, B, tm
         init_dir = export_layers(learnable / "teacher", recipes.init_layers(spec, 4), tmp_path / "init")
     distill(B, TASK, name, spec, records=records, out_dir=tmp_path / "out", work_dir=tmp_path / "work",
             teacher_dir=None if lstm else learnable / "teacher",
-            logits=learnable / "logits.npz" if recipe.needs_logits else None, init_dir=init_dir)
+            logits=learnable / "logits.npz" if recipe.needs_logits else None, init_dir=init_dir,
+            eval_batch_size=32)
     model, _ = checkpoint.load_checkpoint(B, tmp_path / "out")
     dev = record_file(records, "dev")
     labels = np.array([int(r["label_ids"][0]) for r in iter_records(dev)])
@@ -314,7 +317,7 @@ def test_none_is_the_hard_loss(B, data):
 
 
 def test_kd_loss_mixes_hard_and_soft_labels(B, data):
-    spec = spec_of("kd")                                      # alpha 0.3, temperature 2
+    spec = spec_of("kd")                            # alpha 0.7 (the soft term's weight), T = 2
     rng = np.random.default_rng(0)
     logits = {s: rng.normal(size=(n, 2)).astype(np.float32) * 3
               for s, n in (("train", N_TRAIN), ("dev", N_DEV))}
@@ -513,7 +516,8 @@ def test_tinybert_prediction_phase_continues_from_the_intermediate_phase(B, data
     initial = state_dict_numpy(recipes.get_recipe("tinybert").build(
         context(B, data, spec), spec))
     distill(B, TASK, "tiny", spec, records=data / "bert", out_dir=tmp_path / "out",
-            work_dir=tmp_path / "work", teacher_dir=data / "teacher", logits=data / "logits.npz")
+            work_dir=tmp_path / "work", teacher_dir=data / "teacher", logits=data / "logits.npz",
+            eval_batch_size=16)
     final = read_safetensors(tmp_path / "out" / "model.safetensors")
     moved = max(float(np.abs(after_phase_1[k] - initial[k]).max()) for k in final)
     assert moved > 1e-3                                           # phase 1 trained something
@@ -604,7 +608,8 @@ def error_lines(capsys) -> list[str]:
 def script_argv(data, tmp_path, spec: str, *extra) -> list[str]:
     return ["--task", TASK.name, "--student", "kd", "--spec", spec, "--records", str(data / "bert"),
             "--teacher", str(data / "teacher"), "--out", str(tmp_path / "out"),
-            "--work", str(tmp_path / "work"), "--backend", BACKEND, "--device", "cpu", *extra]
+            "--work", str(tmp_path / "work"), "--eval-batch-size", "16", "--backend", BACKEND,
+            "--device", "cpu", "--threads", "0", *extra]
 
 
 @pytest.mark.parametrize("spec,fragment", [
@@ -703,7 +708,8 @@ def test_theseus_step_that_keeps_every_teacher_module_trains_on(B, data, teacher
 
     init_dir = export_layers(data / "teacher", recipes.init_layers(spec, 4), tmp_path / "init")
     results = distill(B, TASK, "theseus", spec, records=data / "bert", out_dir=tmp_path / "out",
-                      work_dir=tmp_path / "work", teacher_dir=data / "teacher", init_dir=init_dir)
+                      work_dir=tmp_path / "work", teacher_dir=data / "teacher", init_dir=init_dir,
+                      eval_batch_size=16)
     assert [r.steps for r in results] == [N_TRAIN // BATCH] * 2
     assert [r.skipped_steps for r in results] == [N_TRAIN // BATCH, 0]
     summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())

@@ -216,7 +216,7 @@ def test_builtin_rules_on_a_fake_corpus(tmp_path):
     assert len(expected) == 24 and sum(expected.values()) == 12
     out = tmp_path / "all"
     assert prepare_builtin.main(["--out-dir", str(out), "--source", str(source),
-                                 "--dev-fraction", "0.25", "--max-train", "0"]) == 0
+                                 "--dev-fraction", "0.25", "--max-train", "0", "--seed", "13"]) == 0
     train, dev = read_tsv("tweets", out / "train.tsv"), read_tsv("tweets", out / "dev.tsv")
     got = dict(zip(train["text_a"], train["label"])) | dict(zip(dev["text_a"], dev["label"]))
     assert got == expected
@@ -227,7 +227,7 @@ def test_builtin_rules_on_a_fake_corpus(tmp_path):
     for cap, positives in [(10, 5), (7, None), (3, None)]:
         capped = tmp_path / f"cap{cap}"
         assert prepare_builtin.main(["--out-dir", str(capped), "--source", str(source),
-                                     "--dev-fraction", "0.25", "--max-train", str(cap)]) == 0
+                                     "--dev-fraction", "0.25", "--max-train", str(cap), "--seed", "13"]) == 0
         small = read_tsv("tweets", capped / "train.tsv")
         assert len(small) == cap
         assert abs(small["label"].sum() - cap / 2) <= 0.5
@@ -251,7 +251,8 @@ def test_builtin_bad_source_is_one_error_line(tmp_path, capsys, content):
     source = tmp_path / "corpus.csv"
     if content is not None:
         source.write_bytes(content)
-    rc = prepare_builtin.main(["--out-dir", str(tmp_path / "out"), "--source", str(source)])
+    rc = prepare_builtin.main(["--out-dir", str(tmp_path / "out"), "--source", str(source),
+                               "--dev-fraction", "0.1", "--max-train", "0", "--seed", "13"])
     err = capsys.readouterr().err
     assert rc == 1
     assert len(error_lines(err)) == 1 and err.count("\n") == 1

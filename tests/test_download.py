@@ -482,7 +482,7 @@ def test_tweets_and_unknown_tasks_are_config_errors(tmp_path):
 def test_cli_unreachable_prints_one_error_line(tmp_path, capsys):
     url = f"http://127.0.0.1:{dead_port()}"
     rc = download_glue.main(["--task", "sst2", "--out-root", str(tmp_path / "glue"),
-                             "--url", url, "--retries", "0", "--timeout", "2"])
+                             "--url", url, "--mrpc-url", url, "--retries", "0", "--timeout", "2"])
     err = capsys.readouterr().err
     assert rc == 1
     assert err.count("\n") == 1 and err.startswith(f"error: could not download {url}/SST-2.zip")
@@ -499,9 +499,13 @@ def test_cli_success(tmp_path, capsys):
     assert rc == 0
     assert (out / "SST-2" / "train.tsv").read_text() == members["SST-2/train.tsv"]
     assert "sst2: wrote train.tsv, dev.tsv" in capsys.readouterr().out
-    args = download_glue.parse_args(["--task", "cola"])
-    assert (args.out_root, args.url, args.retries) == (Path("data/glue"), dl.DEFAULT_BASE_URL, 3)
+    # every setting comes from config.yaml, so the workflow passes each flag; only --hand-root may go
+    args = download_glue.parse_args(["--task", "cola", "--out-root", "data/download", "--url", url,
+                                     "--mrpc-url", url, "--timeout", "5", "--retries", "1"])
+    assert (args.out_root, args.url, args.retries) == (Path("data/download"), url, 1)
     assert args.hand_root is None
+    with pytest.raises(SystemExit):
+        download_glue.parse_args(["--task", "cola", "--out-root", "data/download"])
 
 
 def without_unbuffered() -> dict[str, str]:
@@ -518,7 +522,8 @@ def test_cli_hand_root_and_log_order(tmp_path):
     with open(log, "w") as fh:
         done = subprocess.run([sys.executable, "-m", "workflow_scripts.download_glue", "--task",
                                "sst2", "--out-root", str(tmp_path / "download"), "--hand-root",
-                               "data/glue", "--url", url, "--retries", "0"],
+                               "data/glue", "--url", url, "--mrpc-url", url, "--timeout", "5",
+                               "--retries", "0"],
                               stdout=fh, stderr=subprocess.STDOUT, cwd=tmp_path,
                               env={**without_unbuffered(), "PYTHONPATH": str(repo)})
     lines = log.read_text().splitlines()

@@ -195,7 +195,7 @@ def test_cache_of_the_wrong_width_is_refused(data, tmp_path):
 
 def test_cache_that_does_not_line_up_is_refused(data, tmp_path, B):
     out = tmp_path / "logits.npz"
-    logit_cache.cache_logits(B, TASK, data / "teacher", data / "bert", out)
+    logit_cache.cache_logits(B, TASK, data / "teacher", data / "bert", out, batch_size=16)
     other = tinydata.write_records(tmp_path / "other", n_train=N_TRAIN + 1, n_dev=N_DEV, seed=4)
     with pytest.raises(DataError) as info:
         logit_cache.load_logits(out, other, TASK)
@@ -224,7 +224,8 @@ def test_cache_that_does_not_line_up_is_refused(data, tmp_path, B):
 def test_cache_script(data, tmp_path, capsys):
     out = tmp_path / "teacher_logits.npz"
     argv = ["--task", TASK.name, "--teacher", str(data / "teacher"), "--records", str(data / "bert"),
-            "--out", str(out), "--batch-size", "16", "--backend", BACKEND, "--device", "cpu"]
+            "--out", str(out), "--eval-batch-size", "16", "--backend", BACKEND, "--device", "cpu",
+            "--threads", "0"]
     assert cache_teacher_logits.main(argv) == 0
     assert error_lines(capsys) == []
     with np.load(out) as arrays:

@@ -75,15 +75,18 @@ def test_backend_from_applies_the_requested_threads_up_to_the_usable_cpus(cpus, 
     monkeypatch.setattr(backend, "load", lambda name, device: recorder)
     parser = argparse.ArgumentParser()
     _cli.add_runtime_args(parser)
+
+    def runtime(threads):
+        return parser.parse_args(["--backend", "torch", "--device", "cpu", "--threads", str(threads)])
     for requested, affinity, slurm, applied in [
         (16, 4, None, 4),      # --threads 16 in a job bound to 4 CPUs
         (16, 64, "4", 4),      # ... or given 4 by Slurm on an unconfined node
         (2, 8, "4", 2),        # fewer than the job may use: as asked
     ]:
         cpus(affinity, slurm)
-        assert _cli.backend_from(parser.parse_args(["--threads", str(requested)])) is recorder
+        assert _cli.backend_from(runtime(requested)) is recorder
         assert recorder.threads.pop() == applied, (requested, affinity, slurm)
-    _cli.backend_from(parser.parse_args(["--threads", "0"]))     # 0: the library's default
+    _cli.backend_from(runtime(0))                               # 0: the library's default
     assert recorder.threads == []
     # N data-parallel processes of one job share its CPUs
     cpus(16, None)
@@ -92,7 +95,7 @@ def test_backend_from_applies_the_requested_threads_up_to_the_usable_cpus(cpus, 
         with monkeypatch.context() as m:
             for key, value in env.items():
                 m.setenv(key, value)
-            _cli.backend_from(parser.parse_args(["--threads", "16"]))
+            _cli.backend_from(runtime(16))
         assert recorder.threads.pop() == applied, env
 
 

@@ -90,10 +90,10 @@ def test_baselines_of_the_shipped_config():
     expected = {"kd": "bert_small_nokd", "tinybert": "bert_small_nokd",
                 "bert_pkd": "bert_pkd_nokd", "theseus": "bert_pkd_nokd",
                 "distilled_lstm": "lstm_nokd"}
-    assert report.baselines(config.load("config.yaml")["students"]) == expected
+    assert config.baselines(config.load("config.yaml")["students"]) == expected
     # The raw YAML, without the schema's defaults filled in, pairs the same way.
     raw = yaml.safe_load((REPO / "config.yaml").read_text())["students"]
-    assert report.baselines(raw) == expected
+    assert config.baselines(raw) == expected
 
 
 def test_baselines_need_the_same_architecture():
@@ -116,7 +116,7 @@ def test_baselines_need_the_same_architecture():
                                                           "init": "teacher"}},
         "base_lstm": {"algorithm": "none", "architecture": {"model": "bilstm"}},
     }
-    assert report.baselines(students) == {
+    assert config.baselines(students) == {
         "kd": "base",                  # the first matching baseline in config order
         "kd_init": "base_init",        # init is part of the architecture
         "pkd_top": "base_pkd",         # init_layers is not
@@ -208,8 +208,8 @@ def test_markdown_escapes_pipes():
 
 def run_script(evals, out_dir, *extra) -> int:
     argv = ["--task", TASK, "--teacher", str(evals["teacher"]),
-            "--students", f"kd={evals['kd']}", str(evals["bert_small_nokd"]),
-            str(evals["distilled_lstm"]), f"lstm_nokd={evals['lstm_nokd']}",
+            "--students", str(evals["kd"]), str(evals["bert_small_nokd"]),
+            str(evals["distilled_lstm"]), str(evals["lstm_nokd"]),
             "--baselines", json.dumps(PAIRS), *extra]
     if out_dir is not None:
         argv += ["--out-dir", str(out_dir)]
@@ -325,11 +325,12 @@ def test_the_report_of_eval_jsons_that_evaluate_model_wrote(B, tmp_path):
         checkpoint.save_checkpoint(model, tmp_path / name, meta)
         paths[name] = tmp_path / f"{name}_eval.json"
         argv = ["--task", TASK, "--name", name, "--model", str(tmp_path / name), "--records",
-                str(records), "--out", str(paths[name]), "--backend", B.name, "--device", "cpu"]
+                str(records), "--out", str(paths[name]), "--eval-batch-size", "16", "--backend",
+                B.name, "--device", "cpu", "--threads", "0"]
         if name != "teacher":
             argv += ["--reference", str(paths["teacher"])]
         assert evaluate_model.main(argv) == 0
-    pairs = report.baselines(students_config)
+    pairs = config.baselines(students_config)
     assert pairs == {"kd": "small_nokd"}
     out = tmp_path / "out"
     assert report_script.main(["--task", TASK, "--teacher", str(paths["teacher"]), "--students",
@@ -372,5 +373,5 @@ def test_the_workflow_plans_the_report(tmp_path):
     for name in students:
         assert f"results/{TASK}/{name}_eval.json" in command
     pairs = json.loads(re.search(r"--baselines '([^']*)'", command).group(1))
-    assert pairs == report.baselines(config.load(tmp_path / "config.yaml")["students"])
+    assert pairs == config.baselines(config.load(tmp_path / "config.yaml")["students"])
     assert f"--png results/{TASK}/accuracy_vs_speedup.png" in command

@@ -53,7 +53,7 @@ def tiny_model(B, seed=0):
 def small_config(**overrides) -> train.TrainConfig:
     values = dict(epochs=2, batch_size=8, lr=3e-3, warmup=0.2, save_every=3, shuffle_buffer=16,
                   seed=7)
-    return train.TrainConfig(**{**values, **overrides})
+    return train.TrainConfig.from_dict({**values, **overrides})
 
 
 def run_fit(B, records, work, cfg, loss_wrapper=None):
@@ -92,7 +92,7 @@ def test_lr_factor_warms_up_linearly_then_decays_linearly_to_zero():
 
 def test_make_optimizer_skips_weight_decay_on_biases_and_layer_norm(B):
     model = tiny_model(B)
-    cfg = train.TrainConfig(lr=1e-3, weight_decay=0.05)
+    cfg = train.TrainConfig.from_dict({"lr": 1e-3, "weight_decay": 0.05})
     optimizer = train.make_optimizer(B, {"model": model}, cfg)
     names = {id(p): n for n, p in model.named_parameters()}
     decay_of = {}

@@ -1,6 +1,8 @@
-"""Shared plumbing for stage scripts: user mistakes end as one ``error:`` line, not a traceback."""
+"""Shared plumbing for stage scripts: user mistakes end as one ``error:`` line, not a traceback;
+the arguments every stage of a kind takes; JSON arguments; the training stages' summary line."""
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from typing import Callable
@@ -21,11 +23,28 @@ def guarded(main: Callable[..., int | None]) -> Callable[..., int]:
     return wrapper
 
 
+def stage_parser(doc: str, task: bool = True) -> argparse.ArgumentParser:
+    """The parser of a stage whose module docstring is ``doc``, with ``--task`` (required).
+
+    Every flag that the workflow always passes is required: the defaults live in config.yaml and
+    its schema alone."""
+    p = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    if task:
+        p.add_argument("--task", required=True, help="task id, e.g. sst2, tweets")
+    return p
+
+
 def add_runtime_args(parser) -> None:
     """--backend, --device and --threads: where a training or evaluation stage runs."""
-    parser.add_argument("--backend", default="auto", help="auto | oneflow | torch")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
+    parser.add_argument("--backend", required=True, help="auto | oneflow | torch")
+    parser.add_argument("--device", required=True, help="auto | cpu | cuda")
+    parser.add_argument("--threads", type=int, required=True, help="CPU threads (0 = library default)")
+
+
+def add_eval_args(parser) -> None:
+    """--eval-batch-size: the batch size of every evaluation (config.yaml ``eval_batch_size``)."""
+    parser.add_argument("--eval-batch-size", type=int, required=True,
+                        help="batch size of dev-set evaluation")
 
 
 def backend_from(args):
@@ -40,14 +59,30 @@ def backend_from(args):
     return B
 
 
-def load_hparams(text: str, definition: str) -> dict:
-    """Parse a JSON object given on the command line and validate it against the schema."""
+def json_arg(text: str, flag: str):
+    """The value of a JSON command-line argument; invalid JSON is one ConfigError naming ``flag``."""
     import json
 
-    from kdlib import config
     from kdlib.errors import ConfigError
     try:
-        values = json.loads(text)
+        return json.loads(text)
     except ValueError as exc:
-        raise ConfigError(f"--hparams is not valid JSON ({exc})") from None
-    return config.validate_section(values, definition, "--hparams")
+        raise ConfigError(f"{flag} is not valid JSON ({exc})") from None
+
+
+def load_hparams(text: str, definition: str, flag: str = "--hparams") -> dict:
+    """A JSON object given on the command line, validated against the schema's ``definition``."""
+    from kdlib import config
+    return config.validate_section(json_arg(text, flag), definition, flag)
+
+
+def print_trained(B, what: str, task, result, seconds: float, out: str) -> None:
+    """A training stage's one-line summary (the log's last line, which the workflow echoes), from
+    the rank that evaluated: ``<what> on <task>: best dev <metric> <score> at step <k>/<n> (of
+    the last phase), <seconds> s on <backend>/<device>; saved to <out>``."""
+    if B.rank != 0:
+        return
+    processes = f" x {B.world_size} processes" if B.world_size > 1 else ""
+    print(f"{what} on {task.name}: best dev {task.metric} {result.best_score:.4f} at step "
+          f"{result.best_step}/{result.steps}, {seconds:.0f} s on {B.name}/{B.device_name}"
+          f"{processes}; saved to {out}", file=sys.stderr)

@@ -1,21 +1,19 @@
 """Stage cache_teacher_logits: the fine-tuned teacher's logits for every record of every split."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 from kdlib.data import tasks
 from kdlib.distill import logit_cache
-from workflow_scripts._cli import add_runtime_args, backend_from, guarded
+from workflow_scripts._cli import add_eval_args, add_runtime_args, backend_from, guarded, stage_parser
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--task", required=True)
+def parse_args(argv=None):
+    p = stage_parser(__doc__)
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder")
     p.add_argument("--records", required=True, help="the teacher's BERT record folder")
     p.add_argument("--out", required=True, help="the .npz to write")
-    p.add_argument("--batch-size", type=int, default=128)
+    add_eval_args(p)
     add_runtime_args(p)
     return p.parse_args(argv)
 
@@ -25,7 +23,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     task = tasks.get_task(args.task)
     B = backend_from(args)
-    rows = logit_cache.cache_logits(B, task, args.teacher, args.records, args.out, args.batch_size)
+    rows = logit_cache.cache_logits(B, task, args.teacher, args.records, args.out,
+                                    batch_size=args.eval_batch_size)
     print(f"teacher logits for {task.name}: {rows}; wrote {args.out}", file=sys.stderr)
     return 0
 

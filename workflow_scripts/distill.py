@@ -1,20 +1,25 @@
 """Stage distill: train one student with its algorithm's recipe."""
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 from kdlib import config
 from kdlib.data import tasks
 from kdlib.distill.student import distill
 from kdlib.errors import ConfigError
-from workflow_scripts._cli import add_runtime_args, backend_from, guarded
+from workflow_scripts._cli import (
+    add_eval_args,
+    add_runtime_args,
+    backend_from,
+    guarded,
+    json_arg,
+    print_trained,
+    stage_parser,
+)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--task", required=True)
+def parse_args(argv=None):
+    p = stage_parser(__doc__)
     p.add_argument("--student", required=True, help="the student's name in config.yaml")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--spec", help="the student's resolved settings as JSON (what Snakemake passes)")
@@ -25,6 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init", help="exported teacher layers for the student")
     p.add_argument("--out", required=True)
     p.add_argument("--work", required=True, help="resume state folder")
+    add_eval_args(p)
     add_runtime_args(p)
     return p.parse_args(argv)
 
@@ -32,10 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def read_spec(args) -> dict:
     if args.config:
         return config.student_spec(config.load(args.config), args.student)
-    try:
-        spec = json.loads(args.spec)
-    except ValueError as exc:
-        raise ConfigError(f"--spec is not valid JSON ({exc})") from None
+    spec = json_arg(args.spec, "--spec")
     if not isinstance(spec, dict) or not isinstance(spec.get("algorithm"), str):
         raise ConfigError("--spec must be a JSON object with an \"algorithm\" name")
     for key, definition in (("architecture", "architecture"), ("hyperparameters", "hyperparameters"),
@@ -52,13 +55,9 @@ def main(argv=None) -> int:
     B = backend_from(args)
     results = distill(B, task, args.student, spec, records=args.records, out_dir=args.out,
                       work_dir=args.work, teacher_dir=args.teacher, logits=args.logits,
-                      init_dir=args.init)
-    seconds = sum(r.seconds for r in results)
-    if B.rank == 0:                  # data parallel: one summary line, from the rank that evaluated
-        print(f"{args.student} ({spec['algorithm']}) on {task.name}: best dev {task.metric} "
-              f"{results[-1].best_score:.4f}, {seconds:.0f} s on {B.name}/{B.device_name}"
-              f"{B.world_size > 1 and f' x {B.world_size} processes' or ''}; saved to {args.out}",
-              file=sys.stderr)
+                      init_dir=args.init, eval_batch_size=args.eval_batch_size)
+    print_trained(B, f"{args.student} ({spec['algorithm']})", task, results[-1],
+                  sum(r.seconds for r in results), args.out)
     return 0
 
 

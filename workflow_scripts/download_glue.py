@@ -1,6 +1,7 @@
 """Stage ``download_glue``: fetch one GLUE task's raw TSVs into ``<out root>/<GLUE dir>/``.
 
-    python -m workflow_scripts.download_glue --task sst2 [--out-root data/glue] [--url URL]
+    python -m workflow_scripts.download_glue --task sst2 --out-root data/download \\
+        --url https://dl.fbaipublicfiles.com/glue/data --mrpc-url ... --timeout 60 --retries 3
 
 The workflow downloads into data/download/ and names data/glue/ as the --hand-root, the folder
 where a user may place the files by hand instead. All the work is in
@@ -8,29 +9,25 @@ where a user may place the files by hand instead. All the work is in
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from kdlib.data.download import DEFAULT_BASE_URL, DEFAULT_MRPC_URL, fetch_glue
-from workflow_scripts._cli import guarded
+from kdlib.data.download import fetch_glue
+from workflow_scripts._cli import guarded, stage_parser
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="download_glue", description=__doc__.splitlines()[0])
-    p.add_argument("--task", required=True, help="task id, e.g. sst2, mnli, mrpc")
-    p.add_argument("--out-root", type=Path, default=Path("data/glue"),
-                   help="folder that holds the GLUE task folders (default: data/glue)")
+def parse_args(argv: list[str] | None = None):
+    p = stage_parser(__doc__)
+    p.add_argument("--out-root", type=Path, required=True,
+                   help="folder that holds the GLUE task folders, e.g. data/download")
     p.add_argument("--hand-root", type=Path, default=None,
-                   help="where errors tell the user to place the files by hand "
-                        "(default: the out root)")
-    p.add_argument("--url", default=DEFAULT_BASE_URL,
+                   help="where errors tell the user to place the files by hand (default: the out root)")
+    p.add_argument("--url", required=True,
                    help="base URL of the GLUE zips (http(s)://, file:// or a local folder)")
-    p.add_argument("--mrpc-url", default=DEFAULT_MRPC_URL,
+    p.add_argument("--mrpc-url", required=True,
                    help="base URL of the MSR paraphrase corpus files (MRPC only)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
-    p.add_argument("--retries", type=int, default=3,
-                   help="retries of a failed try, with backoff (default 3)")
+    p.add_argument("--timeout", type=float, required=True, help="seconds per request")
+    p.add_argument("--retries", type=int, required=True, help="retries of a failed try, with backoff")
     return p.parse_args(argv)
 
 

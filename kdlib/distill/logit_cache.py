@@ -21,7 +21,7 @@ from ..models.checkpoint import load_checkpoint
 
 
 def cache_logits(B, task: Task, teacher_dir: str | Path, records: str | Path, out: str | Path,
-                 batch_size: int = 128) -> dict[str, int]:
+                 *, batch_size: int) -> dict[str, int]:
     """Write ``out`` (.npz): one (N, C) float32 array per split. Returns rows per split."""
     model, _ = load_checkpoint(B, teacher_dir)
     arrays = {split: predict(B, model, record_file(records, split), batch_size)[0].astype(np.float32)

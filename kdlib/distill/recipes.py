@@ -117,6 +117,15 @@ class Recipe:
     hyperparameters: tuple = ()     # the keys of `hyperparameters` it reads
     two_phase = False
 
+    def needs(self, spec: dict) -> dict[str, bool]:
+        """What a student's job reads besides its records, the one place that says it (the rules
+        and :func:`kdlib.distill.student.distill` both ask): the cached teacher ``logits``; the
+        fine-tuned ``teacher`` folder (the live teacher, or the widths a BERT student follows);
+        its ``init`` layers exported from the teacher."""
+        arch = spec["architecture"]
+        return {"logits": self.needs_logits, "teacher": self.needs_teacher or arch["model"] == "bert",
+                "init": arch["init"] == "teacher"}
+
     def default_layers(self, n_student: int, n_teacher: int) -> list[int]:
         return skip_layers(n_student, n_teacher)
 
@@ -188,7 +197,7 @@ class NoKD(Recipe):
 
 @register
 class KD(Recipe):
-    """Hinton et al. 2015. Loss: alpha * CE(hard) + (1 - alpha) * T^2 * soft CE(teacher, T)."""
+    """Hinton et al. 2015. Loss: (1 - alpha) * CE(hard) + alpha * T^2 * soft CE(teacher, T)."""
     name, needs_logits, hyperparameters = "kd", True, ("alpha", "temperature")
 
     def phases(self, ctx, spec, student, cfgs):
@@ -198,7 +207,7 @@ class KD(Recipe):
             logits = student(**model_inputs(ctx.B, batch))["logits"]
             hard = self.hard(ctx, logits, batch)
             soft = self.soft(ctx, logits, ctx.cached_logits(batch), hp)
-            return hp["alpha"] * hard + (1 - hp["alpha"]) * soft, {"hard": hard, "soft": soft}
+            return (1 - hp["alpha"]) * hard + hp["alpha"] * soft, {"hard": hard, "soft": soft}
         return [Phase("train", {"student": student}, loss_fn, cfgs[-1])]
 
 

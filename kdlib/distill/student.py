@@ -2,7 +2,6 @@
 the final phase's best checkpoint."""
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from ..data.ofrecord import record_file
 from ..data.tasks import Task
 from ..errors import ConfigError
 from ..evaluate.evaluation import dev_evaluator
-from ..io import atomic_dir, check_writable
+from ..io import check_writable
 from ..models import checkpoint
 from . import train
 from .logit_cache import load_logits
@@ -27,14 +26,15 @@ def phase_configs(spec: dict, recipe) -> list[train.TrainConfig]:
 
 def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_dir: str | Path,
             work_dir: str | Path, teacher_dir: str | Path | None = None,
-            logits: str | Path | None = None, init_dir: str | Path | None = None) -> list:
+            logits: str | Path | None = None, init_dir: str | Path | None = None,
+            eval_batch_size: int) -> list:
     """Train student ``name`` (``spec`` as built by :func:`kdlib.config.student_spec`)."""
     recipe = get_recipe(spec["algorithm"], name)
-    bert = spec["architecture"]["model"] == "bert"
+    needs = recipe.needs(spec)
     missing = [what for what, needed, given in (
-        ("the teacher logit cache (logits)", recipe.needs_logits, logits),
-        ("the fine-tuned teacher (teacher_dir)", recipe.needs_teacher or bert, teacher_dir),
-        ("the exported teacher layers (init_dir)", spec["architecture"]["init"] == "teacher", init_dir))
+        ("the teacher logit cache (logits)", needs["logits"], logits),
+        ("the fine-tuned teacher (teacher_dir)", needs["teacher"], teacher_dir),
+        ("the exported teacher layers (init_dir)", needs["init"], init_dir))
         if needed and not given]
     if missing:
         raise ConfigError(f"student {name}: algorithm {spec['algorithm']} with a "
@@ -56,7 +56,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
     meta = {"task": task.name, "labels": list(task.labels or []), "role": "student",
             "student": name, "algorithm": spec["algorithm"]}
     dev = record_file(records, task.dev_splits[0])
-    evaluate = dev_evaluator(B, student, task, dev)
+    evaluate = dev_evaluator(B, student, task, dev, eval_batch_size)
     inputs = {"dev records": dev}                # what the resume state is keyed to, with spec
     if teacher_dir:
         inputs["teacher weights"] = Path(teacher_dir) / checkpoint.WEIGHTS_FILE
@@ -77,20 +77,13 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
             save_config=meta, student="student", desc=f"{name} {phase.name}",
             settings={"task": task.name, "student": name, "spec": spec, "phase": phase.name},
             inputs=inputs))
-    if B.rank != 0:                              # data parallel: rank 0 writes the outputs
-        return results
-    last = work_dir / phase.name
-    with atomic_dir(out_dir) as tmp:
-        for f in (checkpoint.WEIGHTS_FILE, checkpoint.CONFIG_FILE):
-            shutil.copy2(last / train.BEST_DIR / f, tmp / f)
-        shutil.copy2(last / train.LOG_CSV, tmp / train.LOG_CSV)
+    if B.rank == 0:                              # data parallel: rank 0 writes the outputs
         total = train.FitResult(results[-1].best_score, results[-1].best_step,
                                 sum(r.steps for r in results), sum(r.seconds for r in results),
                                 results[-1].history, results[-1].processes)
-        train.write_summary(tmp / "train_summary.json", total, cfgs[-1], task=task.name,
-                            student=name, algorithm=spec["algorithm"],
-                            phases=[{"steps": r.steps, "seconds": round(r.seconds, 2),
-                                     "best_score": r.best_score, "skipped_steps": r.skipped_steps}
-                                    for r in results])
-    shutil.rmtree(work_dir, ignore_errors=True)  # published: the resume states have served
+        train.publish(out_dir, work_dir / phase.name, total, cfgs[-1], work_dir=work_dir,
+                      task=task.name, student=name, algorithm=spec["algorithm"],
+                      phases=[{"steps": r.steps, "seconds": round(r.seconds, 2),
+                               "best_score": r.best_score, "skipped_steps": r.skipped_steps}
+                              for r in results])
     return results

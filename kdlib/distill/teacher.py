@@ -1,7 +1,6 @@
 """Fine-tuning the teacher: a pretrained BERT plus a classifier, trained on hard labels."""
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -9,8 +8,7 @@ from ..data import ofrecord
 from ..data.batching import model_inputs
 from ..data.tasks import Task
 from ..evaluate.evaluation import dev_evaluator
-from ..io import atomic_dir, check_writable
-from ..models import checkpoint
+from ..io import check_writable
 from ..models.pretrained import load_pretrained_bert
 from . import train
 
@@ -32,7 +30,7 @@ def supervised_loss_fn(B, model, regression: bool):
 
 
 def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir: str | Path,
-             work_dir: str | Path, cfg: train.TrainConfig) -> train.FitResult:
+             work_dir: str | Path, cfg: train.TrainConfig, eval_batch_size: int) -> train.FitResult:
     """Fine-tune ``pretrained`` on ``records/train.of_record-0``, keep the best dev checkpoint in
     ``out_dir`` (with its vocab, training log and summary), then clear ``work_dir``."""
     records, pretrained, work_dir = Path(records), Path(pretrained), Path(work_dir)
@@ -47,17 +45,11 @@ def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir
             "pretrained": str(pretrained)}
     result = train.fit(B, {"model": model}, supervised_loss_fn(B, model, task.is_regression),
                        train_path=ofrecord.record_file(records, "train"), cfg=cfg,
-                       work_dir=work_dir, evaluate=dev_evaluator(B, model, task, dev),
+                       work_dir=work_dir, evaluate=dev_evaluator(B, model, task, dev, eval_batch_size),
                        save_config=meta, desc=f"teacher {task.name}", settings={"task": task.name},
                        inputs={"dev records": dev, "pretrained weights": pretrained / "model.safetensors",
                                "pretrained config": pretrained / "config.json"})
-    if B.rank != 0:                              # data parallel: rank 0 writes the outputs
-        return result
-    with atomic_dir(out_dir) as tmp:
-        for name in (checkpoint.WEIGHTS_FILE, checkpoint.CONFIG_FILE):
-            shutil.copy2(work_dir / train.BEST_DIR / name, tmp / name)
-        shutil.copy2(pretrained / "vocab.txt", tmp / "vocab.txt")
-        shutil.copy2(work_dir / train.LOG_CSV, tmp / train.LOG_CSV)
-        train.write_summary(tmp / "train_summary.json", result, cfg, task=task.name)
-    shutil.rmtree(work_dir, ignore_errors=True)  # published: the resume state has served
+    if B.rank == 0:                              # data parallel: rank 0 writes the outputs
+        train.publish(out_dir, work_dir, result, cfg, work_dir=work_dir,
+                      extra_files=[pretrained / "vocab.txt"], task=task.name)
     return result

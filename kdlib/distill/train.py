@@ -26,6 +26,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -36,9 +37,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ..backend import dist_env
+from ..config import validate_section
 from ..data import batching, ofrecord
 from ..errors import ConfigError, KdflowError
-from ..io import remove_orphans, write_text
+from ..io import atomic_dir, remove_orphans, write_text
 from ..models import checkpoint
 from . import resume
 
@@ -60,25 +62,29 @@ class NoGradient(KdflowError):
 
 @dataclass
 class TrainConfig:
-    epochs: float = 3.0            # passes over the training set (fractions allowed)
-    batch_size: int = 32
-    lr: float = 2e-5
-    warmup: float = 0.1            # share of all steps spent warming up linearly
-    weight_decay: float = 0.01     # not applied to biases and LayerNorm weights
-    max_grad_norm: float = 1.0     # 0 disables clipping
-    eval_every: int = 0            # steps between dev evaluations; 0 = at the end of every epoch
-    save_every: int = 50           # steps between resume states
-    shuffle_buffer: int = 10000    # records held by the streaming shuffle
-    bucket: int = 50               # batches per length-sorted pool (0 = no length bucketing)
-    seed: int = 42
+    """One training run's settings. Their meanings and defaults live in one place, the schema's
+    ``$defs/train`` (kdlib/config.schema.yaml): build one with :meth:`from_dict`."""
+    epochs: float                  # passes over the training set (fractions allowed)
+    batch_size: int
+    lr: float
+    warmup: float                  # share of all steps spent warming up linearly
+    weight_decay: float            # not applied to biases and LayerNorm weights
+    max_grad_norm: float           # 0 disables clipping
+    eval_every: int                # steps between dev evaluations; 0 = at the end of every epoch
+    save_every: int                # steps between resume states
+    shuffle_buffer: int            # records held by the streaming shuffle
+    bucket: int                    # batches per length-sorted pool (0 = no length bucketing)
+    seed: int
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
+        """``values`` with the schema's defaults filled in; an unknown or invalid setting is one
+        ConfigError."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**values)
+        return cls(**validate_section(values, "train", "training settings"))
 
 
 def lr_factor(step: int, total: int, warmup_steps: int) -> float:
@@ -304,6 +310,22 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     del net                                      # torch: drops the DDP hooks before another phase
     B.barrier()                                  # rank 0's files are complete for everyone
     return FitResult(best, best_step, step, seconds, history, B.world_size, skipped)
+
+
+def publish(out_dir: str | Path, phase_dir: Path, result: FitResult, cfg: TrainConfig, *,
+            work_dir: Path, extra_files=(), **summary) -> None:
+    """Publish a finished training job into ``out_dir``, all at once: the best checkpoint and the
+    training log of ``phase_dir`` (the work folder of its last phase), ``extra_files`` (copied by
+    name) and ``train_summary.json`` (``result``, ``cfg`` and ``summary``). Then clear the job's
+    ``work_dir``: its resume states have served."""
+    with atomic_dir(out_dir) as tmp:
+        for name in (checkpoint.WEIGHTS_FILE, checkpoint.CONFIG_FILE):
+            shutil.copy2(phase_dir / BEST_DIR / name, tmp / name)
+        shutil.copy2(phase_dir / LOG_CSV, tmp / LOG_CSV)
+        for path in extra_files:
+            shutil.copy2(path, tmp / Path(path).name)
+        write_summary(tmp / "train_summary.json", result, cfg, **summary)
+    shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def write_summary(path: str | Path, result: FitResult, cfg: TrainConfig, **extra) -> None:

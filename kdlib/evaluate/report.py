@@ -11,35 +11,23 @@ Units of the table (the eval JSONs hold fractions and bytes):
 - ``parameters (M)`` = parameters / 1e6, ``size (MB)`` = bytes on disk / 1e6.
 
 The baseline of a distilled student is the ``algorithm: none`` student with the same architecture
-(:func:`baselines`). Only the plot needs matplotlib, imported when a plot is drawn.
+(:func:`kdlib.config.baselines`). Only the plot needs matplotlib, imported when a plot is drawn.
 """
 from __future__ import annotations
 
 import base64
 import html
 import io
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, DataError, KdflowError
-from ..io import atomic_path, read_json, write_text
+from ..config import BASELINE_ALGORITHM
+from ..errors import DataError, KdflowError
+from ..io import atomic_path, write_text
 
 if TYPE_CHECKING:   # pandas itself loads inside the functions: the Snakefile imports this module
     import pandas as pd
-
-BASELINE_ALGORITHM = "none"
-# The architecture keys that make two students the same model. BiLSTM students have no layers or
-# heads; BERT students have no separate embedding size. ``init_layers`` is left out on purpose: PKD
-# and Theseus copy different teacher layers into the same 3-layer BERT, and share one baseline.
-ARCHITECTURE_KEYS = {
-    "bert": ("model", "layers", "hidden", "heads", "intermediate", "init"),
-    "bilstm": ("model", "hidden", "intermediate", "embedding", "init"),
-}
-# What every eval JSON must hold for the report (see kdlib.evaluate.report).
-REQUIRED_KEYS = ("metric", "score", "metrics", "parameters", "size_bytes", "latency_ms_batch1",
-                 "throughput_batch32")
 
 # Column names, with how many decimals the Markdown and HTML tables show.
 NAME, ROLE, ALGORITHM, ARCHITECTURE = "model", "role", "algorithm", "layers/hidden"
@@ -51,67 +39,6 @@ DECIMALS = {PARAMETERS: 2, SIZE: 1, RETAINED: 1, GAIN: 2, LATENCY: 2, THROUGHPUT
             TRAIN: 0}
 METRIC_DECIMALS = 2
 CSV_DECIMALS = 4      # the CSV keeps more than the tables show
-
-
-# ---- baselines ------------------------------------------------------------------------------------
-
-def _student(name: str, raw: dict) -> dict:
-    """One student's config with the schema's defaults filled in."""
-    from ..config import validate_section
-    return validate_section(raw or {}, "student", f"students.{name}")
-
-
-def architecture_key(architecture: dict) -> tuple:
-    """The architecture fields that must match for a no-KD student to be another's baseline."""
-    keys = ARCHITECTURE_KEYS.get(architecture["model"], tuple(sorted(architecture)))
-    return tuple((k, architecture.get(k)) for k in keys)
-
-
-def baselines(students_config: dict) -> dict[str, str]:
-    """``{distilled student: its baseline}`` for the ``students`` section of the config.
-
-    The baseline of a student whose algorithm is not ``none`` is the first ``algorithm: none``
-    student (in config order) whose :func:`architecture_key` is the same. Students without one,
-    and the baselines themselves, are not keys.
-    """
-    students = {name: _student(name, raw) for name, raw in students_config.items()}
-    plain = [(name, architecture_key(s["architecture"])) for name, s in students.items()
-             if s["algorithm"] == BASELINE_ALGORITHM]
-    pairs = {}
-    for name, s in students.items():
-        if s["algorithm"] == BASELINE_ALGORITHM:
-            continue
-        key = architecture_key(s["architecture"])
-        match = next((base for base, base_key in plain if base_key == key), None)
-        if match is not None:
-            pairs[name] = match
-    return pairs
-
-
-# ---- inputs ---------------------------------------------------------------------------------------
-
-def read_eval(path: str | Path) -> dict:
-    """One ``*_eval.json``; a missing, unreadable or incomplete file is one DataError naming it."""
-    result = read_json(path)
-    if not isinstance(result, dict):
-        raise DataError(f"{path}: not an eval JSON (not a JSON object)")
-    missing = [k for k in REQUIRED_KEYS if k not in result]
-    if missing:
-        raise DataError(f"{path}: not an eval JSON (lacks {', '.join(missing)})")
-    if not isinstance(result["metrics"], dict) or not all(
-            isinstance(m, dict) for m in result["metrics"].values()):
-        raise DataError(f"{path}: 'metrics' must map each dev split to its metrics")
-    numbers = ("score", "parameters", "size_bytes", "latency_ms_batch1", "throughput_batch32")
-    wrong = [k for k in numbers if not _is_number(result[k])]
-    if wrong:
-        raise DataError(f"{path}: {', '.join(wrong)} must be numbers")
-    if result["latency_ms_batch1"] <= 0:
-        raise DataError(f"{path}: latency_ms_batch1 must be positive")
-    return result
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_consistent(task: str, evals: dict[str, dict], paths: dict[str, str]) -> None:
@@ -368,18 +295,3 @@ def write_report(task: str, teacher: dict, students: dict[str, dict], pairs: dic
     write_text(md, markdown(task, frame, teacher, Path(png).name))
     write_text(html_path, html_page(task, frame, teacher, image))
     return frame
-
-
-def parse_pairs(text: str, names: list[str], where: str = "--baselines") -> dict[str, str]:
-    """A ``{student: baseline}`` JSON object whose names are all among ``names``."""
-    try:
-        pairs = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"{where} is not valid JSON ({exc})") from None
-    if not isinstance(pairs, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                              for k, v in pairs.items()):
-        raise ConfigError(f"{where} must be a JSON object mapping student names to baseline names")
-    unknown = sorted({n for pair in pairs.items() for n in pair} - set(names))
-    if unknown:
-        raise ConfigError(f"{where} names students without an eval JSON: {', '.join(unknown)}")
-    return pairs
