@@ -5,7 +5,7 @@ The rest of kdlib is written once against :class:`Backend`: ``B.lib`` is the ten
 API for everything kdlib uses; where OneFlow 0.9 differs, the difference is absorbed here.
 
 ``backend: auto`` picks OneFlow where a CUDA GPU is visible and PyTorch otherwise, because OneFlow's
-CPU kernels are about 8x slower than PyTorch's (DESIGN.md section 1).
+CPU kernels are about 8x slower than PyTorch's (docs/architecture.md, "Two runtimes").
 
 Data-parallel training: a process started by ``torchrun`` or ``oneflow.distributed.launch`` finds
 ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in its environment; ``B.rank`` and ``B.world_size`` come

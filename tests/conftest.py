@@ -22,3 +22,15 @@ def B():
     """The backend this interpreter holds: torch in .venv, oneflow in .venv-oneflow."""
     from kdlib import backend
     return backend.load("torch" if HAS_TORCH else "oneflow", "cpu")
+
+
+def error_lines_of(text: str) -> list[str]:
+    """The ``error: ...`` lines of a stage's output."""
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+def error_lines(capsys) -> list[str]:
+    """The ``error: ...`` lines a stage printed to stderr, which must hold no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return error_lines_of(err)

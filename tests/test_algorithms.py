@@ -23,7 +23,7 @@ import subprocess
 import numpy as np
 import pytest
 import tinydata
-from conftest import HAS_TORCH, ONEFLOW_PYTHON, REPO
+from conftest import HAS_TORCH, ONEFLOW_PYTHON, REPO, error_lines
 
 from kdlib import config
 from kdlib.data import batching
@@ -598,12 +598,6 @@ def test_the_default_students_pass_the_check(teacher_cfg):
 
 
 # ---- the distill script ------------------------------------------------------------------------------
-
-def error_lines(capsys) -> list[str]:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return [line for line in err.splitlines() if line.startswith("error:")]
-
 
 def script_argv(data, tmp_path, spec: str, *extra) -> list[str]:
     return ["--task", TASK.name, "--student", "kd", "--spec", spec, "--records", str(data / "bert"),

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import error_lines_of
+from localhttp import dead_port, serve
 from tokenizers import BertWordPieceTokenizer
 
 from kdlib.data import builtin, ofrecord, tasks
 from kdlib.models.pretrained import resolve_pretrained
-from tests.localhttp import dead_port, serve
 from workflow_scripts import ofrecord_bert, ofrecord_lstm, prepare_builtin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,10 +35,6 @@ WORDS = ("the a movie film plot actor great awful boring fine tender dull witty 
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def error_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("error:")]
 
 
 def read_tsv(task: str, path: Path) -> pd.DataFrame:
@@ -255,8 +252,8 @@ def test_builtin_bad_source_is_one_error_line(tmp_path, capsys, content):
                                "--dev-fraction", "0.1", "--max-train", "0", "--seed", "13"])
     err = capsys.readouterr().err
     assert rc == 1
-    assert len(error_lines(err)) == 1 and err.count("\n") == 1
-    assert str(source) in error_lines(err)[0]
+    assert len(error_lines_of(err)) == 1 and err.count("\n") == 1
+    assert str(source) in error_lines_of(err)[0]
     assert not (tmp_path / "out").exists()
 
 
@@ -476,7 +473,7 @@ def test_bad_input_leaves_no_output(tmp_path, vocab, capsys, stage, problem):
         rc = run_lstm(root, out, "sst2", 16)
     err = capsys.readouterr().err
     assert rc == 1
-    lines = error_lines(err)
+    lines = error_lines_of(err)
     assert len(lines) == 1, err
     assert lines[0].startswith(f"error: {where}")
     assert "Traceback" not in err
@@ -488,7 +485,7 @@ def test_unknown_task_and_missing_vocab(tmp_path, capsys):
     root = make_sst2(tmp_path / "glue")
     assert run_bert(root, tmp_path / "o", "sst3", tmp_path / "vocab.txt", 16) == 1
     assert run_bert(root, tmp_path / "o", "sst2", tmp_path / "vocab.txt", 16) == 1
-    lines = error_lines(capsys.readouterr().err)
+    lines = error_lines_of(capsys.readouterr().err)
     assert len(lines) == 2 and "unknown task 'sst3'" in lines[0]
     assert f"{tmp_path / 'vocab.txt'}: vocabulary file not found" in lines[1]
     assert not (tmp_path / "o").exists()
@@ -525,7 +522,7 @@ def test_qqp_stages_skip_the_same_malformed_rows_and_log_them(tmp_path, vocab, c
     # rows 3 and 17 are lines 5-6 and 20-21 of the file, row 25 is line 29
     for err in (bert_err, lstm_err):
         assert "qqp train: skipped 5 malformed rows (first at line 5)" in err
-        assert "qqp dev: skipped" not in err and not error_lines(err)
+        assert "qqp dev: skipped" not in err and not error_lines_of(err)
     for kind in ("bert", "lstm"):
         meta = json.loads((tmp_path / kind / "meta.json").read_text())
         assert meta["counts"] == {"train": 27, "dev": 9}
@@ -630,10 +627,10 @@ def test_snakemake_sst2_from_a_local_mirror(workflow, tmp_path):
     failed = workflow(target, override={"data": {"glue_url": dead, "retries": 0, "timeout_s": 2}})
     assert failed.returncode != 0
     log = (workflow.dir / "logs" / "glue" / "SST-2" / "download.log").read_text()
-    lines = error_lines(log)
+    lines = error_lines_of(log)
     assert len(lines) == 1, log
     assert f"{dead}/SST-2.zip" in lines[0] and re.search(r"place .* by hand", lines[0])
-    assert lines[0] in error_lines(failed.stderr)   # ... and so does the console
+    assert lines[0] in error_lines_of(failed.stderr)   # ... and so does the console
     assert not (workflow.dir / "data" / "glue" / "SST-2" / "train.tsv").exists()
     assert not (workflow.dir / "data" / "download" / "SST-2" / "train.tsv").exists()
 

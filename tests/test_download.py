@@ -15,12 +15,12 @@ import zlib
 from pathlib import Path
 
 import pytest
+from localhttp import dead_port, serve
 
 import kdlib.data.download as dl
 from kdlib.data.download import DownloadError, fetch_glue
 from kdlib.data.tasks import get_task, read_split
 from kdlib.errors import ConfigError, DataError, KdflowError
-from tests.localhttp import dead_port, serve
 from workflow_scripts import download_glue
 
 WORDS = "the a movie film plot actor great awful boring fine tender dull witty slow bright".split()

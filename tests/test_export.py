@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tinydata
-from conftest import HAS_TORCH
+from conftest import HAS_TORCH, error_lines
 
 from kdlib.data import batching
 from kdlib.data.batching import model_inputs
@@ -40,12 +40,6 @@ def data(tmp_path_factory, B):
     checkpoint.save_checkpoint(model, root / "teacher", {"task": TASK.name, "role": "teacher"})
     tinydata.write_records(root / "bert", n_train=N_TRAIN, n_dev=N_DEV, seed=3)
     return root
-
-
-def error_lines(capsys) -> list[str]:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return [line for line in err.splitlines() if line.startswith("error:")]
 
 
 # ---- layer choice ----------------------------------------------------------------------------------

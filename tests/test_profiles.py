@@ -235,7 +235,7 @@ def tiny(tmp_path_factory):
     """The end-to-end test's tiny workflow (sst2 from a mirror that is never asked), with the profiles."""
     if not HAS_SNAKEMAKE:
         pytest.skip("needs Snakemake (the workflow runtime, .venv)")
-    from tests.test_workflow_e2e import make_workdir
+    from test_workflow_e2e import make_workdir
 
     work = make_workdir(tmp_path_factory, "http://127.0.0.1:9")
     shutil.copytree(REPO / "profiles", work / "profiles")

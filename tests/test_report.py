@@ -17,7 +17,7 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-from conftest import HAS_SNAKEMAKE, REPO
+from conftest import HAS_SNAKEMAKE, REPO, error_lines
 
 from kdlib import config
 from kdlib.evaluate import report
@@ -65,12 +65,6 @@ def evals(tmp_path):
 
 def students() -> dict[str, dict]:
     return {name: eval_json(name) for name in MODELS if name != "teacher"}
-
-
-def error_lines(capsys) -> list[str]:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return [line for line in err.splitlines() if line.startswith("error:")]
 
 
 def parse_markdown_table(text: str) -> tuple[list[str], list[list[str]]]:

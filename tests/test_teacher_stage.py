@@ -19,7 +19,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import tinydata
-from conftest import HAS_TORCH, REPO
+from conftest import HAS_TORCH, REPO, error_lines
 
 from kdlib.distill import resume, train
 from kdlib.models import checkpoint
@@ -63,12 +63,6 @@ def trained(data):
     """One uninterrupted teacher run, in-process."""
     assert finetune_teacher.main(teacher_argv(data, "whole")) == 0
     return data / "whole"
-
-
-def error_lines(capsys) -> list[str]:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return [line for line in err.splitlines() if line.startswith("error:")]
 
 
 def read_log(path) -> list[dict]:

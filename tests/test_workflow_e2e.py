@@ -21,9 +21,9 @@ import yaml
 
 pytest.importorskip("snakemake")
 
-from tests import tinydata  # noqa: E402
-from tests.conftest import ONEFLOW_PYTHON, REPO, TORCH_PYTHON  # noqa: E402
-from tests.localhttp import dead_port, serve  # noqa: E402
+import tinydata  # noqa: E402
+from conftest import ONEFLOW_PYTHON, REPO, TORCH_PYTHON  # noqa: E402
+from localhttp import dead_port, serve  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CHAIN = {"download_glue": 1, "ofrecord_bert": 1, "finetune_teacher": 1, "evaluate_teacher": 1,

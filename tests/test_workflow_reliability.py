@@ -17,8 +17,8 @@ import yaml
 
 pytest.importorskip("snakemake")
 
-from tests.conftest import TORCH_PYTHON  # noqa: E402
-from tests.test_workflow_e2e import make_workdir, mirror, override, planned, snakemake  # noqa: E402,F401
+from conftest import TORCH_PYTHON  # noqa: E402
+from test_workflow_e2e import make_workdir, mirror, override, planned, snakemake  # noqa: E402,F401
 
 pytestmark = pytest.mark.slow
 KD = "results/sst2/kd_eval.json"
