@@ -35,14 +35,11 @@ def stage_parser(doc: str, task: bool = True) -> argparse.ArgumentParser:
 
 
 def add_runtime_args(parser) -> None:
-    """--backend, --device and --threads: where a training or evaluation stage runs."""
+    """Where and how a training or evaluation stage runs: --backend, --device, --threads, and
+    --eval-batch-size (config.yaml ``eval_batch_size``, the batch size of every evaluation)."""
     parser.add_argument("--backend", required=True, help="auto | oneflow | torch")
     parser.add_argument("--device", required=True, help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, required=True, help="CPU threads (0 = library default)")
-
-
-def add_eval_args(parser) -> None:
-    """--eval-batch-size: the batch size of every evaluation (config.yaml ``eval_batch_size``)."""
     parser.add_argument("--eval-batch-size", type=int, required=True,
                         help="batch size of dev-set evaluation")
 

@@ -5,7 +5,7 @@ import sys
 
 from kdlib.data import tasks
 from kdlib.distill import logit_cache
-from workflow_scripts._cli import add_eval_args, add_runtime_args, backend_from, guarded, stage_parser
+from workflow_scripts._cli import add_runtime_args, backend_from, guarded, stage_parser
 
 
 def parse_args(argv=None):
@@ -13,7 +13,6 @@ def parse_args(argv=None):
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder")
     p.add_argument("--records", required=True, help="the teacher's BERT record folder")
     p.add_argument("--out", required=True, help="the .npz to write")
-    add_eval_args(p)
     add_runtime_args(p)
     return p.parse_args(argv)
 

@@ -8,7 +8,6 @@ from kdlib.data import tasks
 from kdlib.distill.student import distill
 from kdlib.errors import ConfigError
 from workflow_scripts._cli import (
-    add_eval_args,
     add_runtime_args,
     backend_from,
     guarded,
@@ -30,7 +29,6 @@ def parse_args(argv=None):
     p.add_argument("--init", help="exported teacher layers for the student")
     p.add_argument("--out", required=True)
     p.add_argument("--work", required=True, help="resume state folder")
-    add_eval_args(p)
     add_runtime_args(p)
     return p.parse_args(argv)
 

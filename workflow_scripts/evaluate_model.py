@@ -7,7 +7,7 @@ import sys
 from kdlib.data import tasks
 from kdlib.evaluate import eval_json
 from kdlib.io import write_text
-from workflow_scripts._cli import add_eval_args, add_runtime_args, backend_from, guarded, stage_parser
+from workflow_scripts._cli import add_runtime_args, backend_from, guarded, stage_parser
 
 
 def parse_args(argv=None):
@@ -17,7 +17,6 @@ def parse_args(argv=None):
     p.add_argument("--records", required=True, help="record folder the model reads")
     p.add_argument("--out", required=True, help="the JSON to write")
     p.add_argument("--reference", help="the teacher's eval JSON, for speed-up and retained metric")
-    add_eval_args(p)
     add_runtime_args(p)
     return p.parse_args(argv)
 

@@ -8,7 +8,6 @@ from kdlib.data import tasks
 from kdlib.distill import teacher, train
 from kdlib.models.pretrained import resolve_pretrained
 from workflow_scripts._cli import (
-    add_eval_args,
     add_runtime_args,
     backend_from,
     guarded,
@@ -27,7 +26,6 @@ def parse_args(argv=None):
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--hparams", help="training hyperparameters as JSON (what Snakemake passes)")
     source.add_argument("--config", help="read teacher.train (+ per_task) from this config.yaml")
-    add_eval_args(p)
     add_runtime_args(p)
     return p.parse_args(argv)
 
