@@ -36,6 +36,7 @@ from .errors import BackendUnavailable, ConfigError
 
 BACKENDS = ("auto", "oneflow", "torch")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # OneFlow 0.9.0 is a CUDA 11.7 build: its import needs cuDNN 8 and cuBLAS 11, which the PyPI wheels
 # nvidia-cudnn-cu11 and nvidia-cublas-cu11 install under site-packages/nvidia/.
@@ -54,6 +55,76 @@ def cuda_visible() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return out.returncode == 0 and "GPU" in out.stdout
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU computes bf16 natively (``avx512_bf16`` or AMX in /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cuda_capability() -> tuple[int, int] | None:
+    """The first visible GPU's compute capability from ``nvidia-smi``, without a tensor library."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None or not cuda_visible():
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        major, minor = out.stdout.split()[0].split(".")
+        return int(major), int(minor)
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
+
+
+def choose_precision(requested: str, backend: str, cuda: bool,
+                     capability: tuple[int, int] | None, bf16_cpu: bool) -> tuple[str, str]:
+    """``(precision, why)`` for ``precision: requested`` on ``backend``, on a CUDA GPU of
+    ``capability`` or on a CPU with (``bf16_cpu``) or without native bf16.
+
+    ``auto`` is bf16 where the device computes it natively (a CUDA GPU of compute capability 8.0
+    or newer, a CPU with avx512_bf16 or AMX under PyTorch), fp16 on an older CUDA GPU, fp32
+    otherwise. OneFlow 0.9 has no CPU bf16 kernels worth using, so ``auto`` gives fp32 there and
+    an explicit ``bf16`` is an error; fp16 needs a CUDA GPU. Every choice is mixed precision: fp32
+    master weights, the library's autocast for the forward and the losses."""
+    if requested not in PRECISIONS:
+        raise ConfigError(f"precision: {requested!r} is not one of {', '.join(PRECISIONS)}")
+    cap = f"{capability[0]}.{capability[1]}" if capability else "unknown"
+    if requested == "auto":
+        if cuda:
+            if capability and capability >= (8, 0):
+                return "bf16", f"auto: a CUDA GPU of compute capability {cap} computes bf16 natively"
+            return "fp16", f"auto: a CUDA GPU of compute capability {cap} has no native bf16"
+        if backend == "oneflow":
+            return "fp32", "auto: OneFlow 0.9 has no CPU bf16 kernels worth using"
+        if bf16_cpu:
+            return "bf16", "auto: this CPU computes bf16 natively (avx512_bf16 or AMX)"
+        return "fp32", "auto: this CPU has no native bf16"
+    if requested == "fp16" and not cuda:
+        raise ConfigError("precision: fp16 mixed precision needs a CUDA GPU; on the CPU use bf16 "
+                          "(native on CPUs with avx512_bf16 or AMX) or fp32")
+    if requested == "bf16" and not cuda and backend == "oneflow":
+        raise ConfigError("precision: bf16 on the CPU is not available with backend: oneflow "
+                          "(OneFlow 0.9 has no CPU bf16 kernels worth using); use precision: fp32 "
+                          "or auto, or backend: torch")
+    note = ""
+    if requested == "bf16" and not cuda and not bf16_cpu:
+        note = " (this CPU has no native bf16: expect it slower than fp32)"
+    elif requested == "bf16" and cuda and not (capability and capability >= (8, 0)):
+        note = f" (compute capability {cap} has no native bf16)"
+    return requested, f"asked for{note}"
+
+
+def resolve_precision(requested: str, backend: str, device: str) -> str:
+    """The concrete precision of ``precision: requested`` for ``backend`` on ``device``, decided
+    without importing a tensor library (the Snakefile uses it, like :func:`resolve`)."""
+    cuda = device == "cuda" or (device == "auto" and cuda_visible())
+    capability = cuda_capability() if cuda else None
+    return choose_precision(requested, backend, cuda, capability, cpu_has_bf16())[0]
 
 
 def dist_env() -> tuple[int, int, int]:
@@ -157,7 +228,7 @@ def _import(name: str):
 class Backend:
     """A tensor library, a device and the handful of helpers kdlib needs around them."""
 
-    def __init__(self, name: str, device: str = "auto"):
+    def __init__(self, name: str, device: str = "auto", precision: str = "fp32"):
         if device not in DEVICES:
             raise ConfigError(f"device: {device!r} is not one of {', '.join(DEVICES)}")
         self.name = name
@@ -173,9 +244,31 @@ class Backend:
         self.device = self.lib.device(f"cuda:{self.local_rank}" if self.device_name == "cuda"
                                       and self.world_size > 1 else self.device_name)
         self._dist_ready = self.world_size == 1
+        cuda = self.device_name == "cuda"
+        capability = tuple(self.lib.cuda.get_device_capability()) if cuda and hasattr(
+            self.lib.cuda, "get_device_capability") else (cuda_capability() if cuda else None)
+        self.precision, self.precision_reason = choose_precision(precision, name, cuda, capability,
+                                                                 cpu_has_bf16())
 
     def __repr__(self) -> str:
-        return f"Backend({self.name!r}, device={self.device_name!r})"
+        return f"Backend({self.name!r}, device={self.device_name!r}, precision={self.precision!r})"
+
+    # ---- mixed precision ---------------------------------------------------------------------
+    def autocast(self):
+        """The library's autocast for a forward pass and its losses in the run's precision (a
+        no-op in fp32). Weights, optimizer state and checkpoints stay fp32."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = self.lib.bfloat16 if self.precision == "bf16" else self.lib.float16
+        return self.lib.autocast(self.device_name, dtype=dtype)
+
+    def grad_scaler(self):
+        """A gradient scaler for fp16 (whose small gradients would underflow); None otherwise."""
+        if self.precision != "fp16":
+            return None
+        if self.name == "torch":
+            return self.lib.amp.GradScaler("cuda")
+        return self.lib.amp.GradScaler()
 
     # ---- tensors <-> numpy -------------------------------------------------------------------
     def tensor(self, array, dtype=None):
@@ -302,6 +395,7 @@ class Backend:
 
 
 @functools.lru_cache(maxsize=None)
-def load(name: str = "auto", device: str = "auto") -> Backend:
-    """The backend for ``name`` (resolving ``auto``) on ``device``; cached per process."""
-    return Backend(resolve(name), device)
+def load(name: str = "auto", device: str = "auto", precision: str = "fp32") -> Backend:
+    """The backend for ``name`` (resolving ``auto``) on ``device`` in ``precision``; cached per
+    process."""
+    return Backend(resolve(name), device, precision)

@@ -45,6 +45,12 @@ def _backend():
 
 
 BACKEND = _backend()
+# The run's mixed precision, decided here like the backend (bf16 where the device computes it
+# natively): a param of every training and evaluation rule, so a change reruns them.
+try:
+    PRECISION = kdlib.backend.resolve_precision(config["precision"], BACKEND, config["device"])
+except kdlib.errors.KdflowError as exc:
+    raise WorkflowError(str(exc))
 # A training or evaluation job claims every core Snakemake was given, so such jobs run one after
 # the other: two CPU jobs on shared cores run slower together than in turn (their thread pools
 # thrash). The stage itself uses at most the CPUs its process may use (kdlib.backend.usable_cpus).

@@ -12,6 +12,7 @@ rule cache_teacher_logits:
         python=TRAIN_PYTHON,
         backend=BACKEND,
         device=config["device"],
+        precision=PRECISION,
         records=bert_dir_of,
         eval_batch_size=config["eval_batch_size"],
     log:
@@ -24,7 +25,7 @@ rule cache_teacher_logits:
     shell:
         "{params.python} -m workflow_scripts.cache_teacher_logits --task {wildcards.task}"
         " --teacher results/{wildcards.task}/teacher --records {params.records} --out {output}"
-        " --eval-batch-size {params.eval_batch_size} --backend {params.backend} --device {params.device}"
+        " --eval-batch-size {params.eval_batch_size} --backend {params.backend} --device {params.device} --precision {params.precision}"
         " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
@@ -58,6 +59,7 @@ rule distill:
         python=launcher,  # interpreter, or N-process launcher (`processes`)
         backend=BACKEND,
         device=config["device"],
+        precision=PRECISION,
         settings=student_settings,  # what changes the student: tracked, so a change reruns it
         spec=student_spec_json,  # the same plus how the job runs (save_every): untracked
         eval_batch_size=config["eval_batch_size"],
@@ -77,4 +79,4 @@ rule distill:
         " {params.sources} --out results/{wildcards.task}/{wildcards.student}"
         " --work work/{wildcards.task}/{wildcards.student} --eval-batch-size {params.eval_batch_size}"
         " --backend {params.backend}"
-        " --device {params.device} --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --device {params.device} --precision {params.precision} --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

@@ -11,6 +11,7 @@ rule evaluate_teacher:
         python=TRAIN_PYTHON,
         backend=BACKEND,
         device=config["device"],
+        precision=PRECISION,
         records=bert_dir_of,
         eval_batch_size=config["eval_batch_size"],
     log:
@@ -23,7 +24,7 @@ rule evaluate_teacher:
     shell:
         "{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task} --name teacher"
         " --model results/{wildcards.task}/teacher --records {params.records} --out {output}"
-        " --eval-batch-size {params.eval_batch_size} --backend {params.backend} --device {params.device}"
+        " --eval-batch-size {params.eval_batch_size} --backend {params.backend} --device {params.device} --precision {params.precision}"
         " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
@@ -38,6 +39,7 @@ rule evaluate_student:
         python=TRAIN_PYTHON,
         backend=BACKEND,
         device=config["device"],
+        precision=PRECISION,
         records=student_records_dir,
         eval_batch_size=config["eval_batch_size"],
     log:
@@ -51,5 +53,5 @@ rule evaluate_student:
         "{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task}"
         " --name {wildcards.student} --model results/{wildcards.task}/{wildcards.student}"
         " --records {params.records} --reference {input.reference} --out {output}"
-        " --eval-batch-size {params.eval_batch_size} --backend {params.backend} --device {params.device}"
+        " --eval-batch-size {params.eval_batch_size} --backend {params.backend} --device {params.device} --precision {params.precision}"
         " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

@@ -15,6 +15,7 @@ rule finetune_teacher:
         python=launcher,  # interpreter, or N-process launcher (`processes`)
         backend=BACKEND,
         device=config["device"],
+        precision=PRECISION,
         pretrained=folder_of_weights,
         records=bert_dir_of,
         settings=teacher_settings,  # what changes the teacher: tracked, so a change reruns it
@@ -33,5 +34,5 @@ rule finetune_teacher:
         " --records {params.records} --pretrained {params.pretrained:q}"
         " --out results/{wildcards.task}/teacher --work work/{wildcards.task}/teacher"
         " --hparams {params.hparams:q} --eval-batch-size {params.eval_batch_size}"
-        " --backend {params.backend} --device {params.device}"
+        " --backend {params.backend} --device {params.device} --precision {params.precision}"
         " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

@@ -24,7 +24,7 @@ LR, WEIGHT_DECAY = 1e-3, 0.1   # lr * wd * |w| ~ 3e-5: weight decay shows above 
 
 
 def run(B, checkpoint_dir, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from kdlib.distill import teacher, train
+    from kdlib.distill import ops, train
     from kdlib.models import checkpoint
 
     model, _ = checkpoint.load_checkpoint(B, checkpoint_dir)
@@ -42,10 +42,13 @@ def run(B, checkpoint_dir, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarra
         out[f"attention.{i}"] = B.to_numpy(s)
 
     cfg = train.TrainConfig.from_dict({"lr": LR, "weight_decay": WEIGHT_DECAY})
-    optimizer = train.make_optimizer(B, {"model": model}, cfg)
+    optimizer = train.make_optimizer(B, {"model": model}, cfg, fused=False)   # the same algorithm in both
+                                                                               # (fused: tests/test_train.py)
     for step in (1, 2):
         optimizer.zero_grad()
-        loss = teacher.hard_loss(B, model(**feed)["logits"], labels, regression=False)
+        # the explicit attention path in both libraries (PyTorch's fused kernel is compared with it
+        # in tests/test_precision.py): the same formula, evaluated by each library
+        loss = ops.hard_loss(B.F, model(**feed, output_all=True)["logits"], labels, regression=False)
         loss.backward()
         if step == 1:
             out["loss"] = np.array(float(loss.item()), np.float32)

@@ -603,7 +603,7 @@ def script_argv(data, tmp_path, spec: str, *extra) -> list[str]:
     return ["--task", TASK.name, "--student", "kd", "--spec", spec, "--records", str(data / "bert"),
             "--teacher", str(data / "teacher"), "--out", str(tmp_path / "out"),
             "--work", str(tmp_path / "work"), "--eval-batch-size", "16", "--backend", BACKEND,
-            "--device", "cpu", "--threads", "0", *extra]
+            "--device", "cpu", "--precision", "fp32", "--threads", "0", *extra]
 
 
 @pytest.mark.parametrize("spec,fragment", [

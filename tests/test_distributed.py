@@ -47,7 +47,7 @@ def finetune_args(data, name: str, backend: str) -> list[str]:
             "--records", str(data / "records"), "--pretrained", str(data / "pretrained"),
             "--out", str(data / name / "out"), "--work", str(data / name / "work"),
             "--hparams", json.dumps(HPARAMS), "--eval-batch-size", "128", "--backend", backend,
-            "--device", "cpu", "--threads", "1"]
+            "--device", "cpu", "--precision", "fp32", "--threads", "1"]
 
 
 def launch(prefix: list[str], args: list[str]) -> subprocess.CompletedProcess:

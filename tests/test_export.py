@@ -219,7 +219,7 @@ def test_cache_script(data, tmp_path, capsys):
     out = tmp_path / "teacher_logits.npz"
     argv = ["--task", TASK.name, "--teacher", str(data / "teacher"), "--records", str(data / "bert"),
             "--out", str(out), "--eval-batch-size", "16", "--backend", BACKEND, "--device", "cpu",
-            "--threads", "0"]
+            "--precision", "fp32", "--threads", "0"]
     assert cache_teacher_logits.main(argv) == 0
     assert error_lines(capsys) == []
     with np.load(out) as arrays:

@@ -77,8 +77,8 @@ def test_backend_from_applies_the_requested_threads_up_to_the_usable_cpus(cpus, 
     _cli.add_runtime_args(parser)
 
     def runtime(threads):
-        return parser.parse_args(["--backend", "torch", "--device", "cpu", "--threads", str(threads),
-                                  "--eval-batch-size", "128"])
+        return parser.parse_args(["--backend", "torch", "--device", "cpu", "--precision", "fp32",
+                                  "--threads", str(threads), "--eval-batch-size", "128"])
     for requested, affinity, slurm, applied in [
         (16, 4, None, 4),      # --threads 16 in a job bound to 4 CPUs
         (16, 64, "4", 4),      # ... or given 4 by Slurm on an unconfined node

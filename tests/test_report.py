@@ -320,7 +320,7 @@ def test_the_report_of_eval_jsons_that_evaluate_model_wrote(B, tmp_path):
         paths[name] = tmp_path / f"{name}_eval.json"
         argv = ["--task", TASK, "--name", name, "--model", str(tmp_path / name), "--records",
                 str(records), "--out", str(paths[name]), "--eval-batch-size", "16", "--backend",
-                B.name, "--device", "cpu", "--threads", "0"]
+                B.name, "--device", "cpu", "--precision", "fp32", "--threads", "0"]
         if name != "teacher":
             argv += ["--reference", str(paths["teacher"])]
         assert evaluate_model.main(argv) == 0

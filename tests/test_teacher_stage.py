@@ -37,7 +37,7 @@ def teacher_argv(data, name, **hparams) -> list[str]:
     return ["--task", TASK, "--records", str(data / "records"), "--pretrained", str(data / "pretrained"),
             "--out", str(data / name / "teacher"), "--work", str(data / name / "work"),
             "--hparams", json.dumps({**HPARAMS, **hparams}), "--eval-batch-size", "128",
-            "--backend", BACKEND, "--device", "cpu", "--threads", "1"]
+            "--backend", BACKEND, "--device", "cpu", "--precision", "fp32", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,8 @@ def test_evaluate_model_writes_the_eval_json(trained, data, B, tmp_path, capsys)
     out = trained / "teacher"
     summary = json.loads((out / "train_summary.json").read_text())
     argv = ["--task", TASK, "--name", "teacher", "--model", str(out), "--records", str(data / "records"),
-            "--eval-batch-size", "128", "--backend", BACKEND, "--device", "cpu", "--threads", "0"]
+            "--eval-batch-size", "128", "--backend", BACKEND, "--device", "cpu", "--precision", "fp32",
+            "--threads", "0"]
     assert evaluate_model.main(argv + ["--out", str(tmp_path / "teacher_eval.json")]) == 0
     result = json.loads((tmp_path / "teacher_eval.json").read_text())
     for key in ("task", "metrics", "score", "parameters", "size_bytes", "latency_ms_batch1",
@@ -333,7 +334,7 @@ def test_missing_pretrained_folder_is_one_error_line(data, tmp_path, capsys):
 def _eval_argv(model_dir, data, out):
     return ["--task", TASK, "--name", "teacher", "--model", str(model_dir), "--records",
             str(data / "records"), "--out", str(out), "--eval-batch-size", "128", "--backend", BACKEND,
-            "--device", "cpu", "--threads", "0"]
+            "--device", "cpu", "--precision", "fp32", "--threads", "0"]
 
 
 def test_corrupt_checkpoint_weights_are_one_error_line(trained, data, tmp_path, capsys):

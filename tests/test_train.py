@@ -16,7 +16,7 @@ import pytest
 import tinydata
 from conftest import HAS_TORCH, ONEFLOW_PYTHON, REPO
 
-from kdlib.data import ofrecord
+from kdlib.data import batching, ofrecord
 from kdlib.data.tasks import get_task
 from kdlib.distill import resume, train
 from kdlib.distill.teacher import supervised_loss_fn
@@ -112,6 +112,29 @@ def test_make_optimizer_skips_weight_decay_on_biases_and_layer_norm(B):
     assert "classifier.bias" in no_decay and "pooler.dense.bias" in no_decay
     assert {"embeddings.word_embeddings.weight", "classifier.weight",
             "encoder.layer.0.attention.self.query.weight"} <= set(decay)
+
+
+def test_the_fused_adamw_steps_like_the_plain_one(B, records):
+    """Training uses PyTorch's fused AdamW (the cross-library test compares the plain form): two
+    steps of each from the same weights and gradients agree to float32 rounding."""
+    if B.name != "torch":
+        pytest.skip("OneFlow 0.9 fuses AdamW only on CUDA")
+    batch = next(iter(batching.batches(ofrecord.record_file(records, "train"), 16)))
+    start = state_dict_numpy(tiny_model(B))
+    weights = []
+    for fused in (True, False):
+        model = tiny_model(B)
+        model.eval()                                           # no dropout: the same gradients
+        optimizer = train.make_optimizer(B, {"model": model}, small_config(), fused=fused)
+        loss_fn = supervised_loss_fn(B, model, regression=False)
+        for _ in range(2):
+            optimizer.zero_grad()
+            loss_fn(batch)[0].backward()
+            optimizer.step()
+        weights.append(state_dict_numpy(model))
+    for key in weights[0]:
+        np.testing.assert_allclose(weights[0][key], weights[1][key], rtol=1e-5, atol=1e-7, err_msg=key)
+    assert any(not np.array_equal(weights[0][k], start[k]) for k in start)      # they did step
 
 
 def test_train_config_rejects_unknown_keys():

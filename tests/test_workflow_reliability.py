@@ -59,7 +59,7 @@ def test_a_changed_student_lr_retrains_that_student_like_a_clean_run(workdir, tm
          "--spec", spec, "--records", "data/ofrecord/sst2/bert16", "--teacher", "results/sst2/teacher",
          "--logits", "results/sst2/teacher_logits.npz", "--out", str(tmp_path / "kd"),
          "--work", str(tmp_path / "work"), "--eval-batch-size", "128", "--backend", "torch",
-         "--device", "cpu", "--threads", "4"],
+         "--device", "cpu", "--precision", "fp32", "--threads", "4"],
         cwd=workdir, capture_output=True, text=True, timeout=300)
     assert clean.returncode == 0, clean.stderr[-3000:]
     assert (tmp_path / "kd" / "model.safetensors").read_bytes() == after

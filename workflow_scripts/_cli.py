@@ -35,10 +35,12 @@ def stage_parser(doc: str, task: bool = True) -> argparse.ArgumentParser:
 
 
 def add_runtime_args(parser) -> None:
-    """Where and how a training or evaluation stage runs: --backend, --device, --threads, and
-    --eval-batch-size (config.yaml ``eval_batch_size``, the batch size of every evaluation)."""
+    """Where and how a training or evaluation stage runs: --backend, --device, --precision,
+    --threads, and --eval-batch-size (config.yaml ``eval_batch_size``, the batch size of every
+    evaluation)."""
     parser.add_argument("--backend", required=True, help="auto | oneflow | torch")
     parser.add_argument("--device", required=True, help="auto | cpu | cuda")
+    parser.add_argument("--precision", required=True, help="auto | fp32 | bf16 | fp16 (mixed precision)")
     parser.add_argument("--threads", type=int, required=True, help="CPU threads (0 = library default)")
     parser.add_argument("--eval-batch-size", type=int, required=True,
                         help="batch size of dev-set evaluation")
@@ -49,7 +51,10 @@ def backend_from(args):
     no more than this process's share of the CPUs it may use (a Slurm job's allocation, not the
     node's cores, split between the data-parallel processes of the job)."""
     from kdlib import backend
-    B = backend.load(args.backend, args.device)
+    B = backend.load(args.backend, args.device, args.precision)
+    if B.rank == 0:
+        print(f"{B.name} on {B.device_name}, precision {B.precision} ({B.precision_reason})",
+              file=sys.stderr)
     if args.threads:
         share = max(1, backend.usable_cpus() // backend.processes_here())
         B.set_num_threads(min(args.threads, share))

@@ -15,6 +15,10 @@ Model output contract (``kdlib.models``), for a model with L layers:
 Names follow the ``_s`` (student) / ``_t`` (teacher) convention. Teacher tensors are detached
 inside every operator, so a teacher that was run with gradients on still receives none.
 
+Under mixed precision (bf16 or fp16 autocast) every operator casts its inputs to fp32 first, so
+the softmax, log-softmax and mean reductions run in fp32: a soft cross-entropy at T = 4 keeps the
+small probabilities that bf16's 8-bit mantissa would round away.
+
 A layer mapping is a list of ``(student_index, teacher_index)`` pairs into those lists; it is plain
 data (config keys), built by :func:`pkd_mapping`, :func:`uniform_mapping` or
 :func:`uniform_att_mapping` and checked by :func:`validate_mapping`.
@@ -66,7 +70,7 @@ def soft_cross_entropy(logits_s, logits_t, temperature: float = 1.0, scale_t2: b
     (B, T, C) token logits also work.
     """
     _same_shape("logits", logits_s, logits_t)
-    logits_t = logits_t.detach()
+    logits_s, logits_t = logits_s.float(), logits_t.detach().float()   # fp32 reductions
     if regression:
         return (logits_s - logits_t).pow(2).mean()
     if not temperature > 0:
@@ -77,6 +81,16 @@ def soft_cross_entropy(logits_s, logits_t, temperature: float = 1.0, scale_t2: b
     if scale_t2:
         loss = loss * (temperature ** 2)
     return loss
+
+
+def hard_loss(F, logits, labels, regression: bool = False):
+    """The plain supervised loss on gold labels: cross-entropy of (B, C) ``logits`` against (B,)
+    class ``labels``, or, for a regression task, the MSE of the (B, 1) score against the (B,)
+    targets. ``F`` is the library's ``nn.functional``. In fp32, like every operator here."""
+    logits = logits.float()
+    if regression:
+        return F.mse_loss(logits[:, 0], labels.float())
+    return F.cross_entropy(logits, labels)
 
 
 # ---- intermediate layers -------------------------------------------------------------------------
@@ -104,13 +118,14 @@ def layer_distill(hidden_s: Sequence, hidden_t: Sequence, mapping: Sequence,
     loss = None
     for s, t in pairs:
         h_s = hidden_s[s]                                          # (B, T, H_s)
-        h_t = hidden_t[t].detach()                                 # (B, T, H_t)
+        h_t = hidden_t[t].detach().float()                         # (B, T, H_t)
         if proj is not None:
             h_s = proj(h_s)                                        # (B, T, H_t)
         elif h_s.shape[-1] != h_t.shape[-1]:
             raise DistillError(
                 f"layer_distill: student hidden width {h_s.shape[-1]} differs from teacher width "
                 f"{h_t.shape[-1]} for pair ({s}, {t}); pass proj (e.g. nn.Linear(H_s, H_t))")
+        h_s = h_s.float()
         _same_shape(f"hidden pair ({s}, {t})", h_s, h_t)
         term = (h_s - h_t).pow(2).mean()
         loss = term if loss is None else loss + term
@@ -139,8 +154,8 @@ def att_distill(att_s: Sequence, att_t: Sequence, mapping: Sequence):
     pairs = validate_mapping(mapping, len(att_s), len(att_t))
     loss = None
     for s, t in pairs:
-        a_s = att_s[s]                                             # (B, nh, T, T)
-        a_t = att_t[t].detach()                                    # (B, nh, T, T)
+        a_s = att_s[s].float()                                     # (B, nh, T, T)
+        a_t = att_t[t].detach().float()                            # (B, nh, T, T)
         if a_s.dim() != 4 or a_t.dim() != 4:
             raise DistillError(f"att_distill: pair ({s}, {t}) needs (B, nh, T, T) scores, got "
                                f"{tuple(a_s.shape)} and {tuple(a_t.shape)}")
@@ -179,10 +194,10 @@ def pkd_distill(hidden_s: Sequence, hidden_t: Sequence, mapping: Sequence):
     pairs = validate_mapping(mapping, len(hidden_s), len(hidden_t))
     loss = None
     for s, t in pairs:
-        c_s = _cls_state(hidden_s[s], f"student index {s}")           # (B, H)
+        c_s = _cls_state(hidden_s[s], f"student index {s}").float()   # (B, H)
         # slice before detach: OneFlow 0.9 loses a view's storage offset when a detached view is
         # sliced again (t[k].detach()[:, 0] reads t[0]); arithmetic on detached views is fine.
-        c_t = _cls_state(hidden_t[t], f"teacher index {t}").detach()  # (B, H)
+        c_t = _cls_state(hidden_t[t], f"teacher index {t}").detach().float()  # (B, H)
         _same_shape(f"[CLS] pair ({s}, {t})", c_s, c_t)
         n_s = c_s / c_s.norm(dim=-1, keepdim=True).clamp(min=_NORM_EPS)
         n_t = c_t / c_t.norm(dim=-1, keepdim=True).clamp(min=_NORM_EPS)

@@ -5,8 +5,9 @@ the live model), how the student is built and initialised, and its phases: each 
 modules to train, a ``loss_fn(batch)`` combining :mod:`kdlib.distill.ops` operators, and its training
 settings. :func:`kdlib.distill.train.fit` runs each phase; nothing there knows about algorithms.
 
-Output-dict contract (TextBrewer's): models return ``logits``, and with ``output_all`` also
-``hidden`` (embeddings + every layer) and ``attention`` (pre-softmax scores per layer).
+Output-dict contract (TextBrewer's): models return ``logits``; with ``output_hidden`` also
+``hidden`` (embeddings + every layer), and with ``output_all`` also ``attention`` (pre-softmax
+scores per layer, which need the explicit attention path; otherwise attention may be fused).
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from ..models.checkpoint import load_checkpoint, read_checkpoint_config
 from ..models.lstm import LstmConfig, build_bilstm
 from . import ops, train
 from .layers import first_layers, skip_layers
-from .teacher import hard_loss
 
 RECIPES: dict[str, "Recipe"] = {}
 
@@ -175,7 +175,7 @@ class Recipe:
     # helpers shared by recipes
     @staticmethod
     def hard(ctx, logits, batch):
-        return hard_loss(ctx.B, logits, ctx.B.tensor(batch["label_ids"]), ctx.task.is_regression)
+        return ops.hard_loss(ctx.B.F, logits, ctx.B.tensor(batch["label_ids"]), ctx.task.is_regression)
 
     @staticmethod
     def soft(ctx, logits_s, logits_t, hp, scale_t2=True):
@@ -256,9 +256,9 @@ class BertPKD(Recipe):
 
         def loss_fn(batch):
             inputs = model_inputs(ctx.B, batch)
-            out_s = student(**inputs, output_all=True)
+            out_s = student(**inputs, output_hidden=True)       # no attention scores: fused
             with ctx.B.no_grad():
-                out_t = teacher(**inputs, output_all=True)
+                out_t = teacher(**inputs, output_hidden=True)
             hard = self.hard(ctx, out_s["logits"], batch)
             soft = self.soft(ctx, out_s["logits"], out_t["logits"], hp)
             pkd = ops.pkd_distill(out_s["hidden"], out_t["hidden"], mapping)

@@ -43,12 +43,12 @@ def code_version() -> str:
 def job_identity(B, cfg, train_path, settings: dict | None = None,
                  inputs: dict | None = None) -> dict:
     """Everything that determines a training run's result: the job's ``settings`` (JSON-able), the
-    phase's training config, the backend and device (all without the keys that only say how the
-    job runs, :data:`kdlib.config.RUN_ONLY`), the digests of the training records and of every
-    other input file (``inputs``: name -> path) and the code's version."""
+    phase's training config, the backend, device and precision (all without the keys that only
+    say how the job runs, :data:`kdlib.config.RUN_ONLY`), the digests of the training records and
+    of every other input file (``inputs``: name -> path) and the code's version."""
     files = {"training records": train_path, **(inputs or {})}
     return {"settings": result_settings({**(settings or {}), "train": asdict(cfg), "backend": B.name,
-                                         "device": B.device_name}),
+                                         "device": B.device_name, "precision": B.precision}),
             "inputs": {name: file_digest(path) for name, path in files.items()},
             "code": code_version()}
 

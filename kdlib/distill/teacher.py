@@ -11,20 +11,14 @@ from ..evaluate.evaluation import dev_evaluator
 from ..io import check_writable
 from ..models.pretrained import load_pretrained_bert
 from . import train
-
-
-def hard_loss(B, logits, labels, regression: bool):
-    """Cross-entropy on the gold labels, or MSE on the score for a regression task."""
-    if regression:
-        return B.F.mse_loss(logits[:, 0], labels.float())
-    return B.F.cross_entropy(logits, labels)
+from .ops import hard_loss
 
 
 def supervised_loss_fn(B, model, regression: bool):
     """``loss_fn(batch)`` for :func:`kdlib.distill.train.fit`: the model on hard labels alone."""
     def loss_fn(batch):
         logits = model(**model_inputs(B, batch))["logits"]
-        loss = hard_loss(B, logits, B.tensor(batch["label_ids"]), regression)
+        loss = hard_loss(B.F, logits, B.tensor(batch["label_ids"]), regression)
         return loss, {"hard": loss}
     return loss_fn
 

@@ -39,7 +39,7 @@ def build(B, task: Task, model_dir: str | Path, records: str | Path, name: str,
         "parameters": count_parameters(model), "size_bytes": folder_size(model_dir),
         **measure_speed(B, model, record_file(records, task.dev_splits[0])),
         "train_seconds": summary.get("train_seconds"),
-        "backend": B.name, "device": B.device_name,
+        "backend": B.name, "device": B.device_name, "precision": B.precision,
     }
     if config.get("model_type") == "bert":
         out["layers"] = config.get("num_hidden_layers")

@@ -19,9 +19,9 @@ def predict(B, model, path: str | Path, batch_size: int = 128) -> tuple[np.ndarr
     ofrecord.checked_count(path)                 # a file cut short is an error, not a smaller set
     model.eval()
     logits, labels, index = [], [], []
-    with B.no_grad():
+    with B.no_grad(), B.autocast():             # in the run's precision; logits back as fp32
         for batch in batching.batches(path, batch_size, bucket=20):
-            logits.append(B.to_numpy(model(**model_inputs(B, batch))["logits"]))
+            logits.append(B.to_numpy(model(**model_inputs(B, batch))["logits"].float()))
             labels.append(batch["label_ids"])
             index.append(batch["index"])
     order = np.argsort(np.concatenate(index), kind="stable")

@@ -35,6 +35,7 @@ PARAMETERS, SIZE, RETAINED = "parameters (M)", "size (MB)", "retained (%)"
 BASELINE, GAIN = "baseline", "gain vs baseline (pts)"
 LATENCY, THROUGHPUT = "latency at batch 1 (ms)", "throughput at batch 32 (ex/s)"
 SPEEDUP, TRAIN, BACKEND, DEVICE = "speed-up", "training time (s)", "backend", "device"
+PRECISION = "precision"
 DECIMALS = {PARAMETERS: 2, SIZE: 1, RETAINED: 1, GAIN: 2, LATENCY: 2, THROUGHPUT: 1, SPEEDUP: 2,
             TRAIN: 0}
 METRIC_DECIMALS = 2
@@ -136,6 +137,7 @@ def table(teacher: dict, students: dict[str, dict], pairs: dict[str, str]) -> pd
         row[TRAIN] = result.get("train_seconds")
         row[BACKEND] = result.get("backend") or ""
         row[DEVICE] = result.get("device") or ""
+        row[PRECISION] = result.get("precision") or "fp32"      # eval JSONs before mixed precision
         rows.append(row)
     frame = pd.DataFrame(rows)
     numeric = [c for c in frame.columns if _decimals(c) is not None]
@@ -146,7 +148,7 @@ def table(teacher: dict, students: dict[str, dict], pairs: dict[str, str]) -> pd
 def _decimals(column: str) -> int | None:
     if column in DECIMALS:
         return DECIMALS[column]
-    if column in (NAME, ROLE, ALGORITHM, ARCHITECTURE, BASELINE, BACKEND, DEVICE):
+    if column in (NAME, ROLE, ALGORITHM, ARCHITECTURE, BASELINE, BACKEND, DEVICE, PRECISION):
         return None
     return METRIC_DECIMALS
 

@@ -40,7 +40,7 @@ def measure_speed(B, model, path: str | Path, repeats: int = 20) -> dict[str, fl
     batch = next(iter(batching.batches(path, 32)))
     one = batching.trim_batch({k: v[:1] for k, v in batch.items()})
     inputs_1, inputs_32 = model_inputs(B, one), model_inputs(B, batch)
-    with B.no_grad():
+    with B.no_grad(), B.autocast():             # the run's precision, as in evaluation
         latency = _timed(B, lambda: model(**inputs_1), repeats)
         batch_time = _timed(B, lambda: model(**inputs_32), max(3, repeats // 4))
     return {"latency_ms_batch1": round(latency * 1000, 3),

@@ -84,6 +84,9 @@ def extended_mask(attention_mask):
 def _classes(B):
     """The BERT module classes for backend ``B`` (defined once per backend)."""
     nn, F, lib = B.nn, B.F, B.lib
+    # Fused attention (PyTorch's scaled_dot_product_attention: a fused CPU kernel, flash or
+    # memory-efficient attention on a GPU) wherever nobody needs the scores; OneFlow 0.9 has none.
+    FUSED = hasattr(F, "scaled_dot_product_attention")
 
     class Embeddings(nn.Module):
         def __init__(self, cfg: BertConfig):
@@ -115,12 +118,18 @@ def _classes(B):
             Bsz, T, _ = x.shape
             return x.reshape(Bsz, T, self.nh, self.hs).permute(0, 2, 1, 3)
 
-        def forward(self, x, ext_mask):
+        def forward(self, x, ext_mask, need_scores: bool = False):
             Bsz, T, H = x.shape
             q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
-            scores = lib.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.hs) + ext_mask  # (B, nh, T, T)
-            probs = self.dropout(F.softmax(scores, dim=-1))
-            ctx = lib.matmul(probs, v)                                  # (B, nh, T, hs)
+            if FUSED and not need_scores:      # the library's fused kernel; the scores stay inside
+                ctx = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=ext_mask.to(q.dtype),
+                    dropout_p=self.dropout.p if self.training else 0.0)  # (B, nh, T, hs)
+                scores = None
+            else:
+                scores = lib.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.hs) + ext_mask  # (B, nh, T, T)
+                probs = self.dropout(F.softmax(scores, dim=-1))
+                ctx = lib.matmul(probs, v)                              # (B, nh, T, hs)
             ctx = ctx.permute(0, 2, 1, 3).reshape(Bsz, T, H)            # (B, T, H)
             return ctx, scores
 
@@ -142,8 +151,8 @@ def _classes(B):
             self.self = SelfAttention(cfg)
             self.output = AddNorm(cfg, cfg.hidden_size)
 
-        def forward(self, x, ext_mask):
-            ctx, scores = self.self(x, ext_mask)
+        def forward(self, x, ext_mask, need_scores: bool = False):
+            ctx, scores = self.self(x, ext_mask, need_scores)
             return self.output(ctx, x), scores
 
     class Intermediate(nn.Module):
@@ -155,7 +164,8 @@ def _classes(B):
             return F.gelu(self.dense(x))  # exact erf GELU in both libraries
 
     class Layer(nn.Module):
-        """One encoder layer: ``layer(hidden (B,T,H), ext_mask (B,1,1,T)) -> (hidden, scores)``."""
+        """One encoder layer: ``layer(hidden (B,T,H), ext_mask (B,1,1,T)) -> (hidden, scores)``;
+        ``scores`` (B, nh, T, T) only with ``need_scores`` (else None, and attention may be fused)."""
 
         def __init__(self, cfg: BertConfig):
             super().__init__()
@@ -163,8 +173,8 @@ def _classes(B):
             self.intermediate = Intermediate(cfg)
             self.output = AddNorm(cfg, cfg.intermediate_size)
 
-        def forward(self, hidden, ext_mask):
-            a, scores = self.attention(hidden, ext_mask)
+        def forward(self, hidden, ext_mask, need_scores: bool = False):
+            a, scores = self.attention(hidden, ext_mask, need_scores)
             return self.output(self.intermediate(a), a), scores
 
     class Encoder(nn.Module):
@@ -205,21 +215,26 @@ def _classes(B):
             """(B, T, H) last hidden states -> (B, num_labels) logits via pooler, dropout, classifier."""
             return self.classifier(self.dropout(self.pooler(last_hidden)))
 
-        def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_all: bool = False):
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_all: bool = False,
+                    output_hidden: bool = False):
+            """``output_all``: also the hidden states and the attention scores (which need the
+            explicit attention path); ``output_hidden``: the hidden states alone (attention may be
+            fused)."""
             if attention_mask is None:
                 attention_mask = lib.ones_like(input_ids)
             ext = extended_mask(attention_mask)          # (B, 1, 1, T)
             h = self.embed(input_ids, token_type_ids)   # (B, T, H)
-            if not output_all:
-                for layer in self.encoder.layer:
-                    h, _ = layer(h, ext)
-                return {"logits": self.head(h)}
             hidden, attention = [h], []
             for layer in self.encoder.layer:
-                h, scores = layer(h, ext)
+                h, scores = layer(h, ext, need_scores=output_all)
                 hidden.append(h)
                 attention.append(scores)
-            return {"logits": self.head(h), "hidden": hidden, "attention": attention}
+            out = {"logits": self.head(h)}
+            if output_all or output_hidden:
+                out["hidden"] = hidden
+            if output_all:
+                out["attention"] = attention
+            return out
 
     def _init_weights(m):
         """HF BERT initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm."""

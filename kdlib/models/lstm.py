@@ -79,8 +79,9 @@ def _classes(B):
             final = lib.cat([h_n[0], h_n[1]], dim=1)                     # (B, 2 Hl) sorted
             return final.index_select(0, lib.argsort(order).long())      # caller's order
 
-        def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_all: bool = False):
-            """Same call as BERT's forward; ``token_type_ids`` and ``output_all`` are ignored."""
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_all: bool = False,
+                    output_hidden: bool = False):
+            """Same call as BERT's forward; ``token_type_ids`` and the ``output_*`` flags are ignored."""
             if attention_mask is None:
                 attention_mask = lib.ones_like(input_ids)
             z = self.dropout(F.relu(self.fc(self.encode(input_ids, attention_mask))))  # (B, F)
