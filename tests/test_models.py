@@ -140,7 +140,7 @@ def test_encoder_layer_matches_numpy_reference(B):
     x = rng.standard_normal((3, 6, 32)).astype(np.float32)
     mask = np.array([[1] * 6, [1] * 4 + [0] * 2, [1] * 1 + [0] * 5], np.float32)
     with B.no_grad():
-        y, scores = model.encoder.layer[1](B.tensor(x), extended_mask(B.tensor(mask)))
+        y, scores = model.encoder.layer[1](B.tensor(x), extended_mask(B.tensor(mask)), need_scores=True)
     y_ref, s_ref = np_bert_layer(W, "encoder.layer.1.", x.astype(np.float64), mask, 4, 1e-12)
     np.testing.assert_allclose(B.to_numpy(scores), s_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(B.to_numpy(y), y_ref, rtol=1e-5, atol=1e-5)

@@ -63,6 +63,9 @@ def test_usable_cpus_without_affinity_fall_back_to_the_cpu_count(cpus, monkeypat
 
 
 class _Recorder:
+    """Stands in for a Backend: records the thread counts it is given."""
+    name, device_name, precision, precision_reason, rank = "torch", "cpu", "fp32", "asked for", 0
+
     def __init__(self):
         self.threads = []
 
@@ -72,7 +75,7 @@ class _Recorder:
 
 def test_backend_from_applies_the_requested_threads_up_to_the_usable_cpus(cpus, monkeypatch):
     recorder = _Recorder()
-    monkeypatch.setattr(backend, "load", lambda name, device: recorder)
+    monkeypatch.setattr(backend, "load", lambda name, device, precision: recorder)
     parser = argparse.ArgumentParser()
     _cli.add_runtime_args(parser)
 

@@ -18,6 +18,7 @@ import yaml
 pytest.importorskip("snakemake")
 
 from conftest import TORCH_PYTHON  # noqa: E402
+from kdlib.backend import resolve_precision  # noqa: E402
 from test_workflow_e2e import make_workdir, mirror, override, planned, snakemake  # noqa: E402,F401
 
 pytestmark = pytest.mark.slow
@@ -59,7 +60,7 @@ def test_a_changed_student_lr_retrains_that_student_like_a_clean_run(workdir, tm
          "--spec", spec, "--records", "data/ofrecord/sst2/bert16", "--teacher", "results/sst2/teacher",
          "--logits", "results/sst2/teacher_logits.npz", "--out", str(tmp_path / "kd"),
          "--work", str(tmp_path / "work"), "--eval-batch-size", "128", "--backend", "torch",
-         "--device", "cpu", "--precision", "fp32", "--threads", "4"],
+         "--device", "cpu", "--precision", resolve_precision("auto", "torch", "cpu"), "--threads", "4"],
         cwd=workdir, capture_output=True, text=True, timeout=300)
     assert clean.returncode == 0, clean.stderr[-3000:]
     assert (tmp_path / "kd" / "model.safetensors").read_bytes() == after
