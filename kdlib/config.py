@@ -7,6 +7,7 @@ again here. Errors name the key path: ``config error at data.max_length.tweets: 
 from __future__ import annotations
 
 import copy
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -114,22 +115,44 @@ def _resolve_train(base: dict, override: dict | None) -> dict:
     return {**base, **{k: v for k, v in (override or {}).items() if v is not None}}
 
 
+# ---- runs: a student trained once per seed (``seeds: N``) ----------------------------------------
+
+SEED_SUFFIX = re.compile(r"^(?P<student>.+)_seed(?P<k>[1-9][0-9]*)$")
+
+
+def runs(config: dict, student: str) -> list[str]:
+    """The runs of ``student`` under ``seeds: N``: the student itself (seed index 0, so that adding
+    seeds reruns nothing that exists) and ``<student>_seed<k>`` for k = 1 .. N-1."""
+    return [student] + [f"{student}_seed{k}" for k in range(1, config.get("seeds", 1))]
+
+
+def run_of(name: str) -> tuple[str, int]:
+    """``(student, seed index)`` of a run name."""
+    match = SEED_SUFFIX.match(name)
+    return (match["student"], int(match["k"])) if match else (name, 0)
+
+
 def student_spec(config: dict, name: str) -> dict:
-    """What the distill stage needs to know about student ``name``: its algorithm, architecture,
-    the hyperparameters its recipe reads, and its resolved training settings per phase. Only these
-    reach the stage as parameters, so an unrelated config change does not rerun it."""
+    """What the distill stage needs to know about student (or run) ``name``: its algorithm,
+    architecture, the hyperparameters its recipe reads, and its resolved training settings per
+    phase. Only these reach the stage as parameters, so an unrelated config change does not rerun
+    it. Run ``<student>_seed<k>`` trains with every phase's seed raised by k."""
     from .distill.recipes import get_recipe
 
     students = config["students"]
-    if name not in students:
-        raise ConfigError(f"unknown student {name!r}; config.yaml defines: {', '.join(students)}")
-    raw = students[name]
-    recipe = get_recipe(raw["algorithm"], name)
+    base, seed_index = run_of(name)
+    if base not in students:
+        raise ConfigError(f"unknown student {base!r}; config.yaml defines: {', '.join(students)}")
+    raw = students[base]
+    recipe = get_recipe(raw["algorithm"], base)
     spec = {"algorithm": raw["algorithm"], "architecture": raw["architecture"],
             "hyperparameters": {k: raw["hyperparameters"][k] for k in recipe.hyperparameters},
             "train": _resolve_train(config["students_train"], raw.get("train"))}
     if recipe.two_phase:
         spec["first_phase_train"] = _resolve_train(config["students_train"], raw.get("first_phase_train"))
+    for phase in ("first_phase_train", "train"):
+        if phase in spec and seed_index:
+            spec[phase] = {**spec[phase], "seed": spec[phase]["seed"] + seed_index}
     return spec
 
 

@@ -29,7 +29,6 @@ wildcard_constraints:
     task="|".join(TASKS),
     glue_dir="|".join(GLUE_DIRS_ONE_DEV),
     seq=r"\d+",
-    student="|".join(config["students"]) or "(?!)",
 
 
 # ---- runtimes ------------------------------------------------------------------------------------
@@ -158,24 +157,36 @@ def teacher_hparams(wildcards):
 
 
 # ---- students ------------------------------------------------------------------------------------
-RESERVED_NAMES = ("teacher", "init", "report", "accuracy_vs_speedup")
+RESERVED_NAMES = ("teacher", "init", "report", "accuracy_vs_speedup", "speed", "training_curves")
 for _name in config["students"]:
-    if _name in RESERVED_NAMES:
-        raise WorkflowError(f"students.{_name}: the name is reserved; choose another")
+    if _name in RESERVED_NAMES or kdlib.config.SEED_SUFFIX.match(_name):
+        raise WorkflowError(f"students.{_name}: the name is reserved (or ends like a seed run, "
+                            "_seed<k>); choose another")
 try:
     TEACHER_CONFIG = kdlib.models.pretrained.read_pretrained_config(TEACHER_DIR)
     kdlib.config.check_students(config, TEACHER_CONFIG)
 except kdlib.errors.KdflowError as exc:
     raise WorkflowError(str(exc))
 STUDENTS = list(config["students"])
+# Every student's runs under `seeds: N` (kdlib.config.runs): the `student` wildcard is a run.
+RUNS = [run for student in STUDENTS for run in kdlib.config.runs(config, student)]
 
 
-def _recipe(student):
-    return kdlib.distill.recipes.get_recipe(config["students"][student]["algorithm"], student)
+wildcard_constraints:
+    student="|".join(RUNS) or "(?!)",
 
 
-def _is_lstm(student):
-    return config["students"][student]["architecture"]["model"] == "bilstm"
+def _base(run):
+    """The student of a run (kd_seed2 -> kd)."""
+    return kdlib.config.run_of(run)[0]
+
+
+def _recipe(run):
+    return kdlib.distill.recipes.get_recipe(config["students"][_base(run)]["algorithm"], _base(run))
+
+
+def _is_lstm(run):
+    return config["students"][_base(run)]["architecture"]["model"] == "bilstm"
 
 
 def student_records_dir(wildcards):
@@ -216,7 +227,7 @@ def distill_inputs(wildcards):
     if needs["teacher"]:
         inputs["teacher"] = f"results/{task}/teacher/model.safetensors"
     if needs["init"]:
-        inputs["init"] = f"results/{task}/init/{student}/model.safetensors"
+        inputs["init"] = f"results/{task}/init/{_base(student)}/model.safetensors"
     return inputs
 
 
@@ -235,3 +246,19 @@ def distill_sources(wildcards, input):
 def folder_of_weights(wildcards, input):
     """The folder that holds the rule's `weights` input (a HF or kdflow checkpoint folder)."""
     return str(Path(input.weights).parent)
+
+
+def speed_models(wildcards):
+    """The speed stage's models: the teacher, then every student's first run."""
+    return [f"results/{wildcards.task}/teacher"] + [f"results/{wildcards.task}/{s}" for s in STUDENTS]
+
+
+def speed_records(wildcards):
+    """Each model's record folder, in the order of speed_models."""
+    lstm = f"data/ofrecord/{wildcards.task}/lstm{config['data']['lstm']['max_length']}"
+    return [bert_dir_of(wildcards)] + [lstm if _is_lstm(s) else bert_dir_of(wildcards) for s in STUDENTS]
+
+
+def speed_record_files(wildcards):
+    """The record folders' meta.json the speed stage reads (each once)."""
+    return sorted({f"{records}/meta.json" for records in speed_records(wildcards)})

@@ -1,4 +1,5 @@
-# Evaluation stages: task metrics, size and speed of the teacher and of every student.
+# Evaluation stages: the dev metrics and predictions of the teacher and of every student run, and
+# the speed of all of them, measured side by side in one process.
 
 
 rule evaluate_teacher:
@@ -6,7 +7,8 @@ rule evaluate_teacher:
         weights="results/{task}/teacher/model.safetensors",
         records=bert_records_of,
     output:
-        "results/{task}/teacher_eval.json",
+        json="results/{task}/teacher_eval.json",
+        predictions="results/{task}/teacher_predictions.npz",
     params:
         python=TRAIN_PYTHON,
         backend=BACKEND,
@@ -23,8 +25,9 @@ rule evaluate_teacher:
         gpu=1,
     shell:
         "{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task} --name teacher"
-        " --model results/{wildcards.task}/teacher --records {params.records} --out {output}"
-        " --eval-batch-size {params.eval_batch_size} --backend {params.backend} --device {params.device} --precision {params.precision}"
+        " --model results/{wildcards.task}/teacher --records {params.records} --out {output.json}"
+        " --predictions {output.predictions} --eval-batch-size {params.eval_batch_size}"
+        " --backend {params.backend} --device {params.device} --precision {params.precision}"
         " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
@@ -34,7 +37,8 @@ rule evaluate_student:
         reference="results/{task}/teacher_eval.json",
         records=student_records_of,
     output:
-        "results/{task}/{student}_eval.json",
+        json="results/{task}/{student}_eval.json",
+        predictions="results/{task}/{student}_predictions.npz",
     params:
         python=TRAIN_PYTHON,
         backend=BACKEND,
@@ -52,6 +56,40 @@ rule evaluate_student:
     shell:
         "{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task}"
         " --name {wildcards.student} --model results/{wildcards.task}/{wildcards.student}"
-        " --records {params.records} --reference {input.reference} --out {output}"
-        " --eval-batch-size {params.eval_batch_size} --backend {params.backend} --device {params.device} --precision {params.precision}"
+        " --records {params.records} --reference {input.reference} --out {output.json}"
+        " --predictions {output.predictions} --eval-batch-size {params.eval_batch_size}"
+        " --backend {params.backend} --device {params.device} --precision {params.precision}"
+        " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+
+
+rule measure_speed:
+    input:
+        teacher="results/{task}/teacher/model.safetensors",
+        students=expand("results/{{task}}/{student}/model.safetensors", student=STUDENTS),
+        records=speed_record_files,
+    output:
+        "results/{task}/speed.json",
+    params:
+        python=TRAIN_PYTHON,
+        backend=BACKEND,
+        device=config["device"],
+        precision=PRECISION,
+        models=speed_models,
+        records=speed_records,
+        rounds=config["speed"]["rounds"],
+        latency_examples=config["speed"]["latency_examples"],
+        eval_batch_size=config["eval_batch_size"],
+    log:
+        "logs/{task}/measure_speed.log",
+    benchmark:
+        "benchmarks/{task}/measure_speed.tsv"
+    threads: COMPUTE_THREADS
+    resources:
+        gpu=1,
+    shell:
+        "{params.python} -m workflow_scripts.measure_speed --task {wildcards.task}"
+        " --models {params.models} --records {params.records} --rounds {params.rounds}"
+        " --latency-examples {params.latency_examples} --out {output}"
+        " --eval-batch-size {params.eval_batch_size} --backend {params.backend}"
+        " --device {params.device} --precision {params.precision}"
         " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

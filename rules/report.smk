@@ -1,5 +1,6 @@
 # The metrics report of each task: the teacher and every student in one table (Markdown, CSV, HTML),
-# each distilled student beside its no-KD baseline, and a plot of accuracy against speed-up. The
+# each distilled student beside its no-KD baseline with the gain's interval and a verdict, a plot
+# of accuracy against speed-up and the training curves. The
 # outputs are flagged for `snakemake --report report.html`. The script names each student after the
 # `model` field of its eval JSON (the student's name in config.yaml).
 import json
@@ -18,7 +19,10 @@ REPORT_BASELINES = json.dumps(kdlib.config.baselines(config["students"]), sort_k
 rule report:
     input:
         teacher="results/{task}/teacher_eval.json",
-        students=expand("results/{{task}}/{student}_eval.json", student=STUDENTS),
+        students=expand("results/{{task}}/{run}_eval.json", run=RUNS),
+        predictions=expand("results/{{task}}/{model}_predictions.npz", model=["teacher", *RUNS]),
+        logs=expand("results/{{task}}/{model}/train_log.csv", model=["teacher", *STUDENTS]),
+        speed="results/{task}/speed.json",
     output:
         md=report(
             "results/{task}/report.md",
@@ -48,6 +52,13 @@ rule report:
             subcategory="{task}",
             labels={"task": "{task}", "result": "accuracy against speed-up"},
         ),
+        curves=report(
+            "results/{task}/training_curves.png",
+            caption="../report/curves.rst",
+            category="kdflow",
+            subcategory="{task}",
+            labels={"task": "{task}", "result": "training curves"},
+        ),
     params:
         python=DATA_PYTHON,
         baselines=REPORT_BASELINES,
@@ -56,5 +67,7 @@ rule report:
     threads: 1
     shell:
         "{params.python} -m workflow_scripts.report --task {wildcards.task} --teacher {input.teacher}"
-        " --students {input.students:q} --baselines {params.baselines:q}"
-        " --md {output.md} --csv {output.csv} --html {output.html} --png {output.png} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --students {input.students:q} --predictions {input.predictions:q} --logs {input.logs:q}"
+        " --speed {input.speed} --baselines {params.baselines:q}"
+        " --md {output.md} --csv {output.csv} --html {output.html} --png {output.png}"
+        " --curves {output.curves} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

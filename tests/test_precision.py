@@ -204,7 +204,8 @@ def test_the_fp16_update_unscales_before_clipping(tmp_path):
 def test_a_stage_refuses_an_impossible_precision_in_one_line(capsys, tmp_path):
     from workflow_scripts import evaluate_model
     argv = ["--task", "sst2", "--name", "teacher", "--model", str(tmp_path), "--records", str(tmp_path),
-            "--out", str(tmp_path / "e.json"), "--eval-batch-size", "8", "--backend",
+            "--out", str(tmp_path / "e.json"), "--predictions", str(tmp_path / "p.npz"),
+            "--eval-batch-size", "8", "--backend",
             "torch" if HAS_TORCH else "oneflow", "--device", "cpu", "--precision",
             "fp16" if HAS_TORCH else "bf16", "--threads", "0"]
     assert evaluate_model.main(argv) == 1
@@ -219,7 +220,8 @@ def test_the_eval_json_records_its_precision(records, tmp_path):
     B.seed(0)
     model = build_bert(B, BertConfig(**tinydata.TINY_BERT))
     checkpoint.save_checkpoint(model, tmp_path / "m", {"task": TASK.name})
-    result = eval_json.build(B, TASK, tmp_path / "m", records, "m", batch_size=64)
+    result, predictions = eval_json.build(B, TASK, tmp_path / "m", records, "m", batch_size=64)
+    assert predictions["dev_logits"].dtype == np.float32           # fp32 outputs of a bf16 run
     assert result["precision"] == "bf16"
     assert result["score"] == pytest.approx(
         evaluate(fp32(), checkpoint.load_checkpoint(fp32(), tmp_path / "m")[0], TASK,

@@ -201,7 +201,7 @@ def test_slurm_profiles_run_the_short_stages_as_one_job_per_task(tmp_path, profi
                               ("data", ["ofrecord_bert", "ofrecord_lstm", "prepare_builtin"]),
                               ("export_sst2", exports), ("export_tweets", exports)]
     assert sorted(set(alone)) == ["cache_teacher_logits", "distill", "evaluate_student",
-                                  "evaluate_teacher", "finetune_teacher", "report"]
+                                  "evaluate_teacher", "finetune_teacher", "measure_speed", "report"]
 
 
 def readme_commands(profile: str) -> list[list[str]]:
@@ -256,7 +256,8 @@ CORES_ERROR = "Workflow requires a total number of cores"
 
 
 def test_the_report_command_needs_no_cores(tiny):
-    for name in ("report.md", "report.csv", "report.html", "accuracy_vs_speedup.png"):
+    for name in ("report.md", "report.csv", "report.html", "accuracy_vs_speedup.png",
+                 "training_curves.png"):
         path = tiny / "results" / "sst2" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"stand-in for {name}\n")

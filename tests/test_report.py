@@ -1,8 +1,11 @@
-"""The metrics report (kdlib.evaluate.report, workflow_scripts/report.py, rules/report.smk): baseline pairing,
-table rows and values, the Markdown/CSV/HTML/PNG outputs, one-line errors, and the rule's planning.
+"""The metrics report (kdlib.evaluate.report and .plots, workflow_scripts/report.py,
+rules/report.smk): baseline pairing, table rows and values, gain intervals and verdicts from the
+predictions, side-by-side speed, several seeds, the Markdown/CSV/HTML/PNG outputs, one-line errors,
+and the rule's planning.
 
-The eval JSONs are made up here, so every expected number is computed from them. Tests that draw
-the plot need matplotlib (only in .venv); the others run in both runtimes.
+The eval JSONs, predictions, speed JSON and training logs are made up here, so every expected
+number is computed from them. Tests that draw the plots need matplotlib (only in .venv); the
+others run in both runtimes.
 """
 from __future__ import annotations
 
@@ -14,57 +17,105 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from conftest import HAS_SNAKEMAKE, REPO, error_lines
 
 from kdlib import config
-from kdlib.evaluate import report
-from kdlib.models.weights import load_state_numpy, state_dict_numpy
+from kdlib.errors import DataError
+from kdlib.evaluate import eval_json, report
 from workflow_scripts import report as report_script
 
 TASK = "sst2"
-# name: (algorithm, model_type, layers, hidden, dev accuracy, latency ms, parameters)
+N_DEV = 400
+# name: (algorithm, model_type, layers, hidden, dev accuracy, parameters)
 MODELS = {
-    "teacher": ("teacher", "bert", 6, 384, 0.9125, 60.0, 22_700_000),
-    "kd": ("kd", "bert", 4, 312, 0.8800, 12.0, 14_300_000),
-    "bert_small_nokd": ("none", "bert", 4, 312, 0.8575, 12.5, 14_300_000),
-    "distilled_lstm": ("distilled_lstm", "bilstm", 1, 300, 0.8350, 1.6, 3_200_000),
-    "lstm_nokd": ("none", "bilstm", 1, 300, 0.8425, 1.5, 3_200_000),
+    "teacher": ("teacher", "bert", 6, 384, 0.9125, 22_700_000),
+    "kd": ("kd", "bert", 4, 312, 0.8800, 14_300_000),
+    "bert_small_nokd": ("none", "bert", 4, 312, 0.8575, 14_300_000),
+    "distilled_lstm": ("distilled_lstm", "bilstm", 1, 300, 0.8350, 3_200_000),
+    "lstm_nokd": ("none", "bilstm", 1, 300, 0.8425, 3_200_000),
 }
+LATENCY = {"teacher": 8.0, "kd": 4.0, "bert_small_nokd": 4.1, "distilled_lstm": 1.0, "lstm_nokd": 1.05}
 PAIRS = {"kd": "bert_small_nokd", "distilled_lstm": "lstm_nokd"}
 EXPECTED_ORDER = ["teacher", "bert_small_nokd", "kd", "lstm_nokd", "distilled_lstm"]
+GOLD = np.random.default_rng(99).integers(0, 2, N_DEV)
 
 
-def eval_json(name: str) -> dict:
-    algorithm, model_type, layers, hidden, accuracy, latency, parameters = MODELS[name]
-    teacher_latency, teacher_score = MODELS["teacher"][5], MODELS["teacher"][4]
-    out = {
-        "task": TASK, "model": name, "model_type": model_type, "algorithm": algorithm,
-        "metric": "accuracy", "score": accuracy, "metrics": {"dev": {"accuracy": accuracy}},
-        "parameters": parameters, "size_bytes": 4 * parameters + 12_345,
-        "latency_ms_batch1": latency, "throughput_batch32": 32_000 / (8 * latency),
-        "train_seconds": 10.0 * len(name), "backend": "torch", "device": "cpu",
-        "layers": layers, "hidden": hidden,
-    }
-    if name != "teacher":
-        out.update(speedup=teacher_latency / latency, retained=accuracy / teacher_score)
-    return out
+def eval_json_of(name: str, accuracy: float | None = None) -> dict:
+    algorithm, model_type, layers, hidden, default, parameters = MODELS[name.split("_seed")[0]]
+    accuracy = default if accuracy is None else accuracy
+    return {"task": TASK, "model": name, "model_type": model_type, "algorithm": algorithm,
+            "metric": "accuracy", "score": accuracy, "metrics": {"dev": {"accuracy": accuracy}},
+            "parameters": parameters, "size_bytes": 4 * parameters + 12_345,
+            "train_seconds": 10.0 * len(name), "backend": "torch", "device": "cpu",
+            "precision": "bf16", "layers": layers, "hidden": hidden}
+
+
+def logits_with_accuracy(accuracy: float, seed: int) -> np.ndarray:
+    """(N_DEV, 2) logits right on exactly ``accuracy`` of GOLD, the right examples drawn at random."""
+    rng = np.random.default_rng(seed)
+    right = np.zeros(N_DEV, bool)
+    right[rng.permutation(N_DEV)[:round(accuracy * N_DEV)]] = True
+    pred = np.where(right, GOLD, 1 - GOLD)
+    logits = np.zeros((N_DEV, 2), np.float32)
+    logits[np.arange(N_DEV), pred] = 3.0
+    return logits
+
+
+def speed_json(names) -> dict:
+    rounds = 3
+    return {"models": {n: {"latency_ms_batch1": LATENCY[n.split("_seed")[0]],
+                           "throughput_batch32": 250 / LATENCY[n.split("_seed")[0]],
+                           "latency_rounds": [LATENCY[n.split("_seed")[0]] * f for f in
+                                              ((1.0, 1.02, 0.99) if n == "teacher" else (1.0, 0.98, 1.03))],
+                           "throughput_rounds": [250 / LATENCY[n.split("_seed")[0]]] * rounds}
+                       for n in names},
+            "rounds": rounds, "latency_examples": 200, "dev_examples": N_DEV, "threads": 2,
+            "backend": "torch", "device": "cpu", "precision": "bf16"}
+
+
+def train_log(n_steps: int = 20) -> pd.DataFrame:
+    steps = np.arange(1, n_steps + 1)
+    return pd.DataFrame({"step": steps, "epoch": steps / n_steps, "lr": 1e-4,
+                         "loss": 1.0 / steps, "examples_per_s": 100.0,
+                         "dev_score": ["" if s % 10 else f"{0.5 + s / 100:.6f}" for s in steps]})
+
+
+def inputs(seeds: int = 1):
+    """(teacher, runs, predictions, speed) for the five models, ``seeds`` runs per student."""
+    runs, predictions = {}, {"teacher": (logits_with_accuracy(MODELS["teacher"][4], 0), GOLD)}
+    for i, name in enumerate(n for n in MODELS if n != "teacher"):
+        for k in range(seeds):
+            run = config.runs({"seeds": seeds}, name)[k]
+            accuracy = MODELS[name][4] + 0.01 * k               # the runs differ
+            runs[run] = eval_json_of(run, accuracy)
+            predictions[run] = (logits_with_accuracy(accuracy, 10 * i + k + 1), GOLD)
+    return eval_json_of("teacher"), runs, predictions, speed_json(MODELS)
 
 
 @pytest.fixture
-def evals(tmp_path):
-    """The five eval JSONs on disk: ``{name: path}``."""
-    paths = {}
+def files(tmp_path):
+    """The script's input files: ``{"evals": {run: path}, "predictions": [...], "logs": [...],
+    "speed": path}``."""
+    teacher, runs, predictions, speed = inputs()
+    evals, npz = {}, []
+    for name, result in {"teacher": teacher, **runs}.items():
+        evals[name] = tmp_path / f"{name}_eval.json"
+        evals[name].write_text(json.dumps(result))
+        path = tmp_path / f"{name}_predictions.npz"
+        eval_json.write_predictions(path, {"dev_logits": predictions[name][0],
+                                           "dev_labels": predictions[name][1]})
+        npz.append(path)
+    logs = []
     for name in MODELS:
-        paths[name] = tmp_path / f"{name}_eval.json"
-        paths[name].write_text(json.dumps(eval_json(name), indent=2))
-    return paths
-
-
-def students() -> dict[str, dict]:
-    return {name: eval_json(name) for name in MODELS if name != "teacher"}
+        (tmp_path / name).mkdir()
+        train_log().to_csv(tmp_path / name / "train_log.csv", index=False)
+        logs.append(tmp_path / name / "train_log.csv")
+    (tmp_path / "speed.json").write_text(json.dumps(speed))
+    return {"evals": evals, "predictions": npz, "logs": logs, "speed": tmp_path / "speed.json"}
 
 
 def parse_markdown_table(text: str) -> tuple[list[str], list[list[str]]]:
@@ -120,76 +171,102 @@ def test_baselines_need_the_same_architecture():
 
 # ---- the table ------------------------------------------------------------------------------------
 
-def test_table_rows_gain_retained_and_speedup():
-    teacher = eval_json("teacher")
-    frame = report.table(teacher, students(), PAIRS).set_index(report.NAME)
+def test_table_rows_gain_interval_verdict_and_speedup():
+    teacher, runs, predictions, speed = inputs()
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, regression=False).set_index(report.NAME)
     assert list(frame.index) == EXPECTED_ORDER
     assert list(frame[report.ROLE]) == ["teacher", "baseline", "distilled", "baseline", "distilled"]
     assert list(frame[report.ARCHITECTURE]) == ["6L/384", "4L/312", "4L/312", "BiLSTM 300",
                                                 "BiLSTM 300"]
+    gain = report.gain_column("accuracy")
     for name in EXPECTED_ORDER:
-        given = eval_json(name)
+        given = eval_json_of(name)
         row = frame.loc[name]
         assert row["dev accuracy"] == pytest.approx(100 * given["score"])
         assert row[report.RETAINED] == pytest.approx(100 * given["score"] / teacher["score"])
-        assert row[report.SPEEDUP] == pytest.approx(teacher["latency_ms_batch1"]
-                                                    / given["latency_ms_batch1"])
         assert row[report.PARAMETERS] == pytest.approx(given["parameters"] / 1e6)
         assert row[report.SIZE] == pytest.approx(given["size_bytes"] / 1e6)
-        assert row[report.LATENCY] == given["latency_ms_batch1"]
-        assert row[report.THROUGHPUT] == pytest.approx(given["throughput_batch32"])
-        assert row[report.TRAIN] == given["train_seconds"]
+        assert row[report.LATENCY] == LATENCY[name]
+        # the speed-up is the teacher's latency over the model's, round by round
+        ups = [t / m for t, m in zip(speed["models"]["teacher"]["latency_rounds"],
+                                     speed["models"][name]["latency_rounds"])]
+        assert row[report.SPEEDUP] == pytest.approx(float(np.median(ups)))
+        assert (row[report.SPEEDUP + report.LOW], row[report.SPEEDUP + report.HIGH]) == \
+            pytest.approx((min(ups), max(ups)))
         if name in PAIRS:
-            base = eval_json(PAIRS[name])
+            base = eval_json_of(PAIRS[name])
             assert row[report.BASELINE] == PAIRS[name]
-            assert row[report.GAIN] == pytest.approx(100 * (given["score"] - base["score"]))
-            assert row[report.RETAINED] == pytest.approx(100 * given["retained"])
-            assert row[report.SPEEDUP] == pytest.approx(given["speedup"])
+            assert row[gain] == pytest.approx(100 * (given["score"] - base["score"]))
+            assert row[gain + report.LOW] < row[gain] < row[gain + report.HIGH]
+            assert row[report.VERDICT] in ("better", "worse", "no clear difference")
+            assert 0 < row[report.MCNEMAR] <= 1
         else:
-            assert row[report.BASELINE] == "" and pd.isna(row[report.GAIN])
+            assert row[report.BASELINE] == "" and pd.isna(row[gain])
     assert frame.loc["teacher", report.SPEEDUP] == 1.0
-    # One gain is positive, one negative: signs are shown.
+    # +2.25 points on 400 examples with independent errors is within noise; so is -0.75
+    assert frame.loc["kd", report.VERDICT] == "no clear difference"
     cells = report.format_table(frame.reset_index()).set_index(report.NAME)
-    assert cells.loc["kd", report.GAIN] == "+2.25"
-    assert cells.loc["distilled_lstm", report.GAIN] == "-0.75"
+    assert re.fullmatch(r"\+2\.25 \[-?\+?\d+\.\d\d, \+\d+\.\d\d\]", cells.loc["kd", gain])
+    assert cells.loc["distilled_lstm", gain].startswith("-0.75 [")
+    assert re.fullmatch(r"2\.00 \(1\.9\d-2\.0\d\)", cells.loc["kd", report.SPEEDUP])
 
 
-def test_a_student_without_a_baseline_stays_alone():
-    pairs = {"kd": "bert_small_nokd"}            # distilled_lstm's baseline not given
-    frame = report.table(eval_json("teacher"), students(), pairs)
-    assert list(frame[report.NAME]) == ["teacher", "bert_small_nokd", "kd", "distilled_lstm",
-                                        "lstm_nokd"]
-    assert pd.isna(frame.set_index(report.NAME).loc["distilled_lstm", report.GAIN])
+def test_a_clear_gain_is_called_better_and_a_clear_loss_worse():
+    teacher, runs, predictions, speed = inputs()
+    predictions["kd"] = (logits_with_accuracy(0.97, 5), GOLD)            # +11 points
+    runs["kd"] = eval_json_of("kd", 0.97)
+    predictions["distilled_lstm"] = (logits_with_accuracy(0.70, 6), GOLD)  # -14 points
+    runs["distilled_lstm"] = eval_json_of("distilled_lstm", 0.70)
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False).set_index(report.NAME)
+    assert frame.loc["kd", report.VERDICT] == "better"
+    assert frame.loc["distilled_lstm", report.VERDICT] == "worse"
+    assert frame.loc["kd", report.MCNEMAR] < 1e-6
 
 
-def test_every_metric_of_every_dev_split_gets_a_column():
-    def mnli(name, matched, mismatched):
-        out = eval_json(name)
-        out.update(task="mnli", score=matched,
-                   metrics={"dev_matched": {"accuracy": matched},
-                            "dev_mismatched": {"accuracy": mismatched}})
-        return out
+def test_with_two_seeds_rows_are_means_with_ranges():
+    teacher, runs, predictions, speed = inputs(seeds=2)
+    assert "kd_seed1" in runs
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False).set_index(report.NAME)
+    assert list(frame.index) == EXPECTED_ORDER                    # one row per student, not per run
+    kd = frame.loc["kd"]
+    assert kd[report.SEEDS] == 2
+    assert kd["dev accuracy"] == pytest.approx(100 * (0.88 + 0.89) / 2)
+    assert (kd["dev accuracy" + report.LOW], kd["dev accuracy" + report.HIGH]) == pytest.approx((88, 89))
+    gain = report.gain_column("accuracy")
+    assert kd[gain] == pytest.approx(100 * ((0.88 - 0.8575) + (0.89 - 0.8675)) / 2)
+    assert kd[gain + report.LOW] < kd[gain] < kd[gain + report.HIGH]
+    cells = report.format_table(frame.reset_index()).set_index(report.NAME)
+    assert cells.loc["kd", "dev accuracy"] == "88.50 (88.00-89.00)"
+    # a student whose baseline has fewer runs cannot be paired
+    del runs["bert_small_nokd_seed1"], predictions["bert_small_nokd_seed1"]
+    with pytest.raises(DataError, match="same seeds"):
+        report.table(teacher, runs, PAIRS, predictions, speed, False)
 
-    frame = report.table(mnli("teacher", 0.84, 0.85),
-                         {"kd": mnli("kd", 0.80, 0.815),
-                          "bert_small_nokd": mnli("bert_small_nokd", 0.78, 0.79)},
-                         {"kd": "bert_small_nokd"}).set_index(report.NAME)
-    assert frame.loc["kd", "dev_matched accuracy"] == pytest.approx(80.0)
-    assert frame.loc["kd", "dev_mismatched accuracy"] == pytest.approx(81.5)
-    assert frame.loc["kd", report.GAIN] == pytest.approx(2.0)          # on dev_matched
-    assert report.primary_column(mnli("teacher", 0.84, 0.85)) == "dev_matched accuracy"
+
+def test_every_metric_of_the_first_split_gets_a_gain():
+    teacher, runs, predictions, speed = inputs()
+    for result in [teacher, *runs.values()]:
+        acc = result["score"]
+        result["metrics"] = {"dev": {"f1": acc, "accuracy": acc}}
+        result["metric"] = "f1"
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False).set_index(report.NAME)
+    for metric in ("f1", "accuracy"):
+        assert report.gain_column(metric) in frame.columns
+    assert report.primary_column(teacher) == "dev f1"
 
 
 def test_markdown_table_parses_back_into_the_same_cells():
-    frame = report.table(eval_json("teacher"), students(), PAIRS)
-    text = report.markdown(TASK, frame, eval_json("teacher"), "accuracy_vs_speedup.png")
+    teacher, runs, predictions, speed = inputs()
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False)
+    note = report.notes(teacher, speed, 1)
+    text = report.markdown(TASK, frame, note, "accuracy_vs_speedup.png", "training_curves.png", "accuracy")
     header, rows = parse_markdown_table(text)
     cells = report.format_table(frame)
     assert header == list(cells.columns)
     assert rows == cells.values.tolist()
     assert [r[0] for r in rows] == EXPECTED_ORDER
-    assert rows[2][header.index(report.GAIN)] == "+2.25"
-    assert "![" in text and "(accuracy_vs_speedup.png)" in text
+    assert "(accuracy_vs_speedup.png)" in text and "(training_curves.png)" in text
+    assert "side by side" in note and "200 dev examples" in note and "10,000 resamples" in note
 
 
 def test_markdown_escapes_pipes():
@@ -200,30 +277,31 @@ def test_markdown_escapes_pipes():
 
 # ---- the stage script -----------------------------------------------------------------------------
 
-def run_script(evals, out_dir, *extra) -> int:
+def run_script(files, out_dir, *extra) -> int:
+    evals = files["evals"]
     argv = ["--task", TASK, "--teacher", str(evals["teacher"]),
-            "--students", str(evals["kd"]), str(evals["bert_small_nokd"]),
-            str(evals["distilled_lstm"]), str(evals["lstm_nokd"]),
-            "--baselines", json.dumps(PAIRS), *extra]
+            "--students", *[str(evals[n]) for n in evals if n != "teacher"],
+            "--predictions", *map(str, files["predictions"]), "--logs", *map(str, files["logs"]),
+            "--speed", str(files["speed"]), "--baselines", json.dumps(PAIRS), *extra]
     if out_dir is not None:
         argv += ["--out-dir", str(out_dir)]
     return report_script.main(argv)
 
 
-def test_script_writes_markdown_csv_html_and_png(evals, tmp_path, capsys):
+def test_script_writes_markdown_csv_html_and_both_plots(files, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "out"
-    assert run_script(evals, out) == 0
+    assert run_script(files, out) == 0
     assert error_lines(capsys) == []
-    png = (out / "accuracy_vs_speedup.png").read_bytes()
-    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5_000
+    images = {name: (out / name).read_bytes() for name in ("accuracy_vs_speedup.png", "training_curves.png")}
+    for png in images.values():
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5_000
 
     csv = pd.read_csv(out / "report.csv", keep_default_na=False, na_values=[""])
     assert list(csv[report.NAME]) == EXPECTED_ORDER
-    gains = dict(zip(csv[report.NAME], csv[report.GAIN]))
+    gains = dict(zip(csv[report.NAME], csv[report.gain_column("accuracy")]))
     assert gains["kd"] == pytest.approx(100 * (MODELS["kd"][4] - MODELS["bert_small_nokd"][4]))
-    assert gains["distilled_lstm"] == pytest.approx(
-        100 * (MODELS["distilled_lstm"][4] - MODELS["lstm_nokd"][4]))
+    assert {report.gain_column("accuracy") + report.LOW, report.VERDICT, report.MCNEMAR} <= set(csv.columns)
 
     md = (out / "report.md").read_text()
     header, rows = parse_markdown_table(md)
@@ -232,29 +310,29 @@ def test_script_writes_markdown_csv_html_and_png(evals, tmp_path, capsys):
 
     page = (out / "report.html").read_text()
     assert "<table" in page and "<title>kdflow report: sst2</title>" in page
-    for cell in ("bert_small_nokd", "BiLSTM 300", "+2.25", "-0.75", "91.25"):
+    for cell in ("bert_small_nokd", "BiLSTM 300", "no clear difference", "91.25"):
         assert f"<td>{cell}</td>" in page
-    embedded = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert embedded and base64.b64decode(embedded.group(1)) == png
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert [base64.b64decode(e) for e in embedded] == list(images.values())
     assert not list(out.glob(".*.tmp"))            # no temporary file left behind
 
 
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is not None,
                     reason="matplotlib is installed here")
-def test_without_matplotlib_the_script_says_so(evals, tmp_path, capsys):
-    assert run_script(evals, tmp_path / "out") == 1
+def test_without_matplotlib_the_script_says_so(files, tmp_path, capsys):
+    assert run_script(files, tmp_path / "out") == 1
     [line] = error_lines(capsys)
     assert "matplotlib" in line and ".venv" in line
     assert not (tmp_path / "out").exists()
 
 
-def test_script_takes_explicit_output_paths(evals, tmp_path):
+def test_script_takes_explicit_output_paths(files, tmp_path):
     pytest.importorskip("matplotlib")
-    paths = {key: tmp_path / "x" / f"r.{key}" for key in ("md", "csv", "html", "png")}
+    paths = {key: tmp_path / "x" / f"r.{key}" for key in ("md", "csv", "html", "png", "curves")}
     extra = [a for key, path in paths.items() for a in (f"--{key}", str(path))]
-    assert run_script(evals, None, *extra) == 0
+    assert run_script(files, None, *extra) == 0
     assert all(path.exists() for path in paths.values())
-    assert "(r.png)" in paths["md"].read_text()
+    assert "(r.png)" in paths["md"].read_text() and "(r.curves)" in paths["md"].read_text()
 
 
 @pytest.mark.parametrize("content, message", [
@@ -263,50 +341,62 @@ def test_script_takes_explicit_output_paths(evals, tmp_path):
     ('{"model": "kd", "metric": "accuracy"}', "lacks score"),
     (None, "file not found"),
 ])
-def test_a_bad_eval_json_is_one_error_line_naming_it(evals, tmp_path, capsys, content, message):
+def test_a_bad_eval_json_is_one_error_line_naming_it(files, tmp_path, capsys, content, message):
+    kd = files["evals"]["kd"]
     if content is None:
-        evals["kd"].unlink()
+        kd.unlink()
     else:
-        evals["kd"].write_text(content)
+        kd.write_text(content)
     out = tmp_path / "out"
-    assert run_script(evals, out) == 1
+    assert run_script(files, out) == 1
     lines = error_lines(capsys)
-    assert len(lines) == 1 and str(evals["kd"]) in lines[0] and message in lines[0]
+    assert len(lines) == 1 and str(kd) in lines[0] and message in lines[0]
     assert not out.exists()
 
 
-def test_an_eval_json_of_another_task_is_refused(evals, tmp_path, capsys):
-    other = eval_json("lstm_nokd")
+@pytest.mark.parametrize("broken", ["predictions", "speed"])
+def test_bad_predictions_or_speed_are_one_error_line(files, tmp_path, capsys, broken):
+    path = files["predictions"][2] if broken == "predictions" else files["speed"]
+    path.write_text('{"models": {}}')
+    assert run_script(files, tmp_path / "out") == 1
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and str(path) in lines[0], lines
+
+
+def test_an_eval_json_of_another_task_is_refused(files, tmp_path, capsys):
+    other = eval_json_of("lstm_nokd")
     other["task"] = "rte"
-    evals["lstm_nokd"].write_text(json.dumps(other))
-    assert run_script(evals, tmp_path / "out") == 1
+    files["evals"]["lstm_nokd"].write_text(json.dumps(other))
+    assert run_script(files, tmp_path / "out") == 1
     [line] = error_lines(capsys)
-    assert str(evals["lstm_nokd"]) in line and "'rte'" in line
+    assert str(files["evals"]["lstm_nokd"]) in line and "'rte'" in line
 
 
-def test_baselines_must_name_given_students(evals, tmp_path, capsys):
-    assert run_script(evals, tmp_path / "out", "--baselines", '{"kd": "tinybert"}') == 1
+def test_baselines_must_name_given_students(files, tmp_path, capsys):
+    assert run_script(files, tmp_path / "out", "--baselines", '{"kd": "tinybert"}') == 1
     [line] = error_lines(capsys)
     assert "--baselines" in line and "tinybert" in line
 
 
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="the plot needs matplotlib")
-def test_the_report_of_eval_jsons_that_evaluate_model_wrote(B, tmp_path):
-    """The contract between the two stages: eval JSONs written by evaluate_model for a teacher, an
-    ``algorithm: none`` student and a kd student, paired as the config pairs them, give the
-    report's baseline and gain."""
-    import numpy as np
+def test_the_report_of_what_evaluate_model_and_measure_speed_wrote(B, tmp_path):
+    """The contract between the stages: the eval JSONs and predictions written by evaluate_model
+    and the speed JSON of measure_speed for a teacher, an ``algorithm: none`` student and a kd
+    student, paired as the config pairs them, give the report's baseline, gain and speed-up."""
     import tinydata
 
     from kdlib.models import checkpoint
     from kdlib.models.bert import BertConfig, build_bert
-    from workflow_scripts import evaluate_model
+    from kdlib.models.weights import load_state_numpy, state_dict_numpy
+    from workflow_scripts import evaluate_model, measure_speed
 
     records = tinydata.write_records(tmp_path / "records", n_train=8, n_dev=40, seed=2)
     students_config = {
         "small_nokd": {"algorithm": "none", "architecture": {"layers": 1, "hidden": 16, "heads": 4}},
         "kd": {"algorithm": "kd", "architecture": {"layers": 1, "hidden": 16, "heads": 4}}}
-    paths = {}
+    runtime = ["--eval-batch-size", "16", "--backend", B.name, "--device", "cpu", "--precision",
+               "fp32", "--threads", "0"]
+    paths, npz = {}, []
     for seed, (name, algorithm, layers) in enumerate([("teacher", None, 2), ("small_nokd", "none", 1),
                                                      ("kd", "kd", 1)]):
         model = build_bert(B, BertConfig(**{**tinydata.TINY_BERT, "num_hidden_layers": layers}))
@@ -317,55 +407,62 @@ def test_the_report_of_eval_jsons_that_evaluate_model_wrote(B, tmp_path):
         meta = {"task": TASK} if algorithm is None else {"task": TASK, "algorithm": algorithm,
                                                          "student": name}
         checkpoint.save_checkpoint(model, tmp_path / name, meta)
+        train_log().to_csv(tmp_path / name / "train_log.csv", index=False)
         paths[name] = tmp_path / f"{name}_eval.json"
+        npz.append(tmp_path / f"{name}_predictions.npz")
         argv = ["--task", TASK, "--name", name, "--model", str(tmp_path / name), "--records",
-                str(records), "--out", str(paths[name]), "--eval-batch-size", "16", "--backend",
-                B.name, "--device", "cpu", "--precision", "fp32", "--threads", "0"]
+                str(records), "--out", str(paths[name]), "--predictions", str(npz[-1]), *runtime]
         if name != "teacher":
             argv += ["--reference", str(paths["teacher"])]
         assert evaluate_model.main(argv) == 0
+    assert measure_speed.main(["--task", TASK, "--models", *[str(tmp_path / n) for n in paths],
+                               "--records", *[str(records)] * 3, "--rounds", "2",
+                               "--latency-examples", "10", "--out", str(tmp_path / "speed.json"),
+                               *runtime]) == 0
     pairs = config.baselines(students_config)
     assert pairs == {"kd": "small_nokd"}
     out = tmp_path / "out"
     assert report_script.main(["--task", TASK, "--teacher", str(paths["teacher"]), "--students",
-                               str(paths["small_nokd"]), str(paths["kd"]), "--baselines",
-                               json.dumps(pairs), "--out-dir", str(out)]) == 0
+                               str(paths["small_nokd"]), str(paths["kd"]),
+                               "--predictions", *map(str, npz),
+                               "--logs", *[str(tmp_path / n / "train_log.csv") for n in paths],
+                               "--speed", str(tmp_path / "speed.json"), "--baselines", json.dumps(pairs),
+                               "--out-dir", str(out)]) == 0
     frame = pd.read_csv(out / "report.csv").set_index(report.NAME)
     scores = {name: json.loads(paths[name].read_text())["score"] for name in paths}
     assert scores["kd"] != scores["small_nokd"]
     assert frame.loc["kd", report.BASELINE] == "small_nokd"
-    assert frame.loc["kd", report.GAIN] == pytest.approx(100 * (scores["kd"] - scores["small_nokd"]),
-                                                         abs=1e-3)
+    gain = report.gain_column("accuracy")
+    assert frame.loc["kd", gain] == pytest.approx(100 * (scores["kd"] - scores["small_nokd"]), abs=1e-3)
     assert frame.loc["small_nokd", report.ROLE] == "baseline" and frame.loc["kd", report.ROLE] == "distilled"
     assert frame.loc["kd", "dev accuracy"] == pytest.approx(100 * scores["kd"], abs=1e-3)
+    speed = json.loads((tmp_path / "speed.json").read_text())
+    assert speed["latency_examples"] == 10 and len(speed["models"]["kd"]["latency_rounds"]) == 2
+    assert frame.loc["kd", report.LATENCY] == pytest.approx(speed["models"]["kd"]["latency_ms_batch1"])
 
 
 # ---- the rule -------------------------------------------------------------------------------------
 
 @pytest.mark.skipif(not HAS_SNAKEMAKE, reason="snakemake is only in the workflow runtime")
 def test_the_workflow_plans_the_report(tmp_path):
-    """A dry run of a copy of the workflow with rules/report.smk included plans one report job per
-    task, fed by every student's eval JSON, with the baseline pairing as a parameter."""
+    """A dry run of a copy of the workflow plans one report job per task, fed by every student's
+    eval JSON and predictions, the speed stage and the training logs, with the baseline pairing
+    as a parameter."""
     for item in ("Snakefile", "config.yaml"):
         shutil.copy(REPO / item, tmp_path / item)
     for folder in ("rules", "report"):
         shutil.copytree(REPO / folder, tmp_path / folder)
-    snakefile = tmp_path / "Snakefile"
-    text = snakefile.read_text()
-    if 'include: "rules/report.smk"' not in text:
-        text = text.replace('include: "rules/evaluate.smk"\n',
-                            'include: "rules/evaluate.smk"\ninclude: "rules/report.smk"\n')
-        snakefile.write_text(text)
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "-p",
-         f"results/{TASK}/report.md"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", f"results/{TASK}/report.md"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     plan = result.stdout + result.stderr
     command = next(line for line in plan.splitlines() if "workflow_scripts.report" in line)
     students = list(config.load(tmp_path / "config.yaml")["students"])
     for name in students:
         assert f"results/{TASK}/{name}_eval.json" in command
-    pairs = json.loads(re.search(r"--baselines '([^']*)'", command).group(1))
-    assert pairs == config.baselines(config.load(tmp_path / "config.yaml")["students"])
+        assert f"results/{TASK}/{name}_predictions.npz" in command
+        assert f"results/{TASK}/{name}/train_log.csv" in command
+    assert f"--speed results/{TASK}/speed.json" in command
+    assert "rule measure_speed:" in plan
     assert f"--png results/{TASK}/accuracy_vs_speedup.png" in command
+    assert f"--curves results/{TASK}/training_curves.png" in command

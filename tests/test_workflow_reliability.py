@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 
 import numpy as np
@@ -18,8 +19,9 @@ import yaml
 pytest.importorskip("snakemake")
 
 from conftest import TORCH_PYTHON  # noqa: E402
-from kdlib.backend import resolve_precision  # noqa: E402
 from test_workflow_e2e import make_workdir, mirror, override, planned, snakemake  # noqa: E402,F401
+
+from kdlib.backend import resolve_precision  # noqa: E402
 
 pytestmark = pytest.mark.slow
 KD = "results/sst2/kd_eval.json"
@@ -117,3 +119,14 @@ def test_how_often_the_resume_state_is_saved_reruns_nothing(workdir):
     assert planned(workdir, KD, *args) == {}
     args = override(workdir, "lr_too", {"students_train": {"save_every": 1, "lr": 1.0e-3}})
     assert planned(workdir, KD, *args) == {"distill": 1, "evaluate_student": 1}
+
+
+def test_adding_a_seed_plans_only_the_new_runs(workdir):
+    """seeds: 2 adds run kd_seed1 (its seeds raised by 1); kd's own run is not redone."""
+    args = override(workdir, "two_seeds", {"seeds": 2})
+    assert planned(workdir, KD, *args) == {}
+    assert planned(workdir, "results/sst2/kd_seed1_eval.json", *args) == \
+        {"distill": 1, "evaluate_student": 1}
+    text = snakemake(workdir, "-n", "-p", "results/sst2/kd_seed1_eval.json", *args).stdout
+    spec = json.loads(re.search(r"--spec '([^']*)'", text).group(1))
+    assert spec["train"]["seed"] == json.loads(kd_spec(workdir, workdir / "config.yaml"))["train"]["seed"] + 1

@@ -1,4 +1,5 @@
-"""Stages evaluate_teacher and evaluate_student: metrics, size and speed of a checkpoint as JSON."""
+"""Stages evaluate_teacher and evaluate_student: a checkpoint's dev metrics and size as JSON, and its
+predictions."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,8 @@ def parse_args(argv=None):
     p.add_argument("--model", required=True, help="checkpoint folder")
     p.add_argument("--records", required=True, help="record folder the model reads")
     p.add_argument("--out", required=True, help="the JSON to write")
-    p.add_argument("--reference", help="the teacher's eval JSON, for speed-up and retained metric")
+    p.add_argument("--predictions", required=True, help="the .npz of dev logits to write")
+    p.add_argument("--reference", help="the teacher's eval JSON, for the retained share of its metric")
     add_runtime_args(p)
     return p.parse_args(argv)
 
@@ -27,13 +29,13 @@ def main(argv=None) -> int:
     task = tasks.get_task(args.task)
     reference = eval_json.read_eval(args.reference) if args.reference else None
     B = backend_from(args)
-    result = eval_json.build(B, task, args.model, args.records, args.name, reference,
-                             batch_size=args.eval_batch_size)
+    result, predictions = eval_json.build(B, task, args.model, args.records, args.name, reference,
+                                          batch_size=args.eval_batch_size)
+    eval_json.write_predictions(args.predictions, predictions)
     write_text(args.out, json.dumps(result, indent=2) + "\n")
-    extra = f", speed-up {result['speedup']}x" if "speedup" in result else ""
-    print(f"{args.name} on {task.name}: dev {task.metric} {result['score']:.4f}, "
-          f"{result['parameters']:,} parameters, {result['latency_ms_batch1']} ms at batch 1{extra}; "
-          f"wrote {args.out}", file=sys.stderr)
+    extra = f", {100 * result['retained']:.1f}% of the teacher's" if result.get("retained") else ""
+    print(f"{args.name} on {task.name}: dev {task.metric} {result['score']:.4f}{extra}, "
+          f"{result['parameters']:,} parameters; wrote {args.out}", file=sys.stderr)
     return 0
 
 

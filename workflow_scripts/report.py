@@ -1,25 +1,32 @@
-"""Stage report: the task's metrics table (Markdown, CSV, HTML) and its accuracy/speed-up plot."""
+"""Stage report: the task's metrics table with gain intervals and verdicts (Markdown, CSV, HTML),
+its accuracy/speed-up plot and its training curves."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from kdlib.data import tasks
 from kdlib.errors import ConfigError, DataError
-from kdlib.evaluate import eval_json, report
+from kdlib.evaluate import eval_json, report, speed
 from workflow_scripts._cli import guarded, json_arg, stage_parser
 
 OUTPUTS = {"md": "report.md", "csv": "report.csv", "html": "report.html",
-           "png": "accuracy_vs_speedup.png"}
+           "png": "accuracy_vs_speedup.png", "curves": "training_curves.png"}
 
 
 def parse_args(argv=None):
     p = stage_parser(__doc__)
     p.add_argument("--teacher", required=True, metavar="EVAL_JSON", help="the teacher's eval JSON")
     p.add_argument("--students", nargs="*", default=[], metavar="EVAL_JSON",
-                   help="each student's eval JSON (named by its model field)")
+                   help="each student run's eval JSON (named by its model field)")
+    p.add_argument("--predictions", nargs="+", required=True, metavar="NPZ",
+                   help="the predictions of the teacher, then of each student run, in order")
+    p.add_argument("--logs", nargs="+", required=True, metavar="CSV",
+                   help="train_log.csv of the teacher and of each student (named by its folder)")
+    p.add_argument("--speed", required=True, metavar="JSON", help="the speed stage's JSON")
     p.add_argument("--baselines", required=True, metavar="JSON",
                    help='{"student": "its no-KD baseline", ...} (kdlib.config.baselines)')
-    p.add_argument("--out-dir", help="folder for the four outputs under their usual names")
+    p.add_argument("--out-dir", help="folder for the five outputs under their usual names")
     for key, name in OUTPUTS.items():
         p.add_argument(f"--{key}", help=f"output path (default: OUT_DIR/{name})")
     return p.parse_args(argv)
@@ -36,8 +43,8 @@ def output_paths(args) -> dict[str, Path]:
 
 
 def read_students(paths: list[str]) -> tuple[dict[str, dict], dict[str, str]]:
-    """``({name: eval JSON}, {name: path})`` in argument order; a student's name is the ``model``
-    field of its eval JSON (the student's name in config.yaml)."""
+    """``({run: eval JSON}, {run: path})`` in argument order; a run's name is the ``model`` field
+    of its eval JSON (the student's name in config.yaml, ``_seed<k>`` for its later runs)."""
     evals, where = {}, {}
     for path in paths:
         result = eval_json.read_eval(path)
@@ -62,18 +69,40 @@ def read_pairs(text: str, names: list[str]) -> dict[str, str]:
     return pairs
 
 
+def read_logs(paths: list[str]) -> dict:
+    """``{model: its train_log.csv as a table}``, each named by its folder (teacher, kd ...)."""
+    import pandas as pd
+    logs = {}
+    for path in paths:
+        try:
+            logs[Path(path).parent.name] = pd.read_csv(path, dtype={"dev_score": str},
+                                                       keep_default_na=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: not a readable training log ({exc})") from None
+    return logs
+
+
 @guarded
 def main(argv=None) -> int:
     args = parse_args(argv)
+    task = tasks.get_task(args.task)
     outputs = output_paths(args)
     teacher = eval_json.read_eval(args.teacher)
-    students, paths = read_students(args.students)
-    pairs = read_pairs(args.baselines, list(students))
-    report.check_consistent(args.task, {"teacher": teacher, **students},
-                            {"teacher": args.teacher, **paths})
-    frame = report.write_report(args.task, teacher, students, pairs, outputs["md"], outputs["csv"],
-                                outputs["html"], outputs["png"])
-    print(f"report of {args.task}: {len(frame)} models ({len(pairs)} with a baseline); wrote "
+    runs, paths = read_students(args.students)
+    if len(args.predictions) != 1 + len(runs):
+        raise ConfigError(f"--predictions gives {len(args.predictions)} files for the teacher and "
+                          f"{len(runs)} student runs")
+    split = task.dev_splits[0]
+    predictions = {name: eval_json.read_predictions(path, split)
+                   for name, path in zip(["teacher", *runs], args.predictions)}
+    report.check_consistent(task.name, {"teacher": teacher, **runs}, {"teacher": args.teacher, **paths})
+    students = list(report.group_runs(runs))
+    pairs = read_pairs(args.baselines, students)
+    frame = report.write_report(task.name, teacher, runs, pairs, predictions, speed.read_speed(args.speed),
+                                read_logs(args.logs), task.is_regression, outputs)
+    verdicts = frame[report.VERDICT].dropna().tolist() if report.VERDICT in frame else []
+    print(f"report of {task.name}: {len(frame)} models ({len(verdicts)} against a baseline: "
+          f"{verdicts.count('better')} better, {verdicts.count('worse')} worse); wrote "
           f"{', '.join(str(p) for p in outputs.values())}", file=sys.stderr)
     return 0
 

@@ -3,32 +3,41 @@ reader of it (:func:`read_eval`), for the report and for the teacher's reference
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
+
+import numpy as np
 
 from ..data.ofrecord import record_file
 from ..data.tasks import Task
 from ..errors import DataError
-from ..io import read_json
+from ..io import atomic_path, read_json
 from ..models.checkpoint import load_checkpoint
-from .evaluation import evaluate
-from .speed import count_parameters, folder_size, measure_speed
+from .evaluation import predict
+from .metrics import compute
+from .speed import count_parameters, folder_size
 
 # What every eval JSON holds, and so what read_eval checks.
-REQUIRED_KEYS = ("metric", "score", "metrics", "parameters", "size_bytes", "latency_ms_batch1",
-                 "throughput_batch32")
+REQUIRED_KEYS = ("metric", "score", "metrics", "parameters", "size_bytes")
 
 
 def build(B, task: Task, model_dir: str | Path, records: str | Path, name: str,
-          reference: dict | None = None, *, batch_size: int) -> dict:
-    """Everything an ``*_eval.json`` holds for the checkpoint in ``model_dir``.
+          reference: dict | None = None, *, batch_size: int) -> tuple[dict, dict]:
+    """Everything an ``*_eval.json`` holds for the checkpoint in ``model_dir``, and the model's
+    predictions it was computed from.
 
-    Metrics on every dev split, parameter count, size on disk, latency at batch 1 and throughput at
-    batch 32 on this backend and device, training seconds (from ``train_summary.json``), and,
-    given the teacher's report as ``reference``, speed-up and retained share of its metric.
-    """
+    The JSON: metrics on every dev split, parameter count, size on disk, training seconds (from
+    ``train_summary.json``), backend, device and precision, and, given the teacher's eval JSON as
+    ``reference``, the retained share of its primary metric. (Speed is measured for all models
+    side by side by the speed stage, :mod:`kdlib.evaluate.speed`.) The predictions:
+    ``{"<split>_logits": (N, C) float32, "<split>_labels": (N,)}`` in record order, so that any
+    statistic can be computed later without running the model again."""
     model, config = load_checkpoint(B, model_dir)
-    splits = {split: evaluate(B, model, task, record_file(records, split), batch_size)
-              for split in task.dev_splits}
+    splits, predictions = {}, {}
+    for split in task.dev_splits:
+        logits, labels = predict(B, model, record_file(records, split), batch_size)
+        splits[split] = compute(task.metrics, logits, labels, task.is_regression)
+        predictions[f"{split}_logits"], predictions[f"{split}_labels"] = logits.astype("float32"), labels
     first = splits[task.dev_splits[0]]
     summary_path = Path(model_dir) / "train_summary.json"
     summary = read_json(summary_path) if summary_path.exists() else {}
@@ -37,7 +46,6 @@ def build(B, task: Task, model_dir: str | Path, records: str | Path, name: str,
         "algorithm": config.get("algorithm", "teacher" if name == "teacher" else None),
         "metric": task.metric, "score": first[task.metric], "metrics": splits,
         "parameters": count_parameters(model), "size_bytes": folder_size(model_dir),
-        **measure_speed(B, model, record_file(records, task.dev_splits[0])),
         "train_seconds": summary.get("train_seconds"),
         "backend": B.name, "device": B.device_name, "precision": B.precision,
     }
@@ -47,10 +55,24 @@ def build(B, task: Task, model_dir: str | Path, records: str | Path, name: str,
     else:
         out["layers"], out["hidden"] = 1, config.get("hidden_size")
     if reference:
-        out["speedup"] = round(reference["latency_ms_batch1"] / out["latency_ms_batch1"], 3)
-        out["speedup_batch32"] = round(out["throughput_batch32"] / reference["throughput_batch32"], 3)
         out["retained"] = round(out["score"] / reference["score"], 4) if reference["score"] else None
-    return out
+    return out, predictions
+
+
+def write_predictions(path: str | Path, predictions: dict) -> None:
+    """The predictions of :func:`build` as one .npz, written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **predictions)
+
+
+def read_predictions(path: str | Path, split: str) -> tuple:
+    """``(logits (N, C), labels (N,))`` of ``split`` from a predictions file; a missing or
+    damaged file is one DataError naming it."""
+    try:
+        with np.load(path) as data:
+            return data[f"{split}_logits"], data[f"{split}_labels"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable predictions file for split {split} ({exc})") from None
 
 
 def read_eval(path: str | Path) -> dict:
@@ -64,12 +86,10 @@ def read_eval(path: str | Path) -> dict:
     if not isinstance(result["metrics"], dict) or not all(
             isinstance(m, dict) for m in result["metrics"].values()):
         raise DataError(f"{path}: 'metrics' must map each dev split to its metrics")
-    numbers = ("score", "parameters", "size_bytes", "latency_ms_batch1", "throughput_batch32")
+    numbers = ("score", "parameters", "size_bytes")
     wrong = [k for k in numbers if not _is_number(result[k])]
     if wrong:
         raise DataError(f"{path}: {', '.join(wrong)} must be numbers")
-    if result["latency_ms_batch1"] <= 0:
-        raise DataError(f"{path}: latency_ms_batch1 must be positive")
     return result
 
 

@@ -1,30 +1,39 @@
 """The metrics report of one task: the teacher and every student in one table, each distilled
-student beside its no-KD baseline, as Markdown, CSV and HTML, plus a plot of accuracy against
-speed-up.
+student beside its no-KD baseline with the gain's confidence interval and a verdict, as Markdown,
+CSV and HTML, plus a plot of accuracy against speed-up and the training curves
+(:mod:`kdlib.evaluate.plots`).
 
 Units of the table (the eval JSONs hold fractions and bytes):
 
-- task metrics are x100, as GLUE reports them (accuracy 0.8688 -> 86.88);
+- task metrics are x100, as GLUE reports them (accuracy 0.8688 -> 86.88), the mean over a
+  student's runs (``seeds: N``), with their range when there are several;
 - ``retained (%)`` = 100 * score / teacher score, on the primary metric of the first dev split;
-- ``gain vs baseline (pts)`` = 100 * (score - baseline score): points of that same metric;
-- ``speed-up`` = teacher latency / latency, both at batch 1 (the teacher's is 1);
+- ``gain <metric> (pts)`` = 100 * (score - baseline score), with its 95% paired bootstrap interval
+  over the dev examples (pooled over the seeds, :mod:`kdlib.evaluate.stats`), for every metric of
+  the first dev split; ``verdict`` says whether the primary metric's interval lies above zero
+  (better), below (worse) or across it (no clear difference); ``McNemar p`` is the exact test of
+  the two models' right/wrong answers (classification);
+- latency at batch 1, throughput at batch 32 and ``speed-up`` (the teacher's latency over the
+  model's) come from the speed stage, which times every model side by side; the speed-up's range
+  over its rounds is shown;
 - ``parameters (M)`` = parameters / 1e6, ``size (MB)`` = bytes on disk / 1e6.
 
 The baseline of a distilled student is the ``algorithm: none`` student with the same architecture
-(:func:`kdlib.config.baselines`). Only the plot needs matplotlib, imported when a plot is drawn.
+(:func:`kdlib.config.baselines`). Only the plots need matplotlib, imported when one is drawn.
 """
 from __future__ import annotations
 
 import base64
 import html
-import io
 import math
+import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import BASELINE_ALGORITHM
-from ..errors import DataError, KdflowError
+from ..config import BASELINE_ALGORITHM, run_of
+from ..errors import DataError
 from ..io import atomic_path, write_text
+from . import stats
 
 if TYPE_CHECKING:   # pandas itself loads inside the functions: the Snakefile imports this module
     import pandas as pd
@@ -32,14 +41,20 @@ if TYPE_CHECKING:   # pandas itself loads inside the functions: the Snakefile im
 # Column names, with how many decimals the Markdown and HTML tables show.
 NAME, ROLE, ALGORITHM, ARCHITECTURE = "model", "role", "algorithm", "layers/hidden"
 PARAMETERS, SIZE, RETAINED = "parameters (M)", "size (MB)", "retained (%)"
-BASELINE, GAIN = "baseline", "gain vs baseline (pts)"
+BASELINE, VERDICT, MCNEMAR = "baseline", "verdict", "McNemar p"
 LATENCY, THROUGHPUT = "latency at batch 1 (ms)", "throughput at batch 32 (ex/s)"
 SPEEDUP, TRAIN, BACKEND, DEVICE = "speed-up", "training time (s)", "backend", "device"
-PRECISION = "precision"
-DECIMALS = {PARAMETERS: 2, SIZE: 1, RETAINED: 1, GAIN: 2, LATENCY: 2, THROUGHPUT: 1, SPEEDUP: 2,
-            TRAIN: 0}
+PRECISION, SEEDS = "precision", "seeds"
+TEXT_COLUMNS = (NAME, ROLE, ALGORITHM, ARCHITECTURE, BASELINE, VERDICT, BACKEND, DEVICE, PRECISION)
+DECIMALS = {PARAMETERS: 2, SIZE: 1, RETAINED: 1, LATENCY: 2, THROUGHPUT: 1, SPEEDUP: 2, TRAIN: 0,
+            MCNEMAR: 4, SEEDS: 0}
 METRIC_DECIMALS = 2
 CSV_DECIMALS = 4      # the CSV keeps more than the tables show
+LOW, HIGH = " low", " high"     # suffixes of an interval's or a range's bounds
+
+
+def gain_column(metric: str) -> str:
+    return f"gain {metric} (pts)"
 
 
 def check_consistent(task: str, evals: dict[str, dict], paths: dict[str, str]) -> None:
@@ -53,12 +68,21 @@ def check_consistent(task: str, evals: dict[str, dict], paths: dict[str, str]) -
                             f"teacher's {metric!r}")
 
 
-# ---- the table ------------------------------------------------------------------------------------
+# ---- the rows -------------------------------------------------------------------------------------
 
 def role_of(name: str, result: dict) -> str:
     if name == "teacher":
         return "teacher"
     return "baseline" if result.get("algorithm") == BASELINE_ALGORITHM else "distilled"
+
+
+def group_runs(evals: dict[str, dict]) -> dict[str, list[str]]:
+    """``{student: its run names, seed order}`` of the eval JSONs of student runs."""
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for run in evals:
+        student, k = run_of(run)
+        groups.setdefault(student, []).append((k, run))
+    return {student: [run for _, run in sorted(runs)] for student, runs in groups.items()}
 
 
 def row_order(students: dict[str, dict], pairs: dict[str, str]) -> list[str]:
@@ -102,73 +126,139 @@ def _metric_columns(evals: dict[str, dict]) -> list[tuple[str, str]]:
     return columns
 
 
-def table(teacher: dict, students: dict[str, dict], pairs: dict[str, str]) -> pd.DataFrame:
-    """One row for the teacher and each student, numbers in the units of the module docstring.
+def primary_column(teacher: dict) -> str:
+    """The table column of the primary metric on the first dev split (the eval JSONs' ``score``)."""
+    return f"{next(iter(teacher['metrics']), 'dev')} {teacher['metric']}"
 
-    ``students`` maps names to eval JSONs; ``pairs`` is :func:`baselines`' mapping (entries whose
-    baseline is not among ``students`` are ignored).
-    """
+
+def _speedups(speed: dict, name: str) -> list[float]:
+    """The model's speed-up over the teacher in each round of the speed stage."""
+    teacher = speed["models"]["teacher"]["latency_rounds"]
+    return [t / m for t, m in zip(teacher, speed["models"][name]["latency_rounds"])]
+
+
+def table(teacher: dict, runs: dict[str, dict], pairs: dict[str, str], predictions: dict[str, tuple],
+          speed: dict, regression: bool) -> pd.DataFrame:
+    """One row for the teacher and each student, in the units of the module docstring.
+
+    ``runs`` maps run names (``kd``, ``kd_seed1`` ...) to eval JSONs; ``pairs`` is the
+    ``{student: baseline}`` mapping; ``predictions`` maps ``teacher`` and every run to its
+    ``(logits, labels)`` on the first dev split; ``speed`` is the speed stage's JSON."""
     import pandas as pd  # lazily: the Snakefile imports this module
-    evals = {"teacher": teacher, **students}
+    groups = group_runs(runs)
+    firsts = {student: runs[names[0]] for student, names in groups.items()}
+    evals = {"teacher": teacher, **firsts}
     metric_columns = _metric_columns(evals)
-    reference, reference_latency = teacher["score"], teacher["latency_ms_batch1"]
+    split = next(iter(teacher["metrics"]))
+    first_metrics = [m for s, m in metric_columns if s == split]
+    primary = primary_column(teacher)
+    gold = predictions["teacher"][1]
     rows = []
-    for name in ["teacher"] + row_order(students, pairs):
-        result = evals[name]
+    for name in ["teacher"] + row_order(firsts, pairs):
+        names = ["teacher"] if name == "teacher" else groups[name]
+        results = [teacher] if name == "teacher" else [runs[r] for r in names]
+        result = results[0]
+        if name not in speed["models"]:
+            raise DataError(f"the speed stage measured no model {name!r}")
         base = pairs.get(name) if name != "teacher" else None
-        base = base if base in students else None
-        row = {
-            NAME: name,
-            ROLE: role_of(name, result),
-            ALGORITHM: result.get("algorithm") or "",
-            ARCHITECTURE: _architecture(result),
-            PARAMETERS: result["parameters"] / 1e6,
-            SIZE: result["size_bytes"] / 1e6,
-        }
-        for split, metric in metric_columns:
-            value = result["metrics"].get(split, {}).get(metric)
-            row[f"{split} {metric}"] = None if value is None else 100 * value
-        row[RETAINED] = 100 * result["score"] / reference if reference else None
+        base = base if base in groups else None
+        row = {NAME: name, ROLE: role_of(name, result), ALGORITHM: result.get("algorithm") or "",
+               ARCHITECTURE: _architecture(result), PARAMETERS: result["parameters"] / 1e6,
+               SIZE: result["size_bytes"] / 1e6}
+        for s, metric in metric_columns:
+            values = [r["metrics"].get(s, {}).get(metric) for r in results]
+            values = [100 * v for v in values if v is not None]
+            row[f"{s} {metric}"] = statistics.mean(values) if values else None
+            if f"{s} {metric}" == primary:
+                row[primary + LOW], row[primary + HIGH] = min(values), max(values)
+        row[RETAINED] = 100 * statistics.mean(r["score"] for r in results) / teacher["score"] \
+            if teacher["score"] else None
         row[BASELINE] = base or ""
-        row[GAIN] = 100 * (result["score"] - students[base]["score"]) if base else None
-        row[LATENCY] = result["latency_ms_batch1"]
-        row[THROUGHPUT] = result["throughput_batch32"]
-        row[SPEEDUP] = reference_latency / result["latency_ms_batch1"]
-        row[TRAIN] = result.get("train_seconds")
-        row[BACKEND] = result.get("backend") or ""
-        row[DEVICE] = result.get("device") or ""
+        if base:
+            row.update(_gains(first_metrics, teacher["metric"], [predictions[r][0] for r in names],
+                              [predictions[r][0] for r in groups[base]], gold, regression))
+        timing = speed["models"][name]
+        row[LATENCY], row[THROUGHPUT] = timing["latency_ms_batch1"], timing["throughput_batch32"]
+        ups = _speedups(speed, name)
+        row[SPEEDUP], row[SPEEDUP + LOW], row[SPEEDUP + HIGH] = statistics.median(ups), min(ups), max(ups)
+        seconds = [r.get("train_seconds") for r in results if r.get("train_seconds") is not None]
+        row[TRAIN] = statistics.mean(seconds) if seconds else None
+        row[BACKEND], row[DEVICE] = result.get("backend") or "", result.get("device") or ""
         row[PRECISION] = result.get("precision") or "fp32"      # eval JSONs before mixed precision
+        row[SEEDS] = len(results)
         rows.append(row)
     frame = pd.DataFrame(rows)
-    numeric = [c for c in frame.columns if _decimals(c) is not None]
+    gains = [c for c in frame.columns if c.startswith("gain ")] + \
+        [c for c in (VERDICT, MCNEMAR) if c in frame.columns]
+    rest = [c for c in frame.columns if c not in gains]
+    at = rest.index(BASELINE) + 1                    # the gains right after the baseline's name
+    frame = frame[rest[:at] + gains + rest[at:]]
+    numeric = [c for c in frame.columns if c not in TEXT_COLUMNS]
     frame[numeric] = frame[numeric].astype(float)
     return frame
 
 
+def _gains(metrics: list[str], primary: str, runs_s: list, runs_b: list, gold, regression) -> dict:
+    """The gain columns of a student over its baseline: per metric the mean gain and its interval
+    (x100); the primary metric's verdict and McNemar's p."""
+    row = {}
+    if len(runs_s) != len(runs_b):
+        raise DataError(f"a student has {len(runs_s)} runs, its baseline {len(runs_b)}; pair them "
+                        "by running both with the same seeds")
+    for metric in metrics:
+        result = stats.compare(metric, runs_s, runs_b, gold, regression)
+        column = gain_column(metric)
+        row[column] = 100 * result["gain"]
+        row[column + LOW], row[column + HIGH] = 100 * result["low"], 100 * result["high"]
+        if metric == primary:
+            row[VERDICT] = result["verdict"]
+            row[MCNEMAR] = result["mcnemar_p"]
+    return row
+
+
+# ---- formatting -----------------------------------------------------------------------------------
+
 def _decimals(column: str) -> int | None:
     if column in DECIMALS:
         return DECIMALS[column]
-    if column in (NAME, ROLE, ALGORITHM, ARCHITECTURE, BASELINE, BACKEND, DEVICE, PRECISION):
+    if column in TEXT_COLUMNS:
         return None
     return METRIC_DECIMALS
 
 
-def format_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The table as strings, as the Markdown and HTML show it: fixed decimals per column, the gain
-    signed, missing values empty."""
-    import pandas as pd  # lazily: the Snakefile imports this module
-    def cell(value, decimals, signed):
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return ""
-        if decimals is None:
-            return str(value)
-        return f"{value:{'+' if signed else ''}.{decimals}f}"
+def _number(value, decimals: int, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:{'+' if signed else ''}.{decimals}f}"
 
+
+def format_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table as the Markdown and HTML show it: fixed decimals per column; a gain with its
+    interval, ``+1.90 [+0.60, +3.20]``; the primary metric and the speed-up with their ranges,
+    ``83.68 (83.10-84.20)``, where there is one; missing values empty."""
+    import pandas as pd  # lazily: the Snakefile imports this module
+    bounds = {c[:-len(s)] for c in frame.columns for s in (LOW, HIGH) if c.endswith(s)}
     out = {}
     for column in frame.columns:
+        if any(column == b + s for b in bounds for s in (LOW, HIGH)):
+            continue
         decimals = _decimals(column)
-        out[column] = [cell(v, decimals, column == GAIN) for v in frame[column].tolist()]
-    return pd.DataFrame(out, columns=list(frame.columns), dtype=object)
+        cells = []
+        for i, value in enumerate(frame[column].tolist()):
+            if decimals is None:
+                cells.append("" if value is None or value != value else str(value))
+                continue
+            signed = column.startswith("gain ")
+            cell = _number(value, decimals, signed)
+            if column in bounds and cell:
+                low, high = frame[column + LOW].iloc[i], frame[column + HIGH].iloc[i]
+                if signed:
+                    cell += f" [{_number(low, decimals, True)}, {_number(high, decimals, True)}]"
+                elif not (math.isnan(low) or math.isnan(high)) and (low != high):
+                    cell += f" ({_number(low, decimals)}-{_number(high, decimals)})"
+            cells.append(cell)
+        out[column] = cells
+    return pd.DataFrame(out, dtype=object)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -183,80 +273,29 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---- the plot -------------------------------------------------------------------------------------
-
-def primary_column(teacher: dict) -> str:
-    """The table column of the primary metric on the first dev split (the eval JSONs' ``score``)."""
-    return f"{next(iter(teacher['metrics']), 'dev')} {teacher['metric']}"
-
-
-MARKERS = {"teacher": ("*", 260, "tab:red"), "baseline": ("s", 70, "tab:gray"),
-           "distilled": ("o", 70, "tab:blue")}
-
-
-def plot_png(frame: pd.DataFrame, task: str, column: str) -> bytes:
-    """PNG bytes: primary dev metric (x100) against speed-up at batch 1, one labelled point per
-    model, baselines and distilled students in different markers, a dotted line from each
-    baseline to its students."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise KdflowError("the report's plot needs matplotlib: run the report stage in the "
-                          "workflow runtime (.venv)") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
-
-    x, y = frame[SPEEDUP].to_numpy(), frame[column].to_numpy()
-    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
-    try:
-        position = dict(zip(frame[NAME], zip(x, y)))
-        for name, base in zip(frame[NAME], frame[BASELINE]):
-            if base:
-                (x0, y0), (x1, y1) = position[base], position[name]
-                ax.plot([x0, x1], [y0, y1], ":", color="0.6", linewidth=1, zorder=1)
-        for role, (marker, size, color) in MARKERS.items():
-            rows = frame[ROLE] == role
-            if rows.any():
-                label = {"teacher": "teacher", "baseline": "no-KD baseline",
-                         "distilled": "distilled"}[role]
-                ax.scatter(x[rows.to_numpy()], y[rows.to_numpy()], marker=marker, s=size,
-                           color=color, edgecolor="black", linewidth=0.5, label=label, zorder=2)
-        for name, xi, yi in zip(frame[NAME], x, y):
-            ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(6, 5), fontsize=8)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
-        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-        low, high = min(x.min(), 1.0), max(x.max(), 1.0)
-        ax.set_xlim(low / 1.3, high * 1.6)
-        ax.set_xlabel("speed-up over the teacher, latency at batch 1 (log scale)")
-        ax.set_ylabel(f"{column} (x100)")
-        ax.set_title(f"{task}: {column} against speed-up")
-        ax.grid(True, which="major", alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", metadata={"Software": None})
-    finally:
-        plt.close(fig)
-    return buffer.getvalue()
-
-
 # ---- the documents --------------------------------------------------------------------------------
 
-def notes(teacher: dict) -> str:
-    """The paragraph above the table: units and definitions."""
-    return (f"Task metrics are x100. `retained (%)` and `gain vs baseline (pts)` use the primary "
-            f"metric, {primary_column(teacher)}; the gain is in points over the student's no-KD "
-            "baseline (the `algorithm: none` student of the same architecture). `speed-up` is "
-            "the teacher's latency at batch 1 over the model's. Sizes are on disk, "
-            "MB = 10^6 bytes.")
+def notes(teacher: dict, speed: dict, seeds: int) -> str:
+    """The paragraph above the table: units, definitions, how speed was measured."""
+    runs = (f" Metrics are means over {seeds} runs per student (seeds), with their range; the "
+            "intervals hold both the example and the seed noise." if seeds > 1 else "")
+    return (f"Task metrics are x100. `retained (%)` and the gains use {primary_column(teacher)}; "
+            f"a gain is in points over the student's no-KD baseline (the `algorithm: none` student "
+            f"of the same architecture) with its 95% paired bootstrap interval over the dev "
+            f"examples ({stats.RESAMPLES:,} resamples); the verdict is `better` or `worse` when the "
+            f"interval excludes zero, else `no clear difference`.{runs} Speed was measured side by "
+            f"side in one process ({speed['rounds']} interleaved rounds, {speed['threads']} threads, "
+            f"{speed['backend']}/{speed['device']}, {speed['precision']}): latency over "
+            f"{speed['latency_examples']} dev examples at batch 1, throughput over the "
+            f"{speed['dev_examples']} dev examples at batch 32; `speed-up` is the teacher's latency "
+            "over the model's, with its range over the rounds. Sizes are on disk, MB = 10^6 bytes.")
 
 
-def markdown(task: str, frame: pd.DataFrame, teacher: dict, png_name: str) -> str:
-    """The Markdown report: title, notes, the table and a link to the plot beside it."""
-    return (f"# kdflow report: {task}\n\n{notes(teacher)}\n\n{markdown_table(frame)}\n"
-            f"![{teacher['metric']} against speed-up]({png_name})\n")
+def markdown(task: str, frame: pd.DataFrame, note: str, png_name: str, curves_name: str,
+             metric: str) -> str:
+    """The Markdown report: title, notes, the table and links to the two plots beside it."""
+    return (f"# kdflow report: {task}\n\n{note}\n\n{markdown_table(frame)}\n"
+            f"![{metric} against speed-up]({png_name})\n\n![training curves]({curves_name})\n")
 
 
 HTML_STYLE = """
@@ -270,30 +309,39 @@ img { max-width: 100%; margin-top: 1.5em; }
 """
 
 
-def html_page(task: str, frame: pd.DataFrame, teacher: dict, png: bytes) -> str:
-    """A self-contained page: title, notes, the table and the plot as a base64 ``<img>``."""
+def html_page(task: str, frame: pd.DataFrame, note: str, png: bytes, curves: bytes, metric: str) -> str:
+    """A self-contained page: title, notes, the table and both plots as base64 ``<img>``."""
     title = f"kdflow report: {task}"
-    table_html = format_table(frame).to_html(index=False, escape=True, border=0,
-                                             classes="kdflow")
-    image = base64.b64encode(png).decode("ascii")
-    note = html.escape(notes(teacher)).replace("`", "")
+    table_html = format_table(frame).to_html(index=False, escape=True, border=0, classes="kdflow")
+    images = "".join(f"<img alt=\"{html.escape(alt)}\" src=\"data:image/png;base64,"
+                     f"{base64.b64encode(data).decode('ascii')}\">\n"
+                     for alt, data in ((f"{metric} against speed-up", png), ("training curves", curves)))
     return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{html.escape(title)}</title>\n<style>{HTML_STYLE}</style>\n</head>\n<body>\n"
-            f"<h1>{html.escape(title)}</h1>\n<p>{note}</p>\n{table_html}\n"
-            f"<img alt=\"{html.escape(teacher['metric'])} against speed-up\" "
-            f"src=\"data:image/png;base64,{image}\">\n</body>\n</html>\n")
+            f"<h1>{html.escape(title)}</h1>\n<p>{html.escape(note).replace('`', '')}</p>\n"
+            f"{table_html}\n{images}</body>\n</html>\n")
 
 
-def write_report(task: str, teacher: dict, students: dict[str, dict], pairs: dict[str, str],
-                 md: str | Path, csv: str | Path, html_path: str | Path,
-                 png: str | Path) -> pd.DataFrame:
-    """Build the table and write the four outputs atomically; returns the table."""
-    frame = table(teacher, students, pairs)
-    image = plot_png(frame, task, primary_column(teacher))
-    with atomic_path(png) as tmp:
-        tmp.write_bytes(image)
-    with atomic_path(csv) as tmp:
+def write_report(task: str, teacher: dict, runs: dict[str, dict], pairs: dict[str, str],
+                 predictions: dict[str, tuple], speed: dict, logs: dict, regression: bool,
+                 outputs: dict[str, Path]) -> pd.DataFrame:
+    """Build the table and write the five outputs (``md``, ``csv``, ``html``, ``png``, ``curves``)
+    atomically; returns the table. ``logs`` maps the teacher and each student to its
+    ``train_log.csv`` table."""
+    from . import plots
+    frame = table(teacher, runs, pairs, predictions, speed, regression)
+    seeds = int(frame[SEEDS].max())
+    errors = plots.metric_errors(frame, runs, predictions, teacher, regression)
+    image = plots.accuracy_vs_speedup(frame, task, primary_column(teacher), errors)
+    curves = plots.training_curves(logs, task, teacher["metric"])
+    for key, data in (("png", image), ("curves", curves)):
+        with atomic_path(outputs[key]) as tmp:
+            tmp.write_bytes(data)
+    with atomic_path(outputs["csv"]) as tmp:
         frame.round(CSV_DECIMALS).to_csv(tmp, index=False)
-    write_text(md, markdown(task, frame, teacher, Path(png).name))
-    write_text(html_path, html_page(task, frame, teacher, image))
+    note = notes(teacher, speed, seeds)
+    write_text(outputs["md"], markdown(task, frame, note, Path(outputs["png"]).name,
+                                       Path(outputs["curves"]).name, teacher["metric"]))
+    write_text(outputs["html"], html_page(task, frame, note, image, curves, teacher["metric"]))
     return frame
+

@@ -1,13 +1,35 @@
-"""A model's size and speed: parameters, bytes on disk, latency at batch 1 and throughput at
-batch 32 on real dev records, on the backend and device in use."""
+"""A model's size, and the speed of several models measured side by side.
+
+:func:`side_by_side` times the teacher and every student in one process, interleaved round by
+round (the order rotates each round), on the same dev examples, in the run's backend, device and
+precision, after a warm-up:
+
+- latency at batch 1: the mean over a fixed, seeded sample of distinct dev examples (200 by
+  default), each trimmed to its own length;
+- throughput at batch 32: one pass over the whole dev split in file order, batches trimmed to their
+  longest example, as evaluation runs them.
+
+Each model's figure is the median over the rounds; the rounds themselves are kept, so the report
+can show the spread. Measured this way, two models of the same architecture come out within a few
+per cent of each other, which one fixed example timed in separate processes did not give.
+"""
 from __future__ import annotations
 
 import statistics
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..data import batching
 from ..data.batching import model_inputs
+from ..data.ofrecord import checked_count, iter_records
+from ..errors import DataError
+from ..io import read_json
+
+SPEED_KEYS = ("models", "rounds", "latency_examples", "dev_examples", "threads", "backend", "device",
+              "precision")
+MODEL_KEYS = ("latency_ms_batch1", "throughput_batch32", "latency_rounds", "throughput_rounds")
 
 
 def count_parameters(model) -> int:
@@ -18,30 +40,78 @@ def folder_size(folder: str | Path) -> int:
     return int(sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()))
 
 
-def _timed(B, fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs, after two warm-up runs."""
-    times = []
-    for i in range(repeats + 2):
-        start = time.perf_counter()
-        fn()
-        if B.device_name == "cuda":
-            B.lib.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _one_by_one(path: Path, indices: set[int]) -> list[dict]:
+    """Batch-1 numpy batches of the records at ``indices`` (file order), each trimmed."""
+    out = []
+    for i, record in enumerate(iter_records(path)):
+        if i in indices:
+            batch = {k: v[None] if k in batching.SEQUENCE_FEATURES else v for k, v in record.items()}
+            out.append(batching.trim_batch(batch))
+    return out
 
 
-def measure_speed(B, model, path: str | Path, repeats: int = 20) -> dict[str, float]:
-    """Latency at batch 1 (ms) and throughput at batch 32 (examples/s) on real dev records.
+def _sync(B) -> None:
+    if B.device_name == "cuda":
+        B.lib.cuda.synchronize()
 
-    Batches are trimmed to their longest real sequence, as in training and evaluation.
-    """
-    model.eval()
-    batch = next(iter(batching.batches(path, 32)))
-    one = batching.trim_batch({k: v[:1] for k, v in batch.items()})
-    inputs_1, inputs_32 = model_inputs(B, one), model_inputs(B, batch)
+
+def side_by_side(B, models: dict[str, tuple[object, Path]], rounds: int = 5,
+                 latency_examples: int = 200, batch_size: int = 32, seed: int = 0) -> dict:
+    """Speed of ``models`` (name -> (model, dev record file)); the files must hold the same
+    examples in the same order (BERT and word records of one task do). Returns
+    ``{"models": {name: {latency_ms_batch1, throughput_batch32, latency_rounds, throughput_rounds}},
+    "rounds", "latency_examples", "dev_examples", "threads", "backend", "device", "precision"}``."""
+    counts = {name: checked_count(path) for name, (_, path) in models.items()}
+    n = min(counts.values())
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"the models' dev records differ in size: {counts}")
+    sample = set(np.random.default_rng(seed).permutation(n)[:latency_examples].tolist())
+    feeds = {}
+    for name, (model, path) in models.items():
+        model.eval()
+        ones = [model_inputs(B, b) for b in _one_by_one(Path(path), sample)]
+        full = [model_inputs(B, b) for b in batching.batches(path, batch_size)]
+        feeds[name] = (model, ones, full)
+    timings = {name: {"latency": [], "throughput": []} for name in models}
+    names = list(models)
     with B.no_grad(), B.autocast():             # the run's precision, as in evaluation
-        latency = _timed(B, lambda: model(**inputs_1), repeats)
-        batch_time = _timed(B, lambda: model(**inputs_32), max(3, repeats // 4))
-    return {"latency_ms_batch1": round(latency * 1000, 3),
-            "throughput_batch32": round(len(batch["label_ids"]) / batch_time, 1)}
+        for name in names:                                         # warm-up
+            model, ones, full = feeds[name]
+            for inputs in ones[:10] + full[:2]:
+                model(**inputs)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                model, ones, full = feeds[name]
+                _sync(B)
+                start = time.perf_counter()
+                for inputs in ones:
+                    model(**inputs)
+                _sync(B)
+                middle = time.perf_counter()
+                for inputs in full:
+                    model(**inputs)
+                _sync(B)
+                end = time.perf_counter()
+                timings[name]["latency"].append(1000 * (middle - start) / len(ones))
+                timings[name]["throughput"].append(n / (end - middle))
+    threads = B.lib.get_num_threads() if hasattr(B.lib, "get_num_threads") else None
+    return {"models": {name: {"latency_ms_batch1": round(statistics.median(t["latency"]), 4),
+                              "throughput_batch32": round(statistics.median(t["throughput"]), 2),
+                              "latency_rounds": [round(v, 4) for v in t["latency"]],
+                              "throughput_rounds": [round(v, 2) for v in t["throughput"]]}
+                       for name, t in timings.items()},
+            "rounds": rounds, "latency_examples": len(sample), "dev_examples": n,
+            "threads": threads, "backend": B.name, "device": B.device_name,
+            "precision": B.precision}
+
+
+def read_speed(path: str | Path) -> dict:
+    """The speed stage's JSON; a missing, unreadable or incomplete file is one DataError."""
+    result = read_json(path)
+    missing = [k for k in SPEED_KEYS if not isinstance(result, dict) or k not in result]
+    if not missing:
+        missing = [f"models.{name}.{k}" for name, m in result["models"].items() for k in MODEL_KEYS
+                   if not isinstance(m, dict) or k not in m]
+    if missing or "teacher" not in result["models"]:
+        raise DataError(f"{path}: not the speed stage's JSON (lacks {', '.join(missing or ['models.teacher'])})")
+    return result

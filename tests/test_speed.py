@@ -1,0 +1,66 @@
+"""kdlib.evaluate.speed.side_by_side and the measure_speed stage: every model timed in one
+process, interleaved, on the same dev examples, with the rounds kept; bad input is one line."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import tinydata
+from conftest import HAS_TORCH, error_lines
+
+from kdlib.data.ofrecord import record_file
+from kdlib.evaluate import speed
+from kdlib.models import checkpoint
+from kdlib.models.bert import BertConfig, build_bert
+from workflow_scripts import measure_speed
+
+BACKEND = "torch" if HAS_TORCH else "oneflow"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, B):
+    root = tmp_path_factory.mktemp("speed")
+    tinydata.write_records(root / "records", n_train=8, n_dev=48, seed=1)
+    for name, layers in (("teacher", 2), ("a", 1), ("b", 1)):
+        B.seed(layers)
+        checkpoint.save_checkpoint(build_bert(B, BertConfig(**{**tinydata.TINY_BERT,
+                                                               "num_hidden_layers": layers})), root / name)
+    return root
+
+
+def test_side_by_side_times_every_model_on_the_same_examples(models, B):
+    loaded = {name: (checkpoint.load_checkpoint(B, models / name)[0], record_file(models / "records", "dev"))
+              for name in ("teacher", "a", "b")}
+    result = speed.side_by_side(B, loaded, rounds=3, latency_examples=20, seed=0)
+    assert set(result["models"]) == {"teacher", "a", "b"}
+    assert (result["rounds"], result["latency_examples"], result["dev_examples"]) == (3, 20, 48)
+    assert result["backend"] == B.name and result["precision"] == B.precision
+    for timing in result["models"].values():
+        assert len(timing["latency_rounds"]) == len(timing["throughput_rounds"]) == 3
+        assert min(timing["latency_rounds"]) <= timing["latency_ms_batch1"] <= max(timing["latency_rounds"])
+        assert timing["throughput_batch32"] > 0
+    # more examples than the dev split holds: all of them, once each
+    assert speed.side_by_side(B, loaded, rounds=1, latency_examples=500)["latency_examples"] == 48
+
+
+def test_the_stage_writes_the_speed_json_and_refuses_bad_input(models, tmp_path, capsys):
+    runtime = ["--eval-batch-size", "16", "--backend", BACKEND, "--device", "cpu", "--precision", "fp32",
+               "--threads", "0"]
+    out = tmp_path / "speed.json"
+    argv = ["--task", "sst2", "--models", *[str(models / n) for n in ("teacher", "a", "b")],
+            "--records", *[str(models / "records")] * 3, "--rounds", "2", "--latency-examples", "8",
+            "--out", str(out), *runtime]
+    assert measure_speed.main(argv) == 0
+    result = speed.read_speed(out)
+    assert set(result["models"]) == {"teacher", "a", "b"} and result["threads"]
+    assert "speed of 3 models on sst2" in capsys.readouterr().err
+
+    bad = list(argv)
+    bad[bad.index("--records") + 1:bad.index("--records") + 4] = [str(models / "records")]
+    assert measure_speed.main(bad) == 1
+    [line] = error_lines(capsys)
+    assert "--models gives 3 folders, --records 1" in line
+
+    (tmp_path / "bad.json").write_text(json.dumps({"models": {"a": {}}}))
+    with pytest.raises(speed.DataError, match="not the speed stage's JSON"):
+        speed.read_speed(tmp_path / "bad.json")

@@ -1,0 +1,58 @@
+"""Stage measure_speed: the teacher and every student timed side by side, in one process.
+
+Latency at batch 1 over a fixed sample of distinct dev examples and throughput at batch 32 over
+the dev split, interleaved round by round, in the run's backend, device and precision
+(:func:`kdlib.evaluate.speed.side_by_side`). A model is named by its folder.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from kdlib import backend
+from kdlib.data import tasks
+from kdlib.data.ofrecord import record_file
+from kdlib.errors import ConfigError
+from kdlib.evaluate import speed
+from kdlib.io import write_text
+from kdlib.models.checkpoint import load_checkpoint
+from workflow_scripts._cli import add_runtime_args, backend_from, guarded, stage_parser
+
+
+def parse_args(argv=None):
+    p = stage_parser(__doc__)
+    p.add_argument("--models", nargs="+", required=True, help="model folders (the first: the teacher)")
+    p.add_argument("--records", nargs="+", required=True, help="each model's record folder, in order")
+    p.add_argument("--rounds", type=int, required=True, help="interleaved rounds of measurement")
+    p.add_argument("--latency-examples", type=int, required=True, help="dev examples timed at batch 1")
+    p.add_argument("--out", required=True, help="the JSON to write")
+    add_runtime_args(p)
+    return p.parse_args(argv)
+
+
+@guarded
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    task = tasks.get_task(args.task)
+    if len(args.models) != len(args.records):
+        raise ConfigError(f"--models gives {len(args.models)} folders, --records {len(args.records)}")
+    B = backend_from(args)
+    split = task.dev_splits[0]
+    models = {Path(m).name: (load_checkpoint(B, m)[0], record_file(r, split))
+              for m, r in zip(args.models, args.records)}
+    result = speed.side_by_side(B, models, rounds=args.rounds, latency_examples=args.latency_examples,
+                                batch_size=32)
+    result["threads"] = result["threads"] or args.threads or backend.usable_cpus()  # OneFlow: no count
+    write_text(args.out, json.dumps(result, indent=2) + "\n")
+    teacher = next(iter(models))
+    fastest = max(result["models"], key=lambda n: result["models"][n]["throughput_batch32"])
+    print(f"speed of {len(models)} models on {task.name} ({result['rounds']} rounds, "
+          f"{result['threads']} threads, {B.precision}): {teacher} "
+          f"{result['models'][teacher]['latency_ms_batch1']:.2f} ms at batch 1; fastest at batch 32: "
+          f"{fastest}; wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
