@@ -55,7 +55,28 @@ def validate(config: dict) -> dict:
     if errors:
         err = errors[0]
         raise ConfigError(f"config error at {key_path(err)}: {err.message}")
+    _check_tasks(config)
     return config
+
+
+def _check_tasks(config: dict) -> None:
+    """Every task named is built in or defined under custom_tasks; no custom task reuses a
+    built-in name; every custom task's definition holds together."""
+    from .data.tasks import TASKS, get_task
+
+    custom = config.get("custom_tasks", {})
+    for name in custom:
+        if name in TASKS:
+            raise ConfigError(f"config error at custom_tasks.{name}: {name!r} is a built-in task; "
+                              "choose another name")
+        get_task(name, custom)                    # its definition holds together
+    for i, name in enumerate(config.get("tasks", [])):
+        if name not in TASKS and name not in custom:
+            raise ConfigError(f"config error at tasks.{i}: {name!r} is neither a built-in task "
+                              f"({', '.join(TASKS)}) nor defined under custom_tasks")
+    for name in config.get("teacher", {}).get("per_task", {}):
+        if name not in TASKS and name not in custom:
+            raise ConfigError(f"config error at teacher.per_task.{name}: no such task")
 
 
 def load(path: str | Path = "config.yaml", overrides: dict | None = None) -> dict:
@@ -83,8 +104,10 @@ def merge(base: dict, update: dict) -> dict:
 
 
 def max_length(config: dict, task: str) -> int:
+    """The WordPiece length of a task's BERT records: a custom task's own ``max_length``, else
+    ``data.max_length.<task>``, else ``data.max_length.default``."""
     lengths = config["data"]["max_length"]
-    value = lengths.get(task)
+    value = (config.get("custom_tasks", {}).get(task) or {}).get("max_length") or lengths.get(task)
     return int(lengths["default"] if value is None else value)
 
 

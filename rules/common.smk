@@ -1,5 +1,6 @@
 # Config validation, the runtime of each stage, wildcard constraints and named input functions.
 import json
+import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -22,11 +23,14 @@ except kdlib.errors.ConfigError as exc:
 validate(config, kdlib.config.SCHEMA_PATH)
 
 TASKS = kdlib.data.tasks.TASKS
-GLUE_DIRS_ONE_DEV = [t.glue_dir for t in TASKS.values() if t.name != "tweets" and t.dev_splits == ("dev",)]
+CUSTOM = config["custom_tasks"]      # tasks of the user's own files, by name (kdlib.data.custom)
+GLUE_DIRS_ONE_DEV = [TASKS[t].glue_dir for t in kdlib.data.tasks.GLUE_TASKS
+                     if TASKS[t].dev_splits == ("dev",)]
 
 
 wildcard_constraints:
-    task="|".join(TASKS),
+    task="|".join([*TASKS, *CUSTOM]),
+    builtin="|".join(kdlib.data.tasks.BUILTIN_TASKS),
     glue_dir="|".join(GLUE_DIRS_ONE_DEV),
     seq=r"\d+",
 
@@ -91,10 +95,17 @@ HAND_ROOT = "data/glue"
 DOWNLOAD_ROOT = "data/download"
 
 
+def _task(name):
+    return kdlib.data.tasks.get_task(name, CUSTOM)
+
+
 def task_tsvs(wildcards):
-    """Every split's TSV of a task: placed by hand or prepared, else downloaded."""
-    task = kdlib.data.tasks.get_task(wildcards.task)
+    """Every split's file of a task: a custom task's own files (workflow inputs, so editing one
+    reruns its records and what follows); else placed by hand or prepared; else downloaded."""
+    task = _task(wildcards.task)
     placed = [kdlib.data.tasks.glue_file(HAND_ROOT, task, split) for split in task.splits]
+    if task.custom:
+        return [str(p) for p in placed]
     if task.name not in kdlib.data.tasks.GLUE_TASKS or all(p.is_file() for p in placed):
         return [str(p) for p in placed]
     return [str(kdlib.data.tasks.glue_file(DOWNLOAD_ROOT, task, split)) for split in task.splits]
@@ -103,6 +114,14 @@ def task_tsvs(wildcards):
 def tsv_root(wildcards, input):
     """The --glue-root of a record stage: the folder that holds the task's TSV folder."""
     return str(Path(input.tsv[0]).parent.parent)
+
+
+def custom_definition(wildcards):
+    """A custom task's definition as the record stages' --custom JSON (a param: editing it reruns
+    them); nothing for a built-in task."""
+    if wildcards.task not in CUSTOM:
+        return ""
+    return "--custom " + shlex.quote(json.dumps(CUSTOM[wildcards.task], sort_keys=True))
 
 
 def bert_length(task):

@@ -58,18 +58,19 @@ rule download_glue_mnli:
 
 rule prepare_builtin:
     output:
-        train="data/glue/tweets/train.tsv",
-        dev="data/glue/tweets/dev.tsv",
+        train="data/glue/{builtin}/train.tsv",
+        dev="data/glue/{builtin}/dev.tsv",
     params:
         python=DATA_PYTHON,
         dev_fraction=config["data"]["builtin"]["dev_fraction"],
         max_train=config["data"]["builtin"]["max_train"],
         seed=config["data"]["builtin"]["seed"],
     log:
-        "logs/tweets/prepare_builtin.log",
+        "logs/{builtin}/prepare_builtin.log",
     threads: 1
     shell:
-        "{params.python} -m workflow_scripts.prepare_builtin --out-dir data/glue/tweets"
+        "{params.python} -m workflow_scripts.prepare_builtin --task {wildcards.builtin}"
+        " --out-dir data/glue/{wildcards.builtin}"
         " --dev-fraction {params.dev_fraction} --max-train {params.max_train}"
         " --seed {params.seed}"
         " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
@@ -85,13 +86,14 @@ rule ofrecord_bert:
     params:
         python=DATA_PYTHON,
         glue_root=tsv_root,
+        custom=custom_definition,
     log:
         "logs/{task}/ofrecord_bert{seq}.log",
     benchmark:
         "benchmarks/{task}/ofrecord_bert{seq}.tsv"
     threads: 2
     shell:
-        "{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task}"
+        "{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task} {params.custom}"
         " --glue-root {params.glue_root}"
         " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq}"
         " --vocab {input.vocab:q} --max-length {wildcards.seq}"
@@ -108,6 +110,7 @@ rule ofrecord_lstm:
     params:
         python=DATA_PYTHON,
         glue_root=tsv_root,
+        custom=custom_definition,
         vocab_size=config["data"]["lstm"]["vocab_size"],
     log:
         "logs/{task}/ofrecord_lstm{seq}.log",
@@ -115,7 +118,7 @@ rule ofrecord_lstm:
         "benchmarks/{task}/ofrecord_lstm{seq}.tsv"
     threads: 1
     shell:
-        "{params.python} -m workflow_scripts.ofrecord_lstm --task {wildcards.task}"
+        "{params.python} -m workflow_scripts.ofrecord_lstm --task {wildcards.task} {params.custom}"
         " --glue-root {params.glue_root}"
         " --out-dir data/ofrecord/{wildcards.task}/lstm{wildcards.seq}"
         " --max-length {wildcards.seq} --vocab-size {params.vocab_size}"

@@ -23,6 +23,7 @@ rule report:
         predictions=expand("results/{{task}}/{model}_predictions.npz", model=["teacher", *RUNS]),
         logs=expand("results/{{task}}/{model}/train_log.csv", model=["teacher", *STUDENTS]),
         speed="results/{task}/speed.json",
+        records=bert_records_of,
     output:
         md=report(
             "results/{task}/report.md",
@@ -62,11 +63,13 @@ rule report:
     params:
         python=DATA_PYTHON,
         baselines=REPORT_BASELINES,
+        records=lambda wildcards, input: str(Path(input.records).parent),
     log:
         "logs/{task}/report.log",
     threads: 1
     shell:
-        "{params.python} -m workflow_scripts.report --task {wildcards.task} --teacher {input.teacher}"
+        "{params.python} -m workflow_scripts.report --task {wildcards.task} --records {params.records}"
+        " --teacher {input.teacher}"
         " --students {input.students:q} --predictions {input.predictions:q} --logs {input.logs:q}"
         " --speed {input.speed} --baselines {params.baselines:q}"
         " --md {output.md} --csv {output.csv} --html {output.html} --png {output.png}"

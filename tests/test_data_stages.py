@@ -143,7 +143,7 @@ def builtin_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("tweets")
     runs = {"a": ("13", "4000"), "b": ("13", "4000"), "other": ("14", "4000"), "all": ("13", "0")}
     for name, (seed, cap) in runs.items():
-        rc = prepare_builtin.main(["--out-dir", str(base / name), "--dev-fraction", "0.1",
+        rc = prepare_builtin.main(["--task", "tweets", "--out-dir", str(base / name), "--dev-fraction", "0.1",
                                    "--max-train", cap, "--seed", seed])
         assert rc == 0
     return base
@@ -212,7 +212,7 @@ def test_builtin_rules_on_a_fake_corpus(tmp_path):
     expected = _fake_corpus(source)
     assert len(expected) == 24 and sum(expected.values()) == 12
     out = tmp_path / "all"
-    assert prepare_builtin.main(["--out-dir", str(out), "--source", str(source),
+    assert prepare_builtin.main(["--task", "tweets", "--out-dir", str(out), "--source", str(source),
                                  "--dev-fraction", "0.25", "--max-train", "0", "--seed", "13"]) == 0
     train, dev = read_tsv("tweets", out / "train.tsv"), read_tsv("tweets", out / "dev.tsv")
     got = dict(zip(train["text_a"], train["label"])) | dict(zip(dev["text_a"], dev["label"]))
@@ -223,13 +223,40 @@ def test_builtin_rules_on_a_fake_corpus(tmp_path):
     # the cap keeps the label shares and is met exactly
     for cap, positives in [(10, 5), (7, None), (3, None)]:
         capped = tmp_path / f"cap{cap}"
-        assert prepare_builtin.main(["--out-dir", str(capped), "--source", str(source),
+        assert prepare_builtin.main(["--task", "tweets", "--out-dir", str(capped), "--source", str(source),
                                      "--dev-fraction", "0.25", "--max-train", str(cap), "--seed", "13"]) == 0
         small = read_tsv("tweets", capped / "train.tsv")
         assert len(small) == cap
         assert abs(small["label"].sum() - cap / 2) <= 0.5
         assert set(small["text_a"]) <= set(train["text_a"])
         assert set(read_tsv("tweets", capped / "dev.tsv")["text_a"]) == set(dev["text_a"])
+
+
+def test_tweets3_keeps_the_three_classes(tmp_path):
+    """tweets3: the same rules with neutral kept, labels by name, each class split 25% to dev."""
+    source = tmp_path / "corpus.csv"
+    lines = ["sentiment,confidence,text"]
+    for i in range(8):
+        lines += [f"positive,1.0,happy {i}", f"negative,1.0,angry {i}", f"neutral,1.0,boarding {i}"]
+    lines += ["neutral,1.0,Seats are fine", "positive,1.0,seats are FINE"]   # conflicting: dropped
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert prepare_builtin.main(["--task", "tweets3", "--out-dir", str(out), "--source", str(source),
+                                 "--dev-fraction", "0.25", "--max-train", "0", "--seed", "13"]) == 0
+    task = tasks.get_task("tweets3")
+    assert task.labels == ("negative", "neutral", "positive") and task.metric == "accuracy"
+    train, dev = read_tsv("tweets3", out / "train.tsv"), read_tsv("tweets3", out / "dev.tsv")
+    assert train["label"].value_counts().to_dict() == {0: 6, 1: 6, 2: 6}
+    assert dev["label"].value_counts().to_dict() == {0: 2, 1: 2, 2: 2}
+    got = dict(zip(train["text_a"], train["label"])) | dict(zip(dev["text_a"], dev["label"]))
+    assert got["boarding 3"] == 1 and got["happy 0"] == 2 and "Seats are fine" not in got
+    assert "neutral" in (out / "train.tsv").read_text()      # the file holds the names
+    # the binary task from the same corpus drops neutral first: its "seats are FINE" conflicts with nothing
+    assert prepare_builtin.main(["--task", "tweets", "--out-dir", str(tmp_path / "bin"), "--source",
+                                 str(source), "--dev-fraction", "0.25", "--max-train", "0",
+                                 "--seed", "13"]) == 0
+    binary = pd.concat([read_tsv("tweets", tmp_path / "bin" / f"{s}.tsv") for s in ("train", "dev")])
+    assert len(binary) == 17 and set(binary["label"]) == {0, 1}
 
 
 def test_builtin_cap_rounding_keeps_the_total():
@@ -248,7 +275,8 @@ def test_builtin_bad_source_is_one_error_line(tmp_path, capsys, content):
     source = tmp_path / "corpus.csv"
     if content is not None:
         source.write_bytes(content)
-    rc = prepare_builtin.main(["--out-dir", str(tmp_path / "out"), "--source", str(source),
+    rc = prepare_builtin.main(["--task", "tweets", "--out-dir", str(tmp_path / "out"),
+                               "--source", str(source),
                                "--dev-fraction", "0.1", "--max-train", "0", "--seed", "13"])
     err = capsys.readouterr().err
     assert rc == 1

@@ -279,7 +279,7 @@ def test_markdown_escapes_pipes():
 
 def run_script(files, out_dir, *extra) -> int:
     evals = files["evals"]
-    argv = ["--task", TASK, "--teacher", str(evals["teacher"]),
+    argv = ["--task", TASK, "--records", "data/ofrecord/sst2/bert128", "--teacher", str(evals["teacher"]),
             "--students", *[str(evals[n]) for n in evals if n != "teacher"],
             "--predictions", *map(str, files["predictions"]), "--logs", *map(str, files["logs"]),
             "--speed", str(files["speed"]), "--baselines", json.dumps(PAIRS), *extra]
@@ -422,7 +422,8 @@ def test_the_report_of_what_evaluate_model_and_measure_speed_wrote(B, tmp_path):
     pairs = config.baselines(students_config)
     assert pairs == {"kd": "small_nokd"}
     out = tmp_path / "out"
-    assert report_script.main(["--task", TASK, "--teacher", str(paths["teacher"]), "--students",
+    assert report_script.main(["--task", TASK, "--records", str(records), "--teacher", str(paths["teacher"]),
+                               "--students",
                                str(paths["small_nokd"]), str(paths["kd"]),
                                "--predictions", *map(str, npz),
                                "--logs", *[str(tmp_path / n / "train_log.csv") for n in paths],

@@ -19,6 +19,10 @@ def test_batch_metrics_equal_the_plain_metrics():
         batch = stats.BATCH_METRICS[name](pred, gold)
         plain = [metrics.METRICS[name](p, g) for p, g in zip(pred, gold)]
         np.testing.assert_allclose(batch, plain, rtol=1e-12, err_msg=name)
+    classes, labels = rng.integers(0, 4, (6, 50)), rng.integers(0, 4, (6, 50))
+    classes[0] = np.where(classes[0] == 3, 0, classes[0])             # a class only in the gold row
+    batch = stats.BATCH_METRICS["macro_f1"](classes, labels)
+    np.testing.assert_allclose(batch, [metrics.macro_f1(p, g) for p, g in zip(classes, labels)], rtol=1e-12)
     for name in ("pearson", "spearman"):
         batch = stats.BATCH_METRICS[name](scores_a, scores_b)
         plain = [metrics.METRICS[name](a, b) for a, b in zip(scores_a, scores_b)]

@@ -9,7 +9,9 @@ from kdlib.evaluate import metrics
 
 def test_registry_covers_glue_and_builtin():
     assert set(tasks.TASKS) == {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli",
-                                "tweets"}
+                                "tweets", "tweets3"}
+    assert tasks.GLUE_TASKS == ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
+    assert tasks.get_task("tweets3").num_labels == 3
     assert tasks.get_task("stsb").is_regression and tasks.get_task("stsb").num_labels == 1
     assert tasks.get_task("mnli").splits == ("train", "dev_matched", "dev_mismatched")
     assert tasks.get_task("mnli").num_labels == 3
@@ -143,6 +145,13 @@ def test_metrics_on_known_values():
     assert metrics.accuracy(pred, gold) == pytest.approx(4 / 6)
     assert metrics.f1(pred, gold) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
     assert metrics.mcc(pred, gold) == pytest.approx((2 * 2 - 1 * 1) / 9)   # tp=2 tn=2 fp=1 fn=1
+    # macro-F1: the mean of each class's F1, over the classes in the gold labels or predictions
+    gold3, pred3 = np.array([0, 0, 1, 1, 2, 2]), np.array([0, 1, 1, 1, 2, 0])
+    assert metrics.macro_f1(pred3, gold3) == pytest.approx((2 / 4 + 4 / 5 + 2 / 3) / 3)
+    assert metrics.macro_f1(np.array([0, 2, 1]), np.array([0, 0, 1])) == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert metrics.macro_f1(np.array([0, 2]), np.array([0, 2])) == 1.0       # class 1 occurs nowhere
+    binary = (metrics.f1(pred, gold) + metrics.f1(1 - pred, 1 - gold)) / 2
+    assert metrics.macro_f1(pred, gold) == pytest.approx(binary)
     x = np.array([1.0, 2.0, 3.0, 4.0])
     assert metrics.pearson(x, 2 * x + 1) == pytest.approx(1.0)
     assert metrics.spearman(x, x ** 3) == pytest.approx(1.0)

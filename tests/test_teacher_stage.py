@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -277,6 +278,19 @@ def test_unwritable_outputs_fail_before_training(data, tmp_path, capsys):
     assert finetune_teacher.main(argv) == 1
     errors = error_lines(capsys)
     assert len(errors) == 1 and "cannot write the output folder" in errors[0], errors
+
+
+def test_records_longer_than_the_teachers_positions_are_one_error_line(data, tmp_path, capsys):
+    """A max_length above the teacher's position embeddings (16 here) is named before training."""
+    records = tmp_path / "long"
+    shutil.copytree(data / "records", records)
+    (records / "meta.json").write_text(json.dumps({"task": TASK, "kind": "bert", "max_length": 24}))
+    argv = teacher_argv(data, "long")
+    argv[argv.index("--records") + 1] = str(records)
+    assert finetune_teacher.main(argv) == 1
+    errors = error_lines(capsys)
+    assert len(errors) == 1 and "records of 24 WordPiece pieces, but the teacher has 16 positions" \
+        in errors[0] and "lower data.max_length" in errors[0], errors
 
 
 @pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v chattr"], capture_output=True).returncode,

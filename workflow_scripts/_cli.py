@@ -72,6 +72,23 @@ def json_arg(text: str, flag: str):
         raise ConfigError(f"{flag} is not valid JSON ({exc})") from None
 
 
+def add_custom_arg(parser) -> None:
+    """``--custom``: the definition of a task under config.yaml's custom_tasks (the record stages)."""
+    parser.add_argument("--custom", default=None,
+                        help="the task's custom_tasks definition as JSON (a task of your own files)")
+
+
+def task_to_record(args):
+    """The task a record stage converts: the registry's, or the one ``--custom`` defines, with its
+    labels read from the training file where the definition gives none."""
+    from kdlib.data import custom, tasks
+    if args.custom is None:
+        return tasks.get_task(args.task)
+    spec = load_hparams(args.custom, "custom_task", "--custom")
+    return custom.with_labels(tasks.get_task(args.task, {args.task: spec}),
+                              log=lambda line: print(line, file=sys.stderr))
+
+
 def load_hparams(text: str, definition: str, flag: str = "--hparams") -> dict:
     """A JSON object given on the command line, validated against the schema's ``definition``."""
     from kdlib import config

@@ -20,7 +20,7 @@ def parse_args(argv=None):
 @guarded
 def main(argv=None) -> int:
     args = parse_args(argv)
-    task = tasks.get_task(args.task)
+    task = tasks.task_of_records(args.records, args.task)
     B = backend_from(args)
     rows = logit_cache.cache_logits(B, task, args.teacher, args.records, args.out,
                                     batch_size=args.eval_batch_size)

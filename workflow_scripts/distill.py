@@ -48,7 +48,7 @@ def read_spec(args) -> dict:
 @guarded
 def main(argv=None) -> int:
     args = parse_args(argv)
-    task = tasks.get_task(args.task)
+    task = tasks.task_of_records(args.records, args.task)
     spec = read_spec(args)
     B = backend_from(args)
     results = distill(B, task, args.student, spec, records=args.records, out_dir=args.out,

@@ -26,7 +26,7 @@ def parse_args(argv=None):
 @guarded
 def main(argv=None) -> int:
     args = parse_args(argv)
-    task = tasks.get_task(args.task)
+    task = tasks.task_of_records(args.records, args.task)
     reference = eval_json.read_eval(args.reference) if args.reference else None
     B = backend_from(args)
     result, predictions = eval_json.build(B, task, args.model, args.records, args.name, reference,

@@ -33,7 +33,7 @@ def parse_args(argv=None):
 @guarded
 def main(argv=None) -> int:
     args = parse_args(argv)
-    task = tasks.get_task(args.task)
+    task = tasks.task_of_records(args.records, args.task)
     if args.hparams is not None:
         hparams = load_hparams(args.hparams, "train")
     else:

@@ -34,7 +34,7 @@ def parse_args(argv=None):
 @guarded
 def main(argv=None) -> int:
     args = parse_args(argv)
-    task = tasks.get_task(args.task)
+    task = tasks.task_of_records(args.records[0], args.task)
     if len(args.models) != len(args.records):
         raise ConfigError(f"--models gives {len(args.models)} folders, --records {len(args.records)}")
     B = backend_from(args)

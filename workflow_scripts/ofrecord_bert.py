@@ -8,13 +8,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kdlib.data import convert, tasks
+from kdlib.data import convert
 from kdlib.io import atomic_dir, file_digest, portable_path
-from workflow_scripts._cli import guarded, stage_parser
+from workflow_scripts._cli import add_custom_arg, guarded, stage_parser, task_to_record
 
 
 def parse_args(argv=None):
     p = stage_parser(__doc__)
+    add_custom_arg(p)
     p.add_argument("--glue-root", required=True, help="folder of the task's TSV folder, e.g. data/glue")
     p.add_argument("--out-dir", required=True, help="e.g. data/ofrecord/sst2/bert128")
     p.add_argument("--vocab", required=True, help="the teacher's vocab.txt")
@@ -25,7 +26,7 @@ def parse_args(argv=None):
 @guarded
 def main(argv=None) -> int:
     args = parse_args(argv)
-    task = tasks.get_task(args.task)
+    task = task_to_record(args)
     tokenizer = convert.wordpiece(args.vocab, args.max_length)
     with atomic_dir(Path(args.out_dir)) as tmp:  # all splits appear together, or none
         counts = convert.convert_splits(
@@ -33,7 +34,8 @@ def main(argv=None) -> int:
                 task, chunks, path, tokenizer, desc=desc), "BERT")
         convert.write_meta(tmp / "meta.json", task=task.name, kind="bert", max_length=args.max_length,
                            vocab=portable_path(args.vocab), vocab_sha256=file_digest(args.vocab),
-                           num_labels=task.num_labels, counts=counts)
+                           num_labels=task.num_labels, counts=counts,
+                           task_definition=task.to_dict())
     return 0
 
 

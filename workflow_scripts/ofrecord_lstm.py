@@ -6,11 +6,12 @@ from pathlib import Path
 
 from kdlib.data import convert, tasks
 from kdlib.io import atomic_dir
-from workflow_scripts._cli import guarded, stage_parser
+from workflow_scripts._cli import add_custom_arg, guarded, stage_parser, task_to_record
 
 
 def parse_args(argv=None):
     p = stage_parser(__doc__)
+    add_custom_arg(p)
     p.add_argument("--glue-root", required=True, help="folder of the task's TSV folder, e.g. data/glue")
     p.add_argument("--out-dir", required=True, help="e.g. data/ofrecord/sst2/lstm32")
     p.add_argument("--max-length", type=int, required=True, help="words per example")
@@ -21,7 +22,7 @@ def parse_args(argv=None):
 @guarded
 def main(argv=None) -> int:
     args = parse_args(argv)
-    task = tasks.get_task(args.task)
+    task = task_to_record(args)
     train = tasks.glue_file(args.glue_root, task, "train")
     vocab = convert.build_vocab(tasks.read_split(task, train), args.vocab_size)
     with atomic_dir(Path(args.out_dir)) as tmp:  # all splits appear together, or none
@@ -30,7 +31,8 @@ def main(argv=None) -> int:
                 task, chunks, path, vocab, args.max_length, desc=desc), "word")
         convert.write_vocab(vocab, tmp / "vocab.txt")
         convert.write_meta(tmp / "meta.json", task=task.name, kind="lstm", max_length=args.max_length,
-                           vocab_size=len(vocab), num_labels=task.num_labels, counts=counts)
+                           vocab_size=len(vocab), num_labels=task.num_labels, counts=counts,
+                           task_definition=task.to_dict())
     return 0
 
 

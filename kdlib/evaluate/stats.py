@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from .metrics import macro_f1_rows
+
 RESAMPLES = 10_000
 CONFIDENCE = 0.95
 _CHUNK = 500                     # resamples evaluated at once: (500, N) arrays
@@ -68,8 +70,8 @@ def _spearman(x, y):
     return _pearson(_ranks(x), _ranks(y))
 
 
-BATCH_METRICS = {"accuracy": _accuracy, "f1": _f1, "mcc": _mcc, "pearson": _pearson,
-                 "spearman": _spearman}
+BATCH_METRICS = {"accuracy": _accuracy, "f1": _f1, "macro_f1": macro_f1_rows, "mcc": _mcc,
+                 "pearson": _pearson, "spearman": _spearman}
 
 
 def outputs(logits: np.ndarray, regression: bool) -> np.ndarray:

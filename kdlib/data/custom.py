@@ -1,0 +1,202 @@
+"""Tasks defined in config.yaml (``custom_tasks:``): a user's own files, read like a GLUE task's.
+
+A custom task names its ``train`` file, one or more ``dev`` files and optionally a ``test`` file
+(predicted, not scored), each TSV, CSV or JSON Lines (by the file's extension, or ``format:``), the
+columns that hold ``text_a``, optional ``text_b`` and ``label``, and ``labels:`` (their order) or
+not: then the labels are the distinct values of the training file's label column, sorted (as
+numbers when they all are integers), and the record stages write them to the records' meta.json so
+that every later stage agrees. ``regression: true`` reads a numeric label.
+
+:func:`read_table` streams a file as tables of its raw columns with the file line of each row, and
+turns every problem with the file into one :class:`DataError` line naming the file (and line):
+a missing or empty file, duplicated column names, a missing column, a line that is not JSON.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from ..errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "f1", "mcc")
+REGRESSION_METRICS = ("pearson", "spearman")
+BINARY_ONLY = ("f1", "mcc")
+
+
+def file_format(path: str | Path, given: str | None = None) -> str:
+    """``tsv``, ``csv`` or ``jsonl``: ``given``, or else the file's extension."""
+    if given:
+        return given
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"{path}: cannot tell the format from the extension; name the file .tsv, "
+                          ".csv or .jsonl, or set format: tsv | csv | jsonl")
+    return fmt
+
+
+def dev_names(count: int) -> tuple[str, ...]:
+    """The split names of ``count`` dev files: dev, dev_2, dev_3 ..."""
+    return ("dev",) + tuple(f"dev_{k}" for k in range(2, count + 1))
+
+
+def task_from_config(name: str, spec: dict):
+    """The :class:`kdlib.data.tasks.Task` of ``custom_tasks.<name>`` (schema defaults filled)."""
+    from .tasks import Task
+
+    where = f"custom_tasks.{name}"
+    devs = spec["dev"] if isinstance(spec["dev"], list) else [spec["dev"]]
+    if not devs:
+        raise ConfigError(f"config error at {where}.dev: give one dev file or more")
+    regression = bool(spec["regression"])
+    labels = None if regression else (tuple(str(v) for v in spec["labels"]) if spec["labels"] else ())
+    if regression and spec["labels"]:
+        raise ConfigError(f"config error at {where}.labels: a regression task has no labels")
+    if labels is not None and len(set(labels)) != len(labels):
+        raise ConfigError(f"config error at {where}.labels: {list(labels)} repeats a label")
+    allowed = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
+    metrics = tuple(spec["metrics"] or (("pearson", "spearman") if regression else ("accuracy", "macro_f1")))
+    wrong = [m for m in metrics if m not in allowed]
+    if wrong:
+        raise ConfigError(f"config error at {where}.metrics: {', '.join(wrong)} does not fit a "
+                          f"{'regression' if regression else 'classification'} task "
+                          f"(use {', '.join(allowed)})")
+    if labels and len(labels) != 2 and any(m in BINARY_ONLY for m in metrics):
+        raise ConfigError(f"config error at {where}.metrics: f1 and mcc need two labels; use macro_f1")
+    files = {"train": spec["train"], **dict(zip(dev_names(len(devs)), devs))}
+    if spec.get("test"):
+        files["test"] = spec["test"]
+    files = {split: str(Path(path).expanduser()) for split, path in files.items()}
+    formats = set()
+    for split, path in files.items():
+        try:
+            formats.add(file_format(path, spec.get("format")))
+        except ConfigError as exc:
+            key = "train" if split == "train" else "test" if split == "test" else "dev"
+            raise ConfigError(f"config error at {where}.{key}: {exc}") from None
+    if len(formats) > 1:
+        raise ConfigError(f"config error at {where}: its files have different formats "
+                          f"({', '.join(sorted(formats))}); use one, or set format:")
+    return Task(name, name, None, spec["text_a"], spec.get("text_b"), spec["label"], labels, metrics,
+                dev_splits=dev_names(len(devs)), files=tuple(files.items()), fmt=formats.pop(),
+                max_length=spec.get("max_length"), custom=True,
+                predict_splits=("test",) if "test" in files else ())
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+def _duplicates(names: list[str]) -> list[str]:
+    return sorted({n for n in names if names.count(n) > 1})
+
+
+def read_table(task, path: Path, needed: list[str], chunksize: int = 50_000) -> Iterator[tuple]:
+    """``(table of the needed columns as strings, their file lines)`` chunks of a custom task's
+    TSV, CSV or JSON Lines file, in file order."""
+    if task.fmt == "jsonl":
+        yield from _jsonl(path, needed, chunksize)
+        return
+    import pandas as pd
+    sep = "\t" if task.fmt == "tsv" else ","
+    with open(path, encoding="utf-8", newline="") as fh:
+        header = next(csv.reader(fh, delimiter=sep), None)
+    if not header:
+        raise DataError(f"{path}: the file is empty")
+    twice = _duplicates(header)
+    if twice:
+        raise DataError(f"{path}:1: the column name(s) {', '.join(twice)} appear more than once")
+    _check_columns(task, path, header, needed)
+    try:
+        reader = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, chunksize=chunksize,
+                             encoding="utf-8", usecols=needed)
+        rows = 0
+        for chunk in reader:
+            # the line of each row: 1 + header; a quoted field with a line break is counted as one
+            yield chunk, range(2 + rows, 2 + rows + len(chunk))
+            rows += len(chunk)
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{path}: malformed {task.fmt.upper()}: {str(exc).strip()}") from None
+
+
+def _check_columns(task, path, have, needed):
+    missing = [str(c) for c in needed if c not in have]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; {task.name} expects "
+                        f"{', '.join(map(str, needed))} (it has {', '.join(map(str, have))})")
+
+
+def _jsonl(path: Path, needed: list[str], chunksize: int):
+    import pandas as pd
+
+    def no_duplicates(pairs):
+        keys = [k for k, _ in pairs]
+        twice = _duplicates(keys)
+        if twice:
+            raise ValueError(f"the key(s) {', '.join(twice)} appear more than once")
+        return dict(pairs)
+
+    rows, lines, any_line = [], [], False
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            any_line = True
+            try:
+                obj = json.loads(line, object_pairs_hook=no_duplicates)
+            except ValueError as exc:
+                raise DataError(f"{path}:{lineno}: not a JSON object ({exc})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{lineno}: not a JSON object (one object per line)")
+            missing = [c for c in needed if c not in obj]
+            if missing:
+                raise DataError(f"{path}:{lineno}: missing key(s) {', '.join(missing)}; expects "
+                                f"{', '.join(needed)}")
+            rows.append({c: "" if obj[c] is None else str(obj[c]) for c in needed})
+            lines.append(lineno)
+            if len(rows) == chunksize:
+                yield pd.DataFrame(rows, columns=needed), lines
+                rows, lines = [], []
+    if not any_line:
+        raise DataError(f"{path}: the file is empty")
+    if rows:
+        yield pd.DataFrame(rows, columns=needed), lines
+
+
+def infer_labels(task, path: Path) -> tuple[str, ...]:
+    """The distinct labels of a training file, sorted: as numbers when all are integers."""
+    seen: set[str] = set()
+    for chunk, _ in read_table(task, path, [task.label]):
+        seen.update(chunk[task.label].tolist())
+    seen.discard("")
+    if not seen:
+        raise DataError(f"{path}: no labels in column {task.label}")
+    if all(v.lstrip("-").isdigit() for v in seen):
+        return tuple(sorted(seen, key=int))
+    return tuple(sorted(seen))
+
+
+def with_labels(task, log=print):
+    """``task`` with its labels read from the training file where config.yaml gives none."""
+    import dataclasses
+
+    if task.is_regression or task.labels:
+        return task
+    path = Path(dict(task.files)["train"])
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    labels = infer_labels(task, path)
+    log(f"{task.name}: labels read from {path}: {', '.join(labels)}")
+    return dataclasses.replace(task, labels=labels)
+
+
+def split_table(task, path: Path, split: str) -> Iterator[tuple[pd.DataFrame, object]]:
+    """The raw chunks of one split: the text columns and, but for a prediction-only split, the
+    label column."""
+    needed = [c for c in (task.text_a, task.text_b) if c is not None]
+    if split not in task.predict_splits:
+        needed.append(task.label)
+    return read_table(task, path, needed)

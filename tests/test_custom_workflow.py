@@ -1,0 +1,102 @@
+"""The whole workflow on tasks of the user's own files: a five-class CSV task (relative paths, a
+test file) and a pair task in JSON Lines (absolute paths), each with a teacher, one student and a
+report; editing one task's dev file plans only that task's jobs.
+
+Runs in the workflow runtime (.venv) only: it drives Snakemake.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("snakemake")
+
+import tinydata  # noqa: E402
+from conftest import ONEFLOW_PYTHON, REPO, TORCH_PYTHON  # noqa: E402
+from localhttp import dead_port  # noqa: E402
+from test_custom_tasks import CLASSES, write_pairs, write_tickets  # noqa: E402
+from test_workflow_e2e import planned, snakemake  # noqa: E402
+
+pytestmark = pytest.mark.slow
+TICKETS_CHAIN = {"ofrecord_bert": 1, "finetune_teacher": 1, "evaluate_teacher": 1,
+                 "cache_teacher_logits": 1, "distill": 1, "evaluate_student": 1, "measure_speed": 1,
+                 "report": 1, "all": 1}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    work = tmp_path_factory.mktemp("custom")
+    for item in ("Snakefile", "rules", "report"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+    tinydata.write_pretrained(work / "tiny_bert", num_hidden_layers=2)
+    own = work / "own"                     # the tickets by relative path, the pairs by absolute path
+    own.mkdir()
+    write_tickets(own / "tickets_train.csv", 150, 1)
+    write_tickets(own / "tickets_dev.csv", 50, 2)
+    write_tickets(own / "tickets_test.csv", 9, 3, with_label=False)
+    pairs = tmp_path_factory.mktemp("pairs")
+    write_pairs(pairs / "train.jsonl", 120, 4)
+    write_pairs(pairs / "dev.jsonl", 40, 5)
+    student = {"model": "bert", "layers": 1, "hidden": 16, "heads": 4, "intermediate": 32}
+    config = {
+        "backend": "torch", "device": "cpu",
+        "runtimes": {"torch": str(TORCH_PYTHON), "oneflow": str(ONEFLOW_PYTHON)},
+        "tasks": ["tickets", "pairs"],
+        "custom_tasks": {
+            "tickets": {"train": "own/tickets_train.csv", "dev": "own/tickets_dev.csv",
+                        "test": "own/tickets_test.csv", "text_a": "body", "label": "category"},
+            "pairs": {"train": str(pairs / "train.jsonl"), "dev": str(pairs / "dev.jsonl"),
+                      "text_a": "q1", "text_b": "q2", "label": "duplicate", "max_length": 12},
+        },
+        "data": {"glue_url": f"http://127.0.0.1:{dead_port()}/glue", "retries": 0,
+                 "max_length": {"default": 16}},
+        "teacher": {"pretrained": str(work / "tiny_bert"),
+                    "train": {"epochs": 3, "batch_size": 8, "lr": 3.0e-3}},
+        "students_train": {"epochs": 3, "batch_size": 8, "lr": 3.0e-3},
+        "students": {"kd": {"algorithm": "kd", "architecture": student}},
+        "speed": {"rounds": 1, "latency_examples": 5},
+    }
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    return work
+
+
+def test_custom_tasks_run_end_to_end_and_rerun_only_their_own_jobs(work):
+    chain = planned(work)
+    assert chain == {k: (1 if k == "all" else 2) for k in TICKETS_CHAIN}
+    snakemake(work)
+
+    # tickets: five classes read from the training file, the metrics of a multi-class task
+    teacher = json.loads((work / "results/tickets/teacher_eval.json").read_text())
+    assert teacher["metric"] == "accuracy" and set(teacher["metrics"]["dev"]) == {"accuracy", "macro_f1"}
+    meta = json.loads((work / "data/ofrecord/tickets/bert16/meta.json").read_text())
+    assert meta["task_definition"]["labels"] == sorted(CLASSES) and meta["num_labels"] == 5
+    with np.load(work / "results/tickets/teacher_predictions.npz") as npz:
+        assert npz["dev_logits"].shape == (50, 5) and npz["test_logits"].shape == (9, 5)
+    assert teacher["score"] > 0.2 + 0.1, teacher        # learned something over a 5-class guess
+    report = (work / "results/tickets/report.md").read_text()
+    assert "macro_f1" in report or "macro-F1" in report, report
+    assert re.search(r"\| kd \|", report)
+
+    # pairs: two segments, its own length, F1 not offered by default (accuracy, macro_f1)
+    meta = json.loads((work / "data/ofrecord/pairs/bert12/meta.json").read_text())
+    assert meta["task_definition"]["labels"] == ["0", "1"] and meta["counts"] == {"train": 120, "dev": 40}
+    assert (work / "results/pairs/report.md").is_file()
+    assert planned(work) == {}
+
+    # editing the tickets' dev file plans the tickets' jobs after its records, and no job of pairs
+    dev = work / "own/tickets_dev.csv"
+    dev.write_text(dev.read_text() + "999,w1 w2 w3,bug\n")
+    assert planned(work) == TICKETS_CHAIN
+    dry = snakemake(work, "-n")
+    assert "task=pairs" not in dry.stdout + dry.stderr
+    # and a change to the tickets' definition reruns its records as well
+    dev.write_text("\n".join(dev.read_text().splitlines()[:-1]) + "\n")
+    changed = work / "changed.yaml"
+    changed.write_text(yaml.safe_dump({"custom_tasks": {"tickets": {"labels": CLASSES}}}))
+    assert planned(work, "--configfile", str(work / "config.yaml"), str(changed)) == TICKETS_CHAIN
