@@ -121,7 +121,7 @@ def custom_definition(wildcards):
     them); nothing for a built-in task."""
     if wildcards.task not in CUSTOM:
         return ""
-    return "--custom " + shlex.quote(json.dumps(CUSTOM[wildcards.task], sort_keys=True))
+    return f"--custom {shlex.quote(json.dumps(CUSTOM[wildcards.task], sort_keys=True))}"
 
 
 def bert_length(task):

@@ -1,4 +1,7 @@
-"""The task registry: every GLUE task plus the built-in ``tweets``, with their files' quirks.
+"""The task registry: every GLUE task plus the built-in ``tweets`` and ``tweets3``, with their files'
+quirks; and the tasks of a user's own files (``custom_tasks:``, :mod:`kdlib.data.custom`), which
+:func:`get_task` builds from their definition and :func:`task_of_records` reads back from the
+records' meta.json.
 
 Each :class:`Task` knows its GLUE folder and archive, the columns that hold its text(s) and label in
 each split, the label list (``None`` for the regression task STS-B), its metrics and which metric
@@ -127,7 +130,10 @@ def task_of_records(records: str | Path, name: str) -> Task:
     if not isinstance(meta, dict) or not isinstance(meta.get("task_definition"), dict):
         raise DataError(f"{Path(records) / 'meta.json'}: holds no task definition of {name!r}; "
                         "rebuild the records")
-    return Task.from_dict(meta["task_definition"])
+    task = Task.from_dict(meta["task_definition"])
+    if task.name != name:
+        raise DataError(f"{Path(records) / 'meta.json'}: records of task {task.name!r}, not {name!r}")
+    return task
 
 
 def _first_bad_utf8_line(path: Path) -> tuple[int, str]:

@@ -279,12 +279,13 @@ def notes(teacher: dict, speed: dict, seeds: int) -> str:
     """The paragraph above the table: units, definitions, how speed was measured."""
     runs = (f" Metrics are means over {seeds} runs per student (seeds), with their range; the "
             "intervals hold both the example and the seed noise." if seeds > 1 else "")
+    rounds = f"{speed['rounds']} interleaved round" + ("s" if speed["rounds"] != 1 else "")
     return (f"Task metrics are x100. `retained (%)` and the gains use {primary_column(teacher)}; "
             f"a gain is in points over the student's no-KD baseline (the `algorithm: none` student "
             f"of the same architecture) with its 95% paired bootstrap interval over the dev "
             f"examples ({stats.RESAMPLES:,} resamples); the verdict is `better` or `worse` when the "
             f"interval excludes zero, else `no clear difference`.{runs} Speed was measured side by "
-            f"side in one process ({speed['rounds']} interleaved rounds, {speed['threads']} threads, "
+            f"side in one process ({rounds}, {speed['threads']} threads, "
             f"{speed['backend']}/{speed['device']}, {speed['precision']}): latency over "
             f"{speed['latency_examples']} dev examples at batch 1, throughput over the "
             f"{speed['dev_examples']} dev examples at batch 32; `speed-up` is the teacher's latency "
