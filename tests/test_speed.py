@@ -43,6 +43,22 @@ def test_side_by_side_times_every_model_on_the_same_examples(models, B):
     assert speed.side_by_side(B, loaded, rounds=1, latency_examples=500)["latency_examples"] == 48
 
 
+def test_the_models_take_turns_input_by_input(B):
+    calls = []
+
+    class Model:
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, x):
+            calls.append((self.name, x))
+
+    feeds = {"b": (Model("b"), [{"x": 0}, {"x": 1}]), "a": (Model("a"), [{"x": 0}, {"x": 1}, {"x": 2}])}
+    total = speed._interleaved(B, feeds)
+    assert calls == [("b", 0), ("a", 0), ("b", 1), ("a", 1), ("a", 2)]
+    assert set(total) == {"a", "b"} and all(t >= 0 for t in total.values())
+
+
 def test_the_stage_writes_the_speed_json_and_refuses_bad_input(models, tmp_path, capsys):
     runtime = ["--eval-batch-size", "16", "--backend", BACKEND, "--device", "cpu", "--precision", "fp32",
                "--threads", "0"]

@@ -1,8 +1,9 @@
 """A model's size, and the speed of several models measured side by side.
 
-:func:`side_by_side` times the teacher and every student in one process, interleaved round by
-round (the order rotates each round), on the same dev examples, in the run's backend, device and
-precision, after a warm-up:
+:func:`side_by_side` times the teacher and every student in one process, on the same dev
+examples, in the run's backend, device and precision, after a warm-up. The models take turns input
+by input (every model runs an example, or a batch, before the next one is run), and their order
+rotates each round, so that load from elsewhere on the machine falls on all of them alike:
 
 - latency at batch 1: the mean over a fixed, seeded sample of distinct dev examples (200 by
   default), each trimmed to its own length;
@@ -55,6 +56,22 @@ def _sync(B) -> None:
         B.lib.cuda.synchronize()
 
 
+def _interleaved(B, feeds: dict[str, tuple[object, list]]) -> dict[str, float]:
+    """Seconds each model spends on its list of inputs, the models taking turns input by input
+    (the i-th input of every model, then the (i+1)-th), so that a burst of load on the machine
+    falls on all of them alike rather than on whichever model it catches."""
+    total = dict.fromkeys(feeds, 0.0)
+    for i in range(max(len(inputs) for _, inputs in feeds.values())):
+        for name, (model, inputs) in feeds.items():
+            if i < len(inputs):
+                _sync(B)
+                start = time.perf_counter()
+                model(**inputs[i])
+                _sync(B)
+                total[name] += time.perf_counter() - start
+    return total
+
+
 def side_by_side(B, models: dict[str, tuple[object, Path]], rounds: int = 5,
                  latency_examples: int = 200, batch_size: int = 32, seed: int = 0) -> dict:
     """Speed of ``models`` (name -> (model, dev record file)); the files must hold the same
@@ -80,20 +97,12 @@ def side_by_side(B, models: dict[str, tuple[object, Path]], rounds: int = 5,
             for inputs in ones[:10] + full[:2]:
                 model(**inputs)
         for r in range(rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                model, ones, full = feeds[name]
-                _sync(B)
-                start = time.perf_counter()
-                for inputs in ones:
-                    model(**inputs)
-                _sync(B)
-                middle = time.perf_counter()
-                for inputs in full:
-                    model(**inputs)
-                _sync(B)
-                end = time.perf_counter()
-                timings[name]["latency"].append(1000 * (middle - start) / len(ones))
-                timings[name]["throughput"].append(n / (end - middle))
+            order = names[r % len(names):] + names[:r % len(names)]
+            latency = _interleaved(B, {name: (feeds[name][0], feeds[name][1]) for name in order})
+            throughput = _interleaved(B, {name: (feeds[name][0], feeds[name][2]) for name in order})
+            for name in order:
+                timings[name]["latency"].append(1000 * latency[name] / len(feeds[name][1]))
+                timings[name]["throughput"].append(n / throughput[name])
     threads = B.lib.get_num_threads() if hasattr(B.lib, "get_num_threads") else None
     return {"models": {name: {"latency_ms_batch1": round(statistics.median(t["latency"]), 4),
                               "throughput_batch32": round(statistics.median(t["throughput"]), 2),
@@ -113,5 +122,6 @@ def read_speed(path: str | Path) -> dict:
         missing = [f"models.{name}.{k}" for name, m in result["models"].items() for k in MODEL_KEYS
                    if not isinstance(m, dict) or k not in m]
     if missing or "teacher" not in result["models"]:
-        raise DataError(f"{path}: not the speed stage's JSON (lacks {', '.join(missing or ['models.teacher'])})")
+        lacks = ", ".join(missing or ["models.teacher"])
+        raise DataError(f"{path}: not the speed stage's JSON (lacks {lacks})")
     return result
