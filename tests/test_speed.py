@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import tinydata
 from conftest import HAS_TORCH, error_lines
@@ -43,7 +44,7 @@ def test_side_by_side_times_every_model_on_the_same_examples(models, B):
     assert speed.side_by_side(B, loaded, rounds=1, latency_examples=500)["latency_examples"] == 48
 
 
-def test_the_models_take_turns_input_by_input(B):
+def test_the_models_take_turns_input_by_input_in_a_random_order(B):
     calls = []
 
     class Model:
@@ -53,10 +54,18 @@ def test_the_models_take_turns_input_by_input(B):
         def __call__(self, x):
             calls.append((self.name, x))
 
-    feeds = {"b": (Model("b"), [{"x": 0}, {"x": 1}]), "a": (Model("a"), [{"x": 0}, {"x": 1}, {"x": 2}])}
-    total = speed._interleaved(B, feeds)
-    assert calls == [("b", 0), ("a", 0), ("b", 1), ("a", 1), ("a", 2)]
-    assert set(total) == {"a", "b"} and all(t >= 0 for t in total.values())
+    names = ["m0", "m1", "m2", "m3"]
+    feeds = {name: (Model(name), [{"x": i} for i in range(20 if name != "m3" else 21)]) for name in names}
+    total = speed._interleaved(B, feeds, np.random.default_rng(0))
+    assert set(total) == set(names) and all(t >= 0 for t in total.values())
+    # every model runs input i before any model runs input i + 1; the longer list finishes alone
+    assert [x for _, x in calls] == sorted(x for _, x in calls)
+    assert calls[-1] == ("m3", 20)
+    turns = [tuple(name for name, x in calls if x == i) for i in range(20)]
+    assert all(sorted(t) == names for t in turns)
+    # the order is drawn per input: every model follows m0 at some point
+    after = {t[t.index("m0") + 1] for t in turns if t.index("m0") < 3}
+    assert after == {"m1", "m2", "m3"}
 
 
 def test_the_stage_writes_the_speed_json_and_refuses_bad_input(models, tmp_path, capsys):

@@ -1,7 +1,7 @@
 """Stage measure_speed: the teacher and every student timed side by side, in one process.
 
 Latency at batch 1 over a fixed sample of distinct dev examples and throughput at batch 32 over
-the dev split, interleaved round by round, in the run's backend, device and precision
+the dev split, taking turns input by input, in the run's backend, device and precision
 (:func:`kdlib.evaluate.speed.side_by_side`). A model is named by its folder.
 """
 from __future__ import annotations

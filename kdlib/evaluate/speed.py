@@ -2,8 +2,10 @@
 
 :func:`side_by_side` times the teacher and every student in one process, on the same dev
 examples, in the run's backend, device and precision, after a warm-up. The models take turns input
-by input (every model runs an example, or a batch, before the next one is run), and their order
-rotates each round, so that load from elsewhere on the machine falls on all of them alike:
+by input (every model runs an example, or a batch, before the next one is run), in a seeded random
+order drawn for each input, so that load from elsewhere on the machine falls on all of them alike
+and no model always follows the teacher (which evicts the caches; that costs the next model about
+3%):
 
 - latency at batch 1: the mean over a fixed, seeded sample of distinct dev examples (200 by
   default), each trimmed to its own length;
@@ -56,19 +58,22 @@ def _sync(B) -> None:
         B.lib.cuda.synchronize()
 
 
-def _interleaved(B, feeds: dict[str, tuple[object, list]]) -> dict[str, float]:
+def _interleaved(B, feeds: dict[str, tuple[object, list]], rng) -> dict[str, float]:
     """Seconds each model spends on its list of inputs, the models taking turns input by input
-    (the i-th input of every model, then the (i+1)-th), so that a burst of load on the machine
-    falls on all of them alike rather than on whichever model it catches."""
+    (the i-th input of every model, then the (i+1)-th), in an order drawn afresh from ``rng`` for
+    each input: a burst of load on the machine falls on all of them alike, and no model always
+    runs right after the one (the teacher) that has just evicted the caches."""
     total = dict.fromkeys(feeds, 0.0)
+    names = list(feeds)
     for i in range(max(len(inputs) for _, inputs in feeds.values())):
-        for name, (model, inputs) in feeds.items():
+        for k in rng.permutation(len(names)).tolist():
+            model, inputs = feeds[names[k]]
             if i < len(inputs):
                 _sync(B)
                 start = time.perf_counter()
                 model(**inputs[i])
                 _sync(B)
-                total[name] += time.perf_counter() - start
+                total[names[k]] += time.perf_counter() - start
     return total
 
 
@@ -96,11 +101,11 @@ def side_by_side(B, models: dict[str, tuple[object, Path]], rounds: int = 5,
             model, ones, full = feeds[name]
             for inputs in ones[:10] + full[:2]:
                 model(**inputs)
-        for r in range(rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
-            latency = _interleaved(B, {name: (feeds[name][0], feeds[name][1]) for name in order})
-            throughput = _interleaved(B, {name: (feeds[name][0], feeds[name][2]) for name in order})
-            for name in order:
+        order = np.random.default_rng(seed + 1)
+        for _ in range(rounds):
+            latency = _interleaved(B, {name: (feeds[name][0], feeds[name][1]) for name in names}, order)
+            throughput = _interleaved(B, {name: (feeds[name][0], feeds[name][2]) for name in names}, order)
+            for name in names:
                 timings[name]["latency"].append(1000 * latency[name] / len(feeds[name][1]))
                 timings[name]["throughput"].append(n / throughput[name])
     threads = B.lib.get_num_threads() if hasattr(B.lib, "get_num_threads") else None
