@@ -10,6 +10,7 @@ configfile: "config.yaml"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/transfer.smk"
 include: "rules/teacher.smk"
 include: "rules/distill.smk"
 include: "rules/evaluate.smk"

@@ -56,7 +56,29 @@ def validate(config: dict) -> dict:
         err = errors[0]
         raise ConfigError(f"config error at {key_path(err)}: {err.message}")
     _check_tasks(config)
+    _check_transfer(config)
     return config
+
+
+def _check_transfer(config: dict) -> None:
+    """Every transfer set has a source; every student's transfer set exists, and no baseline
+    (algorithm none, hard labels only) names one."""
+    sets = config.get("transfer", {})
+    for name, spec in sets.items():
+        if not spec.get("unlabeled") and not spec.get("augment"):
+            raise ConfigError(f"config error at transfer.{name}: give unlabeled, augment or both")
+    for name, student in config.get("students", {}).items():
+        chosen = student.get("transfer")
+        if chosen is None:
+            continue
+        if chosen not in sets:
+            known = ", ".join(sets) or "none are defined"
+            raise ConfigError(f"config error at students.{name}.transfer: no transfer set {chosen!r} "
+                              f"under transfer ({known})")
+        if student.get("algorithm", BASELINE_ALGORITHM) == BASELINE_ALGORITHM:
+            raise ConfigError(f"config error at students.{name}.transfer: algorithm none learns from "
+                              "the labels alone, and a transfer set has none; only a distilled "
+                              "student can use one")
 
 
 def _check_tasks(config: dict) -> None:
@@ -171,6 +193,8 @@ def student_spec(config: dict, name: str) -> dict:
     spec = {"algorithm": raw["algorithm"], "architecture": raw["architecture"],
             "hyperparameters": {k: raw["hyperparameters"][k] for k in recipe.hyperparameters},
             "train": _resolve_train(config["students_train"], raw.get("train"))}
+    if raw.get("transfer"):
+        spec["transfer"] = raw["transfer"]
     if recipe.two_phase:
         spec["first_phase_train"] = _resolve_train(config["students_train"], raw.get("first_phase_train"))
     for phase in ("first_phase_train", "train"):

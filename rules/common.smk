@@ -28,8 +28,13 @@ GLUE_DIRS_ONE_DEV = [TASKS[t].glue_dir for t in kdlib.data.tasks.GLUE_TASKS
                      if TASKS[t].dev_splits == ("dev",)]
 
 
+TRANSFER = config["transfer"]      # transfer sets by name (kdlib.data.transfer)
+
+
 wildcard_constraints:
     task="|".join([*TASKS, *CUSTOM]),
+    transfer="|".join(TRANSFER) or "(?!)",
+    kind="bert|lstm",
     builtin="|".join(kdlib.data.tasks.BUILTIN_TASKS),
     glue_dir="|".join(GLUE_DIRS_ONE_DEV),
     seq=r"\d+",
@@ -124,6 +129,21 @@ def custom_definition(wildcards):
     return f"--custom {shlex.quote(json.dumps(CUSTOM[wildcards.task], sort_keys=True))}"
 
 
+def transfer_inputs(wildcards):
+    """A transfer set's sources: the task's files (its dev and training texts are kept out, and
+    augmentation varies the training texts) and the user's unlabeled file, if it names one."""
+    inputs = {"tsv": task_tsvs(wildcards)}
+    unlabeled = TRANSFER[wildcards.transfer]["unlabeled"]
+    if unlabeled and unlabeled != "builtin":
+        inputs["unlabeled"] = str(Path(unlabeled).expanduser())
+    return inputs
+
+
+def transfer_definition(wildcards):
+    """The transfer set's settings as JSON: a param, so changing one rebuilds that set alone."""
+    return json.dumps(TRANSFER[wildcards.transfer], sort_keys=True)
+
+
 def bert_length(task):
     return kdlib.config.max_length(config, task)
 
@@ -208,10 +228,25 @@ def _is_lstm(run):
     return config["students"][_base(run)]["architecture"]["model"] == "bilstm"
 
 
-def student_records_dir(wildcards):
+def _transfer(run):
+    return config["students"][_base(run)].get("transfer")
+
+
+def eval_records_dir(wildcards):
+    """The record folder a student is evaluated on: its architecture's (bert or lstm)."""
     if _is_lstm(wildcards.student):
         return f"data/ofrecord/{wildcards.task}/lstm{config['data']['lstm']['max_length']}"
     return bert_dir_of(wildcards)
+
+
+def eval_records_of(wildcards):
+    return f"{eval_records_dir(wildcards)}/meta.json"
+
+
+def student_records_dir(wildcards):
+    """The record folder a student trains on: with a transfer set, the copy with it mixed in."""
+    transfer = _transfer(wildcards.student)
+    return f"{eval_records_dir(wildcards)}+{transfer}" if transfer else eval_records_dir(wildcards)
 
 
 def student_records_of(wildcards):
@@ -242,7 +277,9 @@ def distill_inputs(wildcards):
     needs = _recipe(student).needs(kdlib.config.student_spec(config, student))
     inputs = {"records": student_records_of(wildcards)}
     if needs["logits"]:
-        inputs["logits"] = f"results/{task}/teacher_logits.npz"
+        transfer = _transfer(student)
+        inputs["logits"] = (f"results/{task}/teacher_logits+{transfer}.npz" if transfer
+                            else f"results/{task}/teacher_logits.npz")
     if needs["teacher"]:
         inputs["teacher"] = f"results/{task}/teacher/model.safetensors"
     if needs["init"]:
@@ -260,6 +297,15 @@ def distill_sources(wildcards, input):
     if "init" in input.keys():
         args += ["--init", str(Path(input.init).parent)]
     return " ".join(args)
+
+
+# The teacher-logit cache of a record folder (rules cache_teacher_logits, cache_transfer_logits).
+CACHE_LOGITS_SHELL = (
+    "{params.python} -m workflow_scripts.cache_teacher_logits --task {wildcards.task}"
+    " --teacher results/{wildcards.task}/teacher --records {params.records} --out {output}"
+    " --eval-batch-size {params.eval_batch_size} --backend {params.backend} --device {params.device}"
+    " --precision {params.precision}"
+    " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}")
 
 
 def folder_of_weights(wildcards, input):

@@ -23,10 +23,7 @@ rule cache_teacher_logits:
     resources:
         gpu=1,
     shell:
-        "{params.python} -m workflow_scripts.cache_teacher_logits --task {wildcards.task}"
-        " --teacher results/{wildcards.task}/teacher --records {params.records} --out {output}"
-        " --eval-batch-size {params.eval_batch_size} --backend {params.backend} --device {params.device} --precision {params.precision}"
-        " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        CACHE_LOGITS_SHELL
 
 
 rule export_teacher_layers:

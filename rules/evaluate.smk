@@ -35,7 +35,7 @@ rule evaluate_student:
     input:
         weights="results/{task}/{student}/model.safetensors",
         reference="results/{task}/teacher_eval.json",
-        records=student_records_of,
+        records=eval_records_of,
     output:
         json="results/{task}/{student}_eval.json",
         predictions="results/{task}/{student}_predictions.npz",
@@ -44,7 +44,7 @@ rule evaluate_student:
         backend=BACKEND,
         device=config["device"],
         precision=PRECISION,
-        records=student_records_dir,
+        records=eval_records_dir,
         eval_batch_size=config["eval_batch_size"],
     log:
         "logs/{task}/evaluate_{student}.log",

@@ -708,3 +708,102 @@ def test_theseus_step_that_keeps_every_teacher_module_trains_on(B, data, teacher
     assert [r.skipped_steps for r in results] == [N_TRAIN // BATCH, 0]
     summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
     assert [p["skipped_steps"] for p in summary["phases"]] == [N_TRAIN // BATCH, 0]
+
+
+# ---- transfer sets: rows without a label (is_real_example 0) -----------------------------------------
+
+def with_transfer_rows(batch, rows=(0, 2, 5)):
+    """The batch with ``rows`` marked as transfer rows (placeholder labels, scrambled here)."""
+    real = np.ones(len(batch["label_ids"]), np.int32)
+    real[list(rows)] = 0
+    labels = batch["label_ids"].copy()
+    labels[list(rows)] = 1 - labels[list(rows)]
+    return {**batch, "is_real_example": real, "label_ids": labels}
+
+
+def test_kd_hard_loss_skips_transfer_rows_and_soft_loss_uses_them(B, data):
+    spec = spec_of("kd")
+    rng = np.random.default_rng(1)
+    logits = {s: rng.normal(size=(n, 2)).astype(np.float32) * 3
+              for s, n in (("train", N_TRAIN), ("dev", N_DEV))}
+    ctx, student, (phase,) = phases_of(B, data, spec, logits=logits)
+    batch = with_transfer_rows(first_batch(data / "bert"))
+    s = B.to_numpy(np_inputs_logits(B, student, batch)["logits"])
+    t = logits["train"][batch["index"]]
+    real = batch["is_real_example"] == 1
+    loss, parts = phase.loss_fn(batch)
+    assert value(B, parts["hard"]) == pytest.approx(hard_ce(s[real], batch["label_ids"][real]), abs=1e-5)
+    assert value(B, parts["soft"]) == pytest.approx(4 * soft_ce(s, t, 2.0), abs=1e-5)   # every row
+    # the transfer rows' placeholder labels do not matter; a labelled row's label does
+    flipped = batch["label_ids"].copy()
+    flipped[~real] = 1 - flipped[~real]
+    same = phase.loss_fn({**batch, "label_ids": flipped})[1]["hard"]
+    assert value(B, same) == pytest.approx(value(B, parts["hard"]), abs=1e-7)
+    flipped[np.flatnonzero(real)[0]] ^= 1
+    changed = phase.loss_fn({**batch, "label_ids": flipped})[1]["hard"]
+    assert value(B, changed) != pytest.approx(value(B, parts["hard"]), abs=1e-6)
+
+
+def test_theseus_learns_the_teachers_soft_labels_on_transfer_rows(B, data):
+    ctx, student, (rep, succ) = phases_of(B, data, spec_of("theseus"), name="theseus")
+    batch = with_transfer_rows(first_batch(data / "bert"))
+    s = B.to_numpy(np_inputs_logits(B, student, batch)["logits"])
+    t = B.to_numpy(np_inputs_logits(B, ctx.teacher(), batch)["logits"])
+    real = batch["is_real_example"] == 1
+    share = real.mean()
+    expected = (share * hard_ce(s[real], batch["label_ids"][real])
+                + (1 - share) * soft_ce(s[~real], t[~real], 1.0))
+    assert value(B, succ.loss_fn(batch)[0]) == pytest.approx(expected, abs=1e-5)
+    # labelled rows alone: the hard loss, as without a transfer set
+    plain = first_batch(data / "bert")
+    assert value(B, succ.loss_fn(plain)[0]) == pytest.approx(hard_ce(s, plain["label_ids"]), abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def mixed(data, B):
+    """The tiny task's record folders with a transfer set of 16 examples mixed in (bert+t,
+    lstm+t, as rule ofrecord_transfer writes them) and the teacher's logits on them."""
+    import shutil
+
+    from kdlib.data import transfer
+    extra = tinydata.make_examples(16, 77)
+    extra["is_real_example"][:] = 0
+    tinydata.write_split(data / "extra.of_record-0", extra)
+    folder = data / "bert+t"
+    folder.mkdir()
+    transfer.mix(record_file(data / "bert", "train"), data / "extra.of_record-0",
+                 record_file(folder, "train"), 0)
+    shutil.copy(record_file(data / "bert", "dev"), record_file(folder, "dev"))
+    meta = {"task": TASK.name, "counts": {"train": N_TRAIN + 16, "dev": N_DEV},
+            "transfer": {"name": "t", "labelled": N_TRAIN, "transfer": 16}}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    write_word_records(folder, data / "lstm+t")
+    (data / "lstm+t/meta.json").write_text(json.dumps(meta))
+    logit_cache.cache_logits(B, TASK, data / "teacher", folder, data / "logits+t.npz", batch_size=16)
+    return data
+
+
+@pytest.mark.parametrize("name", [n for n in STUDENTS if n != "nokd"])
+def test_every_distilled_recipe_trains_on_a_transfer_set(name, mixed, B, tmp_path):
+    students = {name: {**STUDENTS[name], "transfer": "t"}}
+    cfg = config.validate({"students_train": TRAIN, "students": students,
+                           "transfer": {"t": {"unlabeled": "builtin"}}})
+    spec = config.student_spec(cfg, name)
+    recipe = recipes.get_recipe(spec["algorithm"])
+    lstm = spec["architecture"]["model"] == "bilstm"
+    records = mixed / ("lstm+t" if lstm else "bert+t")
+    init_dir = None
+    if spec["architecture"]["init"] == "teacher":
+        init_dir = export_layers(mixed / "teacher", recipes.init_layers(spec, 4), tmp_path / "init")
+    results = distill(B, TASK, name, spec, records=records, out_dir=tmp_path / "out", work_dir=tmp_path / "w",
+                      teacher_dir=None if lstm else mixed / "teacher",
+                      logits=mixed / "logits+t.npz" if recipe.needs(spec)["logits"] else None,
+                      init_dir=init_dir, eval_batch_size=16)
+    steps = -(-(N_TRAIN + 16) // BATCH)                     # every row, labelled or not
+    assert all(r.steps == steps for r in results)
+    assert all(np.isfinite(float(r["loss"])) for r in read_log(tmp_path / "out/train_log.csv"))
+    # the records must hold the student's transfer set, and a student without one refuses them
+    with pytest.raises(ConfigError, match="hold transfer set 't', but the student asks for none"):
+        distill(B, TASK, name, {k: v for k, v in spec.items() if k != "transfer"}, records=records,
+                out_dir=tmp_path / "o2", work_dir=tmp_path / "w2", teacher_dir=mixed / "teacher",
+                logits=mixed / "logits+t.npz", init_dir=init_dir, eval_batch_size=16)

@@ -35,13 +35,8 @@ def corpus_path() -> Path:
     return path
 
 
-def load_corpus(path: str | Path, task: str = "tweets") -> pd.DataFrame:
-    """``sentence``, ``label`` rows of the built-in ``task`` (its classes, :data:`LABELS`),
-    whitespace-normalised, deduplicated.
-
-    Texts equal after lower-casing count as duplicates; the first is kept, and a text that appears
-    with both labels is dropped altogether.
-    """
+def _read(path: str | Path) -> pd.DataFrame:
+    """The corpus's ``sentiment`` and ``text`` columns, the text whitespace-normalised."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8", errors="replace")
@@ -52,16 +47,33 @@ def load_corpus(path: str | Path, task: str = "tweets") -> pd.DataFrame:
                          keep_default_na=False)
     except ValueError as exc:
         raise DataError(f"{path}: not the expected corpus ({exc})") from None
+    return df.assign(text=df["text"].str.replace(r"\s+", " ", regex=True).str.strip())
+
+
+def load_corpus(path: str | Path, task: str = "tweets") -> pd.DataFrame:
+    """``sentence``, ``label`` rows of the built-in ``task`` (its classes, :data:`LABELS`),
+    whitespace-normalised, deduplicated.
+
+    Texts equal after lower-casing count as duplicates; the first is kept, and a text that appears
+    with both labels is dropped altogether.
+    """
+    df = _read(path)
     labels = LABELS[task]
     df = df[df["sentiment"].isin(list(labels))]
-    sentence = df["text"].str.replace(r"\s+", " ", regex=True).str.strip()
-    out = pd.DataFrame({"sentence": sentence, "label": df["sentiment"].map(labels)})
+    out = pd.DataFrame({"sentence": df["text"], "label": df["sentiment"].map(labels)})
     out = out[out["sentence"] != ""]
     key = out["sentence"].str.lower()
     conflicting = out.groupby(key)["label"].transform("nunique") > 1
     out = out[~conflicting.to_numpy()]
     out = out[~out["sentence"].str.lower().duplicated()]
     return out.reset_index(drop=True)
+
+
+def all_texts(path: str | Path) -> list[str]:
+    """Every non-empty text of the corpus, whatever its sentiment, in file order (the unlabeled
+    text of a transfer set, :mod:`kdlib.data.transfer`, which removes duplicates itself)."""
+    texts = _read(path)["text"]
+    return texts[texts != ""].tolist()
 
 
 def split(df: pd.DataFrame, dev_fraction: float, max_train: int, seed: int):

@@ -58,8 +58,9 @@ def _pad(rows: list[list[int]], real: np.ndarray) -> np.ndarray:
 
 
 def convert_bert(task: Task, chunks, out_path: str | Path, tokenizer: BertWordPieceTokenizer,
-                 desc: str = "") -> int:
+                 desc: str = "", labelled: bool = True) -> int:
     """Write BERT records (input_ids, input_mask, segment_ids, label_ids, is_real_example).
+    ``labelled=False`` marks rows whose label is a placeholder (a transfer set's: is_real_example 0).
 
     ``tokenizer`` comes from :func:`wordpiece`: it truncates to L = its ``max_length`` and does not
     pad; here each example becomes ``n <= L`` pieces, ``input_mask = [1] * n + [0] * (L - n)``.
@@ -82,7 +83,7 @@ def convert_bert(task: Task, chunks, out_path: str | Path, tokenizer: BertWordPi
                 "segment_ids": (_pad([e.type_ids for e in encodings], real) if pairs
                                 else np.zeros(real.shape, dtype=np.int32)),
                 "label_ids": _labels(task, chunk),                              # (N,)
-                "is_real_example": np.ones(len(ids), dtype=np.int32)})
+                "is_real_example": np.full(len(ids), int(labelled), dtype=np.int32)})
             bar.update(len(ids))
     return writer.count
 
@@ -129,8 +130,9 @@ def read_vocab(path: str | Path) -> list[str]:
 
 
 def convert_lstm(task: Task, chunks, out_path: str | Path, vocab: list[str], max_length: int,
-                 desc: str = "") -> int:
-    """Write word-level records (input_ids, input_mask, label_ids, is_real_example).
+                 desc: str = "", labelled: bool = True) -> int:
+    """Write word-level records (input_ids, input_mask, label_ids, is_real_example); ``labelled`` as
+    in :func:`convert_bert`.
 
     A sentence pair becomes its two word lists joined; longer examples keep their first
     ``max_length`` words, and an example with no words becomes a single ``<unk>``.
@@ -147,7 +149,7 @@ def convert_lstm(task: Task, chunks, out_path: str | Path, vocab: list[str], max
                 ids[i, :len(row)] = row
                 mask[i, :len(row)] = 1
             writer.write_batch({"input_ids": ids, "input_mask": mask, "label_ids": _labels(task, chunk),
-                                "is_real_example": np.ones(len(chunk), dtype=np.int32)})
+                                "is_real_example": np.full(len(chunk), int(labelled), dtype=np.int32)})
             bar.update(len(chunk))
     return writer.count
 

@@ -83,14 +83,28 @@ def soft_cross_entropy(logits_s, logits_t, temperature: float = 1.0, scale_t2: b
     return loss
 
 
-def hard_loss(F, logits, labels, regression: bool = False):
+def hard_loss(F, logits, labels, regression: bool = False, weight=None):
     """The plain supervised loss on gold labels: cross-entropy of (B, C) ``logits`` against (B,)
     class ``labels``, or, for a regression task, the MSE of the (B, 1) score against the (B,)
-    targets. ``F`` is the library's ``nn.functional``. In fp32, like every operator here."""
+    targets. ``F`` is the library's ``nn.functional``. In fp32, like every operator here.
+
+    With a (B,) 0/1 ``weight``, the mean runs over the rows of weight 1 only (a transfer set's
+    rows, whose labels are placeholders, have weight 0); with none of them the loss is 0 (still
+    attached to ``logits``, so a batch of transfer rows alone trains on the other terms)::
+
+        loss = sum_i w_i * l_i / max(1, sum_i w_i)
+    """
     logits = logits.float()
+    if weight is None:
+        if regression:
+            return F.mse_loss(logits[:, 0], labels.float())
+        return F.cross_entropy(logits, labels)
     if regression:
-        return F.mse_loss(logits[:, 0], labels.float())
-    return F.cross_entropy(logits, labels)
+        rows = F.mse_loss(logits[:, 0], labels.float(), reduction="none")    # (B,)
+    else:
+        rows = F.cross_entropy(logits, labels, reduction="none")             # (B,)
+    weight = weight.float()
+    return (rows * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 # ---- intermediate layers -------------------------------------------------------------------------

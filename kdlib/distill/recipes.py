@@ -175,7 +175,14 @@ class Recipe:
     # helpers shared by recipes
     @staticmethod
     def hard(ctx, logits, batch):
-        return ops.hard_loss(ctx.B.F, logits, ctx.B.tensor(batch["label_ids"]), ctx.task.is_regression)
+        """The hard-label loss over the batch's labelled rows: a transfer set's rows
+        (``is_real_example`` 0, :mod:`kdlib.data.transfer`) have placeholder labels and are left out."""
+        labels = ctx.B.tensor(batch["label_ids"])
+        real = batch.get("is_real_example")
+        if real is None or real.all():
+            return ops.hard_loss(ctx.B.F, logits, labels, ctx.task.is_regression)
+        return ops.hard_loss(ctx.B.F, logits, labels, ctx.task.is_regression,
+                             weight=ctx.B.tensor(real.astype(np.float32)))
 
     @staticmethod
     def soft(ctx, logits_s, logits_t, hp, scale_t2=True):
@@ -318,7 +325,9 @@ class Theseus(Recipe):
     ``compress_ratio`` frozen teacher layers with probability p, drawn per module per step (p is
     ``replace_rate``, or rises linearly from it to 1 over the phase); the successor's embeddings and
     head stay frozen. Phase 2 fine-tunes the successor alone on hard labels. Eval uses the successor
-    alone."""
+    alone. With a transfer set, both phases learn the teacher's soft labels (T = 1) on its rows, which
+    have no gold label: the loss is the hard loss over the labelled rows and the soft loss over the
+    transfer rows, weighted by their shares of the batch."""
     name, needs_teacher, two_phase = "theseus", True, True
     hyperparameters = ("compress_ratio", "replace_rate", "scheduler")
 
@@ -361,15 +370,31 @@ class Theseus(Recipe):
                 else:
                     for j in range(i * ratio, (i + 1) * ratio):
                         h, _ = teacher.encoder.layer[j](h, ext)
-            loss = self.hard(ctx, student.head(h), batch)
+            loss = self.labels_or_teacher(ctx, student.head(h), batch, inputs)
             return loss, {"hard": loss, train.NOTHING_TO_TRAIN: not successors.any()}
 
         def successor(batch):
-            loss = self.hard(ctx, student(**model_inputs(B, batch))["logits"], batch)
+            inputs = model_inputs(B, batch)
+            loss = self.labels_or_teacher(ctx, student(**inputs)["logits"], batch, inputs)
             return loss, {"hard": loss}
         return [Phase("replacement", {"student": student}, replacement, cfgs[0], setup=freeze_head),
                 Phase("successor", {"student": student}, successor, cfgs[1],
                       setup=lambda: thaw(student))]
+
+
+    def labels_or_teacher(self, ctx, logits, batch, inputs):
+        """The hard loss on the labelled rows; on a transfer set's rows, the soft CE against the
+        live teacher's logits; each mean weighted by its rows' share of the batch."""
+        real = batch.get("is_real_example")
+        if real is None or real.all():
+            return self.hard(ctx, logits, batch)
+        rows = ctx.B.tensor(np.flatnonzero(real == 0))                  # (R,) transfer rows
+        with ctx.B.no_grad():
+            teacher = ctx.teacher()(**inputs)["logits"]
+        soft = ops.soft_cross_entropy(logits.index_select(0, rows), teacher.index_select(0, rows), 1.0,
+                                      scale_t2=False, regression=ctx.task.is_regression)
+        share = float(real.mean())
+        return share * self.hard(ctx, logits, batch) + (1 - share) * soft
 
 
 def replacement_rate(hp: dict, step: int, total: int) -> float:

@@ -10,7 +10,7 @@ from ..data.ofrecord import record_file
 from ..data.tasks import Task
 from ..errors import ConfigError
 from ..evaluate.evaluation import dev_evaluator
-from ..io import check_writable
+from ..io import check_writable, read_json
 from ..models import checkpoint
 from . import train
 from .logit_cache import load_logits
@@ -22,6 +22,18 @@ def phase_configs(spec: dict, recipe) -> list[train.TrainConfig]:
     if recipe.two_phase:
         cfgs.insert(0, train.TrainConfig.from_dict(spec["first_phase_train"]))
     return cfgs
+
+
+def check_transfer(name: str, spec: dict, records: Path) -> None:
+    """The records hold the student's transfer set (``records/meta.json``), or none when it names
+    none: a student must not train on another set's rows, or on placeholder labels unknowingly."""
+    meta = records / "meta.json"
+    held = (read_json(meta).get("transfer") or {}).get("name") if meta.is_file() else None
+    wanted = spec.get("transfer")
+    if held != wanted:
+        has = f"transfer set {held!r}" if held else "no transfer set"
+        raise ConfigError(f"student {name}: its records {records} hold {has}, but the student asks "
+                          f"for {repr(wanted) if wanted else 'none'}")
 
 
 def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_dir: str | Path,
@@ -40,6 +52,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
         raise ConfigError(f"student {name}: algorithm {spec['algorithm']} with a "
                           f"{spec['architecture']['model']} student needs {' and '.join(missing)}")
     records, work_dir = Path(records), Path(work_dir)
+    check_transfer(name, spec, records)
     if B.rank == 0:                              # before the training, not after it
         check_writable(out_dir)
         check_writable(work_dir, "work folder")

@@ -1,0 +1,73 @@
+# Transfer sets (config.yaml `transfer:`): text the teacher labels for the students that name one.
+# A set becomes a TSV, then a copy of the task's record folders with the set mixed into training
+# (bert<L>+<set>/, lstm<L>+<set>/), then the teacher's logits on it; a student with `transfer:`
+# reads those instead of the plain records and logits (rules/common.smk, student_records_dir).
+
+
+rule transfer_set:
+    input:
+        unpack(transfer_inputs),
+    output:
+        "data/transfer/{task}/{transfer}.tsv",
+    params:
+        python=DATA_PYTHON,
+        glue_root=tsv_root,
+        custom=custom_definition,
+        definition=transfer_definition,
+    log:
+        "logs/{task}/transfer_set_{transfer}.log",
+    benchmark:
+        "benchmarks/{task}/transfer_set_{transfer}.tsv"
+    threads: 1
+    shell:
+        "{params.python} -m workflow_scripts.transfer_set --task {wildcards.task} {params.custom}"
+        " --glue-root {params.glue_root} --name {wildcards.transfer} --definition {params.definition:q}"
+        " --out {output} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+
+
+rule ofrecord_transfer:
+    input:
+        records="data/ofrecord/{task}/{kind}{seq}/meta.json",
+        tsv="data/transfer/{task}/{transfer}.tsv",
+        vocab=TEACHER_DIR / "vocab.txt",
+    output:
+        train="data/ofrecord/{task}/{kind}{seq}+{transfer}/train.of_record-0",
+        meta="data/ofrecord/{task}/{kind}{seq}+{transfer}/meta.json",
+    params:
+        python=DATA_PYTHON,
+        seed=lambda wildcards: config["transfer"][wildcards.transfer]["seed"],
+    log:
+        "logs/{task}/ofrecord_{kind}{seq}+{transfer}.log",
+    benchmark:
+        "benchmarks/{task}/ofrecord_{kind}{seq}+{transfer}.tsv"
+    threads: 1
+    shell:
+        "{params.python} -m workflow_scripts.ofrecord_transfer --task {wildcards.task}"
+        " --records data/ofrecord/{wildcards.task}/{wildcards.kind}{wildcards.seq}"
+        " --transfer {input.tsv} --vocab {input.vocab:q} --name {wildcards.transfer} --seed {params.seed}"
+        " --out-dir data/ofrecord/{wildcards.task}/{wildcards.kind}{wildcards.seq}+{wildcards.transfer}"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+
+
+rule cache_transfer_logits:
+    input:
+        weights="results/{task}/teacher/model.safetensors",
+        records=lambda wildcards: f"{bert_dir_of(wildcards)}+{wildcards.transfer}/meta.json",
+    output:
+        "results/{task}/teacher_logits+{transfer}.npz",
+    params:
+        python=TRAIN_PYTHON,
+        backend=BACKEND,
+        device=config["device"],
+        precision=PRECISION,
+        records=lambda wildcards: f"{bert_dir_of(wildcards)}+{wildcards.transfer}",
+        eval_batch_size=config["eval_batch_size"],
+    log:
+        "logs/{task}/cache_teacher_logits+{transfer}.log",
+    benchmark:
+        "benchmarks/{task}/cache_teacher_logits+{transfer}.tsv"
+    threads: COMPUTE_THREADS
+    resources:
+        gpu=1,
+    shell:
+        CACHE_LOGITS_SHELL

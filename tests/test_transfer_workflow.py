@@ -1,0 +1,107 @@
+"""The workflow with transfer sets on a task of the user's own files: a kd student with unlabeled
+text, a Distilled-BiLSTM with augmented text, a baseline without; a transfer set's change reruns
+only the students that use it.
+
+Runs in the workflow runtime (.venv) only: it drives Snakemake.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+import yaml
+
+pytest.importorskip("snakemake")
+
+import tinydata  # noqa: E402
+from conftest import ONEFLOW_PYTHON, REPO, TORCH_PYTHON  # noqa: E402
+from localhttp import dead_port  # noqa: E402
+from test_custom_tasks import ticket_text, write_tickets  # noqa: E402
+from test_workflow_e2e import override, planned, snakemake  # noqa: E402
+
+from kdlib.data import transfer  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def dev_bodies(path) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [row["body"] for row in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    import random
+
+    work = tmp_path_factory.mktemp("transfer")
+    for item in ("Snakefile", "rules", "report"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+    tinydata.write_pretrained(work / "tiny_bert", num_hidden_layers=2)
+    own = work / "own"
+    own.mkdir()
+    write_tickets(own / "train.csv", 120, 1)
+    write_tickets(own / "dev.csv", 40, 2)
+    rng = random.Random(3)
+    dev_texts = dev_bodies(own / "dev.csv")[:3]
+    raw = [ticket_text(i % 5, rng) for i in range(150)] + dev_texts      # three dev texts slipped in
+    (own / "raw.txt").write_text("\n".join(raw) + "\n", encoding="utf-8")
+    bert = {"model": "bert", "layers": 1, "hidden": 16, "heads": 4, "intermediate": 32}
+    lstm = {"model": "bilstm", "hidden": 16, "intermediate": 16, "embedding": 16}
+    config = {
+        "backend": "torch", "device": "cpu",
+        "runtimes": {"torch": str(TORCH_PYTHON), "oneflow": str(ONEFLOW_PYTHON)},
+        "tasks": ["tickets"],
+        "custom_tasks": {"tickets": {"train": "own/train.csv", "dev": "own/dev.csv", "text_a": "body",
+                                     "label": "category"}},
+        "data": {"glue_url": f"http://127.0.0.1:{dead_port()}/glue", "retries": 0,
+                 "max_length": {"default": 16}, "lstm": {"max_length": 16}},
+        "teacher": {"pretrained": str(work / "tiny_bert"),
+                    "train": {"epochs": 3, "batch_size": 8, "lr": 3.0e-3}},
+        "students_train": {"epochs": 1, "batch_size": 16, "lr": 3.0e-3},
+        "transfer": {"raw": {"unlabeled": "own/raw.txt", "max_examples": 100},
+                     "aug": {"augment": "tang", "variants": 2}},
+        "students": {"kd": {"algorithm": "kd", "architecture": bert, "transfer": "raw"},
+                     "small_nokd": {"algorithm": "none", "architecture": bert},
+                     "distilled_lstm": {"algorithm": "distilled_lstm", "architecture": lstm,
+                                        "transfer": "aug"},
+                     "lstm_nokd": {"algorithm": "none", "architecture": lstm}},
+        "speed": {"rounds": 1, "latency_examples": 5},
+    }
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    return work
+
+
+def test_students_train_on_their_transfer_sets_and_a_change_reruns_only_them(work):
+    snakemake(work)
+    raw = (work / "data/transfer/tickets/raw.tsv").read_text().splitlines()
+    assert raw[0] == "text_a" and len(raw) - 1 <= 100
+    dev = {transfer.normalise(t) for t in dev_bodies(work / "own/dev.csv")}
+    assert not dev & {transfer.normalise(t) for t in raw[1:]}
+    log = (work / "logs/tickets/transfer_set_raw.log").read_text()
+    assert "dropped" in log and "3 dev" in log, log
+    meta = json.loads((work / "data/ofrecord/tickets/bert16+raw/meta.json").read_text())
+    assert meta["transfer"] == {"name": "raw", "labelled": 120, "transfer": len(raw) - 1}
+    meta = json.loads((work / "data/ofrecord/tickets/lstm16+aug/meta.json").read_text())
+    assert meta["transfer"]["labelled"] == 120 and meta["transfer"]["transfer"] > 120
+    # each student trained on every row of its set: steps = ceil(rows / 16), one epoch
+    for student, rows in (("kd", 120 + len(raw) - 1), ("distilled_lstm", meta["counts"]["train"]),
+                          ("small_nokd", 120)):
+        summary = json.loads((work / f"results/tickets/{student}/train_summary.json").read_text())
+        assert summary["steps"] == -(-rows // 16), (student, summary["steps"], rows)
+    assert (work / "results/tickets/teacher_logits+raw.npz").is_file()
+    assert (work / "results/tickets/report.md").is_file()
+    assert planned(work) == {}
+
+    # the unlabeled set's cap changes: its set, records, logits and kd; not the BiLSTM, the baselines
+    assert planned(work, *override(work, "cap", {"transfer": {"raw": {"max_examples": 50}}})) == {
+        "transfer_set": 1, "ofrecord_transfer": 1, "cache_transfer_logits": 1, "distill": 1,
+        "evaluate_student": 1, "measure_speed": 1, "report": 1, "all": 1}
+    dry = snakemake(work, "-n", *override(work, "cap", {"transfer": {"raw": {"max_examples": 50}}}))
+    assert "student=kd" in dry.stdout and "student=distilled_lstm" not in dry.stdout
+    # editing the unlabeled file does the same
+    with open(work / "own/raw.txt", "a", encoding="utf-8") as fh:
+        fh.write("a brand new ticket text\n")
+    assert planned(work)["distill"] == 1
