@@ -116,7 +116,8 @@ def tang_variants(row: tuple, n: int, rng: np.random.Generator, p_mask: float,
             if words is None:
                 out.append(None)
                 continue
-            masked = [MASK if rng.random() < p_mask else w for w in words]
+            hits = rng.random(len(words)) < p_mask                  # (n_words,) one draw each
+            masked = [MASK if hit else w for w, hit in zip(words, hits.tolist())]
             if masked and rng.random() < p_ngram:
                 size = int(rng.integers(1, min(MAX_NGRAM, len(masked)) + 1))
                 start = int(rng.integers(0, len(masked) - size + 1))
