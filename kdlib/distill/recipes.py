@@ -381,7 +381,6 @@ class Theseus(Recipe):
                 Phase("successor", {"student": student}, successor, cfgs[1],
                       setup=lambda: thaw(student))]
 
-
     def labels_or_teacher(self, ctx, logits, batch, inputs):
         """The hard loss on the labelled rows; on a transfer set's rows, the soft CE against the
         live teacher's logits; each mean weighted by its rows' share of the batch."""
