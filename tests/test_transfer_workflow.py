@@ -10,6 +10,7 @@ import csv
 import json
 import shutil
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -92,7 +93,14 @@ def test_students_train_on_their_transfer_sets_and_a_change_reruns_only_them(wor
         summary = json.loads((work / f"results/tickets/{student}/train_summary.json").read_text())
         assert summary["steps"] == -(-rows // 16), (student, summary["steps"], rows)
     assert (work / "results/tickets/teacher_logits+raw.npz").is_file()
-    assert (work / "results/tickets/report.md").is_file()
+    # the report says what each row trained on: rows, transfer rows among them, steps
+    report = pd.read_csv(work / "results/tickets/report.csv").set_index("model")
+    assert report.loc["kd", "training rows"] == 120 + len(raw) - 1
+    assert report.loc["kd", "of them transfer"] == len(raw) - 1
+    assert report.loc["kd", "training steps"] == -(-(120 + len(raw) - 1) // 16)
+    assert report.loc["small_nokd", "of them transfer"] == 0
+    assert report.loc["small_nokd", "training steps"] == -(-120 // 16)
+    assert report.loc["teacher", "training rows"] == 120 and report.loc["teacher", "training steps"] == 45
     assert planned(work) == {}
 
     # the unlabeled set's cap changes: its set, records, logits and kd; not the BiLSTM, the baselines

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..data.convert import read_vocab
-from ..data.ofrecord import record_file
+from ..data.ofrecord import checked_count, record_file
 from ..data.tasks import Task
 from ..errors import ConfigError
 from ..evaluate.evaluation import dev_evaluator
@@ -22,6 +22,15 @@ def phase_configs(spec: dict, recipe) -> list[train.TrainConfig]:
     if recipe.two_phase:
         cfgs.insert(0, train.TrainConfig.from_dict(spec["first_phase_train"]))
     return cfgs
+
+
+def training_rows(records: Path) -> dict[str, int]:
+    """``training_rows`` (every training record) and ``transfer_rows`` (those of a transfer set,
+    without a label) of a record folder, for the summary and the report."""
+    meta = records / "meta.json"
+    transfer = (read_json(meta).get("transfer") or {}) if meta.is_file() else {}
+    return {"training_rows": checked_count(record_file(records, "train")),
+            "transfer_rows": int(transfer.get("transfer", 0))}
 
 
 def check_transfer(name: str, spec: dict, records: Path) -> None:
@@ -96,6 +105,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
                                 results[-1].history, results[-1].processes)
         train.publish(out_dir, work_dir / phase.name, total, cfgs[-1], work_dir=work_dir,
                       task=task.name, student=name, algorithm=spec["algorithm"],
+                      **training_rows(records),
                       phases=[{"steps": r.steps, "seconds": round(r.seconds, 2),
                                "best_score": r.best_score, "skipped_steps": r.skipped_steps}
                               for r in results])

@@ -58,5 +58,7 @@ def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir
                                "pretrained config": pretrained / "config.json"})
     if B.rank == 0:                              # data parallel: rank 0 writes the outputs
         train.publish(out_dir, work_dir, result, cfg, work_dir=work_dir,
-                      extra_files=[pretrained / "vocab.txt"], task=task.name)
+                      extra_files=[pretrained / "vocab.txt"], task=task.name,
+                      training_rows=ofrecord.checked_count(ofrecord.record_file(records, "train")),
+                      transfer_rows=0)
     return result

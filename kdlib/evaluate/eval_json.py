@@ -51,6 +51,8 @@ def build(B, task: Task, model_dir: str | Path, records: str | Path, name: str,
         "metric": task.metric, "score": first[task.metric], "metrics": splits,
         "parameters": count_parameters(model), "size_bytes": folder_size(model_dir),
         "train_seconds": summary.get("train_seconds"),
+        "train_steps": summary.get("steps"),
+        "training_rows": summary.get("training_rows"), "transfer_rows": summary.get("transfer_rows"),
         "backend": B.name, "device": B.device_name, "precision": B.precision,
     }
     if config.get("model_type") == "bert":

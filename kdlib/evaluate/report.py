@@ -16,7 +16,10 @@ Units of the table (the eval JSONs hold fractions and bytes):
 - latency at batch 1, throughput at batch 32 and ``speed-up`` (the teacher's latency over the
   model's) come from the speed stage, which times every model side by side; the speed-up's range
   over its rounds is shown;
-- ``parameters (M)`` = parameters / 1e6, ``size (MB)`` = bytes on disk / 1e6.
+- ``parameters (M)`` = parameters / 1e6, ``size (MB)`` = bytes on disk / 1e6;
+- ``training steps`` (all phases), ``training rows`` and ``of them transfer`` (a transfer set's rows,
+  without a label) say how much training a gain cost: a student that trains more steps than its
+  baseline may owe part of its gain to the steps alone.
 
 The baseline of a distilled student is the ``algorithm: none`` student with the same architecture
 (:func:`kdlib.config.baselines`). Only the plots need matplotlib, imported when one is drawn.
@@ -45,9 +48,10 @@ BASELINE, VERDICT, MCNEMAR = "baseline", "verdict", "McNemar p"
 LATENCY, THROUGHPUT = "latency at batch 1 (ms)", "throughput at batch 32 (ex/s)"
 SPEEDUP, TRAIN, BACKEND, DEVICE = "speed-up", "training time (s)", "backend", "device"
 PRECISION, SEEDS = "precision", "seeds"
+STEPS, ROWS, TRANSFER_ROWS = "training steps", "training rows", "of them transfer"
 TEXT_COLUMNS = (NAME, ROLE, ALGORITHM, ARCHITECTURE, BASELINE, VERDICT, BACKEND, DEVICE, PRECISION)
 DECIMALS = {PARAMETERS: 2, SIZE: 1, RETAINED: 1, LATENCY: 2, THROUGHPUT: 1, SPEEDUP: 2, TRAIN: 0,
-            MCNEMAR: 4, SEEDS: 0}
+            STEPS: 0, ROWS: 0, TRANSFER_ROWS: 0, MCNEMAR: 4, SEEDS: 0}
 METRIC_DECIMALS = 2
 CSV_DECIMALS = 4      # the CSV keeps more than the tables show
 LOW, HIGH = " low", " high"     # suffixes of an interval's or a range's bounds
@@ -183,6 +187,9 @@ def table(teacher: dict, runs: dict[str, dict], pairs: dict[str, str], predictio
         row[SPEEDUP], row[SPEEDUP + LOW], row[SPEEDUP + HIGH] = statistics.median(ups), min(ups), max(ups)
         seconds = [r.get("train_seconds") for r in results if r.get("train_seconds") is not None]
         row[TRAIN] = statistics.mean(seconds) if seconds else None
+        for column, key in ((STEPS, "train_steps"), (ROWS, "training_rows"),
+                            (TRANSFER_ROWS, "transfer_rows")):
+            row[column] = result.get(key)        # the same for every seed; None in older eval JSONs
         row[BACKEND], row[DEVICE] = result.get("backend") or "", result.get("device") or ""
         row[PRECISION] = result.get("precision") or "fp32"      # eval JSONs before mixed precision
         row[SEEDS] = len(results)
