@@ -257,6 +257,11 @@ def baselines(students_config: dict) -> dict[str, str]:
     return pairs
 
 
+def compared_with(config: dict, baseline: str) -> list[str]:
+    """The distilled students whose baseline (:func:`baselines`) is student ``baseline``."""
+    return [s for s, b in baselines(config["students"]).items() if b == baseline]
+
+
 # Training settings that cannot change a result, only how a job runs: they reach the stages, but
 # neither rerun a job when they change (rules/common.smk tracks the rest as params) nor keep a
 # resume state from being used (kdlib.distill.train.job_identity).

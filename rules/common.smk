@@ -243,10 +243,40 @@ def eval_records_of(wildcards):
     return f"{eval_records_dir(wildcards)}/meta.json"
 
 
+def _records_dir(task, run, transfer=True):
+    """A run's record folder: its architecture's, or with ``transfer`` its set's copy."""
+    if _is_lstm(run):
+        folder = f"data/ofrecord/{task}/lstm{config['data']['lstm']['max_length']}"
+    else:
+        folder = f"data/ofrecord/{task}/bert{bert_length(task)}"
+    chosen = _transfer(run) if transfer else None
+    return f"{folder}+{chosen}" if chosen else folder
+
+
 def student_records_dir(wildcards):
     """The record folder a student trains on: with a transfer set, the copy with it mixed in."""
-    transfer = _transfer(wildcards.student)
-    return f"{eval_records_dir(wildcards)}+{transfer}" if transfer else eval_records_dir(wildcards)
+    return _records_dir(wildcards.task, wildcards.student)
+
+
+def _compared(run):
+    """The distilled students a baseline run must match in steps (config `equal_steps`)."""
+    if not config["equal_steps"] or _recipe(run).name != kdlib.config.BASELINE_ALGORITHM:
+        return []
+    return kdlib.config.compared_with(config, _base(run))
+
+
+def match_steps(wildcards):
+    """A baseline's --match-steps: each compared student's records and its phases' epochs and
+    batch sizes (a param: a change to them reruns the baseline; its records are inputs)."""
+    students = []
+    for student in _compared(wildcards.student):
+        spec = kdlib.config.student_spec(config, student)
+        phases = [spec[p] for p in ("first_phase_train", "train") if p in spec]
+        students.append({"student": student, "records": _records_dir(wildcards.task, student),
+                         "phases": [{"epochs": p["epochs"], "batch_size": p["batch_size"]} for p in phases]})
+    if not students:
+        return ""
+    return f"--match-steps {shlex.quote(json.dumps(students, sort_keys=True))}"
 
 
 def student_records_of(wildcards):
@@ -276,6 +306,9 @@ def distill_inputs(wildcards):
     task, student = wildcards.task, wildcards.student
     needs = _recipe(student).needs(kdlib.config.student_spec(config, student))
     inputs = {"records": student_records_of(wildcards)}
+    compared = sorted({f"{_records_dir(task, s)}/meta.json" for s in _compared(student)})
+    if compared:
+        inputs["compared"] = compared          # their row counts set the baseline's steps
     if needs["logits"]:
         transfer = _transfer(student)
         inputs["logits"] = (f"results/{task}/teacher_logits+{transfer}.npz" if transfer

@@ -62,6 +62,7 @@ rule distill:
         eval_batch_size=config["eval_batch_size"],
         records=student_records_dir,
         sources=distill_sources,
+        match=match_steps,  # a baseline: the students whose steps it matches (equal_steps)
     log:
         "logs/{task}/distill_{student}.log",
     benchmark:
@@ -73,7 +74,7 @@ rule distill:
     shell:
         "{params.python} -m workflow_scripts.distill --task {wildcards.task}"
         " --student {wildcards.student} --spec {params.spec:q} --records {params.records}"
-        " {params.sources} --out results/{wildcards.task}/{wildcards.student}"
+        " {params.sources} {params.match} --out results/{wildcards.task}/{wildcards.student}"
         " --work work/{wildcards.task}/{wildcards.student} --eval-batch-size {params.eval_batch_size}"
         " --backend {params.backend}"
         " --device {params.device} --precision {params.precision} --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

@@ -807,3 +807,38 @@ def test_every_distilled_recipe_trains_on_a_transfer_set(name, mixed, B, tmp_pat
         distill(B, TASK, name, {k: v for k, v in spec.items() if k != "transfer"}, records=records,
                 out_dir=tmp_path / "o2", work_dir=tmp_path / "w2", teacher_dir=mixed / "teacher",
                 logits=mixed / "logits+t.npz", init_dir=init_dir, eval_batch_size=16)
+
+
+# ---- equal steps: a baseline trains at least as many steps as its students --------------------------
+
+def test_a_baseline_matches_the_most_steps_of_its_students_and_never_trains_fewer(data, mixed):
+    from kdlib.distill.student import matched_steps
+    cfg = train.TrainConfig.from_dict({**TRAIN, "epochs": 1})             # 32 rows: 4 steps
+    two_phases = {"student": "tiny", "records": str(data / "bert"),
+                  "phases": [{"epochs": 1, "batch_size": BATCH}, {"epochs": 2, "batch_size": BATCH}]}
+    transfer = {"student": "kd", "records": str(mixed / "bert+t"),   # 48 rows, batch 3: 16 steps
+                "phases": [{"epochs": 1, "batch_size": 3}]}
+    out, steps, like = matched_steps(cfg, N_TRAIN, [two_phases, transfer])
+    assert (steps, like) == (16, "kd") and train.total_steps(N_TRAIN, out) == 16
+    assert out.epochs == pytest.approx(4.0) and out.batch_size == BATCH and out.lr == cfg.lr
+    out, steps, like = matched_steps(cfg, N_TRAIN, [two_phases])
+    assert (steps, like) == (12, "tiny") and train.total_steps(N_TRAIN, out) == 12
+    more = train.TrainConfig.from_dict({**TRAIN, "epochs": 5})           # 20 steps already
+    assert matched_steps(more, N_TRAIN, [two_phases, transfer]) == (more, 20, None)
+    assert matched_steps(cfg, N_TRAIN, []) == (cfg, 4, None)
+
+
+def test_distill_script_trains_a_baseline_for_its_students_steps(data, tmp_path, capsys):
+    spec = spec_of("nokd")
+    match = [{"student": "kd", "records": str(data / "bert"),
+              "phases": [{"epochs": 2, "batch_size": BATCH}]}]
+    args = ["--task", TASK.name, "--student", "nokd", "--spec", json.dumps(spec), "--records",
+            str(data / "bert"), "--teacher", str(data / "teacher"), "--out", str(tmp_path / "out"),
+            "--work", str(tmp_path / "w"), "--eval-batch-size", "16", "--backend", BACKEND,
+            "--device", "cpu", "--precision", "fp32", "--threads", "0"]
+    assert distill_script.main([*args, "--match-steps", json.dumps(match)]) == 0
+    summary = json.loads((tmp_path / "out/train_summary.json").read_text())
+    assert summary["steps"] == 2 * N_TRAIN // BATCH and summary["matched_steps_of"] == "kd"
+    assert "8 steps (2.00 epochs), as many as kd" in capsys.readouterr().err
+    assert distill_script.main([*args, "--match-steps", '{"student": "kd"}']) == 1
+    assert error_lines(capsys) == ["error: --match-steps must be a JSON list of {student, records, phases}"]

@@ -87,11 +87,16 @@ def test_students_train_on_their_transfer_sets_and_a_change_reruns_only_them(wor
     assert meta["transfer"] == {"name": "raw", "labelled": 120, "transfer": len(raw) - 1}
     meta = json.loads((work / "data/ofrecord/tickets/lstm16+aug/meta.json").read_text())
     assert meta["transfer"]["labelled"] == 120 and meta["transfer"]["transfer"] > 120
-    # each student trained on every row of its set: steps = ceil(rows / 16), one epoch
-    for student, rows in (("kd", 120 + len(raw) - 1), ("distilled_lstm", meta["counts"]["train"]),
-                          ("small_nokd", 120)):
+    # each student trained on every row of its set: steps = ceil(rows / 16), one epoch; each
+    # baseline (equal_steps) as many steps over its 120 labelled rows, as its summary says
+    for student, rows, like in (("kd", 120 + len(raw) - 1, None),
+                                ("distilled_lstm", meta["counts"]["train"], None),
+                                ("small_nokd", 120 + len(raw) - 1, "kd"),
+                                ("lstm_nokd", meta["counts"]["train"], "distilled_lstm")):
         summary = json.loads((work / f"results/tickets/{student}/train_summary.json").read_text())
         assert summary["steps"] == -(-rows // 16), (student, summary["steps"], rows)
+        assert summary.get("matched_steps_of") == like
+        assert summary["training_rows"] == (120 if like else rows)
     assert (work / "results/tickets/teacher_logits+raw.npz").is_file()
     # the report says what each row trained on: rows, transfer rows among them, steps
     report = pd.read_csv(work / "results/tickets/report.csv").set_index("model")
@@ -99,17 +104,23 @@ def test_students_train_on_their_transfer_sets_and_a_change_reruns_only_them(wor
     assert report.loc["kd", "of them transfer"] == len(raw) - 1
     assert report.loc["kd", "training steps"] == -(-(120 + len(raw) - 1) // 16)
     assert report.loc["small_nokd", "of them transfer"] == 0
-    assert report.loc["small_nokd", "training steps"] == -(-120 // 16)
+    assert report.loc["small_nokd", "training steps"] == report.loc["kd", "training steps"]
     assert report.loc["teacher", "training rows"] == 120 and report.loc["teacher", "training steps"] == 45
     assert planned(work) == {}
 
-    # the unlabeled set's cap changes: its set, records, logits and kd; not the BiLSTM, the baselines
+    # the unlabeled set's cap changes: its set, records, logits, kd and kd's baseline (its steps
+    # follow kd's); not the BiLSTMs
     assert planned(work, *override(work, "cap", {"transfer": {"raw": {"max_examples": 50}}})) == {
-        "transfer_set": 1, "ofrecord_transfer": 1, "cache_transfer_logits": 1, "distill": 1,
-        "evaluate_student": 1, "measure_speed": 1, "report": 1, "all": 1}
+        "transfer_set": 1, "ofrecord_transfer": 1, "cache_transfer_logits": 1, "distill": 2,
+        "evaluate_student": 2, "measure_speed": 1, "report": 1, "all": 1}
     dry = snakemake(work, "-n", *override(work, "cap", {"transfer": {"raw": {"max_examples": 50}}}))
-    assert "student=kd" in dry.stdout and "student=distilled_lstm" not in dry.stdout
+    assert "student=kd" in dry.stdout and "student=small_nokd" in dry.stdout
+    assert "student=distilled_lstm" not in dry.stdout and "student=lstm_nokd" not in dry.stdout
+    # without equal_steps the baselines keep their own steps
+    off = override(work, "off", {"equal_steps": False})
+    assert planned(work, *off) == {"distill": 2, "evaluate_student": 2, "measure_speed": 1, "report": 1,
+                                   "all": 1}
     # editing the unlabeled file does the same
     with open(work / "own/raw.txt", "a", encoding="utf-8") as fh:
         fh.write("a brand new ticket text\n")
-    assert planned(work)["distill"] == 1
+    assert planned(work)["distill"] == 2                   # kd and its baseline

@@ -27,6 +27,9 @@ def parse_args(argv=None):
     p.add_argument("--teacher", help="fine-tuned teacher folder")
     p.add_argument("--logits", help="teacher logit cache (.npz)")
     p.add_argument("--init", help="exported teacher layers for the student")
+    p.add_argument("--match-steps", default=None,
+                   help="a baseline's distilled students as JSON: [{student, records, phases: "
+                        "[{epochs, batch_size}]}]; it trains at least as many steps as each")
     p.add_argument("--out", required=True)
     p.add_argument("--work", required=True, help="resume state folder")
     add_runtime_args(p)
@@ -50,10 +53,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     task = tasks.task_of_records(args.records, args.task)
     spec = read_spec(args)
+    match = json_arg(args.match_steps, "--match-steps") if args.match_steps else None
+    if match is not None and not (isinstance(match, list) and all(
+            isinstance(m, dict) and {"student", "records", "phases"} <= set(m) for m in match)):
+        raise ConfigError("--match-steps must be a JSON list of {student, records, phases}")
     B = backend_from(args)
     results = distill(B, task, args.student, spec, records=args.records, out_dir=args.out,
                       work_dir=args.work, teacher_dir=args.teacher, logits=args.logits,
-                      init_dir=args.init, eval_batch_size=args.eval_batch_size)
+                      init_dir=args.init, eval_batch_size=args.eval_batch_size, match_steps=match)
     print_trained(B, f"{args.student} ({spec['algorithm']})", task, results[-1],
                   sum(r.seconds for r in results), args.out)
     return 0

@@ -2,6 +2,7 @@
 the final phase's best checkpoint."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -22,6 +23,26 @@ def phase_configs(spec: dict, recipe) -> list[train.TrainConfig]:
     if recipe.two_phase:
         cfgs.insert(0, train.TrainConfig.from_dict(spec["first_phase_train"]))
     return cfgs
+
+
+def matched_steps(cfg: train.TrainConfig, n_records: int, students: list[dict]):
+    """A baseline's training settings raised to as many steps as the most of ``students`` (each
+    ``{"student", "records": its record folder, "phases": [{"epochs", "batch_size"}, ...]}``: the
+    distilled students compared with it), by more epochs over its own records; never fewer than its
+    own. Returns ``(cfg, steps, student)``; ``student`` is None when the baseline needs no more."""
+    own = train.total_steps(n_records, cfg)
+    best, most = None, own
+    for s in students:
+        rows = checked_count(record_file(s["records"], "train"))
+        steps = sum(train.total_steps(rows, dataclasses.replace(cfg, epochs=p["epochs"],
+                                                                batch_size=p["batch_size"]))
+                    for p in s["phases"])
+        if steps > most:
+            best, most = s["student"], steps
+    if best is None:
+        return cfg, own, None
+    per_epoch = train.steps_per_epoch(n_records, cfg.batch_size)
+    return dataclasses.replace(cfg, epochs=most / per_epoch), most, best
 
 
 def training_rows(records: Path) -> dict[str, int]:
@@ -48,8 +69,10 @@ def check_transfer(name: str, spec: dict, records: Path) -> None:
 def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_dir: str | Path,
             work_dir: str | Path, teacher_dir: str | Path | None = None,
             logits: str | Path | None = None, init_dir: str | Path | None = None,
-            eval_batch_size: int) -> list:
-    """Train student ``name`` (``spec`` as built by :func:`kdlib.config.student_spec`)."""
+            eval_batch_size: int, match_steps: list[dict] | None = None) -> list:
+    """Train student ``name`` (``spec`` as built by :func:`kdlib.config.student_spec`). A baseline
+    (algorithm none) given ``match_steps`` trains at least as many steps as those students
+    (:func:`matched_steps`), and keeps its best dev checkpoint as always."""
     recipe = get_recipe(spec["algorithm"], name)
     needs = recipe.needs(spec)
     missing = [what for what, needed, given in (
@@ -73,6 +96,14 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
     if recipe.needs_logits:
         ctx.logits = load_logits(logits, records, task)
     cfgs = phase_configs(spec, recipe)
+    matched = {}
+    if match_steps and spec["algorithm"] == "none":
+        cfgs[-1], steps, like = matched_steps(cfgs[-1], checked_count(record_file(records, "train")),
+                                              match_steps)
+        if like:
+            matched = {"matched_steps_of": like}
+            print(f"{name}: {steps} steps ({cfgs[-1].epochs:.2f} epochs), as many as {like}",
+                  file=sys.stderr)
     B.seed(cfgs[0].seed)
     student = recipe.build(ctx, spec)
     meta = {"task": task.name, "labels": list(task.labels or []), "role": "student",
@@ -105,7 +136,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
                                 results[-1].history, results[-1].processes)
         train.publish(out_dir, work_dir / phase.name, total, cfgs[-1], work_dir=work_dir,
                       task=task.name, student=name, algorithm=spec["algorithm"],
-                      **training_rows(records),
+                      **training_rows(records), **matched,
                       phases=[{"steps": r.steps, "seconds": round(r.seconds, 2),
                                "best_score": r.best_score, "skipped_steps": r.skipped_steps}
                               for r in results])
