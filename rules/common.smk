@@ -234,9 +234,7 @@ def _transfer(run):
 
 def eval_records_dir(wildcards):
     """The record folder a student is evaluated on: its architecture's (bert or lstm)."""
-    if _is_lstm(wildcards.student):
-        return f"data/ofrecord/{wildcards.task}/lstm{config['data']['lstm']['max_length']}"
-    return bert_dir_of(wildcards)
+    return _records_dir(wildcards.task, wildcards.student, transfer=False)
 
 
 def eval_records_of(wildcards):
@@ -353,8 +351,7 @@ def speed_models(wildcards):
 
 def speed_records(wildcards):
     """Each model's record folder, in the order of speed_models."""
-    lstm = f"data/ofrecord/{wildcards.task}/lstm{config['data']['lstm']['max_length']}"
-    return [bert_dir_of(wildcards)] + [lstm if _is_lstm(s) else bert_dir_of(wildcards) for s in STUDENTS]
+    return [bert_dir_of(wildcards)] + [_records_dir(wildcards.task, s, transfer=False) for s in STUDENTS]
 
 
 def speed_record_files(wildcards):

@@ -187,17 +187,22 @@ def read_log(path):
         return list(csv.DictReader(fh))
 
 
+def student_setup(data, spec, tmp_path, records_suffix=""):
+    """``(recipe, is_lstm, record folder, exported init folder or None)`` of a student's job."""
+    lstm = spec["architecture"]["model"] == "bilstm"
+    init_dir = None
+    if spec["architecture"]["init"] == "teacher":
+        init_dir = export_layers(data / "teacher", recipes.init_layers(spec, 4), tmp_path / "init")
+    records = data / (("lstm" if lstm else "bert") + records_suffix)
+    return recipes.get_recipe(spec["algorithm"]), lstm, records, init_dir
+
+
 @pytest.mark.parametrize("name", list(STUDENTS))
 def test_every_recipe_trains_end_to_end(name, data, teacher_cfg, B, tmp_path):
     cfg = make_config(STUDENTS)
     config.check_students(cfg, teacher_cfg)                        # the workflow's check passes
     spec = config.student_spec(cfg, name)
-    recipe = recipes.get_recipe(spec["algorithm"])
-    lstm = spec["architecture"]["model"] == "bilstm"
-    records = data / ("lstm" if lstm else "bert")
-    init_dir = None
-    if spec["architecture"]["init"] == "teacher":
-        init_dir = export_layers(data / "teacher", recipes.init_layers(spec, 4), tmp_path / "init")
+    recipe, lstm, records, init_dir = student_setup(data, spec, tmp_path)
     out, work = tmp_path / "out", tmp_path / "work"
     results = distill(B, TASK, name, spec, records=records, out_dir=out, work_dir=work,
                       teacher_dir=None if lstm else data / "teacher",
@@ -789,12 +794,7 @@ def test_every_distilled_recipe_trains_on_a_transfer_set(name, mixed, B, tmp_pat
     cfg = config.validate({"students_train": TRAIN, "students": students,
                            "transfer": {"t": {"unlabeled": "builtin"}}})
     spec = config.student_spec(cfg, name)
-    recipe = recipes.get_recipe(spec["algorithm"])
-    lstm = spec["architecture"]["model"] == "bilstm"
-    records = mixed / ("lstm+t" if lstm else "bert+t")
-    init_dir = None
-    if spec["architecture"]["init"] == "teacher":
-        init_dir = export_layers(mixed / "teacher", recipes.init_layers(spec, 4), tmp_path / "init")
+    recipe, lstm, records, init_dir = student_setup(mixed, spec, tmp_path, "+t")
     results = distill(B, TASK, name, spec, records=records, out_dir=tmp_path / "out", work_dir=tmp_path / "w",
                       teacher_dir=None if lstm else mixed / "teacher",
                       logits=mixed / "logits+t.npz" if recipe.needs(spec)["logits"] else None,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -17,10 +16,10 @@ import yaml
 pytest.importorskip("snakemake")
 
 import tinydata  # noqa: E402
-from conftest import ONEFLOW_PYTHON, REPO, TORCH_PYTHON  # noqa: E402
+from conftest import ONEFLOW_PYTHON, TORCH_PYTHON  # noqa: E402
 from localhttp import dead_port  # noqa: E402
 from test_custom_tasks import CLASSES, write_pairs, write_tickets  # noqa: E402
-from test_workflow_e2e import planned, snakemake  # noqa: E402
+from test_workflow_e2e import copy_workflow, planned, snakemake  # noqa: E402
 
 pytestmark = pytest.mark.slow
 TICKETS_CHAIN = {"ofrecord_bert": 1, "finetune_teacher": 1, "evaluate_teacher": 1,
@@ -30,10 +29,7 @@ TICKETS_CHAIN = {"ofrecord_bert": 1, "finetune_teacher": 1, "evaluate_teacher": 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    work = tmp_path_factory.mktemp("custom")
-    for item in ("Snakefile", "rules", "report"):
-        src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+    work = copy_workflow(tmp_path_factory.mktemp("custom"))
     tinydata.write_pretrained(work / "tiny_bert", num_hidden_layers=2)
     own = work / "own"                     # the tickets by relative path, the pairs by absolute path
     own.mkdir()

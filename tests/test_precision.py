@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tinydata
 from conftest import HAS_TORCH, error_lines
+from test_train import Interrupted, stop_at_call
 
 from kdlib import backend
 from kdlib.data import ofrecord
@@ -158,24 +159,11 @@ def test_a_bf16_fine_tune_scores_like_fp32_and_keeps_fp32_weights(records, tmp_p
     assert {a.dtype for a in state.values()} == {np.dtype(np.float32)}
 
 
-class Interrupted(Exception):
-    pass
-
-
 @needs_torch
 def test_bf16_training_resumes_bit_for_bit(records, tmp_path):
-    def stop_at_11(loss_fn):
-        calls = [0]
-
-        def wrapped(batch):
-            calls[0] += 1
-            if calls[0] == 11:
-                raise Interrupted
-            return loss_fn(batch)
-        return wrapped
     _, whole = fine_tune(bf16(), records, tmp_path / "whole")
     with pytest.raises(Interrupted):
-        fine_tune(bf16(), records, tmp_path / "cut", loss_wrapper=stop_at_11)
+        fine_tune(bf16(), records, tmp_path / "cut", loss_wrapper=stop_at_call(11))
     _, resumed = fine_tune(bf16(), records, tmp_path / "cut")
     a, b = state_dict_numpy(whole), state_dict_numpy(resumed)
     for key in a:

@@ -208,19 +208,9 @@ def test_fit_resumes_exactly_after_an_interruption(B, records, tmp_path, one_thr
     cfg = small_config()
     whole, w_whole = run_fit(B, records, tmp_path / "whole", cfg)
 
-    def stop_at_step_11(loss_fn):
-        calls = [0]
-
-        def wrapped(batch):
-            calls[0] += 1
-            if calls[0] == 11:
-                raise Interrupted
-            return loss_fn(batch)
-        return wrapped
-
     work = tmp_path / "cut"
     with pytest.raises(Interrupted):
-        run_fit(B, records, work, cfg, stop_at_step_11)
+        run_fit(B, records, work, cfg, stop_at_call(11))
     assert [int(r["step"]) for r in read_log(work)] == list(range(1, 11))
     resumed, w_resumed = run_fit(B, records, work, cfg)
     for key in w_whole:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 
 import pandas as pd
 import pytest
@@ -17,10 +16,10 @@ import yaml
 pytest.importorskip("snakemake")
 
 import tinydata  # noqa: E402
-from conftest import ONEFLOW_PYTHON, REPO, TORCH_PYTHON  # noqa: E402
+from conftest import ONEFLOW_PYTHON, TORCH_PYTHON  # noqa: E402
 from localhttp import dead_port  # noqa: E402
 from test_custom_tasks import ticket_text, write_tickets  # noqa: E402
-from test_workflow_e2e import override, planned, snakemake  # noqa: E402
+from test_workflow_e2e import copy_workflow, override, planned, snakemake  # noqa: E402
 
 from kdlib.data import transfer  # noqa: E402
 
@@ -36,10 +35,7 @@ def dev_bodies(path) -> list[str]:
 def work(tmp_path_factory):
     import random
 
-    work = tmp_path_factory.mktemp("transfer")
-    for item in ("Snakefile", "rules", "report"):
-        src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+    work = copy_workflow(tmp_path_factory.mktemp("transfer"))
     tinydata.write_pretrained(work / "tiny_bert", num_hidden_layers=2)
     own = work / "own"
     own.mkdir()

@@ -59,13 +59,19 @@ def mirror(tmp_path_factory):
         yield url
 
 
-def make_workdir(tmp_path_factory, mirror, backend="torch"):
-    work = tmp_path_factory.mktemp("workflow")
-    for item in ("Snakefile", "rules"):
+def copy_workflow(work: Path) -> Path:
+    """The workflow's own files (Snakefile, rules/, report/) into the working directory ``work``."""
+    for item in ("Snakefile", "rules", "report"):
         src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
-    if (REPO / "report").is_dir():
-        shutil.copytree(REPO / "report", work / "report")
+        if src.is_dir():
+            shutil.copytree(src, work / item)
+        elif src.is_file():
+            shutil.copy(src, work / item)
+    return work
+
+
+def make_workdir(tmp_path_factory, mirror, backend="torch"):
+    work = copy_workflow(tmp_path_factory.mktemp("workflow"))
     tinydata.write_pretrained(work / "tiny_bert", num_hidden_layers=2)
     tiny_student = {"model": "bert", "layers": 1, "hidden": 16, "heads": 4, "intermediate": 32}
     config = {

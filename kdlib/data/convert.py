@@ -102,7 +102,8 @@ class WordTokenizer:
         return words
 
 
-def _rows(chunk):
+def text_rows(chunk):
+    """``(text_a, text_b or None)`` of each row of a :func:`kdlib.data.tasks.read_split` chunk."""
     b = chunk["text_b"].tolist() if not chunk["text_b"].isna().all() else [None] * len(chunk)
     return zip(chunk["text_a"].tolist(), b)
 
@@ -112,7 +113,7 @@ def build_vocab(chunks, size: int) -> list[str]:
     words = WordTokenizer()
     counts: collections.Counter = collections.Counter()
     for chunk in chunks:
-        for a, b in _rows(chunk):
+        for a, b in text_rows(chunk):
             counts.update(words(a, b))
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:size]
     return [PAD, UNK] + [w for w, _ in ranked]
@@ -144,7 +145,7 @@ def convert_lstm(task: Task, chunks, out_path: str | Path, vocab: list[str], max
         for chunk in chunks:
             ids = np.zeros((len(chunk), max_length), dtype=np.int32)           # (N, L), <pad> = 0
             mask = np.zeros((len(chunk), max_length), dtype=np.int32)
-            for i, (a, b) in enumerate(_rows(chunk)):
+            for i, (a, b) in enumerate(text_rows(chunk)):
                 row = [index.get(w, unk) for w in words(a, b)[:max_length]] or [unk]
                 ids[i, :len(row)] = row
                 mask[i, :len(row)] = 1

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..io import atomic_path
+from .convert import text_rows
 from .ofrecord import RecordWriter, count_records, iter_payloads
 
 MASK = "[MASK]"
@@ -246,8 +247,8 @@ def mix(labelled: str | Path, transfer: str | Path, out: str | Path, seed: int) 
     return {"labelled": n_l, "transfer": n_t}
 
 
+
 def rows_of(chunks) -> Iterator[tuple]:
     """``(text_a, text_b or None)`` rows of :func:`kdlib.data.tasks.read_split` chunks."""
     for chunk in chunks:
-        b = chunk["text_b"].tolist() if not chunk["text_b"].isna().all() else [None] * len(chunk)
-        yield from zip(chunk["text_a"].tolist(), b)
+        yield from text_rows(chunk)

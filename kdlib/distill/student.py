@@ -45,21 +45,18 @@ def matched_steps(cfg: train.TrainConfig, n_records: int, students: list[dict]):
     return dataclasses.replace(cfg, epochs=most / per_epoch), most, best
 
 
-def training_rows(records: Path) -> dict[str, int]:
-    """``training_rows`` (every training record) and ``transfer_rows`` (those of a transfer set,
-    without a label) of a record folder, for the summary and the report."""
+def transfer_of(records: Path) -> dict:
+    """The transfer set a record folder holds (``meta.json``'s ``transfer``: name, labelled,
+    transfer), or ``{}``."""
     meta = records / "meta.json"
-    transfer = (read_json(meta).get("transfer") or {}) if meta.is_file() else {}
-    return {"training_rows": checked_count(record_file(records, "train")),
-            "transfer_rows": int(transfer.get("transfer", 0))}
+    return (read_json(meta).get("transfer") or {}) if meta.is_file() else {}
 
 
-def check_transfer(name: str, spec: dict, records: Path) -> None:
-    """The records hold the student's transfer set (``records/meta.json``), or none when it names
-    none: a student must not train on another set's rows, or on placeholder labels unknowingly."""
-    meta = records / "meta.json"
-    held = (read_json(meta).get("transfer") or {}).get("name") if meta.is_file() else None
-    wanted = spec.get("transfer")
+def check_transfer(name: str, spec: dict, records: Path, held: dict) -> None:
+    """The records hold the student's transfer set (``held``, :func:`transfer_of`), or none when it
+    names none: a student must not train on another set's rows, or on placeholder labels
+    unknowingly."""
+    held, wanted = held.get("name"), spec.get("transfer")
     if held != wanted:
         has = f"transfer set {held!r}" if held else "no transfer set"
         raise ConfigError(f"student {name}: its records {records} hold {has}, but the student asks "
@@ -84,7 +81,9 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
         raise ConfigError(f"student {name}: algorithm {spec['algorithm']} with a "
                           f"{spec['architecture']['model']} student needs {' and '.join(missing)}")
     records, work_dir = Path(records), Path(work_dir)
-    check_transfer(name, spec, records)
+    transfer = transfer_of(records)
+    check_transfer(name, spec, records, transfer)
+    n_train = checked_count(record_file(records, "train"))
     if B.rank == 0:                              # before the training, not after it
         check_writable(out_dir)
         check_writable(work_dir, "work folder")
@@ -98,8 +97,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
     cfgs = phase_configs(spec, recipe)
     matched = {}
     if match_steps and spec["algorithm"] == "none":
-        cfgs[-1], steps, like = matched_steps(cfgs[-1], checked_count(record_file(records, "train")),
-                                              match_steps)
+        cfgs[-1], steps, like = matched_steps(cfgs[-1], n_train, match_steps)
         if like:
             matched = {"matched_steps_of": like}
             print(f"{name}: {steps} steps ({cfgs[-1].epochs:.2f} epochs), as many as {like}",
@@ -136,7 +134,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
                                 results[-1].history, results[-1].processes)
         train.publish(out_dir, work_dir / phase.name, total, cfgs[-1], work_dir=work_dir,
                       task=task.name, student=name, algorithm=spec["algorithm"],
-                      **training_rows(records), **matched,
+                      training_rows=n_train, transfer_rows=int(transfer.get("transfer", 0)), **matched,
                       phases=[{"steps": r.steps, "seconds": round(r.seconds, 2),
                                "best_score": r.best_score, "skipped_steps": r.skipped_steps}
                               for r in results])
