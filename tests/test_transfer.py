@@ -99,6 +99,14 @@ def test_tang_variants_are_seeded_and_follow_the_probabilities():
     assert all(v[0] == row[0] for v in variants(0, p_mask=0.0, p_ngram=0.0))
 
 
+def test_a_masked_word_is_one_unknown_word_in_the_word_records():
+    from kdlib.data.convert import WordTokenizer
+    words = WordTokenizer()
+    assert words(f"I {transfer.MASK} it,{transfer.MASK}") == ["i", transfer.MASK, "it", ",", transfer.MASK]
+    assert words("a", f"{transfer.MASK} b") == ["a", transfer.MASK, "b"]
+    assert words("[mask]") == ["[", "mask", "]"]            # only the token itself, in capitals
+
+
 def test_a_set_with_nothing_left_is_an_error(tmp_path):
     with pytest.raises(DataError, match="no text left"):
         transfer.build(spec(unlabeled="x"), [("same", None)], [], tmp_path / "t.tsv", False,

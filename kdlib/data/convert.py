@@ -21,6 +21,7 @@ from .ofrecord import RecordWriter, record_file
 from .tasks import Skipped, Task, glue_file, read_split
 
 PAD, UNK = "<pad>", "<unk>"
+MASK_WORD = "[MASK]"   # the masking token of augmented texts (kdlib.data.transfer.MASK)
 
 
 def wordpiece(vocab: str | Path, max_length: int) -> BertWordPieceTokenizer:
@@ -89,17 +90,24 @@ def convert_bert(task: Task, chunks, out_path: str | Path, tokenizer: BertWordPi
 
 
 class WordTokenizer:
-    """Lower-cased words split at whitespace and punctuation (BERT's basic pre-tokenisation)."""
+    """Lower-cased words split at whitespace and punctuation (BERT's basic pre-tokenisation).
+    ``[MASK]``, which augmented transfer texts hold, stays one word (not in any word vocabulary,
+    so it reads as ``<unk>``, as in Tang et al. 2019)."""
 
     def __init__(self):
         self.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None)
         self.pre = pre_tokenizers.BertPreTokenizer()
 
-    def __call__(self, text: str, text_b: str | None = None) -> list[str]:
-        words = [w for w, _ in self.pre.pre_tokenize_str(self.normalizer.normalize_str(text))]
-        if text_b is not None:
-            words += [w for w, _ in self.pre.pre_tokenize_str(self.normalizer.normalize_str(text_b))]
+    def _words(self, text: str) -> list[str]:
+        words: list[str] = []
+        for i, part in enumerate(text.split(MASK_WORD)):
+            if i:
+                words.append(MASK_WORD)
+            words += [w for w, _ in self.pre.pre_tokenize_str(self.normalizer.normalize_str(part))]
         return words
+
+    def __call__(self, text: str, text_b: str | None = None) -> list[str]:
+        return self._words(text) + (self._words(text_b) if text_b is not None else [])
 
 
 def text_rows(chunk):

@@ -33,10 +33,10 @@ import numpy as np
 
 from ..errors import DataError
 from ..io import atomic_path
-from .convert import text_rows
+from .convert import MASK_WORD, text_rows
 from .ofrecord import RecordWriter, count_records, iter_payloads
 
-MASK = "[MASK]"
+MASK = MASK_WORD
 MAX_NGRAM = 5
 _SPACE = re.compile(r"\s+")
 
