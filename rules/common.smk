@@ -129,14 +129,44 @@ def custom_definition(wildcards):
     return f"--custom {shlex.quote(json.dumps(CUSTOM[wildcards.task], sort_keys=True))}"
 
 
+def _tinybert_set(wildcards):
+    return TRANSFER[wildcards.transfer].get("augment") == "tinybert"
+
+
 def transfer_inputs(wildcards):
     """A transfer set's sources: the task's files (its dev and training texts are kept out, and
-    augmentation varies the training texts) and the user's unlabeled file, if it names one."""
+    augmentation varies the training texts), the user's unlabeled file, if it names one, and for
+    augment: tinybert the pretrained folder's files (its masked LM and word embeddings propose the
+    replacements)."""
     inputs = {"tsv": task_tsvs(wildcards)}
     unlabeled = TRANSFER[wildcards.transfer]["unlabeled"]
     if unlabeled and unlabeled != "builtin":
         inputs["unlabeled"] = str(Path(unlabeled).expanduser())
+    if _tinybert_set(wildcards):
+        inputs["pretrained"] = [str(TEACHER_DIR / f) for f in kdlib.models.pretrained.PRETRAINED_FILES]
     return inputs
+
+
+# augment: tinybert may run the pretrained masked LM: such a set is built like the teacher-logit
+# cache, in the backend's runtime on every core; the others stay one-core data jobs in the workflow
+# runtime (the same interpreter when the backend is torch). It declares no `gpu` resource: every
+# transfer set shares the rule, and a GPU request would send a tang set to a GPU too (and fail on
+# a cluster without GPUs, profiles/slurm-cpu); it uses a GPU where its job sees one (device auto).
+def transfer_python(wildcards):
+    return TRAIN_PYTHON if _tinybert_set(wildcards) else DATA_PYTHON
+
+
+def transfer_threads(wildcards):
+    return COMPUTE_THREADS if _tinybert_set(wildcards) else 1
+
+
+def transfer_model_args(wildcards):
+    """augment: tinybert's pretrained folder, backend, device, precision and batch size (a param:
+    changing one rebuilds the tinybert sets alone); nothing for another set."""
+    if not _tinybert_set(wildcards):
+        return ""
+    return (f"--pretrained {shlex.quote(str(TEACHER_DIR))} --backend {BACKEND} --device {config['device']}"
+            f" --precision {PRECISION} --batch-size {config['eval_batch_size']}")
 
 
 def transfer_definition(wildcards):

@@ -10,18 +10,20 @@ rule transfer_set:
     output:
         "data/transfer/{task}/{transfer}.tsv",
     params:
-        python=DATA_PYTHON,
+        python=transfer_python,  # augment: tinybert: the backend's runtime (it may run a masked LM)
         glue_root=tsv_root,
         custom=custom_definition,
         definition=transfer_definition,
+        model=transfer_model_args,  # augment: tinybert: --pretrained, --backend, ...; else nothing
     log:
         "logs/{task}/transfer_set_{transfer}.log",
     benchmark:
         "benchmarks/{task}/transfer_set_{transfer}.tsv"
-    threads: 1
+    threads: transfer_threads
     shell:
         "{params.python} -m workflow_scripts.transfer_set --task {wildcards.task} {params.custom}"
         " --glue-root {params.glue_root} --name {wildcards.transfer} --definition {params.definition:q}"
+        " {params.model} --threads {threads}"
         " --out {output} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 

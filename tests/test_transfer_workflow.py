@@ -1,6 +1,6 @@
 """The workflow with transfer sets on a task of the user's own files: a kd student with unlabeled
 text, a Distilled-BiLSTM with augmented text, a baseline without; a transfer set's change reruns
-only the students that use it.
+only the students that use it; an augment: tinybert set reads the pretrained folder.
 
 Runs in the workflow runtime (.venv) only: it drives Snakemake.
 """
@@ -120,3 +120,19 @@ def test_students_train_on_their_transfer_sets_and_a_change_reruns_only_them(wor
     with open(work / "own/raw.txt", "a", encoding="utf-8") as fh:
         fh.write("a brand new ticket text\n")
     assert planned(work)["distill"] == 2                   # kd and its baseline
+
+
+def test_a_tinybert_set_reads_the_pretrained_folder_in_the_training_runtime(work):
+    """Only an augment: tinybert set has the pretrained folder's files as inputs, the backend's
+    arguments and every core; it builds (tiny_bert has no masked-LM head: embedding neighbours)."""
+    extra = override(work, "tinybert", {"transfer": {"tb": {"augment": "tinybert", "variants": 2}}})
+    targets = ["data/transfer/tickets/tb.tsv", "data/transfer/tickets/aug.tsv"]
+    dry = snakemake(work, "-n", "-p", "--forceall", *targets, *extra).stdout   # --configfile takes the rest
+    jobs = {job.split("wildcards: task=tickets, transfer=")[1].split()[0]: job
+            for job in dry.split("rule transfer_set:")[1:]}
+    assert "tiny_bert/model.safetensors" in jobs["tb"] and "tiny_bert" not in jobs["aug"]
+    assert "--pretrained" in jobs["tb"] and "--backend torch" in jobs["tb"] and "--threads 4" in jobs["tb"]
+    assert "--pretrained" not in jobs["aug"] and "--threads 1" in jobs["aug"]
+    snakemake(work, targets[0], *extra)
+    log = (work / "logs/tickets/transfer_set_tb.log").read_text()
+    assert "embedding neighbours of" in log and "transfer set tb:" in log

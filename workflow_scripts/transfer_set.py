@@ -1,12 +1,21 @@
 """Stage transfer_set: data/transfer/<task>/<name>.tsv, text for the teacher to label
 (:mod:`kdlib.data.transfer`): unlabeled in-domain text and augmented variants of the training
-texts, without any dev or training text and without duplicates."""
+texts, without any dev or training text and without duplicates. ``augment: tinybert`` reads the
+pretrained folder (``--pretrained``) and runs its masked LM, if it has one, on ``--backend``."""
 from __future__ import annotations
 
 import sys
 
-from kdlib.data import tasks, transfer
-from workflow_scripts._cli import add_custom_arg, guarded, load_hparams, stage_parser, task_to_record
+from kdlib.data import augment_tinybert, tasks, transfer
+from kdlib.models.pretrained import resolve_pretrained
+from workflow_scripts._cli import (
+    add_custom_arg,
+    backend_from,
+    guarded,
+    load_hparams,
+    stage_parser,
+    task_to_record,
+)
 
 
 def parse_args(argv=None):
@@ -16,7 +25,24 @@ def parse_args(argv=None):
     p.add_argument("--name", required=True, help="the transfer set's name in config.yaml")
     p.add_argument("--definition", required=True, help="its entry under transfer: as JSON")
     p.add_argument("--out", required=True, help="e.g. data/transfer/tweets/unlabeled.tsv")
+    tiny = p.add_argument_group("augment: tinybert")
+    tiny.add_argument("--pretrained", default=None, help="the pretrained BERT folder (teacher.pretrained)")
+    tiny.add_argument("--backend", default="auto", help="auto | oneflow | torch, for its masked LM")
+    tiny.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    tiny.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (mixed precision)")
+    tiny.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
+    tiny.add_argument("--batch-size", type=int, default=128, help="masked copies per forward pass")
     return p.parse_args(argv)
+
+
+def tinybert_candidates(spec, args):
+    """The candidate words of ``augment: tinybert`` (None for another set); the backend is
+    loaded only for a folder with a masked-LM head."""
+    if spec.augment != "tinybert" or not args.pretrained:
+        return None                               # build refuses a tinybert set without them
+    folder = resolve_pretrained(args.pretrained)      # a folder, or builtin:<name> by hand
+    return augment_tinybert.Candidates(folder, spec.candidates, lambda: backend_from(args),
+                                       batch_size=args.batch_size)
 
 
 @guarded
@@ -37,7 +63,8 @@ def main(argv=None) -> int:
         unlabeled = transfer.builtin_unlabeled(task.name)
     elif spec.unlabeled:
         unlabeled = transfer.read_unlabeled(spec.unlabeled, pairs)
-    counts = transfer.build(spec, train, held_out, args.out, pairs, unlabeled)
+    counts = transfer.build(spec, train, held_out, args.out, pairs, unlabeled,
+                            tinybert=tinybert_candidates(spec, args))
     print(f"{transfer.describe(args.name, counts)}; wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -8,7 +8,10 @@ A transfer set (config.yaml ``transfer:``) is made of
 - ``augment: tang``: new variants of the training texts after Tang et al. 2019 (each word masked
   with ``p_mask``, then the whole example cut to a random n-gram of 1 to 5 words with
   ``p_ngram``; ``variants`` per training example). The paper's third rule, replacing a word by
-  one of the same part of speech, needs a tagger and is left out.
+  one of the same part of speech, needs a tagger and is left out;
+- ``augment: tinybert``: variants after TinyBERT (Jiao et al. 2020): each word replaced with
+  ``p_replace`` by one of ``candidates`` words that the pretrained folder's masked LM or its
+  word-embedding neighbours propose (:mod:`kdlib.data.augment_tinybert`).
 
 :func:`build` streams both sources into ``data/transfer/{task}/{name}.tsv`` (columns ``text_a``
 and, for a pair task, ``text_b``). It drops empty texts, every text equal to a dev or training
@@ -31,8 +34,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..io import atomic_path
+from .augment_tinybert import Candidates, tinybert_variants
 from .convert import MASK_WORD, text_rows
 from .ofrecord import RecordWriter, count_records, iter_payloads
 
@@ -46,16 +50,19 @@ class TransferSpec:
     """One entry of config.yaml's ``transfer:`` (defaults: kdlib/config.schema.yaml)."""
     name: str
     unlabeled: str | None = None       # builtin | a path | None
-    augment: str | None = None         # tang | None
+    augment: str | None = None         # tang | tinybert | None
     variants: int = 20                 # augmented variants per training example
-    p_mask: float = 0.1
-    p_ngram: float = 0.25
+    p_mask: float = 0.1                # tang
+    p_ngram: float = 0.25              # tang
+    p_replace: float = 0.4             # tinybert
+    candidates: int = 15               # tinybert: K replacements per word
     max_examples: int = 0              # 0 = no cap
     seed: int = 0
 
     @classmethod
     def from_dict(cls, name: str, values: dict) -> "TransferSpec":
-        keys = {"unlabeled", "augment", "variants", "p_mask", "p_ngram", "max_examples", "seed"}
+        keys = {"unlabeled", "augment", "variants", "p_mask", "p_ngram", "p_replace", "candidates",
+                "max_examples", "seed"}
         return cls(name=name, **{k: v for k, v in values.items() if k in keys})
 
 
@@ -134,12 +141,17 @@ def _clean(text: str | None) -> str | None:
 
 
 def build(spec: TransferSpec, train_rows: list[tuple], dev_rows: Iterable[tuple], out: str | Path,
-          pairs: bool, unlabeled: Iterable[tuple] = ()) -> dict[str, int]:
+          pairs: bool, unlabeled: Iterable[tuple] = (), tinybert: Candidates | None = None
+          ) -> dict[str, int]:
     """Write the transfer set ``out`` (TSV) from ``unlabeled`` rows and, with ``augment``, variants
     of ``train_rows``; leave out every dev and training text, duplicates and empty texts. Returns
-    the counts: ``kept`` and ``dropped_<reason>``."""
-    if spec.augment not in (None, "tang"):
-        raise DataError(f"transfer.{spec.name}: unknown augment {spec.augment!r}; known: tang")
+    the counts: ``kept`` and ``dropped_<reason>``. ``augment: tinybert`` needs ``tinybert``, its
+    candidate words (from the pretrained folder)."""
+    if spec.augment not in (None, "tang", "tinybert"):
+        raise DataError(f"transfer.{spec.name}: unknown augment {spec.augment!r}; known: tang, tinybert")
+    if spec.augment == "tinybert" and tinybert is None:
+        raise ConfigError(f"transfer.{spec.name}: augment: tinybert needs the pretrained folder "
+                          "(teacher.pretrained) for its candidate words")
     counts = dict.fromkeys(("kept", "unlabeled", "augmented", "dropped_empty", "dropped_dev",
                             "dropped_train", "dropped_duplicate", "dropped_over_cap"), 0)
     blocked = {_key(r): "dropped_dev" for r in dev_rows}
@@ -158,6 +170,10 @@ def build(spec: TransferSpec, train_rows: list[tuple], dev_rows: Iterable[tuple]
                 for variant in tang_variants(row, spec.variants, rng, spec.p_mask, spec.p_ngram):
                     counts["augmented"] += 1
                     yield variant
+        elif spec.augment == "tinybert":
+            for variant in tinybert_variants(train_rows, spec.variants, rng, spec.p_replace, tinybert):
+                counts["augmented"] += 1
+                yield variant
 
     reservoir: list[str] = []
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
