@@ -322,6 +322,27 @@ def student_spec_json(wildcards):
     return Untracked(json.dumps(kdlib.config.student_spec(config, wildcards.student), sort_keys=True))
 
 
+def _init(wildcards):
+    return kdlib.config.student_spec(config, wildcards.student)["architecture"]["init"]
+
+
+def init_inputs(wildcards):
+    """What a student's initial layers come from: the fine-tuned teacher (init: teacher), or the
+    pretrained folder and the task's records, for the label count (init: pretrained)."""
+    if _init(wildcards) == "pretrained":
+        return {"pretrained": [str(TEACHER_DIR / f) for f in kdlib.models.pretrained.PRETRAINED_FILES],
+                "records": bert_records(wildcards.task)}
+    return {"weights": f"results/{wildcards.task}/teacher/model.safetensors"}
+
+
+def init_source(wildcards):
+    if _init(wildcards) == "pretrained":
+        records = str(Path(bert_records(wildcards.task)).parent)
+        return (f"--pretrained {shlex.quote(str(TEACHER_DIR))} --task {wildcards.task}"
+                f" --records {records}")
+    return f"--teacher results/{wildcards.task}/teacher"
+
+
 def student_init_layers(wildcards):
     spec = kdlib.config.student_spec(config, wildcards.student)
     layers = kdlib.distill.recipes.init_layers(spec, int(TEACHER_CONFIG["num_hidden_layers"]))

@@ -28,19 +28,19 @@ rule cache_teacher_logits:
 
 rule export_teacher_layers:
     input:
-        weights="results/{task}/teacher/model.safetensors",
+        unpack(init_inputs),
     output:
         weights="results/{task}/init/{student}/model.safetensors",
         config="results/{task}/init/{student}/config.json",
     params:
         python=DATA_PYTHON,
         layers=student_init_layers,
+        source=init_source,  # init: teacher -> the fine-tuned teacher; pretrained -> teacher.pretrained
     log:
         "logs/{task}/export_teacher_layers_{student}.log",
     threads: 1
     shell:
-        "{params.python} -m workflow_scripts.export_teacher_layers"
-        " --teacher results/{wildcards.task}/teacher --layers {params.layers}"
+        "{params.python} -m workflow_scripts.export_teacher_layers {params.source} --layers {params.layers}"
         " --out results/{wildcards.task}/init/{wildcards.student} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 

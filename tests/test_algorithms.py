@@ -572,7 +572,13 @@ BAD = {
     "init deeper": ({"algorithm": "bert_pkd", "architecture": {"layers": 6, "init": "teacher"}}, "6-layer"),
     "heads divide": ({"algorithm": "kd", "architecture": {"layers": 2, "hidden": 18}}, "not a multiple"),
     "lstm from teacher": ({"algorithm": "none", "architecture": {"model": "bilstm", "init": "teacher"}},
-                          "bilstm cannot be initialised"),
+                          "bilstm cannot be initialised from teacher"),
+    "lstm from pretrained": ({"algorithm": "none", "architecture": {"model": "bilstm", "init": "pretrained"}},
+                             "bilstm cannot be initialised from pretrained"),
+    "pretrained width": ({"algorithm": "none", "architecture": {
+        "layers": 2, "hidden": 16, "init": "pretrained"}}, "init: pretrained needs the teacher's widths"),
+    "theseus from pretrained": ({"algorithm": "theseus", "architecture": {"layers": 2, "init": "pretrained"}},
+                                "set architecture.init: teacher"),
 }
 
 
@@ -842,3 +848,11 @@ def test_distill_script_trains_a_baseline_for_its_students_steps(data, tmp_path,
     assert "8 steps (2.00 epochs), as many as kd" in capsys.readouterr().err
     assert distill_script.main([*args, "--match-steps", '{"student": "kd"}']) == 1
     assert error_lines(capsys) == ["error: --match-steps must be a JSON list of {student, records, phases}"]
+
+
+def test_a_pretrained_initialised_student_needs_its_exported_layers_and_not_the_live_teacher():
+    for init, wanted in (("random", False), ("teacher", True), ("pretrained", True)):
+        spec = config.student_spec(make_config({"s": {"algorithm": "none", "architecture": {
+            "layers": 2, "init": init}}}), "s")
+        needs = recipes.get_recipe("none").needs(spec)
+        assert needs["init"] is wanted and needs["logits"] is False, (init, needs)

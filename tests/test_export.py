@@ -17,7 +17,13 @@ from kdlib.data.batching import model_inputs
 from kdlib.data.ofrecord import iter_records, record_file
 from kdlib.data.tasks import get_task
 from kdlib.distill import logit_cache
-from kdlib.distill.layers import export_layers, first_layers, select_layers, skip_layers
+from kdlib.distill.layers import (
+    export_layers,
+    export_pretrained_layers,
+    first_layers,
+    select_layers,
+    skip_layers,
+)
 from kdlib.errors import ConfigError, DataError
 from kdlib.evaluate.evaluation import predict
 from kdlib.models import checkpoint
@@ -90,7 +96,8 @@ def test_exported_layers_are_the_teachers_own(data, tmp_path, B):
     config = checkpoint.read_checkpoint_config(out)
     teacher_cfg = checkpoint.read_checkpoint_config(data / "teacher")
     assert config["num_hidden_layers"] == 2 and config["teacher_layers"] == [2, 4]
-    assert {k: v for k, v in config.items() if k not in ("num_hidden_layers", "teacher_layers")} == \
+    assert config["init"] == "teacher"
+    assert {k: v for k, v in config.items() if k not in ("num_hidden_layers", "teacher_layers", "init")} == \
         {k: v for k, v in teacher_cfg.items() if k != "num_hidden_layers"}
 
     # fed the teacher's state below it, each student layer gives the teacher layer's output
@@ -106,6 +113,39 @@ def test_exported_layers_are_the_teachers_own(data, tmp_path, B):
             got, _ = student.encoder.layer[s](hidden[t - 1], ext)
             assert float(np.abs(B.to_numpy(got) - B.to_numpy(hidden[t])).max()) <= 1e-6
     assert np.array_equal(B.to_numpy(emb), B.to_numpy(hidden[0]))
+
+
+def test_pretrained_layers_are_the_folders_before_fine_tuning(data, tmp_path, B):
+    raw = read_safetensors(data / "pretrained" / "model.safetensors")
+    pretrained = {k[len("bert."):]: v for k, v in raw.items() if k.startswith("bert.")}
+    teacher = read_safetensors(data / "teacher" / "model.safetensors")
+    out = export_pretrained_layers(B, data / "pretrained", [2, 4], 3, tmp_path / "init")
+    student = read_safetensors(out / "model.safetensors")
+    for s, t in ((0, 1), (1, 3)):
+        for key in [k for k in pretrained if k.startswith(f"encoder.layer.{t}.")]:
+            assert np.array_equal(student[key.replace(f"layer.{t}.", f"layer.{s}.")], pretrained[key])
+    assert np.array_equal(student["embeddings.word_embeddings.weight"],
+                          pretrained["embeddings.word_embeddings.weight"])
+    assert student["classifier.weight"].shape == (3, pretrained["embeddings.word_embeddings.weight"].shape[1])
+    assert not np.array_equal(student["classifier.weight"][:2], teacher["classifier.weight"])
+    config = checkpoint.read_checkpoint_config(out)
+    assert config["init"] == "pretrained" and config["teacher_layers"] == [2, 4]
+    assert config["num_hidden_layers"] == 2 and config["num_labels"] == 3
+    again = export_pretrained_layers(B, data / "pretrained", [2, 4], 3, tmp_path / "again")
+    assert (again / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+    model, _ = checkpoint.load_checkpoint(B, out)                     # a checkpoint like any other
+    assert len(model.encoder.layer) == 2
+
+
+def test_export_script_from_the_pretrained_folder(data, tmp_path, capsys):
+    out = tmp_path / "init"
+    argv = ["--pretrained", str(data / "pretrained"), "--layers", "1,3", "--out", str(out)]
+    assert export_teacher_layers.main(argv + ["--task", "sst2", "--records", str(data / "bert")]) == 0
+    assert checkpoint.read_checkpoint_config(out)["num_labels"] == TASK.num_labels
+    assert export_teacher_layers.main(argv[:-1] + [str(tmp_path / "bad")]) == 1
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and "--pretrained needs --task and --records" in lines[0], lines
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_rerun_replaces_the_export(data, tmp_path):

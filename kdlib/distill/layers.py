@@ -1,5 +1,14 @@
 """Student initialisation from chosen teacher layers (BERT-PKD, BERT-of-Theseus, no-KD baselines).
 
+Two sources (a student's ``architecture.init``):
+
+- ``teacher``: layers of the fine-tuned teacher, whose embeddings, pooler and classifier come along
+  (:func:`export_layers`; BERT-of-Theseus' successor starts so);
+- ``pretrained``: the same layers of the pretrained folder the teacher was fine-tuned from, before
+  any fine-tuning (:func:`export_pretrained_layers`), as BERT-PKD's students and its fine-tuned
+  baselines start (Sun et al. 2019): a baseline so initialised has learnt nothing from the
+  teacher. A pooler the folder lacks and the classifier are drawn with a fixed seed.
+
 Keys keep HuggingFace's names: teacher layer ``t`` (1-based) becomes student layer ``i`` by renaming
 ``encoder.layer.{t-1}.*`` to ``encoder.layer.{i}.*``; embeddings, pooler and classifier are copied
 as they are.
@@ -14,8 +23,10 @@ from safetensors.numpy import save_file
 
 from ..errors import ConfigError
 from ..io import atomic_dir
-from ..models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config
-from ..models.weights import read_safetensors
+from ..models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, model_config_dict, read_checkpoint_config
+from ..models.weights import read_safetensors, state_dict_numpy
+
+HEAD_SEED = 0       # the draw of a pretrained export's classifier (and pooler, if the folder has none)
 
 _LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
 
@@ -58,9 +69,23 @@ def export_layers(teacher_dir: str | Path, layers: list[int], out_dir: str | Pat
     teacher_dir = Path(teacher_dir)
     config = read_checkpoint_config(teacher_dir)
     arrays = read_safetensors(teacher_dir / WEIGHTS_FILE)
+    return _write(arrays, {**config, **(extra or {}), "init": "teacher"}, layers, out_dir)
+
+
+def export_pretrained_layers(B, pretrained_dir: str | Path, layers: list[int], num_labels: int,
+                             out_dir: str | Path) -> Path:
+    """Write a BERT checkpoint made of ``layers`` of the pretrained HF folder ``pretrained_dir``
+    (not fine-tuned), with a ``num_labels`` classifier drawn with :data:`HEAD_SEED`."""
+    from ..models.pretrained import load_pretrained_bert
+    B.seed(HEAD_SEED)
+    model, _ = load_pretrained_bert(B, pretrained_dir, num_labels, log=lambda line: None)
+    config = {**model_config_dict(model), "init": "pretrained"}
+    return _write(state_dict_numpy(model), config, layers, out_dir)
+
+
+def _write(arrays: dict, config: dict, layers: list[int], out_dir: str | Path) -> Path:
     student = select_layers(arrays, list(layers), int(config["num_hidden_layers"]))
-    config = {**config, **(extra or {}), "num_hidden_layers": len(layers),
-              "teacher_layers": list(layers)}
+    config = {**config, "num_hidden_layers": len(layers), "teacher_layers": list(layers)}
     with atomic_dir(out_dir) as tmp:
         save_file(student, str(tmp / WEIGHTS_FILE), metadata={"format": "kdflow"})
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -121,10 +121,10 @@ class Recipe:
         """What a student's job reads besides its records, the one place that says it (the rules
         and :func:`kdlib.distill.student.distill` both ask): the cached teacher ``logits``; the
         fine-tuned ``teacher`` folder (the live teacher, or the widths a BERT student follows);
-        its ``init`` layers exported from the teacher."""
+        its ``init`` layers exported from the teacher or the pretrained folder."""
         arch = spec["architecture"]
         return {"logits": self.needs_logits, "teacher": self.needs_teacher or arch["model"] == "bert",
-                "init": arch["init"] == "teacher"}
+                "init": arch["init"] != "random"}
 
     def default_layers(self, n_student: int, n_teacher: int) -> list[int]:
         return skip_layers(n_student, n_teacher)
@@ -136,18 +136,19 @@ class Recipe:
             raise ConfigError(f"student {student}: algorithm {self.name} needs a {self.model} "
                               f"student, not {arch['model']}")
         if arch["model"] == "bilstm":
-            if arch["init"] == "teacher":
-                raise ConfigError(f"student {student}: a bilstm cannot be initialised from teacher layers")
+            if arch["init"] != "random":
+                raise ConfigError(f"student {student}: a bilstm cannot be initialised from "
+                                  f"{arch['init']} layers")
             return
         n_t = int(teacher["num_hidden_layers"])
         try:                                   # e.g. a hidden width the heads do not divide
             cfg = student_config(spec, teacher, 2)
         except ConfigError as exc:
             raise ConfigError(f"student {student}: {exc}") from None
-        if arch["init"] == "teacher":
+        if arch["init"] != "random":
             if cfg.hidden_size != teacher["hidden_size"] or cfg.intermediate_size != teacher["intermediate_size"] \
                     or cfg.num_attention_heads != teacher["num_attention_heads"]:
-                raise ConfigError(f"student {student}: init: teacher needs the teacher's widths "
+                raise ConfigError(f"student {student}: init: {arch['init']} needs the teacher's widths "
                                   f"(hidden {teacher['hidden_size']}, heads {teacher['num_attention_heads']}, "
                                   f"intermediate {teacher['intermediate_size']})")
             try:
@@ -162,7 +163,7 @@ class Recipe:
         arch = spec["architecture"]
         if arch["model"] == "bilstm":
             return build_bilstm(ctx.B, student_config(spec, {}, ctx.task.num_labels, ctx.vocab_size))
-        if arch["init"] == "teacher":
+        if arch["init"] != "random":
             model, _ = load_checkpoint(ctx.B, ctx.init_dir)
             model.train()
             return model
