@@ -12,6 +12,7 @@ import kdlib.config
 import kdlib.errors
 import kdlib.models.pretrained
 import kdlib.data.tasks
+import kdlib.data.transfer
 
 # kdlib first, for an error that names the key path; then Snakemake's own check, which also fills
 # the schema's defaults into `config`.
@@ -170,8 +171,9 @@ def transfer_model_args(wildcards):
 
 
 def transfer_definition(wildcards):
-    """The transfer set's settings as JSON: a param, so changing one rebuilds that set alone."""
-    return json.dumps(TRANSFER[wildcards.transfer], sort_keys=True)
+    """The transfer set's settings as JSON: a param, so changing one rebuilds that set alone (the
+    keys of an augmenter it does not use are left out: changing them rebuilds nothing)."""
+    return json.dumps(kdlib.data.transfer.result_settings(TRANSFER[wildcards.transfer]), sort_keys=True)
 
 
 def bert_length(task):

@@ -270,3 +270,15 @@ def test_the_config_refuses_a_transfer_set_that_cannot_work():
                            "students": {"s": student, "b": {"algorithm": "kd"}}})
     assert config.student_spec(cfg, "s")["transfer"] == "raw"
     assert "transfer" not in config.student_spec(cfg, "b")     # nothing changes for the others
+
+
+def test_only_the_settings_a_set_uses_are_its_identity():
+    values = config.validate_section({"unlabeled": "builtin"}, "transfer_set", "transfer.raw")
+    assert transfer.result_settings(values) == {"unlabeled": "builtin", "augment": None,
+                                                "max_examples": 0, "seed": 0}
+    tang = config.validate_section({"augment": "tang", "p_replace": 0.9}, "transfer_set", "transfer.t")
+    assert transfer.result_settings(tang) == {"unlabeled": None, "augment": "tang", "max_examples": 0,
+                                              "seed": 0, "variants": 20, "p_mask": 0.1, "p_ngram": 0.25}
+    tiny = config.validate_section({"augment": "tinybert"}, "transfer_set", "transfer.b")
+    assert {"p_replace", "candidates", "variants"} <= transfer.result_settings(tiny).keys()
+    assert "p_mask" not in transfer.result_settings(tiny)

@@ -66,6 +66,18 @@ class TransferSpec:
         return cls(name=name, **{k: v for k, v in values.items() if k in keys})
 
 
+AUGMENT_KEYS = {"tang": ("variants", "p_mask", "p_ngram"),
+                "tinybert": ("variants", "p_replace", "candidates")}
+
+
+def result_settings(values: dict) -> dict:
+    """The settings of a transfer set (a config.yaml entry, defaults filled in) that change its
+    texts: an augmenter's keys only where that augmenter runs, so that a setting the set does not
+    use (or a new default for one) rebuilds nothing."""
+    keep = ("unlabeled", "augment", "max_examples", "seed") + AUGMENT_KEYS.get(values.get("augment"), ())
+    return {k: values[k] for k in keep if k in values}
+
+
 def normalise(text: str) -> str:
     """The form two texts are compared in: lower case, runs of white space as one space."""
     return _SPACE.sub(" ", text).strip().lower()
