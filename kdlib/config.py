@@ -219,6 +219,9 @@ BASELINE_ALGORITHM = "none"
 # The architecture keys that make two students the same model. BiLSTM students have no layers or
 # heads; BERT students have no separate embedding size. ``init_layers`` is left out on purpose: PKD
 # and Theseus copy different teacher layers into the same 3-layer BERT, and share one baseline.
+# ``init`` counts only as random or copied layers: a student that starts from the fine-tuned
+# teacher's layers is measured against the baseline that starts from the same layers of the
+# pretrained folder (init: pretrained), which has learnt nothing from the teacher.
 ARCHITECTURE_KEYS = {
     "bert": ("model", "layers", "hidden", "heads", "intermediate", "init"),
     "bilstm": ("model", "hidden", "intermediate", "embedding", "init"),
@@ -233,7 +236,10 @@ def _student(name: str, raw: dict) -> dict:
 def architecture_key(architecture: dict) -> tuple:
     """The architecture fields that must match for a no-KD student to be another's baseline."""
     keys = ARCHITECTURE_KEYS.get(architecture["model"], tuple(sorted(architecture)))
-    return tuple((k, architecture.get(k)) for k in keys)
+    key = {k: architecture.get(k) for k in keys}
+    if key.get("init") in ("teacher", "pretrained"):
+        key["init"] = "copied layers"
+    return tuple(key.items())
 
 
 def baselines(students_config: dict) -> dict[str, str]:

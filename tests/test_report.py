@@ -167,6 +167,12 @@ def test_baselines_need_the_same_architecture():
         "pkd_top": "base_pkd",         # init_layers is not
         "lstm": "base_lstm",           # a BiLSTM has no layers setting
     }
+    # teacher and pretrained layers are both copied layers: a teacher-initialised student is
+    # measured against the baseline that starts from the pretrained folder's layers
+    pretrained = {"model": "bert", "layers": 3, "init": "pretrained"}
+    assert config.baselines({"pkd": students["pkd_top"], "base_random": {
+        "algorithm": "none", "architecture": {"model": "bert", "layers": 3}},
+        "base_pre": {"algorithm": "none", "architecture": pretrained}}) == {"pkd": "base_pre"}
 
 
 # ---- the table ------------------------------------------------------------------------------------
