@@ -64,9 +64,15 @@ def _check_transfer(config: dict) -> None:
     """Every transfer set has a source; every student's transfer set exists, and no baseline
     (algorithm none, hard labels only) names one."""
     sets = config.get("transfer", {})
+    from .data.tasks import TASKS
+    known_tasks = set(TASKS) | set(config.get("custom_tasks") or {})
     for name, spec in sets.items():
         if not spec.get("unlabeled") and not spec.get("augment"):
             raise ConfigError(f"config error at transfer.{name}: give unlabeled, augment or both")
+        unknown = [t for t in spec.get("tasks") or () if t not in known_tasks]
+        if unknown:
+            raise ConfigError(f"config error at transfer.{name}.tasks: {', '.join(unknown)} is no task "
+                              "(a GLUE id, tweets, tweets3 or a name under custom_tasks)")
     for name, student in config.get("students", {}).items():
         chosen = student.get("transfer")
         if chosen is None:
@@ -177,11 +183,22 @@ def run_of(name: str) -> tuple[str, int]:
     return (match["student"], int(match["k"])) if match else (name, 0)
 
 
-def student_spec(config: dict, name: str) -> dict:
-    """What the distill stage needs to know about student (or run) ``name``: its algorithm,
-    architecture, the hyperparameters its recipe reads, and its resolved training settings per
-    phase. Only these reach the stage as parameters, so an unrelated config change does not rerun
-    it. Run ``<student>_seed<k>`` trains with every phase's seed raised by k."""
+def transfer_of(config: dict, name: str, task: str | None) -> str | None:
+    """The transfer set student (or run) ``name`` trains with on ``task``: the set it names, unless
+    the set's ``tasks`` leaves that task out (None for ``task`` None: the name alone)."""
+    chosen = config["students"][run_of(name)[0]].get("transfer")
+    if chosen is None or task is None:
+        return chosen
+    tasks = config.get("transfer", {}).get(chosen, {}).get("tasks")
+    return chosen if tasks is None or task in tasks else None
+
+
+def student_spec(config: dict, name: str, task: str | None = None) -> dict:
+    """What the distill stage needs to know about student (or run) ``name`` on ``task``: its
+    algorithm, architecture, the hyperparameters its recipe reads, its transfer set (if it has one
+    on that task) and its resolved training settings per phase. Only these reach the stage as
+    parameters, so an unrelated config change does not rerun it. Run ``<student>_seed<k>`` trains
+    with every phase's seed raised by k."""
     from .distill.recipes import get_recipe
 
     students = config["students"]
@@ -193,8 +210,9 @@ def student_spec(config: dict, name: str) -> dict:
     spec = {"algorithm": raw["algorithm"], "architecture": raw["architecture"],
             "hyperparameters": {k: raw["hyperparameters"][k] for k in recipe.hyperparameters},
             "train": _resolve_train(config["students_train"], raw.get("train"))}
-    if raw.get("transfer"):
-        spec["transfer"] = raw["transfer"]
+    chosen = transfer_of(config, base, task)
+    if chosen:
+        spec["transfer"] = chosen
     if recipe.two_phase:
         spec["first_phase_train"] = _resolve_train(config["students_train"], raw.get("first_phase_train"))
     for phase in ("first_phase_train", "train"):

@@ -260,8 +260,9 @@ def _is_lstm(run):
     return config["students"][_base(run)]["architecture"]["model"] == "bilstm"
 
 
-def _transfer(run):
-    return config["students"][_base(run)].get("transfer")
+def _transfer(run, task):
+    """The transfer set a run trains with on ``task`` (a set's ``tasks`` may leave the task out)."""
+    return kdlib.config.transfer_of(config, run, task)
 
 
 def eval_records_dir(wildcards):
@@ -279,7 +280,7 @@ def _records_dir(task, run, transfer=True):
         folder = f"data/ofrecord/{task}/lstm{config['data']['lstm']['max_length']}"
     else:
         folder = f"data/ofrecord/{task}/bert{bert_length(task)}"
-    chosen = _transfer(run) if transfer else None
+    chosen = _transfer(run, task) if transfer else None
     return f"{folder}+{chosen}" if chosen else folder
 
 
@@ -300,7 +301,7 @@ def match_steps(wildcards):
     batch sizes (a param: a change to them reruns the baseline; its records are inputs)."""
     students = []
     for student in _compared(wildcards.student):
-        spec = kdlib.config.student_spec(config, student)
+        spec = kdlib.config.student_spec(config, student, wildcards.task)
         phases = [spec[p] for p in ("first_phase_train", "train") if p in spec]
         students.append({"student": student, "records": _records_dir(wildcards.task, student),
                          "phases": [{"epochs": p["epochs"], "batch_size": p["batch_size"]} for p in phases]})
@@ -315,13 +316,14 @@ def student_records_of(wildcards):
 
 def student_settings(wildcards):
     """What changes a student: a param, so changing one reruns only this student."""
-    spec = kdlib.config.student_spec(config, wildcards.student)
+    spec = kdlib.config.student_spec(config, wildcards.student, wildcards.task)
     return json.dumps(kdlib.config.result_settings(spec), sort_keys=True)
 
 
 def student_spec_json(wildcards):
     """The student's resolved settings as JSON, for the stage (untracked)."""
-    return Untracked(json.dumps(kdlib.config.student_spec(config, wildcards.student), sort_keys=True))
+    return Untracked(json.dumps(kdlib.config.student_spec(config, wildcards.student, wildcards.task),
+                                sort_keys=True))
 
 
 def _init(wildcards):
@@ -355,13 +357,13 @@ def distill_inputs(wildcards):
     """What a student's distill job reads: its records, and what its recipe needs from the teacher
     (kdlib.distill.recipes.Recipe.needs, the one place that decides it)."""
     task, student = wildcards.task, wildcards.student
-    needs = _recipe(student).needs(kdlib.config.student_spec(config, student))
+    needs = _recipe(student).needs(kdlib.config.student_spec(config, student, task))
     inputs = {"records": student_records_of(wildcards)}
     compared = sorted({f"{_records_dir(task, s)}/meta.json" for s in _compared(student)})
     if compared:
         inputs["compared"] = compared          # their row counts set the baseline's steps
     if needs["logits"]:
-        transfer = _transfer(student)
+        transfer = _transfer(student, task)
         inputs["logits"] = (f"results/{task}/teacher_logits+{transfer}.npz" if transfer
                             else f"results/{task}/teacher_logits.npz")
     if needs["teacher"]:

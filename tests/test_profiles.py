@@ -186,7 +186,8 @@ def planned_jobs(text: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
 
 
 SLURM_PROFILES = ("slurm", "slurm-cpu")
-GPU_RULES = ("finetune_teacher", "distill", "cache_teacher_logits", "evaluate_teacher", "evaluate_student")
+GPU_RULES = ("finetune_teacher", "distill", "cache_teacher_logits", "cache_transfer_logits",
+             "evaluate_teacher", "evaluate_student")
 
 
 @pytest.mark.parametrize("profile", SLURM_PROFILES)
@@ -197,11 +198,13 @@ def test_slurm_profiles_run_the_short_stages_as_one_job_per_task(tmp_path, profi
                    "results/sst2/report.md")
     groups, alone = planned_jobs(text)
     exports = ["export_teacher_layers"] * 3                # bert_pkd, bert_pkd_nokd, theseus
+    tweets_data = ["ofrecord_bert", "ofrecord_lstm", "ofrecord_transfer", "ofrecord_transfer",
+                   "prepare_builtin", "transfer_set"]            # the default's transfer set, tweets only
     assert sorted(groups) == [("data", ["download_glue", "ofrecord_bert", "ofrecord_lstm"]),
-                              ("data", ["ofrecord_bert", "ofrecord_lstm", "prepare_builtin"]),
-                              ("export_sst2", exports), ("export_tweets", exports)]
-    assert sorted(set(alone)) == ["cache_teacher_logits", "distill", "evaluate_student",
-                                  "evaluate_teacher", "finetune_teacher", "measure_speed", "report"]
+                              ("data", tweets_data), ("export_sst2", exports), ("export_tweets", exports)]
+    assert sorted(set(alone)) == ["cache_teacher_logits", "cache_transfer_logits", "distill",
+                                  "evaluate_student", "evaluate_teacher", "finetune_teacher",
+                                  "measure_speed", "report"]
 
 
 def readme_commands(profile: str) -> list[list[str]]:
