@@ -17,15 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from kdlib.evaluate import stats
+from kdlib.evaluate.eval_json import read_predictions
 
 
 def runs(results: Path, name: str, seeds: int):
-    logits, gold = [], None
-    for k in range(seeds):
-        saved = np.load(results / f"{name if k == 0 else f'{name}_seed{k}'}_predictions.npz")
-        logits.append(saved["dev_logits"])
-        gold = saved["dev_labels"]
-    return logits, gold
+    """Dev logits of runs 0 .. seeds - 1 of ``name``, and the dev labels."""
+    pairs = [read_predictions(results / f"{name if k == 0 else f'{name}_seed{k}'}_predictions.npz", "dev")
+             for k in range(seeds)]
+    return [logits for logits, _ in pairs], pairs[0][1]
 
 
 def main(argv=None) -> None:

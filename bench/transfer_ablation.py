@@ -16,9 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from kdlib.evaluate import stats
+from kdlib.evaluate.eval_json import read_predictions
 
 KINDS = ("none", "unlabeled (tweets_raw)", "augmentation (tang)", "both")
 ROWS = [("kd", name, kind) for name, kind in zip(("kd_none", "kd", "kd_aug", "kd_both"), KINDS)] + \
@@ -32,16 +31,12 @@ def points(x: float) -> str:
 
 
 def main(results: Path = Path("results/tweets")) -> None:
-    def logits(name):
-        saved = np.load(results / f"{name}_predictions.npz")
-        return saved["dev_logits"], saved["dev_labels"]
-
     print("| student | transfer set | training rows | steps | dev acc. | baseline | gain (pts) [95%] "
           "| verdict |")
     print("| --- | --- | ---: | ---: | ---: | --- | ---: | --- |")
     for family, name, kind in ROWS:
-        student, gold = logits(name)
-        baseline, _ = logits(BASELINE[family])
+        student, gold = read_predictions(results / f"{name}_predictions.npz", "dev")
+        baseline, _ = read_predictions(results / f"{BASELINE[family]}_predictions.npz", "dev")
         c = stats.compare("accuracy", [student], [baseline], gold, regression=False)
         summary = json.loads((results / name / "train_summary.json").read_text())
         accuracy = float((student.argmax(1) == gold).mean())

@@ -91,6 +91,7 @@ try:
     TEACHER_DIR = kdlib.models.pretrained.resolve_pretrained(config["teacher"]["pretrained"])
 except kdlib.errors.KdflowError as exc:
     raise WorkflowError(f"teacher.pretrained: {exc}")
+PRETRAINED_INPUTS = [str(TEACHER_DIR / f) for f in kdlib.models.pretrained.PRETRAINED_FILES]
 
 
 # ---- named input functions -----------------------------------------------------------------------
@@ -144,7 +145,7 @@ def transfer_inputs(wildcards):
     if unlabeled and unlabeled != "builtin":
         inputs["unlabeled"] = str(Path(unlabeled).expanduser())
     if _tinybert_set(wildcards):
-        inputs["pretrained"] = [str(TEACHER_DIR / f) for f in kdlib.models.pretrained.PRETRAINED_FILES]
+        inputs["pretrained"] = PRETRAINED_INPUTS
     return inputs
 
 
@@ -334,7 +335,7 @@ def init_inputs(wildcards):
     """What a student's initial layers come from: the fine-tuned teacher (init: teacher), or the
     pretrained folder and the task's records, for the label count (init: pretrained)."""
     if _init(wildcards) == "pretrained":
-        return {"pretrained": [str(TEACHER_DIR / f) for f in kdlib.models.pretrained.PRETRAINED_FILES],
+        return {"pretrained": PRETRAINED_INPUTS,
                 "records": bert_records(wildcards.task)}
     return {"weights": f"results/{wildcards.task}/teacher/model.safetensors"}
 

@@ -46,7 +46,7 @@ from tokenizers.models import WordPiece
 from tqdm import tqdm
 
 from ..errors import DataError
-from ..models.pretrained import load_pretrained_bert
+from ..models.pretrained import hf_key, load_pretrained_bert
 from ..models.weights import read_safetensors
 from .convert import WordTokenizer
 
@@ -77,12 +77,9 @@ def whole_words(tokens: list[str], size: int) -> np.ndarray:
 
 
 def _array(arrays: dict, key: str):
-    """``key`` of a HF checkpoint with or without ``bert.``; LayerNorm weights also as gamma/beta."""
-    old = key.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
-    for name in (key, old, "bert." + key, "bert." + old):
-        if name in arrays:
-            return np.asarray(arrays[name], dtype=np.float32)
-    return None
+    """``key`` (our naming, :func:`kdlib.models.pretrained.hf_key`) of a checkpoint whose keys are
+    in that naming, as float32; None when it is missing."""
+    return np.asarray(arrays[key], dtype=np.float32) if key in arrays else None
 
 
 def mlm_head(arrays: dict, embeddings: np.ndarray, path: Path) -> dict | None:
@@ -173,7 +170,7 @@ class Candidates:
         self.k, self.batch_size = k, batch_size
         self.tokens = read_vocab(folder / "vocab.txt")
         weights = folder / "model.safetensors"
-        arrays = read_safetensors(weights)
+        arrays = {hf_key(k): v for k, v in read_safetensors(weights).items()}   # with or without bert.
         embeddings = _array(arrays, WORD_EMBEDDINGS)
         if embeddings is None or embeddings.ndim != 2:
             raise DataError(f"{weights}: no 2-D {WORD_EMBEDDINGS}; augment: tinybert needs the "

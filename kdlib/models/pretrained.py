@@ -66,7 +66,7 @@ HEAD_PREFIXES = ("pooler.", "classifier.")
 _IGNORED_KEYS = ("embeddings.position_ids",)
 
 
-def _hf_key(key: str) -> str:
+def hf_key(key: str) -> str:
     """A HF checkpoint key in our naming: drop ``bert.``, rename old ``LayerNorm.gamma/beta``."""
     if key.startswith("bert."):
         key = key[len("bert."):]
@@ -102,9 +102,9 @@ def load_pretrained_bert(B, folder, num_labels: int, log: Callable[[str], None] 
     raw = read_safetensors(weights_path)
     arrays = {}
     for key, value in raw.items():
-        if key in _IGNORED_KEYS or _hf_key(key) in _IGNORED_KEYS:
+        if key in _IGNORED_KEYS or hf_key(key) in _IGNORED_KEYS:
             continue
-        arrays[_hf_key(key)] = value.astype(np.float32) if value.dtype.kind == "f" else value
+        arrays[hf_key(key)] = value.astype(np.float32) if value.dtype.kind == "f" else value
     model = build_bert(B, cfg)
     missing, unexpected = load_state_numpy(model, arrays, strict=False, source=weights_path)
     body_missing = [k for k in missing if not k.startswith(HEAD_PREFIXES)]
