@@ -83,6 +83,7 @@ rule ofrecord_bert:
     output:
         train="data/ofrecord/{task}/bert{seq}/train.of_record-0",
         meta="data/ofrecord/{task}/bert{seq}/meta.json",
+        vocab="data/ofrecord/{task}/bert{seq}/vocab.txt",  # a copy: model folders carry it
     params:
         python=DATA_PYTHON,
         glue_root=tsv_root,

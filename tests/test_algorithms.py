@@ -78,8 +78,7 @@ def spec_of(name: str, students: dict | None = None, **overrides) -> dict:
 def write_word_records(bert_dir, out_dir) -> None:
     """Word records of the same examples in the same order (word ``w{i}`` -> id ``i + 2``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    vocab = ["<pad>", "<unk>"] + tinydata.VOCAB[tinydata.FIRST_WORD:]
-    (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tinydata.write_record_meta(out_dir, "lstm", ["<pad>", "<unk>"] + tinydata.VOCAB[tinydata.FIRST_WORD:])
     shift = tinydata.FIRST_WORD - 2
     for split in ("train", "dev"):
         with RecordWriter(record_file(out_dir, split)) as w:
@@ -212,10 +211,14 @@ def test_every_recipe_trains_end_to_end(name, data, teacher_cfg, B, tmp_path):
     phases = 2 if recipe.two_phase else 1
     assert len(results) == phases and all(r.steps == N_TRAIN // BATCH for r in results)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["model.safetensors", "config.json", "train_log.csv", "train_summary.json"])
+        ["model.safetensors", "config.json", "vocab.txt", "train_log.csv", "train_summary.json"])
     saved = checkpoint.read_checkpoint_config(out)
     assert saved["algorithm"] == spec["algorithm"] and saved["student"] == name
     assert saved["role"] == "student" and saved["task"] == TASK.name
+    # the folder carries its tokeniser: the records' vocabulary and how they were encoded
+    assert (out / "vocab.txt").read_bytes() == (records / "vocab.txt").read_bytes()
+    assert (saved["tokenizer"], saved["max_length"], saved["text_pair"]) == \
+        ("words" if lstm else "wordpiece", tinydata.MAX_LENGTH, False)
     model, _ = checkpoint.load_checkpoint(B, out)
     model_type, layers, hidden = EXPECTED[name]
     assert model.model_type == model_type and model.config.hidden_size == hidden
@@ -786,10 +789,12 @@ def mixed(data, B):
                  record_file(folder, "train"), 0)
     shutil.copy(record_file(data / "bert", "dev"), record_file(folder, "dev"))
     meta = {"task": TASK.name, "counts": {"train": N_TRAIN + 16, "dev": N_DEV},
-            "transfer": {"name": "t", "labelled": N_TRAIN, "transfer": 16}}
-    (folder / "meta.json").write_text(json.dumps(meta))
+            "transfer": {"name": "t", "labelled": N_TRAIN, "transfer": 16},
+            "max_length": tinydata.MAX_LENGTH}
+    shutil.copy(data / "bert/vocab.txt", folder / "vocab.txt")
+    (folder / "meta.json").write_text(json.dumps({**meta, "kind": "bert"}))
     write_word_records(folder, data / "lstm+t")
-    (data / "lstm+t/meta.json").write_text(json.dumps(meta))
+    (data / "lstm+t/meta.json").write_text(json.dumps({**meta, "kind": "lstm"}))
     logit_cache.cache_logits(B, TASK, data / "teacher", folder, data / "logits+t.npz", batch_size=16)
     return data
 

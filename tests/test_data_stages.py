@@ -306,7 +306,8 @@ def test_bert_records_single_sentences(tmp_path, vocab):
     assert (meta["kind"], meta["max_length"], meta["num_labels"], meta["task"]) == \
         ("bert", L, 2, "sst2")
     assert sorted(p.name for p in out.iterdir()) == \
-        ["dev.of_record-0", "meta.json", "train.of_record-0"]
+        ["dev.of_record-0", "meta.json", "train.of_record-0", "vocab.txt"]
+    assert (out / "vocab.txt").read_bytes() == Path(vocab).read_bytes()  # model folders carry it
     for split in ("train", "dev"):
         df = read_tsv("sst2", root / "SST-2" / f"{split}.tsv")
         recs = records(ofrecord.record_file(out, split))

@@ -127,11 +127,20 @@ def write_split(path: str | Path, examples: dict[str, np.ndarray]) -> Path:
 
 def write_records(folder: str | Path, n_train: int = 96, n_dev: int = 48, seed: int = 0,
                   dev_split: str = "dev") -> Path:
-    """``folder/train.of_record-0`` and ``folder/<dev_split>.of_record-0`` of the majority rule."""
+    """``folder/train.of_record-0`` and ``folder/<dev_split>.of_record-0`` of the majority rule,
+    with the ``vocab.txt`` and ``meta.json`` (kind, max_length; no counts) of a record folder."""
     from kdlib.data.ofrecord import record_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_split(record_file(folder, "train"), make_examples(n_train, seed))
     write_split(record_file(folder, dev_split), make_examples(n_dev, seed + 1000))
+    write_record_meta(folder, "bert", VOCAB)
     return folder
+
+
+def write_record_meta(folder: str | Path, kind: str, vocab: list[str]) -> None:
+    """A record folder's ``vocab.txt`` and a ``meta.json`` of its kind and length (no counts)."""
+    folder = Path(folder)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (folder / "meta.json").write_text(json.dumps({"kind": kind, "max_length": MAX_LENGTH}), encoding="utf-8")

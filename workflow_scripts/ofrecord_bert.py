@@ -1,10 +1,14 @@
 """Stage ofrecord_bert: WordPiece OFRecords of every split of a task, with the teacher's vocab.
 
+The folder keeps a copy of the vocabulary (``vocab.txt``), as the word records do, so that every
+model trained on it can carry its tokeniser (docs/architecture.md, "Model folders").
+
 meta.json names the vocabulary by its sha256 and a path that stays true when the checkout moves:
 relative to the working directory when the file lies under it, else its file name alone.
 """
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -32,6 +36,7 @@ def main(argv=None) -> int:
         counts = convert.convert_splits(
             task, args.glue_root, tmp, lambda chunks, path, desc: convert.convert_bert(
                 task, chunks, path, tokenizer, desc=desc), "BERT")
+        shutil.copy(args.vocab, tmp / "vocab.txt")
         convert.write_meta(tmp / "meta.json", task=task.name, kind="bert", max_length=args.max_length,
                            vocab=portable_path(args.vocab), vocab_sha256=file_digest(args.vocab),
                            num_labels=task.num_labels, counts=counts,

@@ -58,34 +58,38 @@ def _pad(rows: list[list[int]], real: np.ndarray) -> np.ndarray:
     return out
 
 
+def bert_arrays(tokenizer: BertWordPieceTokenizer, texts: list) -> dict[str, np.ndarray]:
+    """``texts`` (strings, or ``(text_a, text_b)`` pairs) -> ``input_ids``, ``input_mask`` and
+    ``segment_ids``, each (N, L) int32 with L the tokenizer's ``max_length``: each text becomes its
+    ``n <= L`` pieces (longer ones truncated, a pair longest-first), ``input_mask = [1] * n + [0] *
+    (L - n)``. Records and ``kdlib.predict`` both encode with it."""
+    if tokenizer.padding is not None or tokenizer.truncation is None:
+        raise ValueError("bert_arrays needs a tokenizer that truncates and does not pad (see wordpiece)")
+    max_length = int(tokenizer.truncation["max_length"])
+    encodings = tokenizer.encode_batch(texts)
+    ids = [e.ids for e in encodings]
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))   # (N,)
+    real = np.arange(max_length)[None, :] < lengths[:, None]                # (N, L)
+    pairs = bool(texts) and isinstance(texts[0], tuple)
+    return {"input_ids": _pad(ids, real), "input_mask": real.astype(np.int32),
+            "segment_ids": (_pad([e.type_ids for e in encodings], real) if pairs
+                            else np.zeros(real.shape, dtype=np.int32))}
+
+
 def convert_bert(task: Task, chunks, out_path: str | Path, tokenizer: BertWordPieceTokenizer,
                  desc: str = "", labelled: bool = True) -> int:
     """Write BERT records (input_ids, input_mask, segment_ids, label_ids, is_real_example).
     ``labelled=False`` marks rows whose label is a placeholder (a transfer set's: is_real_example 0).
 
-    ``tokenizer`` comes from :func:`wordpiece`: it truncates to L = its ``max_length`` and does not
-    pad; here each example becomes ``n <= L`` pieces, ``input_mask = [1] * n + [0] * (L - n)``.
+    ``tokenizer`` comes from :func:`wordpiece`; the features are :func:`bert_arrays`'.
     """
-    if tokenizer.padding is not None or tokenizer.truncation is None:
-        raise ValueError("convert_bert needs a tokenizer that truncates and does not pad "
-                         "(see wordpiece)")
-    max_length = int(tokenizer.truncation["max_length"])
     with RecordWriter(out_path) as writer, tqdm(desc=desc or str(out_path), unit="ex") as bar:
         for chunk in chunks:
-            texts = _texts(chunk)
-            encodings = tokenizer.encode_batch(texts)
-            ids = [e.ids for e in encodings]
-            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))  # (N,)
-            real = np.arange(max_length)[None, :] < lengths[:, None]            # (N, L)
-            pairs = bool(texts) and isinstance(texts[0], tuple)
-            writer.write_batch({
-                "input_ids": _pad(ids, real),
-                "input_mask": real.astype(np.int32),
-                "segment_ids": (_pad([e.type_ids for e in encodings], real) if pairs
-                                else np.zeros(real.shape, dtype=np.int32)),
-                "label_ids": _labels(task, chunk),                              # (N,)
-                "is_real_example": np.full(len(ids), int(labelled), dtype=np.int32)})
-            bar.update(len(ids))
+            arrays = bert_arrays(tokenizer, _texts(chunk))
+            n = len(arrays["input_ids"])
+            writer.write_batch({**arrays, "label_ids": _labels(task, chunk),          # (N,)
+                                "is_real_example": np.full(n, int(labelled), dtype=np.int32)})
+            bar.update(n)
     return writer.count
 
 
@@ -138,26 +142,30 @@ def read_vocab(path: str | Path) -> list[str]:
     return vocab
 
 
+def word_arrays(index: dict[str, int], rows: list, max_length: int) -> dict[str, np.ndarray]:
+    """``rows`` of ``(text_a, text_b or None)`` -> ``input_ids`` and ``input_mask``, (N, L) int32,
+    by the word vocabulary ``index`` (word -> id): a pair's two word lists are joined, an example
+    keeps its first ``max_length`` words, and one with no words becomes a single ``<unk>``."""
+    unk, words = index[UNK], WordTokenizer()
+    ids = np.zeros((len(rows), max_length), dtype=np.int32)            # (N, L), <pad> = 0
+    mask = np.zeros((len(rows), max_length), dtype=np.int32)
+    for i, (a, b) in enumerate(rows):
+        row = [index.get(w, unk) for w in words(a, b)[:max_length]] or [unk]
+        ids[i, :len(row)] = row
+        mask[i, :len(row)] = 1
+    return {"input_ids": ids, "input_mask": mask}
+
+
 def convert_lstm(task: Task, chunks, out_path: str | Path, vocab: list[str], max_length: int,
                  desc: str = "", labelled: bool = True) -> int:
     """Write word-level records (input_ids, input_mask, label_ids, is_real_example); ``labelled`` as
-    in :func:`convert_bert`.
-
-    A sentence pair becomes its two word lists joined; longer examples keep their first
-    ``max_length`` words, and an example with no words becomes a single ``<unk>``.
+    in :func:`convert_bert`; the features are :func:`word_arrays`'.
     """
     index = {w: i for i, w in enumerate(vocab)}
-    unk = index[UNK]
-    words = WordTokenizer()
     with RecordWriter(out_path) as writer, tqdm(desc=desc or str(out_path), unit="ex") as bar:
         for chunk in chunks:
-            ids = np.zeros((len(chunk), max_length), dtype=np.int32)           # (N, L), <pad> = 0
-            mask = np.zeros((len(chunk), max_length), dtype=np.int32)
-            for i, (a, b) in enumerate(text_rows(chunk)):
-                row = [index.get(w, unk) for w in words(a, b)[:max_length]] or [unk]
-                ids[i, :len(row)] = row
-                mask[i, :len(row)] = 1
-            writer.write_batch({"input_ids": ids, "input_mask": mask, "label_ids": _labels(task, chunk),
+            arrays = word_arrays(index, list(text_rows(chunk)), max_length)
+            writer.write_batch({**arrays, "label_ids": _labels(task, chunk),
                                 "is_real_example": np.full(len(chunk), int(labelled), dtype=np.int32)})
             bar.update(len(chunk))
     return writer.count
@@ -194,6 +202,20 @@ def _noting_labels(chunks, labels: set):
     for chunk in chunks:
         labels.update(chunk["label"].tolist())
         yield chunk
+
+
+def encoding_of(records: str | Path, task: Task) -> dict:
+    """How a model trained on the record folder ``records`` reads new text, for its config.json:
+    ``tokenizer`` (``wordpiece``: BERT records; ``words``: the BiLSTM's), ``max_length`` (longer
+    texts are truncated as the records were) and ``text_pair`` (the task's examples are pairs). The
+    vocabulary is the folder's ``vocab.txt``."""
+    meta_path = Path(records) / "meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    kinds = {"bert": "wordpiece", "lstm": "words"}
+    if meta.get("kind") not in kinds or not isinstance(meta.get("max_length"), int):
+        raise DataError(f"{meta_path}: not the meta.json of a record folder (kind, max_length)")
+    return {"tokenizer": kinds[meta["kind"]], "max_length": meta["max_length"],
+            "text_pair": task.text_b is not None}
 
 
 def write_meta(path: str | Path, **meta) -> None:

@@ -1,15 +1,16 @@
 """Running one student's recipe: build it, run its phases through :func:`kdlib.distill.train.fit`, keep
-the final phase's best checkpoint."""
+the final phase's best checkpoint in a self-contained model folder (weights, config.json with the
+labels and tokeniser settings, the records' vocab.txt)."""
 from __future__ import annotations
 
 import dataclasses
 import sys
 from pathlib import Path
 
-from ..data.convert import read_vocab
+from ..data.convert import encoding_of, read_vocab
 from ..data.ofrecord import checked_count, record_file
 from ..data.tasks import Task
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..evaluate.evaluation import dev_evaluator
 from ..io import check_writable, read_json
 from ..models import checkpoint
@@ -84,6 +85,10 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
     transfer = transfer_of(records)
     check_transfer(name, spec, records, transfer)
     n_train = checked_count(record_file(records, "train"))
+    encoding = encoding_of(records, task)          # the model folder's tokeniser settings
+    vocab = records / "vocab.txt"
+    if not vocab.is_file():
+        raise DataError(f"{records}: no vocab.txt, which the model folder carries; rebuild the records")
     if B.rank == 0:                              # before the training, not after it
         check_writable(out_dir)
         check_writable(work_dir, "work folder")
@@ -105,7 +110,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
     B.seed(cfgs[0].seed)
     student = recipe.build(ctx, spec)
     meta = {"task": task.name, "labels": list(task.labels or []), "role": "student",
-            "student": name, "algorithm": spec["algorithm"]}
+            "student": name, "algorithm": spec["algorithm"], **encoding}
     dev = record_file(records, task.dev_splits[0])
     evaluate = dev_evaluator(B, student, task, dev, eval_batch_size)
     inputs = {"dev records": dev}                # what the resume state is keyed to, with spec
@@ -133,7 +138,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
                                 sum(r.steps for r in results), sum(r.seconds for r in results),
                                 results[-1].history, results[-1].processes)
         train.publish(out_dir, work_dir / phase.name, total, cfgs[-1], work_dir=work_dir,
-                      task=task.name, student=name, algorithm=spec["algorithm"],
+                      extra_files=[vocab], task=task.name, student=name, algorithm=spec["algorithm"],
                       training_rows=n_train, transfer_rows=int(transfer.get("transfer", 0)), **matched,
                       phases=[{"steps": r.steps, "seconds": round(r.seconds, 2),
                                "best_score": r.best_score, "skipped_steps": r.skipped_steps}

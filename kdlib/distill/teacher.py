@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..data import ofrecord
 from ..data.batching import model_inputs
+from ..data.convert import encoding_of
 from ..data.tasks import Task
 from ..errors import ConfigError
 from ..evaluate.evaluation import dev_evaluator
@@ -49,7 +50,7 @@ def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir
     check_length(records, bert_cfg.max_position_embeddings, pretrained)
     dev = ofrecord.record_file(records, task.dev_splits[0])
     meta = {"task": task.name, "labels": list(task.labels or []), "role": "teacher",
-            "pretrained": str(pretrained)}
+            "pretrained": str(pretrained), **encoding_of(records, task)}
     result = train.fit(B, {"model": model}, supervised_loss_fn(B, model, task.is_regression),
                        train_path=ofrecord.record_file(records, "train"), cfg=cfg,
                        work_dir=work_dir, evaluate=dev_evaluator(B, model, task, dev, eval_batch_size),
