@@ -2,7 +2,7 @@
 SNAKEMAKE := .venv/bin/snakemake
 CORES ?= 4
 
-.PHONY: setup setup-cluster run test lint bench clean-results
+.PHONY: setup setup-cluster run deploy test lint bench clean-results
 
 setup:  ## create any missing runtime (.venv, .venv-oneflow); a no-op when they are current
 	@bash scripts/setup.sh
@@ -13,6 +13,9 @@ setup-cluster: setup  ## add the Slurm executor plugin (requirements/cluster.txt
 
 run: setup  ## run the embedded default: results/tweets/report.md
 	$(SNAKEMAKE) --cores $(CORES)
+
+deploy: setup  ## after run: HuggingFace and ONNX (fp32, int8) exports, results/tweets/deployment.md
+	$(SNAKEMAKE) --cores $(CORES) deploy
 
 test: setup setup-cluster lint  ## every test, in both runtimes
 	@bash scripts/test.sh

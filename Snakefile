@@ -15,6 +15,7 @@ include: "rules/teacher.smk"
 include: "rules/distill.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/export.smk"
 
 
 rule all:

@@ -186,7 +186,10 @@ def bert_records(task):
 
 
 def default_targets(wildcards):
-    return [f"results/{task}/report.md" for task in config["tasks"]]
+    """Every task's report and the model card of each of its model folders (rules/export.smk)."""
+    models = ["teacher", *config["students"]]
+    return [path for task in config["tasks"]
+            for path in (f"results/{task}/report.md", *[f"results/{task}/{m}/README.md" for m in models])]
 
 
 def glue_task_name(wildcards):

@@ -271,11 +271,15 @@ def format_table(frame: pd.DataFrame) -> pd.DataFrame:
 def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub Markdown table of :func:`format_table` (numbers right-aligned, ``|`` escaped)."""
     cells = format_table(frame)
+    return markdown_cells(cells, [c for c in cells.columns if _decimals(c) is not None])
 
+
+def markdown_cells(cells: pd.DataFrame, right: list[str]) -> str:
+    """A GitHub Markdown table of text ``cells``; the ``right`` columns right-aligned."""
     def line(values):
         return "| " + " | ".join(str(v).replace("|", r"\|") for v in values) + " |"
 
-    align = ["---:" if _decimals(c) is not None else "---" for c in cells.columns]
+    align = ["---:" if c in right else "---" for c in cells.columns]
     lines = [line(cells.columns), line(align)] + [line(row) for row in cells.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 

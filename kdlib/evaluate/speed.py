@@ -53,69 +53,82 @@ def _one_by_one(path: Path, indices: set[int]) -> list[dict]:
     return out
 
 
-def _sync(B) -> None:
-    if B.device_name == "cuda":
-        B.lib.cuda.synchronize()
-
-
-def _interleaved(B, feeds: dict[str, tuple[object, list]], rng) -> dict[str, float]:
-    """Seconds each model spends on its list of inputs, the models taking turns input by input
-    (the i-th input of every model, then the (i+1)-th), in an order drawn afresh from ``rng`` for
-    each input: a burst of load on the machine falls on all of them alike, and no model always
-    runs right after the one (the teacher) that has just evicted the caches."""
+def _interleaved(feeds: dict[str, tuple[object, list]], rng, sync) -> dict[str, float]:
+    """Seconds each runner spends on its list of inputs, the runners taking turns input by input
+    (the i-th input of every runner, then the (i+1)-th), in an order drawn afresh from ``rng`` for
+    each input: a burst of load on the machine falls on all of them alike, and no runner always
+    runs right after the one (the teacher) that has just evicted the caches. ``sync()`` waits for
+    the device before and after each timed call."""
     total = dict.fromkeys(feeds, 0.0)
     names = list(feeds)
     for i in range(max(len(inputs) for _, inputs in feeds.values())):
         for k in rng.permutation(len(names)).tolist():
-            model, inputs = feeds[names[k]]
+            run, inputs = feeds[names[k]]
             if i < len(inputs):
-                _sync(B)
+                sync()
                 start = time.perf_counter()
-                model(**inputs[i])
-                _sync(B)
+                run(inputs[i])
+                sync()
                 total[names[k]] += time.perf_counter() - start
     return total
 
 
-def side_by_side(B, models: dict[str, tuple[object, Path]], rounds: int = 5,
-                 latency_examples: int = 200, batch_size: int = 32, seed: int = 0) -> dict:
-    """Speed of ``models`` (name -> (model, dev record file)); the files must hold the same
-    examples in the same order (BERT and word records of one task do). Returns
-    ``{"models": {name: {latency_ms_batch1, throughput_batch32, latency_rounds, throughput_rounds}},
-    "rounds", "latency_examples", "dev_examples", "threads", "backend", "device", "precision"}``."""
-    counts = {name: checked_count(path) for name, (_, path) in models.items()}
+def time_side_by_side(runners: dict[str, tuple], rounds: int = 5, latency_examples: int = 200,
+                      batch_size: int = 32, seed: int = 0, sync=lambda: None) -> dict:
+    """Latency at batch 1 and throughput at batch 32 of ``runners`` (name -> ``(run, prepare, dev
+    record file)``: ``run(prepare(numpy batch))`` is what is timed; ``prepare`` is not), measured
+    as the module docstring says; any runtime (a kdlib model, an onnxruntime session) can be
+    timed beside any other. The files must hold the same examples in the same order. Returns
+    ``{"models": {name: {latency_ms_batch1, throughput_batch32, latency_rounds,
+    throughput_rounds}}, "rounds", "latency_examples", "dev_examples"}``."""
+    counts = {name: checked_count(path) for name, (_, _, path) in runners.items()}
     n = min(counts.values())
     if len(set(counts.values())) > 1:
         raise ValueError(f"the models' dev records differ in size: {counts}")
     sample = set(np.random.default_rng(seed).permutation(n)[:latency_examples].tolist())
     feeds = {}
-    for name, (model, path) in models.items():
-        model.eval()
-        ones = [model_inputs(B, b) for b in _one_by_one(Path(path), sample)]
-        full = [model_inputs(B, b) for b in batching.batches(path, batch_size)]
-        feeds[name] = (model, ones, full)
-    timings = {name: {"latency": [], "throughput": []} for name in models}
-    names = list(models)
-    with B.no_grad(), B.autocast():             # the run's precision, as in evaluation
-        for name in names:                                         # warm-up
-            model, ones, full = feeds[name]
-            for inputs in ones[:10] + full[:2]:
-                model(**inputs)
-        order = np.random.default_rng(seed + 1)
-        for _ in range(rounds):
-            latency = _interleaved(B, {name: (feeds[name][0], feeds[name][1]) for name in names}, order)
-            throughput = _interleaved(B, {name: (feeds[name][0], feeds[name][2]) for name in names}, order)
-            for name in names:
-                timings[name]["latency"].append(1000 * latency[name] / len(feeds[name][1]))
-                timings[name]["throughput"].append(n / throughput[name])
-    threads = B.lib.get_num_threads() if hasattr(B.lib, "get_num_threads") else None
+    for name, (run, prepare, path) in runners.items():
+        ones = [prepare(b) for b in _one_by_one(Path(path), sample)]
+        full = [prepare(b) for b in batching.batches(path, batch_size)]
+        feeds[name] = (run, ones, full)
+    timings = {name: {"latency": [], "throughput": []} for name in runners}
+    names = list(runners)
+    for name in names:                                             # warm-up
+        run, ones, full = feeds[name]
+        for inputs in ones[:10] + full[:2]:
+            run(inputs)
+    order = np.random.default_rng(seed + 1)
+    for _ in range(rounds):
+        latency = _interleaved({name: (feeds[name][0], feeds[name][1]) for name in names}, order, sync)
+        throughput = _interleaved({name: (feeds[name][0], feeds[name][2]) for name in names}, order, sync)
+        for name in names:
+            timings[name]["latency"].append(1000 * latency[name] / len(feeds[name][1]))
+            timings[name]["throughput"].append(n / throughput[name])
     return {"models": {name: {"latency_ms_batch1": round(statistics.median(t["latency"]), 4),
                               "throughput_batch32": round(statistics.median(t["throughput"]), 2),
                               "latency_rounds": [round(v, 4) for v in t["latency"]],
                               "throughput_rounds": [round(v, 2) for v in t["throughput"]]}
                        for name, t in timings.items()},
-            "rounds": rounds, "latency_examples": len(sample), "dev_examples": n,
-            "threads": threads, "backend": B.name, "device": B.device_name,
+            "rounds": rounds, "latency_examples": len(sample), "dev_examples": n}
+
+
+def side_by_side(B, models: dict[str, tuple[object, Path]], rounds: int = 5,
+                 latency_examples: int = 200, batch_size: int = 32, seed: int = 0) -> dict:
+    """Speed of kdlib ``models`` (name -> (model, dev record file)) in backend ``B``, in the run's
+    precision (:func:`time_side_by_side`), plus ``"threads", "backend", "device", "precision"``."""
+    def sync():
+        if B.device_name == "cuda":
+            B.lib.cuda.synchronize()
+
+    runners = {}
+    for name, (model, path) in models.items():
+        model.eval()
+        runners[name] = (lambda inputs, model=model: model(**inputs),
+                         lambda batch: model_inputs(B, batch), path)
+    with B.no_grad(), B.autocast():             # the run's precision, as in evaluation
+        result = time_side_by_side(runners, rounds, latency_examples, batch_size, seed, sync)
+    threads = B.lib.get_num_threads() if hasattr(B.lib, "get_num_threads") else None
+    return {**result, "threads": threads, "backend": B.name, "device": B.device_name,
             "precision": B.precision}
 
 

@@ -1,0 +1,169 @@
+# Shipping the models: each folder's model card (README.md), the predictions of a configured input
+# file, the HuggingFace export of every BERT model, the ONNX export of every model with its int8
+# copy, and the task's deployment table (onnxruntime fp32 and int8 beside the eager teacher).
+# `snakemake --cores 4 deploy` (`make deploy`) builds every export and the table of each task;
+# the default target builds the model cards with the report.
+
+MODELS = ["teacher", *STUDENTS]          # model folders: the teacher and every student's first run
+BERT_MODELS = ["teacher", *[s for s in STUDENTS if not _is_lstm(s)]]
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+
+
+def model_records_dir(wildcards):
+    """The record folder a model is evaluated on (a student's without its transfer set)."""
+    if wildcards.model == "teacher":
+        return bert_dir_of(wildcards)
+    return _records_dir(wildcards.task, wildcards.model, transfer=False)
+
+
+def model_transfer(wildcards):
+    """The transfer set a model trained with, or '' (the teacher: none)."""
+    if wildcards.model == "teacher":
+        return ""
+    return _transfer(wildcards.model, wildcards.task) or ""
+
+
+def predict_input(wildcards):
+    """config `predict.input`, the file rule predict labels; asking for predictions without it is
+    an error that says what to set."""
+    path = config["predict"]["input"]
+    if not path:
+        raise WorkflowError("results/<task>/predict/<model>.tsv needs predict.input in config.yaml "
+                            "(a text file, one text per line), e.g. --config predict='{input: texts.txt}'")
+    return str(Path(path).expanduser())
+
+
+def deploy_targets(wildcards):
+    """`deploy`: every task's deployment table, HuggingFace exports and model cards."""
+    return [path for task in config["tasks"] for path in (
+        f"results/{task}/deployment.md",
+        *[f"results/{task}/export/{m}/hf/config.json" for m in BERT_MODELS],
+        *[f"results/{task}/{m}/README.md" for m in MODELS])]
+
+
+rule model_card:
+    input:
+        config="results/{task}/{model}/config.json",
+        eval="results/{task}/{model}_eval.json",
+        teacher_eval="results/{task}/teacher_eval.json",
+        speed="results/{task}/speed.json",
+    output:
+        "results/{task}/{model}/README.md",
+    params:
+        python=DATA_PYTHON,
+        transfer=model_transfer,
+    log:
+        "logs/{task}/model_card_{model}.log",
+    threads: 1
+    shell:
+        "{params.python} -m workflow_scripts.model_card --task {wildcards.task}"
+        " --model results/{wildcards.task}/{wildcards.model} --eval {input.eval}"
+        " --teacher-eval {input.teacher_eval} --speed {input.speed} --transfer '{params.transfer}'"
+        " --out {output} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+
+
+rule predict:
+    input:
+        weights="results/{task}/{model}/model.safetensors",
+        texts=predict_input,
+    output:
+        "results/{task}/predict/{model}.tsv",
+    params:
+        python=TRAIN_PYTHON,
+        backend=BACKEND,
+        device=config["device"],
+        precision=PRECISION,
+        batch_size=config["predict"]["batch_size"],
+    log:
+        "logs/{task}/predict_{model}.log",
+    threads: COMPUTE_THREADS
+    resources:
+        gpu=1,
+    shell:
+        "{params.python} -m kdlib.predict results/{wildcards.task}/{wildcards.model} {input.texts:q}"
+        " --out {output} --batch-size {params.batch_size} --backend {params.backend}"
+        " --device {params.device} --precision {params.precision} --threads {threads}"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+
+
+rule export_hf:
+    input:
+        weights="results/{task}/{model}/model.safetensors",
+        config="results/{task}/{model}/config.json",
+    output:
+        config="results/{task}/export/{model}/hf/config.json",
+        weights="results/{task}/export/{model}/hf/model.safetensors",
+    wildcard_constraints:
+        model="|".join(BERT_MODELS),
+    params:
+        python=DATA_PYTHON,
+    log:
+        "logs/{task}/export_hf_{model}.log",
+    threads: 1
+    shell:
+        "{params.python} -m workflow_scripts.export_hf --task {wildcards.task}"
+        " --model results/{wildcards.task}/{wildcards.model} --out results/{wildcards.task}/export/{wildcards.model}/hf"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+
+
+rule export_onnx:
+    input:
+        weights="results/{task}/{model}/model.safetensors",
+        config="results/{task}/{model}/config.json",
+        records=lambda wildcards: f"{model_records_dir(wildcards)}/meta.json",
+    output:
+        fp32="results/{task}/export/{model}/onnx/model.onnx",
+        int8="results/{task}/export/{model}/onnx/model.int8.onnx",
+        check="results/{task}/export/{model}/onnx/check.json",
+    params:
+        python=DATA_PYTHON,
+        records=model_records_dir,
+    log:
+        "logs/{task}/export_onnx_{model}.log",
+    benchmark:
+        "benchmarks/{task}/export_onnx_{model}.tsv"
+    threads: COMPUTE_THREADS
+    resources:
+        mem_mb=8000,
+    shell:
+        "{params.python} -m workflow_scripts.export_onnx --task {wildcards.task}"
+        " --model results/{wildcards.task}/{wildcards.model} --records {params.records}"
+        " --out results/{wildcards.task}/export/{wildcards.model}/onnx --threads {threads}"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+
+
+rule measure_deployment:
+    input:
+        teacher="results/{task}/teacher/model.safetensors",
+        checks=expand("results/{{task}}/export/{model}/onnx/check.json", model=MODELS),
+        records=speed_record_files,
+    output:
+        json="results/{task}/deployment.json",
+        md="results/{task}/deployment.md",
+        csv="results/{task}/deployment.csv",
+    params:
+        python=DATA_PYTHON,
+        exports=expand("results/{{task}}/export/{model}/onnx", model=MODELS),
+        records=speed_records,     # in the order of MODELS: the teacher, then every student
+        rounds=config["deploy"]["rounds"],
+        latency_examples=config["speed"]["latency_examples"],
+    log:
+        "logs/{task}/measure_deployment.log",
+    benchmark:
+        "benchmarks/{task}/measure_deployment.tsv"
+    threads: COMPUTE_THREADS
+    shell:
+        "{params.python} -m workflow_scripts.measure_deployment --task {wildcards.task}"
+        " --teacher results/{wildcards.task}/teacher --exports {params.exports}"
+        " --records {params.records} --rounds {params.rounds}"
+        " --latency-examples {params.latency_examples} --threads {threads}"
+        " --json {output.json} --md {output.md} --csv {output.csv}"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+
+
+rule deploy:
+    input:
+        deploy_targets,
