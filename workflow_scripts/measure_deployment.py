@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from kdlib.backend import usable_cpus
 from kdlib.data import tasks
 from kdlib.data.ofrecord import record_file
 from kdlib.errors import ConfigError
@@ -41,8 +42,9 @@ def main(argv=None) -> int:
     task = tasks.task_of_records(args.records[0], args.task)
     split = task.dev_splits[0]
     records = {n: record_file(r, split) for n, r in zip(names, args.records)}
+    threads = max(1, min(args.threads, usable_cpus()))     # no more than this process may use
     result = deploy.measure(dict(zip(names, map(Path, args.exports))), records, Path(args.teacher),
-                            args.threads, args.rounds, args.latency_examples)
+                            threads, args.rounds, args.latency_examples)
     checks = {n: read_json(Path(e) / "check.json") for n, e in zip(names, args.exports)}
     frame = deploy.table(result, checks, task.metric)
     write_text(args.json, json.dumps(result, indent=2) + "\n")
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
     best = bert.loc[bert["x eager teacher b1"].idxmax()] if len(bert) else None
     fastest = "" if best is None else \
         f"; fastest int8 at batch 1: {best.model} ({best['x eager teacher b1']:.1f}x the eager teacher)"
-    print(f"deployment of {len(names)} models on {task.name} ({args.rounds} rounds, {args.threads} threads)"
+    print(f"deployment of {len(names)} models on {task.name} ({args.rounds} rounds, {threads} threads)"
           f"{fastest}; wrote {args.md}", file=sys.stderr)
     return 0
 

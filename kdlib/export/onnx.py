@@ -183,7 +183,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path) -> Path:
 
 def session(path: str | Path, threads: int | None = None):
     """An onnxruntime InferenceSession of ``path`` on the CPU, with ``threads`` intra-op threads
-    (None or 0: onnxruntime's default) and one inter-op thread."""
+    (None or 0: onnxruntime's default), one inter-op thread and no spin-waiting."""
     _need("onnxruntime")
     import onnxruntime as ort
     if not Path(path).is_file():
@@ -192,6 +192,9 @@ def session(path: str | Path, threads: int | None = None):
     options.intra_op_num_threads = int(threads or 0)
     options.inter_op_num_threads = 1
     options.log_severity_level = 3                  # errors only
+    # No spin-waiting for work after a run: the deployment stage times sessions side by side with
+    # other runtimes in one process, and spinning threads of one would slow the next runner down.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
