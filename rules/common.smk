@@ -186,10 +186,9 @@ def bert_records(task):
 
 
 def default_targets(wildcards):
-    """Every task's report and the model card of each of its model folders (rules/export.smk)."""
-    models = ["teacher", *config["students"]]
+    """Every task's report and the model card of each of its model folders (MODELS, below)."""
     return [path for task in config["tasks"]
-            for path in (f"results/{task}/report.md", *[f"results/{task}/{m}/README.md" for m in models])]
+            for path in (f"results/{task}/report.md", *[f"results/{task}/{m}/README.md" for m in MODELS])]
 
 
 def glue_task_name(wildcards):
@@ -416,3 +415,44 @@ def speed_records(wildcards):
 def speed_record_files(wildcards):
     """The record folders' meta.json the speed stage reads (each once)."""
     return sorted({f"{records}/meta.json" for records in speed_records(wildcards)})
+
+
+# ---- shipping (rules/export.smk) ----------------------------------------------------------------
+MODELS = ["teacher", *STUDENTS]          # model folders: the teacher and every student's first run
+BERT_MODELS = ["teacher", *[s for s in STUDENTS if not _is_lstm(s)]]
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+
+
+def model_records_dir(wildcards):
+    """The record folder a model is evaluated on (a student's without its transfer set)."""
+    if wildcards.model == "teacher":
+        return bert_dir_of(wildcards)
+    return _records_dir(wildcards.task, wildcards.model, transfer=False)
+
+
+def model_transfer(wildcards):
+    """The transfer set a model trained with, or '' (the teacher: none)."""
+    if wildcards.model == "teacher":
+        return ""
+    return _transfer(wildcards.model, wildcards.task) or ""
+
+
+def predict_input(wildcards):
+    """config `predict.input`, the file rule predict labels; asking for predictions without it is
+    an error that says what to set."""
+    path = config["predict"]["input"]
+    if not path:
+        raise WorkflowError("results/<task>/predict/<model>.tsv needs predict.input in config.yaml "
+                            "(a text file, one text per line), e.g. --config predict='{input: texts.txt}'")
+    return str(Path(path).expanduser())
+
+
+def deploy_targets(wildcards):
+    """`deploy`: every task's deployment table, HuggingFace exports and model cards."""
+    return [path for task in config["tasks"] for path in (
+        f"results/{task}/deployment.md",
+        *[f"results/{task}/export/{m}/hf/config.json" for m in BERT_MODELS],
+        *[f"results/{task}/{m}/README.md" for m in MODELS])]
