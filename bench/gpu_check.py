@@ -33,7 +33,7 @@ TINY = dict(vocab_size=300, hidden_size=48, num_hidden_layers=2, num_attention_h
 
 
 def write_task(folder: Path, n_train: int, n_dev: int, length: int, vocab: int, seed: int = 0) -> None:
-    """BERT records of a learnable synthetic rule, with meta.json like ofrecord_bert writes."""
+    """BERT records of a learnable synthetic rule, with the meta.json and vocab.txt ofrecord_bert writes."""
     from kdlib.data.ofrecord import RecordWriter, record_file
 
     rng = np.random.default_rng(seed)
@@ -52,6 +52,12 @@ def write_task(folder: Path, n_train: int, n_dev: int, length: int, vocab: int, 
         counts[split] = n
     (folder / "meta.json").write_text(json.dumps({"task": "sst2", "kind": "bert", "max_length": length,
                                                   "num_labels": 2, "counts": counts}))
+    (folder / "vocab.txt").write_text("\n".join(vocab_tokens(vocab)) + "\n", encoding="utf-8")
+
+
+def vocab_tokens(size: int) -> list[str]:
+    """The placeholder vocabulary of ``size`` tokens of the pretrained folder and its records."""
+    return [f"[unused{i}]" for i in range(size)]
 
 
 def write_pretrained(folder: Path, cfg: dict, seed: int = 0) -> None:
@@ -84,7 +90,7 @@ def write_pretrained(folder: Path, cfg: dict, seed: int = 0) -> None:
     save_file(arrays, str(folder / "model.safetensors"))
     BertConfig.from_dict(cfg)                                         # the sizes are valid
     (folder / "config.json").write_text(json.dumps({**cfg, "model_type": "bert", "hidden_act": "gelu"}))
-    (folder / "vocab.txt").write_text("\n".join(f"[unused{i}]" for i in range(cfg["vocab_size"])) + "\n")
+    (folder / "vocab.txt").write_text("\n".join(vocab_tokens(cfg["vocab_size"])) + "\n")
 
 
 def run_stage(args: list[str], log: Path) -> float:

@@ -50,6 +50,7 @@ rule distill:
     output:
         weights="results/{task}/{student}/model.safetensors",
         config="results/{task}/{student}/config.json",
+        vocab="results/{task}/{student}/vocab.txt",  # the records' copy: the folder is self-contained
         log_csv="results/{task}/{student}/train_log.csv",
         summary="results/{task}/{student}/train_summary.json",
     params:

@@ -108,14 +108,14 @@ def test_students_train_on_their_transfer_sets_and_a_change_reruns_only_them(wor
     # follow kd's); not the BiLSTMs
     assert planned(work, *override(work, "cap", {"transfer": {"raw": {"max_examples": 50}}})) == {
         "transfer_set": 1, "ofrecord_transfer": 1, "cache_transfer_logits": 1, "distill": 2,
-        "evaluate_student": 2, "measure_speed": 1, "report": 1, "all": 1}
+        "evaluate_student": 2, "measure_speed": 1, "report": 1, "model_card": 5, "all": 1}
     dry = snakemake(work, "-n", *override(work, "cap", {"transfer": {"raw": {"max_examples": 50}}}))
     assert "student=kd" in dry.stdout and "student=small_nokd" in dry.stdout
     assert "student=distilled_lstm" not in dry.stdout and "student=lstm_nokd" not in dry.stdout
     # without equal_steps the baselines keep their own steps
     off = override(work, "off", {"equal_steps": False})
     assert planned(work, *off) == {"distill": 2, "evaluate_student": 2, "measure_speed": 1, "report": 1,
-                                   "all": 1}
+                                   "model_card": 5, "all": 1}        # every card shows the speeds
     # editing the unlabeled file does the same
     with open(work / "own/raw.txt", "a", encoding="utf-8") as fh:
         fh.write("a brand new ticket text\n")
