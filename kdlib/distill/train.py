@@ -345,8 +345,8 @@ def publish(out_dir: str | Path, phase_dir: Path, result: FitResult, cfg: TrainC
         for name in (checkpoint.WEIGHTS_FILE, checkpoint.CONFIG_FILE):
             shutil.copy2(phase_dir / BEST_DIR / name, tmp / name)
         shutil.copy2(phase_dir / LOG_CSV, tmp / LOG_CSV)
-        for path in extra_files:
-            shutil.copy2(path, tmp / Path(path).name)
+        for path in extra_files:                 # copied now: newer than the job's inputs
+            shutil.copyfile(path, tmp / Path(path).name)
         write_summary(tmp / "train_summary.json", result, cfg, **summary)
     shutil.rmtree(work_dir, ignore_errors=True)
 
