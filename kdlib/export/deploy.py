@@ -106,6 +106,7 @@ def markdown(task: str, frame: pd.DataFrame, deployment: dict) -> str:
             f"{v['torch']} fp32, the reference of `x eager teacher b1`. All runners were timed side by "
             "side in one process, taking turns input by input: latency over "
             f"{deployment['latency_examples']} dev examples at batch 1, throughput over the "
-            f"{deployment['dev_examples']} dev examples at batch 32, medians of {deployment['rounds']} rounds. `x teacher` compares with the teacher in "
-            "the same runtime. Dev scores are each runtime's own, on the whole dev split.\n")
+            f"{deployment['dev_examples']} dev examples at batch 32, medians of {deployment['rounds']} "
+            "rounds. `x teacher` compares with the teacher in the same runtime. Dev scores are each "
+            "runtime's own, on the whole dev split.\n")
 
