@@ -33,10 +33,9 @@ from .data.batching import model_inputs
 from .data.convert import bert_arrays, read_vocab, word_arrays, wordpiece
 from .errors import DataError, KdflowError
 from .io import atomic_path
-from .models.checkpoint import CONFIG_FILE, load_checkpoint, read_checkpoint_config
+from .models.checkpoint import CONFIG_FILE, VOCAB_FILE, load_checkpoint, read_checkpoint_config
 
 CHUNK = 4096          # lines encoded at a time
-VOCAB_FILE = "vocab.txt"
 
 
 def read_texts(data: bytes, source: str, pair: bool) -> list:

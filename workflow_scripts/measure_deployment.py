@@ -50,8 +50,8 @@ def main(argv=None) -> int:
     write_text(args.json, json.dumps(result, indent=2) + "\n")
     write_text(args.csv, frame.to_csv(index=False, float_format="%.4f"))
     write_text(args.md, deploy.markdown(task.name, frame, result))
-    bert = frame[(frame.model != "teacher") & (frame.runtime == "onnxruntime int8")]
-    best = bert.loc[bert["x eager teacher b1"].idxmax()] if len(bert) else None
+    students = frame[(frame.model != "teacher") & (frame.runtime == "onnxruntime int8")]
+    best = students.loc[students["x eager teacher b1"].idxmax()] if len(students) else None
     fastest = "" if best is None else \
         f"; fastest int8 at batch 1: {best.model} ({best['x eager teacher b1']:.1f}x the eager teacher)"
     print(f"deployment of {len(names)} models on {task.name} ({args.rounds} rounds, {threads} threads)"

@@ -86,7 +86,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
     check_transfer(name, spec, records, transfer)
     n_train = checked_count(record_file(records, "train"))
     encoding = encoding_of(records, task)          # the model folder's tokeniser settings
-    vocab = records / "vocab.txt"
+    vocab = records / checkpoint.VOCAB_FILE
     if not vocab.is_file():
         raise DataError(f"{records}: no vocab.txt, which the model folder carries; rebuild the records")
     if B.rank == 0:                              # before the training, not after it
@@ -94,7 +94,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
         check_writable(work_dir, "work folder")
     vocab_size = None
     if spec["architecture"]["model"] == "bilstm":
-        vocab_size = len(read_vocab(records / "vocab.txt"))
+        vocab_size = len(read_vocab(vocab))
     ctx = Context(B, task, records, teacher_dir=Path(teacher_dir) if teacher_dir else None,
                   init_dir=Path(init_dir) if init_dir else None, vocab_size=vocab_size)
     if recipe.needs_logits:
@@ -121,7 +121,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
     if init_dir:
         inputs["initial weights"] = Path(init_dir) / checkpoint.WEIGHTS_FILE
     if vocab_size:
-        inputs["word vocabulary"] = records / "vocab.txt"
+        inputs["word vocabulary"] = vocab
     results = []
     for phase in recipe.phases(ctx, spec, student, cfgs):
         if phase.setup:

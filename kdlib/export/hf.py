@@ -24,10 +24,9 @@ from pathlib import Path
 from ..errors import ConfigError, DataError
 from ..io import atomic_dir
 from ..models.bert import INIT_STD, BertConfig
-from ..models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config
+from ..models.checkpoint import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, read_checkpoint_config
 from ..models.weights import read_safetensors
 
-VOCAB_FILE = "vocab.txt"
 SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
                   "cls_token": "[CLS]", "mask_token": "[MASK]"}
 # kdlib metadata kept in the HF config, under one "kdflow" key that no HF code reads

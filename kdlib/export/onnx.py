@@ -25,12 +25,13 @@ import numpy as np
 
 from ..errors import BackendUnavailable, DataError
 from ..io import atomic_dir
+from ..models.checkpoint import CONFIG_FILE, VOCAB_FILE
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
-COPIED = ("config.json", "vocab.txt")       # with model.safetensors, what a model folder must hold
 OPSET = 17
 _AXES = {0: "batch", 1: "sequence"}
+COPIED = (CONFIG_FILE, VOCAB_FILE)    # with model.safetensors, what a model folder must hold
 
 
 def _need(*names: str) -> None:
@@ -45,19 +46,15 @@ def _torch_model(model_dir: str | Path):
     """``(model, config)`` of a kdlib model folder, on torch/CPU/fp32 in eval mode, after checking
     that the folder holds everything the ONNX folder will copy."""
     from ..backend import load
-    from ..models.checkpoint import MODEL_TYPES, WEIGHTS_FILE, load_checkpoint, read_checkpoint_config
+    from ..models.checkpoint import WEIGHTS_FILE, load_checkpoint
 
     folder = Path(model_dir)
     if not folder.is_dir():
         raise DataError(f"{folder}: model folder not found")
-    config = read_checkpoint_config(folder)
-    if config.get("model_type") not in MODEL_TYPES:
-        raise DataError(f"{folder / 'config.json'}: model_type {config.get('model_type')!r} is not "
-                        f"one of {', '.join(sorted(MODEL_TYPES))}")
     for name in (WEIGHTS_FILE, *COPIED):
         if not (folder / name).is_file():
             raise DataError(f"{folder}: lacks {name}, which the ONNX export needs")
-    return load_checkpoint(load("torch", "cpu", "fp32"), folder)
+    return load_checkpoint(load("torch", "cpu", "fp32"), folder)   # its model_type checked there
 
 
 def _bert_graph(model):

@@ -17,6 +17,7 @@ from .weights import load_state_numpy, read_safetensors, state_dict_numpy
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.txt"     # a model folder's tokeniser vocabulary (the records' copy)
 # model_type -> (config dataclass, build(B, cfg))
 MODEL_TYPES = {"bert": (BertConfig, build_bert), "bilstm": (LstmConfig, build_bilstm)}
 
