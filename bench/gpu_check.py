@@ -39,7 +39,7 @@ def write_task(folder: Path, n_train: int, n_dev: int, length: int, vocab: int, 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for split, n in (("train", n_train), ("dev", n_dev)):
+    for split, n in (("train", n_train), ("validation", n_dev), ("dev", n_dev)):
         with RecordWriter(record_file(folder, split)) as writer:
             for start in range(0, n, 4096):
                 m = min(4096, n - start)
@@ -145,8 +145,9 @@ def main(argv=None) -> int:
     write_pretrained(out / "pretrained", cfg)
     epochs = steps * batch / n_train
     train = {"epochs": epochs, "batch_size": batch, "lr": 2e-5, "warmup": 0.1, "save_every": 10**6,
-             "eval_every": 0, "seed": 42}
+             "eval_every": 0, "patience": 0, "seed": 42}      # every step runs: a throughput check
     runtime = ["--backend", "torch", "--device", args.device, "--threads", "0", "--eval-batch-size", "256"]
+    selection = ["--selection", "validation"]
     results = {"device": args.device, "steps": steps, "batch": batch, "length": length,
                "bf16_peak_tflops": bf16_peak(args.device)}
     teacher_flops = 3 * cfg["num_hidden_layers"] * (8 * cfg["hidden_size"] ** 2 + 4 * cfg["hidden_size"]
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
         seconds = run_stage(["workflow_scripts.finetune_teacher", "--task", "sst2", "--records",
                              str(out / "records"), "--pretrained", str(out / "pretrained"), "--out",
                              str(teacher), "--work", str(out / precision / "work_teacher"), "--hparams",
-                             json.dumps(train), "--precision", precision, *runtime],
+                             json.dumps(train), "--precision", precision, *selection, *runtime],
                             out / f"teacher_{precision}.log")
         rate = rate_of(teacher)
         student = {"model": "bert", "layers": 2, "hidden": 24} if args.tiny else \
@@ -171,7 +172,7 @@ def main(argv=None) -> int:
                                      "--teacher", str(teacher), "--logits", str(out / precision / "logits.npz"),
                                      "--out", str(out / precision / "tinybert"), "--work",
                                      str(out / precision / "work_tinybert"), "--precision", precision,
-                                     *runtime], out / f"tinybert_{precision}.log")
+                                     *selection, *runtime], out / f"tinybert_{precision}.log")
         tflops = teacher_flops * length * rate / 1e12
         results[precision] = {
             "teacher_examples_per_s": rate, "teacher_seconds": round(seconds, 1),

@@ -118,6 +118,16 @@ def task_tsvs(wildcards):
     return [str(kdlib.data.tasks.glue_file(DOWNLOAD_ROOT, task, split)) for split in task.splits]
 
 
+def validation_args(wildcards):
+    """How a validation split without a file of its own is carved from train (data.validation): a
+    param of the record and transfer-set stages, so a change rebuilds them and all that follows;
+    untracked for a task with a validation file (the built-in tweets), which does not use it."""
+    carve = config["data"]["validation"]
+    args = (f"--validation-fraction {carve['fraction']} --validation-max-rows {carve['max_rows']}"
+            f" --validation-seed {carve['seed']}")
+    return Untracked(args) if _task(wildcards.task).validation_file else args
+
+
 def tsv_root(wildcards, input):
     """The --glue-root of a record stage: the folder that holds the task's TSV folder."""
     return str(Path(input.tsv[0]).parent.parent)

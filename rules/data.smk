@@ -59,12 +59,14 @@ rule download_glue_mnli:
 rule prepare_builtin:
     output:
         train="data/glue/{builtin}/train.tsv",
+        validation="data/glue/{builtin}/validation.tsv",
         dev="data/glue/{builtin}/dev.tsv",
     params:
         python=DATA_PYTHON,
         dev_fraction=config["data"]["builtin"]["dev_fraction"],
         max_train=config["data"]["builtin"]["max_train"],
         seed=config["data"]["builtin"]["seed"],
+        validation=config["data"]["builtin"]["validation"],
     log:
         "logs/{builtin}/prepare_builtin.log",
     threads: 1
@@ -72,7 +74,7 @@ rule prepare_builtin:
         "{params.python} -m workflow_scripts.prepare_builtin --task {wildcards.builtin}"
         " --out-dir data/glue/{wildcards.builtin}"
         " --dev-fraction {params.dev_fraction} --max-train {params.max_train}"
-        " --seed {params.seed}"
+        " --seed {params.seed} --validation {params.validation}"
         " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
@@ -88,6 +90,7 @@ rule ofrecord_bert:
         python=DATA_PYTHON,
         glue_root=tsv_root,
         custom=custom_definition,
+        validation=validation_args,  # how a validation split without a file is carved from train
     log:
         "logs/{task}/ofrecord_bert{seq}.log",
     benchmark:
@@ -95,7 +98,7 @@ rule ofrecord_bert:
     threads: 2
     shell:
         "{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task} {params.custom}"
-        " --glue-root {params.glue_root}"
+        " --glue-root {params.glue_root} {params.validation}"
         " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq}"
         " --vocab {input.vocab:q} --max-length {wildcards.seq}"
         " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
@@ -112,6 +115,7 @@ rule ofrecord_lstm:
         python=DATA_PYTHON,
         glue_root=tsv_root,
         custom=custom_definition,
+        validation=validation_args,
         vocab_size=config["data"]["lstm"]["vocab_size"],
     log:
         "logs/{task}/ofrecord_lstm{seq}.log",
@@ -120,7 +124,7 @@ rule ofrecord_lstm:
     threads: 1
     shell:
         "{params.python} -m workflow_scripts.ofrecord_lstm --task {wildcards.task} {params.custom}"
-        " --glue-root {params.glue_root}"
+        " --glue-root {params.glue_root} {params.validation}"
         " --out-dir data/ofrecord/{wildcards.task}/lstm{wildcards.seq}"
         " --max-length {wildcards.seq} --vocab-size {params.vocab_size}"
         " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

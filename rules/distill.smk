@@ -64,6 +64,7 @@ rule distill:
         records=student_records_dir,
         sources=distill_sources,
         match=match_steps,  # a baseline: the students whose steps it matches (equal_steps)
+        selection=config["selection"],  # the split that picks the checkpoint: a change reruns it
     log:
         "logs/{task}/distill_{student}.log",
     benchmark:
@@ -76,6 +77,7 @@ rule distill:
         "{params.python} -m workflow_scripts.distill --task {wildcards.task}"
         " --student {wildcards.student} --spec {params.spec:q} --records {params.records}"
         " {params.sources} {params.match} --out results/{wildcards.task}/{wildcards.student}"
-        " --work work/{wildcards.task}/{wildcards.student} --eval-batch-size {params.eval_batch_size}"
+        " --work work/{wildcards.task}/{wildcards.student} --selection {params.selection}"
+        " --eval-batch-size {params.eval_batch_size}"
         " --backend {params.backend}"
         " --device {params.device} --precision {params.precision} --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

@@ -13,6 +13,7 @@ rule transfer_set:
         python=transfer_python,  # augment: tinybert: the backend's runtime (it may run a masked LM)
         glue_root=tsv_root,
         custom=custom_definition,
+        validation=validation_args,  # the carved validation rows are kept out too
         definition=transfer_definition,
         model=transfer_model_args,  # augment: tinybert: --pretrained, --backend, ...; else nothing
     log:
@@ -22,7 +23,7 @@ rule transfer_set:
     threads: transfer_threads
     shell:
         "{params.python} -m workflow_scripts.transfer_set --task {wildcards.task} {params.custom}"
-        " --glue-root {params.glue_root} --name {wildcards.transfer} --definition {params.definition:q}"
+        " --glue-root {params.glue_root} {params.validation} --name {wildcards.transfer} --definition {params.definition:q}"
         " {params.model} --threads {threads}"
         " --out {output} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 

@@ -34,3 +34,8 @@ def error_lines(capsys) -> list[str]:
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return error_lines_of(err)
+
+
+# The record and transfer-set stages' flags for a validation split carved from train, at the
+# schema's defaults (config.yaml `data.validation`).
+CARVE_ARGS = ["--validation-fraction", "0.1", "--validation-max-rows", "2000", "--validation-seed", "0"]

@@ -80,7 +80,7 @@ def write_word_records(bert_dir, out_dir) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     tinydata.write_record_meta(out_dir, "lstm", ["<pad>", "<unk>"] + tinydata.VOCAB[tinydata.FIRST_WORD:])
     shift = tinydata.FIRST_WORD - 2
-    for split in ("train", "dev"):
+    for split in ("train", "validation", "dev"):
         with RecordWriter(record_file(out_dir, split)) as w:
             for rec in iter_records(record_file(bert_dir, split)):
                 words = [int(i) - shift for i in rec["input_ids"] if i >= tinydata.FIRST_WORD]
@@ -402,7 +402,7 @@ def test_tinybert_intermediate_loss_vanishes_for_the_teacher_itself(B, data):
                                          "intermediate": 64})
     twin, _ = checkpoint.load_checkpoint(B, data / "teacher")          # the student IS the teacher
     ctx, student, (inter, pred) = phases_of(B, data, spec, student=twin)
-    assert set(inter.modules) == {"student", "proj"} and inter.evaluate is False
+    assert set(inter.modules) == {"student", "proj"}
     proj = inter.modules["proj"]
     load_state_numpy(proj, {"weight": np.eye(32, dtype=np.float32),
                                        "bias": np.zeros(32, np.float32)})
@@ -616,7 +616,7 @@ def test_the_default_students_pass_the_check(teacher_cfg):
 def script_argv(data, tmp_path, spec: str, *extra) -> list[str]:
     return ["--task", TASK.name, "--student", "kd", "--spec", spec, "--records", str(data / "bert"),
             "--teacher", str(data / "teacher"), "--out", str(tmp_path / "out"),
-            "--work", str(tmp_path / "work"), "--eval-batch-size", "16", "--backend", BACKEND,
+            "--work", str(tmp_path / "work"), "--selection", "validation", "--eval-batch-size", "16", "--backend", BACKEND,
             "--device", "cpu", "--precision", "fp32", "--threads", "0", *extra]
 
 
@@ -787,8 +787,9 @@ def mixed(data, B):
     folder.mkdir()
     transfer.mix(record_file(data / "bert", "train"), data / "extra.of_record-0",
                  record_file(folder, "train"), 0)
-    shutil.copy(record_file(data / "bert", "dev"), record_file(folder, "dev"))
-    meta = {"task": TASK.name, "counts": {"train": N_TRAIN + 16, "dev": N_DEV},
+    for split in ("validation", "dev"):
+        shutil.copy(record_file(data / "bert", split), record_file(folder, split))
+    meta = {"task": TASK.name, "counts": {"train": N_TRAIN + 16, "validation": N_DEV, "dev": N_DEV},
             "transfer": {"name": "t", "labelled": N_TRAIN, "transfer": 16},
             "max_length": tinydata.MAX_LENGTH}
     shutil.copy(data / "bert/vocab.txt", folder / "vocab.txt")
@@ -845,7 +846,7 @@ def test_distill_script_trains_a_baseline_for_its_students_steps(data, tmp_path,
               "phases": [{"epochs": 2, "batch_size": BATCH}]}]
     args = ["--task", TASK.name, "--student", "nokd", "--spec", json.dumps(spec), "--records",
             str(data / "bert"), "--teacher", str(data / "teacher"), "--out", str(tmp_path / "out"),
-            "--work", str(tmp_path / "w"), "--eval-batch-size", "16", "--backend", BACKEND,
+            "--work", str(tmp_path / "w"), "--selection", "validation", "--eval-batch-size", "16", "--backend", BACKEND,
             "--device", "cpu", "--precision", "fp32", "--threads", "0"]
     assert distill_script.main([*args, "--match-steps", json.dumps(match)]) == 0
     summary = json.loads((tmp_path / "out/train_summary.json").read_text())

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import tinydata
-from conftest import HAS_TORCH, error_lines
+from conftest import CARVE_ARGS, HAS_TORCH, error_lines
 
 from kdlib import config
 from kdlib.data import augment_tinybert as tb
@@ -323,7 +323,7 @@ def own_task(tmp_path):
     (own / "dev.tsv").write_text("text\tlabel\nthe great film\tpos\n", encoding="utf-8")
     definition = {"train": str(own / "train.tsv"), "dev": str(own / "dev.tsv"), "text_a": "text",
                   "label": "label"}
-    return ["--task", "own", "--custom", json.dumps(definition), "--glue-root", "data/glue",
+    return ["--task", "own", "--custom", json.dumps(definition), "--glue-root", "data/glue", *CARVE_ARGS,
             "--name", "aug", "--out", str(tmp_path / "aug.tsv")]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tinydata
 import yaml
-from conftest import error_lines_of
+from conftest import CARVE_ARGS, error_lines_of
 
 from kdlib import config
 from kdlib.data import ofrecord, tasks
@@ -60,7 +60,7 @@ def spec(**values) -> dict:
 
 
 def convert(stage, task: str, definition: dict, out: Path, vocab: Path, length: int = 16):
-    argv = ["--task", task, "--custom", json.dumps(definition), "--glue-root", "unused",
+    argv = ["--task", task, "--custom", json.dumps(definition), "--glue-root", "unused", *CARVE_ARGS,
             "--out-dir", str(out), "--max-length", str(length)]
     argv += ["--vocab", str(vocab)] if stage is ofrecord_bert else ["--vocab-size", "50"]
     return stage.main(argv)
@@ -132,10 +132,13 @@ def test_a_five_class_csv_becomes_records_with_its_labels_read_and_kept(tmp_path
     err = capsys.readouterr().err
     assert f"labels read from {tmp_path / 'train.csv'}: {', '.join(sorted(CLASSES))}" in err
     meta = json.loads((tmp_path / "bert" / "meta.json").read_text())
-    assert meta["num_labels"] == 5 and meta["counts"] == {"train": 60, "dev": 20, "test": 7}
+    assert meta["num_labels"] == 5
+    assert meta["counts"] == {"train": 54, "validation": 6, "dev": 20, "test": 7}   # 10% carved
     task = tasks.task_of_records(tmp_path / "bert", "tickets")
     assert task.labels == tuple(sorted(CLASSES)) and task.custom and task.predict_splits == ("test",)
-    assert labels_of(tmp_path / "bert", "train") == [task.labels.index(c) for c in train]
+    kept = labels_of(tmp_path / "bert", "train")
+    assert sorted(kept + labels_of(tmp_path / "bert", "validation")) == sorted(
+        task.labels.index(c) for c in train)
     assert labels_of(tmp_path / "bert", "dev") == [task.labels.index(c) for c in dev]
     assert labels_of(tmp_path / "bert", "test") == [-1] * 7
 
@@ -207,6 +210,8 @@ BAD = {  # name: (train text, dev text, format, extra definition, the line expec
 def test_bad_data_is_one_line_naming_the_file_and_line(case, stage, tmp_path, vocab, capsys):
     train, dev, fmt, extra, message, where = BAD[case]
     paths = {"train": tmp_path / f"train.{fmt}", "dev": tmp_path / f"dev.{fmt}"}
+    if isinstance(train, str) and train.count("\n") == (1 if fmt == "jsonl" else 2):
+        train += train.splitlines(keepends=True)[-1]     # two rows: validation carves one of them
     for split, content in (("train", train), ("dev", dev)):
         if content is not None:
             (paths[split].write_bytes if isinstance(content, bytes) else paths[split].write_text)(content)
@@ -232,15 +237,15 @@ def test_a_dev_label_never_in_training_is_a_warning_when_labels_are_given(tmp_pa
     err = capsys.readouterr().err
     assert error_lines_of(err) == []
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
-    assert warnings == [f"warning: {tmp_path / 'dev.csv'}: label(s) login never occur in the training "
-                        "file; the students cannot learn them"]
+    assert warnings == [f"warning: {tmp_path / 'dev.csv'} (dev): label(s) login never occur in the "
+                        "training rows; the students cannot learn them"]
     assert labels_of(tmp_path / "bert", "dev") == [0, 1]
 
 
 def test_bad_custom_json_is_one_line(tmp_path, vocab, capsys):
     for text, message in [("{", "--custom is not valid JSON"),
                           ('{"train": "t.csv"}', "config error at --custom: 'dev' is a required property")]:
-        rc = ofrecord_bert.main(["--task", "x", "--custom", text, "--glue-root", ".", "--out-dir",
+        rc = ofrecord_bert.main(["--task", "x", "--custom", text, "--glue-root", ".", *CARVE_ARGS, "--out-dir",
                                  str(tmp_path / "o"), "--vocab", str(vocab), "--max-length", "16"])
         lines = error_lines_of(capsys.readouterr().err)
         assert rc == 1 and len(lines) == 1 and message in lines[0], lines

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import error_lines_of
+from conftest import CARVE_ARGS, error_lines_of
 from localhttp import dead_port, serve
 from tokenizers import BertWordPieceTokenizer
 
@@ -112,12 +112,12 @@ def vocab() -> Path:
 
 
 def run_bert(root: Path, out: Path, task: str, vocab: Path, max_length: int) -> int:
-    return ofrecord_bert.main(["--task", task, "--glue-root", str(root), "--out-dir", str(out),
+    return ofrecord_bert.main(["--task", task, "--glue-root", str(root), *CARVE_ARGS, "--out-dir", str(out),
                                "--vocab", str(vocab), "--max-length", str(max_length)])
 
 
 def run_lstm(root: Path, out: Path, task: str, max_length: int, vocab_size: int = 10000) -> int:
-    return ofrecord_lstm.main(["--task", task, "--glue-root", str(root), "--out-dir", str(out),
+    return ofrecord_lstm.main(["--task", task, "--glue-root", str(root), *CARVE_ARGS, "--out-dir", str(out),
                                "--max-length", str(max_length), "--vocab-size", str(vocab_size)])
 
 

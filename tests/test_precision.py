@@ -17,7 +17,7 @@ from kdlib.data import ofrecord
 from kdlib.data.tasks import get_task
 from kdlib.distill import ops, resume, teacher, train
 from kdlib.errors import ConfigError
-from kdlib.evaluate.evaluation import dev_evaluator, evaluate
+from kdlib.evaluate.evaluation import split_evaluator, evaluate
 from kdlib.models import checkpoint
 from kdlib.models.bert import BertConfig, build_bert
 from kdlib.models.weights import read_safetensors, state_dict_numpy
@@ -122,7 +122,7 @@ def fine_tune(B, records, work, cfg=None, loss_wrapper=None):
                                               "save_every": 5, "seed": 7})
     result = train.fit(B, {"model": model}, loss_fn, train_path=ofrecord.record_file(records, "train"),
                        cfg=cfg, work_dir=work,
-                       evaluate=dev_evaluator(B, model, TASK, ofrecord.record_file(records, "dev")))
+                       evaluate=split_evaluator(B, model, TASK, ofrecord.record_file(records, "dev")))
     return result, model
 
 

@@ -1,7 +1,8 @@
 """The metrics report (kdlib.evaluate.report and .plots, workflow_scripts/report.py,
 rules/report.smk): baseline pairing, table rows and values, gain intervals and verdicts from the
-predictions, side-by-side speed, several seeds, the Markdown/CSV/HTML/PNG outputs, one-line errors,
-and the rule's planning.
+predictions, side-by-side speed, several seeds, checkpoint selection (its columns, collapse
+warnings and header), the training curves' panels, the Markdown/CSV/HTML/PNG outputs, one-line
+errors, and the rule's planning.
 
 The eval JSONs, predictions, speed JSON and training logs are made up here, so every expected
 number is computed from them. Tests that draw the plots need matplotlib (only in .venv); the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import io
 import json
 import re
 import shutil
@@ -25,7 +27,7 @@ from conftest import HAS_SNAKEMAKE, REPO, error_lines
 
 from kdlib import config
 from kdlib.errors import DataError
-from kdlib.evaluate import eval_json, report
+from kdlib.evaluate import eval_json, plots, report
 from workflow_scripts import report as report_script
 
 TASK = "sst2"
@@ -54,6 +56,13 @@ def eval_json_of(name: str, accuracy: float | None = None) -> dict:
             "precision": "bf16", "layers": layers, "hidden": hidden}
 
 
+def selection_json(score: float, step: int = 15, mode: str = "validation", **changes) -> dict:
+    """An eval JSON's ``selection``: a one-phase run that kept ``step`` and stopped early."""
+    return {"mode": mode, "split": "dev" if mode == "dev" else "validation", "metric": "accuracy",
+            "score": score, "step": step, "phase_step": step, "steps_allowed": 20, "steps_run": 18,
+            "stopped_early": True, "patience": 3, "evaluations": 9, "collapsed": False, **changes}
+
+
 def logits_with_accuracy(accuracy: float, seed: int) -> np.ndarray:
     """(N_DEV, 2) logits right on exactly ``accuracy`` of GOLD, the right examples drawn at random."""
     rng = np.random.default_rng(seed)
@@ -77,11 +86,13 @@ def speed_json(names) -> dict:
             "backend": "torch", "device": "cpu", "precision": "bf16"}
 
 
-def train_log(n_steps: int = 20) -> pd.DataFrame:
+def train_log(n_steps: int = 20, column: str = "eval_score") -> pd.DataFrame:
+    """A train_log.csv evaluated every 10 steps (0.60 at step 10, 0.70 at step 20); ``column``
+    ``dev_score`` as in logs written before the rename."""
     steps = np.arange(1, n_steps + 1)
     return pd.DataFrame({"step": steps, "epoch": steps / n_steps, "lr": 1e-4,
                          "loss": 1.0 / steps, "examples_per_s": 100.0,
-                         "dev_score": ["" if s % 10 else f"{0.5 + s / 100:.6f}" for s in steps]})
+                         column: ["" if s % 10 else f"{0.5 + s / 100:.6f}" for s in steps]})
 
 
 def inputs(seeds: int = 1):
@@ -99,10 +110,12 @@ def inputs(seeds: int = 1):
 @pytest.fixture
 def files(tmp_path):
     """The script's input files: ``{"evals": {run: path}, "predictions": [...], "logs": [...],
-    "speed": path}``."""
+    "speed": path}``; every eval JSON has a ``selection``, the teacher's log the older
+    ``dev_score`` column."""
     teacher, runs, predictions, speed = inputs()
     evals, npz = {}, []
     for name, result in {"teacher": teacher, **runs}.items():
+        result["selection"] = selection_json(result["score"] - 0.01)
         evals[name] = tmp_path / f"{name}_eval.json"
         evals[name].write_text(json.dumps(result))
         path = tmp_path / f"{name}_predictions.npz"
@@ -112,7 +125,8 @@ def files(tmp_path):
     logs = []
     for name in MODELS:
         (tmp_path / name).mkdir()
-        train_log().to_csv(tmp_path / name / "train_log.csv", index=False)
+        train_log(column="dev_score" if name == "teacher" else "eval_score").to_csv(
+            tmp_path / name / "train_log.csv", index=False)
         logs.append(tmp_path / name / "train_log.csv")
     (tmp_path / "speed.json").write_text(json.dumps(speed))
     return {"evals": evals, "predictions": npz, "logs": logs, "speed": tmp_path / "speed.json"}
@@ -264,7 +278,7 @@ def test_every_metric_of_the_first_split_gets_a_gain():
 def test_markdown_table_parses_back_into_the_same_cells():
     teacher, runs, predictions, speed = inputs()
     frame = report.table(teacher, runs, PAIRS, predictions, speed, False)
-    note = report.notes(teacher, speed, 1)
+    note = report.notes(teacher, speed, frame)
     text = report.markdown(TASK, frame, note, "accuracy_vs_speedup.png", "training_curves.png", "accuracy")
     header, rows = parse_markdown_table(text)
     cells = report.format_table(frame)
@@ -279,6 +293,179 @@ def test_markdown_escapes_pipes():
     frame = pd.DataFrame({report.NAME: ["a|b"], report.SPEEDUP: [2.0]})
     header, rows = parse_markdown_table(report.markdown_table(frame))
     assert rows == [["a|b", "2.00"]]
+
+
+# ---- checkpoint selection -------------------------------------------------------------------------
+
+VALIDATION = "validation accuracy (selection)"
+
+
+def test_selection_columns_hold_each_models_selection_score_steps_and_budget():
+    teacher, runs, predictions, speed = inputs(seeds=2)
+    teacher["selection"] = selection_json(0.93, step=40, steps_allowed=60, steps_run=60,
+                                          stopped_early=False)
+    for i, result in enumerate(runs.values()):
+        result["selection"] = selection_json(result["score"] + 0.01, step=100 + i, steps_allowed=300)
+        result["train_steps"] = 200 + i
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False)
+    assert report.selection_column(teacher["selection"]) == VALIDATION
+    columns = list(frame.columns)       # right after the metric columns, then the warning
+    assert columns[columns.index("dev accuracy" + report.HIGH) + 1:][:2] == [VALIDATION, report.WARNING]
+    assert columns[columns.index(report.STEPS) - 1:][:3] == [report.SELECTED_STEP, report.STEPS,
+                                                              report.STEPS_ALLOWED]
+    frame = frame.set_index(report.NAME)
+    assert frame.loc["teacher", VALIDATION] == pytest.approx(93)
+    kd, first = frame.loc["kd"], list(runs).index("kd")     # kd's runs: 0.88 and 0.89 on dev
+    assert kd[VALIDATION] == pytest.approx(100 * ((0.88 + 0.01) + (0.89 + 0.01)) / 2)
+    assert (kd[report.SELECTED_STEP], kd[report.STEPS], kd[report.STEPS_ALLOWED]) == \
+        (100 + first, 200 + first, 300)                     # the first run's
+    assert list(frame[report.WARNING]) == [""] * len(EXPECTED_ORDER)
+    cells = report.format_table(frame.reset_index()).set_index(report.NAME)
+    assert cells.loc["kd", VALIDATION] == "89.50"
+    assert cells.loc["kd", report.SELECTED_STEP] == str(100 + first)
+    assert cells.loc["teacher", report.STEPS_ALLOWED] == "60"
+
+
+def test_a_collapsed_run_is_flagged_in_the_table_and_the_notes():
+    teacher, runs, predictions, speed = inputs(seeds=3)
+    for run, result in runs.items():
+        collapsed = run in ("kd", "kd_seed2") or run.startswith("lstm_nokd")
+        result["selection"] = selection_json(result["score"], collapsed=collapsed)
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False)
+    assert dict(zip(frame[report.NAME], frame[report.WARNING])) == {
+        "teacher": "", "bert_small_nokd": "", "kd": "one class (seeds 0, 2)",
+        "lstm_nokd": "one class (every seed)", "distilled_lstm": ""}
+    assert frame[report.SELECTED_STEP].dtype == float and frame[VALIDATION].dtype == float
+    note = report.notes(teacher, speed, frame)
+    assert note.startswith("Warning: the published checkpoint of kd (seeds 0, 2), lstm_nokd (every "
+                           "seed) predicts one class")
+    assert report.collapsed_runs(runs) == ["kd", "kd_seed2", "lstm_nokd", "lstm_nokd_seed1",
+                                           "lstm_nokd_seed2"]
+    collapsed = {"selection": {"collapsed": True}}
+    assert report.collapse_warning({"kd": {}, "kd_seed1": collapsed}) == "one class (seed 1)"
+    assert report.collapse_warning({"kd": collapsed}) == "one class"
+    assert report.collapse_warning({"kd": {}}) == ""
+
+
+@pytest.mark.parametrize("mode, words", [
+    ("dev", "so the dev scores are optimistic"),
+    ("validation", "selected on the validation split"),
+    ("last", "The last checkpoint of each training run was kept"),
+])
+def test_the_header_says_which_split_selected_the_checkpoints(mode, words):
+    teacher, runs, predictions, speed = inputs()
+    for result in [teacher, *runs.values()]:
+        result["selection"] = selection_json(result["score"], mode=mode)
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False)
+    header = report.selection_header(teacher, runs)
+    text = report.markdown(TASK, frame, report.notes(teacher, speed, frame), "a.png", "c.png",
+                           "accuracy", header)
+    title, _, line = text.splitlines()[:3]
+    assert title == f"# kdflow report: {TASK}" and line == f"**{header}**" and words in header
+    assert ("optimistic" in header) == (mode == "dev")
+    split = "dev" if mode == "dev" else "validation"
+    assert [c for c in frame.columns if c.endswith(report.SELECTION)] == [f"{split} accuracy (selection)"]
+    assert f"`{split} accuracy (selection)` is the published checkpoint's score" in \
+        report.notes(teacher, speed, frame)
+    page = report.html_page(TASK, frame, "notes", b"", b"", "accuracy", header)
+    assert f"<p><strong>{header.replace('`', '')}</strong></p>" in page
+
+
+def test_models_selected_in_different_ways_are_called_mixed():
+    teacher, runs, predictions, speed = inputs()
+    for name, result in runs.items():
+        result["selection"] = selection_json(0.5, mode="dev" if name == "kd" else "validation")
+    header = report.selection_header(teacher, runs)       # the teacher's eval JSON has none
+    assert header == ("Checkpoints were selected in mixed ways: not recorded for teacher; on dev for "
+                      "kd; on validation for bert_small_nokd, distilled_lstm, lstm_nokd. The dev "
+                      "scores of the models selected on dev are optimistic.")
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False).set_index(report.NAME)
+    dev = "dev accuracy (selection)"
+    assert pd.isna(frame.loc["kd", VALIDATION]) and frame.loc["kd", dev] == pytest.approx(50)
+    assert pd.isna(frame.loc["lstm_nokd", dev]) and frame.loc["lstm_nokd", VALIDATION] == pytest.approx(50)
+
+
+def test_eval_jsons_without_selection_leave_its_cells_empty():
+    teacher, runs, predictions, speed = inputs()
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False)
+    assert not [c for c in frame.columns if c.endswith(report.SELECTION)]
+    assert frame[[report.SELECTED_STEP, report.STEPS_ALLOWED]].isna().all().all()
+    cells = report.format_table(frame)
+    for column in (report.SELECTED_STEP, report.STEPS_ALLOWED, report.WARNING):
+        assert set(cells[column]) == {""}
+    assert "not recorded" in report.selection_header(teacher, runs)
+    note = report.notes(teacher, speed, frame)
+    assert "(selection)" not in note and "one class" not in note
+    # only the teacher's eval JSON is older: its cells alone are empty
+    for result in runs.values():
+        result["selection"] = selection_json(result["score"], step=7)
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False).set_index(report.NAME)
+    assert pd.isna(frame.loc["teacher", VALIDATION]) and pd.isna(frame.loc["teacher", report.SELECTED_STEP])
+    assert frame.loc["kd", VALIDATION] == pytest.approx(88) and frame.loc["kd", report.SELECTED_STEP] == 7
+
+
+# ---- the training curves --------------------------------------------------------------------------
+
+def test_the_grid_of_panels_is_at_most_three_wide():
+    assert [plots.grid_shape(n) for n in (1, 2, 3, 4, 7, 9)] == \
+        [(1, 1), (1, 2), (1, 3), (2, 3), (3, 3), (3, 3)]
+
+
+def test_a_panel_title_notes_an_early_stop_and_a_collapse():
+    assert plots.panel_title("kd", {}) == "kd"
+    stopped = selection_json(0.9, steps_run=900, steps_allowed=1092)
+    assert plots.panel_title("kd", stopped) == "kd – stopped early at 900/1092"
+    collapsed = {**stopped, "stopped_early": False, "collapsed": True}
+    assert plots.panel_title("kd", collapsed) == "kd – one class"
+
+
+def test_eval_points_read_eval_score_or_the_older_dev_score(tmp_path):
+    for column in ("eval_score", "dev_score"):
+        path = tmp_path / column / "train_log.csv"
+        path.parent.mkdir()
+        train_log(column=column).to_csv(path, index=False)
+        [log] = report_script.read_logs([str(path)]).values()       # as the stage reads it
+        for table in (log, train_log(column=column)):
+            steps, scores = plots.eval_points(table)
+            assert list(steps) == [10, 20] and list(scores) == pytest.approx([0.6, 0.7])
+    steps, scores = plots.eval_points(train_log().drop(columns="eval_score"))
+    assert len(steps) == len(scores) == 0
+
+
+def test_training_curves_draw_one_panel_per_model(monkeypatch):
+    pytest.importorskip("matplotlib")
+    logs = {name: train_log(column="dev_score" if name == "teacher" else "eval_score") for name in MODELS}
+    logs["kd"]["loss"] *= 30                       # a large loss has its own axis
+    selections = {"kd": selection_json(0.6, step=10, steps_run=12)}
+    figures = []
+    monkeypatch.setattr(plots, "_png", lambda fig, plt: figures.append(fig) or b"")
+    plots.training_curves(logs, selections, TASK, "accuracy")
+    [fig] = figures
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["teacher", "kd – stopped early at 12/20",
+                                                 "bert_small_nokd", "distilled_lstm", "lstm_nokd"]
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 2 * len(MODELS)     # each with its twin
+    kd = panels[1]
+    [loss, marker] = kd.get_lines()                 # the moving average and the selected step
+    assert loss.get_ydata()[0] == pytest.approx(30) and list(marker.get_xdata()) == [10, 10]
+    [twin] = [ax for ax in fig.axes if ax is not kd and ax.bbox.bounds == kd.bbox.bounds]
+    scores, star = twin.get_lines()
+    assert list(scores.get_xdata()) == [10, 20] and list(scores.get_ydata()) == pytest.approx([60, 70])
+    assert star.get_marker() == "*" and (star.get_xdata()[0], star.get_ydata()[0]) == (10, pytest.approx(60))
+    assert twin.get_ylabel() == "validation accuracy (x100)"
+    teacher = panels[0]                             # an older log, no selection: no marker
+    assert len(teacher.get_lines()) == 1
+    plots._pyplot().close(fig)
+
+
+def test_the_curves_png_grows_with_the_number_of_models():
+    plt = pytest.importorskip("matplotlib.pyplot")
+    sizes = []
+    for names in (["teacher"], list(MODELS)):
+        png = plots.training_curves({n: train_log() for n in names}, {}, TASK, "accuracy")
+        sizes.append(plt.imread(io.BytesIO(png)).shape[:2])
+    (h1, w1), (h5, w5) = sizes
+    assert (h5, w5) == (2 * h1, 3 * w1)             # 2 rows of 3 panels
 
 
 # ---- the stage script -----------------------------------------------------------------------------
@@ -298,7 +485,8 @@ def test_script_writes_markdown_csv_html_and_both_plots(files, tmp_path, capsys)
     pytest.importorskip("matplotlib")
     out = tmp_path / "out"
     assert run_script(files, out) == 0
-    assert error_lines(capsys) == []
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "error:" not in err and "collapsed" not in err
     images = {name: (out / name).read_bytes() for name in ("accuracy_vs_speedup.png", "training_curves.png")}
     for png in images.values():
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5_000
@@ -321,6 +509,25 @@ def test_script_writes_markdown_csv_html_and_both_plots(files, tmp_path, capsys)
     embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert [base64.b64decode(e) for e in embedded] == list(images.values())
     assert not list(out.glob(".*.tmp"))            # no temporary file left behind
+
+
+def test_the_summary_line_counts_collapsed_runs(files, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    kd = json.loads(files["evals"]["kd"].read_text())
+    kd["selection"]["collapsed"] = True
+    files["evals"]["kd"].write_text(json.dumps(kd))
+    assert run_script(files, tmp_path / "out") == 0
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("report of")]
+    assert "worse); 1 collapsed to one class: kd; wrote" in line
+    csv = pd.read_csv(tmp_path / "out" / "report.csv", keep_default_na=False, na_values=[""])
+    assert dict(zip(csv[report.NAME], csv[report.WARNING].fillna(""))) == {
+        name: "one class" if name == "kd" else "" for name in EXPECTED_ORDER}
+    for column in (VALIDATION, report.SELECTED_STEP, report.STEPS_ALLOWED):
+        assert csv[column].dtype == float or csv[column].dtype == int, column
+    assert dict(zip(csv[report.NAME], csv[VALIDATION]))["kd"] == pytest.approx(100 * MODELS["kd"][4] - 1)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Warning: the published checkpoint of kd predicts one class" in md
+    assert "**Checkpoints were selected on the validation split" in md
 
 
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is not None,

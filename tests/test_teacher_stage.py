@@ -39,7 +39,7 @@ TOTAL_STEPS = 6 * N_TRAIN // 16                  # 72 steps, 12 an epoch
 def teacher_argv(data, name, **hparams) -> list[str]:
     return ["--task", TASK, "--records", str(data / "records"), "--pretrained", str(data / "pretrained"),
             "--out", str(data / name / "teacher"), "--work", str(data / name / "work"),
-            "--hparams", json.dumps({**HPARAMS, **hparams}), "--eval-batch-size", "128",
+            "--hparams", json.dumps({**HPARAMS, **hparams}), "--selection", "validation", "--eval-batch-size", "128",
             "--backend", BACKEND, "--device", "cpu", "--precision", "fp32", "--threads", "1"]
 
 

@@ -21,7 +21,7 @@ from kdlib.data.tasks import get_task
 from kdlib.distill import resume, train
 from kdlib.distill.teacher import supervised_loss_fn
 from kdlib.errors import ConfigError, KdflowError
-from kdlib.evaluate.evaluation import dev_evaluator, evaluate
+from kdlib.evaluate.evaluation import evaluate, predict, split_evaluator
 from kdlib.models import checkpoint
 from kdlib.models.bert import BertConfig, build_bert
 from kdlib.models.weights import load_state_numpy, read_safetensors, state_dict_numpy
@@ -52,7 +52,7 @@ def tiny_model(B, seed=0):
 
 def small_config(**overrides) -> train.TrainConfig:
     values = dict(epochs=2, batch_size=8, lr=3e-3, warmup=0.2, save_every=3, shuffle_buffer=16,
-                  seed=7)
+                  eval_every=6, patience=0, seed=7)      # an evaluation per epoch, no early stop
     return train.TrainConfig.from_dict({**values, **overrides})
 
 
@@ -63,8 +63,8 @@ def run_fit(B, records, work, cfg, loss_wrapper=None):
     if loss_wrapper is not None:
         loss_fn = loss_wrapper(loss_fn)
     result = train.fit(B, {"model": model}, loss_fn, train_path=ofrecord.record_file(records, "train"),
-                       cfg=cfg, work_dir=work, evaluate=dev_evaluator(B, model, TASK,
-                                                                      ofrecord.record_file(records, "dev")),
+                       cfg=cfg, work_dir=work,
+                       evaluate=split_evaluator(B, model, TASK, ofrecord.record_file(records, "validation")),
                        save_config={"task": TASK.name})
     return result, state_dict_numpy(model)
 
@@ -186,12 +186,14 @@ def test_fit_is_seeded_and_deterministic(B, records, tmp_path, one_thread):
     for row in log_a:
         s = int(row["step"]) - 1
         assert float(row["lr"]) == pytest.approx(cfg.lr * train.lr_factor(s, total, warm), rel=1e-3)
-    # dev scores appear at the end of each epoch, and the best weights are kept
-    assert [r["dev_score"] != "" for r in log_a] == [(i + 1) % 6 == 0 for i in range(total)]
+    # validation scores appear at the end of each epoch, and the best weights are kept
+    assert [r["eval_score"] != "" for r in log_a] == [(i + 1) % 6 == 0 for i in range(total)]
     best, config = checkpoint.load_checkpoint(B, tmp_path / "a" / train.BEST_DIR)
     assert config["task"] == TASK.name
-    best_metrics = evaluate(B, best, TASK, ofrecord.record_file(records, "dev"))
-    assert {"step": first.best_step, **best_metrics} in first.history
+    best_metrics = evaluate(B, best, TASK, ofrecord.record_file(records, "validation"))
+    assert {"step": first.best_step, **best_metrics} == {
+        k: v for k, v in next(h for h in first.history if h["step"] == first.best_step).items()
+        if k != "classes_predicted"}
     assert best_metrics["accuracy"] == first.best_score == max(h["accuracy"] for h in first.history)
 
     # another seed gives other weights: the seed is what makes the runs agree
@@ -220,6 +222,119 @@ def test_fit_resumes_exactly_after_an_interruption(B, records, tmp_path, one_thr
     rows = read_log(work)
     assert [int(r["step"]) for r in rows] == list(range(1, 13))        # step 10 is not doubled
     assert [r["loss"] for r in rows] == [r["loss"] for r in read_log(tmp_path / "whole")]
+
+
+# ---- selection on validation and early stopping ---------------------------------------------------
+
+def scripted_fit(B, records, work, scores, keep="best", wrapper=None, **cfg):
+    """``train.fit`` of a tiny BERT whose evaluator returns ``scores`` in turn (one per evaluation,
+    every 2 steps of 12) and records the weights it was shown; returns (result, weights at each
+    evaluation, published weights)."""
+    model = tiny_model(B)
+    seen, shown = iter(scores), []
+
+    def evaluate():
+        shown.append(state_dict_numpy(model))
+        score = next(seen)
+        return score, {"accuracy": score, "classes_predicted": 1 if score == 0.7 else 2}
+    loss_fn = supervised_loss_fn(B, model, regression=False)
+    result = train.fit(B, {"model": model}, wrapper(loss_fn) if wrapper else loss_fn,
+                       train_path=ofrecord.record_file(records, "train"),
+                       cfg=small_config(**{"eval_every": 2, **cfg}), work_dir=work, evaluate=evaluate,
+                       keep=keep, save_config={"task": TASK.name})
+    published, _ = checkpoint.load_checkpoint(B, work / train.BEST_DIR)
+    return result, shown, state_dict_numpy(published)
+
+
+def test_the_published_weights_are_the_best_on_validation_not_the_last(B, records, tmp_path, one_thread):
+    result, shown, published = scripted_fit(B, records, tmp_path, [0.5, 0.6, 0.9, 0.8, 0.85, 0.7])
+    assert [h["step"] for h in result.history] == [2, 4, 6, 8, 10, 12]
+    assert (result.best_score, result.best_step, result.steps) == (0.9, 6, 12)
+    assert_same(published, shown[2])                          # the weights scored 0.9
+    assert any(not np.array_equal(published[k], shown[-1][k]) for k in published)
+    assert not result.stopped_early and not result.collapsed and result.allowed == 12
+    # keep="last" publishes the last weights whatever their score
+    last, shown_last, published_last = scripted_fit(B, records, tmp_path / "last",
+                                                    [0.5, 0.6, 0.9, 0.8, 0.85, 0.7], keep="last")
+    assert_same(published_last, shown_last[-1])
+    assert (last.best_score, last.best_step) == (0.7, 12) and last.collapsed
+
+
+@pytest.mark.parametrize("patience, steps", [(1, 6), (2, 8), (3, 10), (4, 12)])
+def test_early_stopping_stops_after_patience_evaluations_without_improvement(
+        B, records, tmp_path, one_thread, patience, steps):
+    """Best at the 2nd evaluation (step 4); the 3rd and 4th are no better, the 5th ties it (not
+    better), the 6th is the last step anyway."""
+    result, shown, published = scripted_fit(B, records, tmp_path, [0.5, 0.8, 0.6, 0.7, 0.8, 0.95],
+                                            patience=patience)
+    assert result.steps == steps and result.allowed == 12
+    assert result.stopped_early == (steps < 12)
+    assert [h["step"] for h in result.history] == list(range(2, steps + 1, 2))
+    assert (result.best_score, result.best_step) == ((0.8, 4) if steps < 12 else (0.95, 12))
+    assert_same(published, shown[1] if steps < 12 else shown[-1])
+    assert [int(r["step"]) for r in read_log(tmp_path)] == list(range(1, steps + 1))
+
+
+def test_an_interrupted_run_stops_early_where_an_uninterrupted_one_does(B, records, tmp_path, one_thread):
+    """The patience counter comes back from the resume state's history: killed at step 7 (a state
+    at step 6, three evaluations in), the resumed run stops at step 10 like a whole one."""
+    scores = [0.5, 0.8, 0.6, 0.7, 0.8, 0.95]
+    whole, _, w_whole = scripted_fit(B, records, tmp_path / "whole", scores, patience=3)
+    with pytest.raises(Interrupted):
+        scripted_fit(B, records, tmp_path / "cut", scores, patience=3, wrapper=stop_at_call(7))
+    resumed, _, w_resumed = scripted_fit(B, records, tmp_path / "cut", scores[3:], patience=3)
+    assert whole.steps == resumed.steps == 10 and whole.stopped_early and resumed.stopped_early
+    assert resumed.history == whole.history
+    assert_same(w_resumed, w_whole)
+
+
+def test_a_run_that_stopped_early_and_was_killed_before_publishing_does_not_train_on(
+        B, records, tmp_path, one_thread):
+    scores = [0.5, 0.8, 0.6, 0.7, 0.8, 0.95]
+    first, _, weights = scripted_fit(B, records, tmp_path, scores, patience=1)
+    again, shown, weights_again = scripted_fit(B, records, tmp_path, [], patience=1)
+    assert shown == [] and again.steps == first.steps == 6 and again.stopped_early
+    assert_same(weights_again, weights)
+
+
+def test_a_checkpoint_that_predicts_one_class_is_flagged(B, records, tmp_path, one_thread):
+    """Scripted: the best evaluation said it predicts one class. Real: a model whose classifier
+    always answers class 0 is reported with classes_predicted 1 by the selection evaluator."""
+    result, _, _ = scripted_fit(B, records, tmp_path, [0.5, 0.7, 0.6, 0.6, 0.6, 0.6])
+    assert result.best_score == 0.7 and result.collapsed
+    model = tiny_model(B)
+    weights = state_dict_numpy(model)
+    weights["classifier.weight"][:] = 0.0
+    weights["classifier.bias"][:] = [3.0, -3.0]
+    load_state_numpy(model, weights)
+    score, metrics = split_evaluator(B, model, TASK, ofrecord.record_file(records, "validation"))()
+    assert metrics["classes_predicted"] == 1 and score == metrics["accuracy"]
+    weights["classifier.bias"][:] = [-3.0, 3.0]                # now always class 1
+    load_state_numpy(model, weights)
+    logits, _ = predict(B, model, ofrecord.record_file(records, "validation"))
+    assert set(logits.argmax(-1).tolist()) == {1}
+    # the tiny model predicts one class for its first epochs, then learns the rule
+    trained, _ = run_fit(B, records, tmp_path / "trained", small_config(epochs=6))
+    assert trained.history[0]["classes_predicted"] == 1
+    assert trained.history[-1]["classes_predicted"] == 2 and not trained.collapsed
+
+
+def test_every_run_of_ten_steps_or_more_gets_five_to_ten_evaluations():
+    for total in range(10, 3000):
+        cfg = small_config(eval_every=0, evaluations=10)
+        every = train.eval_interval(total, cfg)
+        count = sum(1 for step in range(1, total + 1) if step % every == 0 or step == total)
+        assert 5 <= count <= 10, (total, every, count)
+    assert train.eval_interval(4, small_config(eval_every=0, evaluations=10)) == 1
+    assert train.eval_interval(546, small_config(eval_every=7)) == 7
+
+
+def test_the_selection_split_of_each_mode():
+    assert train.selection_split("validation", TASK) == ("validation", "best")
+    assert train.selection_split("dev", get_task("mnli")) == ("dev_matched", "best")
+    assert train.selection_split("last", TASK) == ("validation", "last")
+    with pytest.raises(ConfigError, match="selection must be one of validation, dev, last"):
+        train.selection_split("test", TASK)
 
 
 def test_fit_raises_training_diverged_naming_the_step(B, records, tmp_path):

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 import tinydata
-from conftest import error_lines
+from conftest import CARVE_ARGS, error_lines
 
 from kdlib import config
 from kdlib.data import transfer
@@ -207,7 +207,7 @@ def tickets(tmp_path):
                   "label": "label"}
     tinydata.write_pretrained(tmp_path / "bert")
     custom = json.dumps(definition)
-    assert ofrecord_bert.main(["--task", "tickets", "--custom", custom, "--glue-root", "data/glue",
+    assert ofrecord_bert.main(["--task", "tickets", "--custom", custom, "--glue-root", "data/glue", *CARVE_ARGS,
                                "--out-dir", str(tmp_path / "bert8"), "--vocab",
                                str(tmp_path / "bert/vocab.txt"), "--max-length", "8"]) == 0
     return tmp_path, custom
@@ -217,7 +217,7 @@ def test_the_stages_build_the_set_and_a_mixed_record_folder(tickets, capsys):
     root, custom = tickets
     out = root / "transfer.tsv"
     definition = json.dumps({"unlabeled": str(root / "own/raw.txt"), "augment": "tang", "variants": 2})
-    assert transfer_set.main(["--task", "tickets", "--custom", custom, "--glue-root", "data/glue",
+    assert transfer_set.main(["--task", "tickets", "--custom", custom, "--glue-root", "data/glue", *CARVE_ARGS,
                               "--name", "raw", "--definition", definition, "--out", str(out)]) == 0
     kept = texts(out)
     assert kept[:2] == ["w7 w8", "w9"]                 # the dev text, the training text, the repeat: out
@@ -238,7 +238,7 @@ def test_the_stages_build_the_set_and_a_mixed_record_folder(tickets, capsys):
 
 def test_the_stages_refuse_bad_input_in_one_line(tickets, tmp_path, capsys):
     root, custom = tickets
-    args = ["--task", "tickets", "--custom", custom, "--glue-root", "data/glue", "--name", "raw",
+    args = ["--task", "tickets", "--custom", custom, "--glue-root", "data/glue", *CARVE_ARGS, "--name", "raw",
             "--out", str(tmp_path / "t.tsv"), "--definition"]
     assert transfer_set.main(args + [json.dumps({"unlabeled": str(tmp_path / "nope.txt")})]) == 1
     assert error_lines(capsys) == [f"error: {tmp_path / 'nope.txt'}: unlabeled text file not found"]

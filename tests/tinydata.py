@@ -3,7 +3,7 @@
 * :func:`write_pretrained` builds a HuggingFace-layout BERT folder (``config.json``,
   ``model.safetensors`` with ``bert.``-prefixed keys and one pre-training head key, ``vocab.txt``)
   from numpy alone, so any runtime can make it without a tensor library.
-* :func:`write_records` writes BERT OFRecord ``train`` and ``dev`` files with a learnable
+* :func:`write_records` writes BERT OFRecord ``train``, ``validation`` and ``dev`` files with a learnable
   bag-of-words rule: ``label = 1`` exactly when most words are "positive" (ids in
   :data:`POSITIVE`). The data is a pure function of the seed.
 """
@@ -127,13 +127,15 @@ def write_split(path: str | Path, examples: dict[str, np.ndarray]) -> Path:
 
 def write_records(folder: str | Path, n_train: int = 96, n_dev: int = 48, seed: int = 0,
                   dev_split: str = "dev") -> Path:
-    """``folder/train.of_record-0`` and ``folder/<dev_split>.of_record-0`` of the majority rule,
+    """``folder/train.of_record-0``, ``folder/validation.of_record-0`` and
+    ``folder/<dev_split>.of_record-0`` (``n_dev`` rows each, other draws) of the majority rule,
     with the ``vocab.txt`` and ``meta.json`` (kind, max_length; no counts) of a record folder."""
     from kdlib.data.ofrecord import record_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_split(record_file(folder, "train"), make_examples(n_train, seed))
+    write_split(record_file(folder, "validation"), make_examples(n_dev, seed + 2000))
     write_split(record_file(folder, dev_split), make_examples(n_dev, seed + 1000))
     write_record_meta(folder, "bert", VOCAB)
     return folder

@@ -78,6 +78,25 @@ def add_custom_arg(parser) -> None:
                         help="the task's custom_tasks definition as JSON (a task of your own files)")
 
 
+def add_validation_args(parser) -> None:
+    """How a validation split without a file is carved from train (config.yaml ``data.validation``):
+    the record and transfer-set stages."""
+    parser.add_argument("--validation-fraction", type=float, required=True,
+                        help="share of the training rows held out as validation")
+    parser.add_argument("--validation-max-rows", type=int, required=True, help="cap on them; 0 = none")
+    parser.add_argument("--validation-seed", type=int, required=True, help="seed of the draw")
+
+
+def carve_from(args):
+    """The :class:`kdlib.data.validation.Carve` of :func:`add_validation_args`' flags."""
+    from kdlib.data.validation import Carve
+    from kdlib.errors import ConfigError
+    if not 0 < args.validation_fraction < 1 or args.validation_max_rows < 0:
+        raise ConfigError("--validation-fraction must lie between 0 and 1 and --validation-max-rows "
+                          "be 0 or more")
+    return Carve(args.validation_fraction, args.validation_max_rows, args.validation_seed)
+
+
 def task_to_record(args):
     """The task a record stage converts: the registry's, or the one ``--custom`` defines, with its
     labels read from the training file where the definition gives none."""
@@ -95,13 +114,30 @@ def load_hparams(text: str, definition: str, flag: str = "--hparams") -> dict:
     return config.validate_section(json_arg(text, flag), definition, flag)
 
 
-def print_trained(B, what: str, task, result, seconds: float, out: str) -> None:
+def add_selection_arg(parser) -> None:
+    """``--selection``: the split that picks the published checkpoint (config.yaml ``selection``)."""
+    parser.add_argument("--selection", required=True, choices=("validation", "dev", "last"),
+                        help="validation (best on validation, early stopping) | dev | last")
+
+
+def print_trained(B, what: str, task, result, seconds: float, out: str, selection: str,
+                  steps_before: int = 0) -> None:
     """A training stage's one-line summary (the log's last line, which the workflow echoes), from
-    the rank that evaluated: ``<what> on <task>: best dev <metric> <score> at step <k>/<n> (of
-    the last phase), <seconds> s on <backend>/<device>; saved to <out>``."""
+    the rank that evaluated: ``<what> on <task>: <split> <metric> <score> at step <k>/<n> (of
+    <allowed> allowed; stopped early), <seconds> s on <backend>/<device>; saved to <out>``, steps
+    counted over every phase (``steps_before``: the earlier phases'), and a warning where the kept
+    checkpoint predicts one class for every example of the split."""
     if B.rank != 0:
         return
+    from kdlib.distill.train import selection_split
+    split, keep = selection_split(selection, task)
     processes = f" x {B.world_size} processes" if B.world_size > 1 else ""
-    print(f"{what} on {task.name}: best dev {task.metric} {result.best_score:.4f} at step "
-          f"{result.best_step}/{result.steps}, {seconds:.0f} s on {B.name}/{B.device_name}"
-          f"{processes}; saved to {out}", file=sys.stderr)
+    allowed = steps_before + result.allowed
+    early = "; stopped early" if result.stopped_early else ""
+    kept = "last" if keep == "last" else "best"
+    collapsed = (f"; WARNING: it predicts one class for every {split} example (collapsed)"
+                 if result.collapsed else "")
+    print(f"{what} on {task.name}: {kept} {split} {task.metric} {result.best_score:.4f} at step "
+          f"{steps_before + result.best_step}/{steps_before + result.steps} (of {allowed} allowed{early}), "
+          f"{seconds:.0f} s on {B.name}/{B.device_name}{processes}; saved to {out}{collapsed}",
+          file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Stage cache_teacher_logits: the fine-tuned teacher's logits for every record of every split."""
+"""Stage cache_teacher_logits: the fine-tuned teacher's logits for every training record (the
+students learn from them; validation and dev are left alone)."""
 from __future__ import annotations
 
 import sys

@@ -9,6 +9,7 @@ from kdlib.distill.student import distill
 from kdlib.errors import ConfigError
 from workflow_scripts._cli import (
     add_runtime_args,
+    add_selection_arg,
     backend_from,
     guarded,
     json_arg,
@@ -32,6 +33,7 @@ def parse_args(argv=None):
                         "[{epochs, batch_size}]}]; it trains at least as many steps as each")
     p.add_argument("--out", required=True)
     p.add_argument("--work", required=True, help="resume state folder")
+    add_selection_arg(p)
     add_runtime_args(p)
     return p.parse_args(argv)
 
@@ -60,9 +62,11 @@ def main(argv=None) -> int:
     B = backend_from(args)
     results = distill(B, task, args.student, spec, records=args.records, out_dir=args.out,
                       work_dir=args.work, teacher_dir=args.teacher, logits=args.logits,
-                      init_dir=args.init, eval_batch_size=args.eval_batch_size, match_steps=match)
+                      init_dir=args.init, eval_batch_size=args.eval_batch_size, match_steps=match,
+                      selection=args.selection)
     print_trained(B, f"{args.student} ({spec['algorithm']})", task, results[-1],
-                  sum(r.seconds for r in results), args.out)
+                  sum(r.seconds for r in results), args.out, args.selection,
+                  steps_before=sum(r.steps for r in results[:-1]))
     return 0
 
 

@@ -9,6 +9,7 @@ from kdlib.distill import teacher, train
 from kdlib.models.pretrained import resolve_pretrained
 from workflow_scripts._cli import (
     add_runtime_args,
+    add_selection_arg,
     backend_from,
     guarded,
     load_hparams,
@@ -26,6 +27,7 @@ def parse_args(argv=None):
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--hparams", help="training hyperparameters as JSON (what Snakemake passes)")
     source.add_argument("--config", help="read teacher.train (+ per_task) from this config.yaml")
+    add_selection_arg(p)
     add_runtime_args(p)
     return p.parse_args(argv)
 
@@ -40,8 +42,9 @@ def main(argv=None) -> int:
         hparams = config.teacher_train(config.load(args.config), task.name)
     B = backend_from(args)
     result = teacher.finetune(B, task, args.records, resolve_pretrained(args.pretrained), args.out,
-                              args.work, train.TrainConfig.from_dict(hparams), args.eval_batch_size)
-    print_trained(B, "teacher", task, result, result.seconds, args.out)
+                              args.work, train.TrainConfig.from_dict(hparams), args.eval_batch_size,
+                              args.selection)
+    print_trained(B, "teacher", task, result, result.seconds, args.out, args.selection)
     return 0
 
 

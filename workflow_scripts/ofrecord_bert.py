@@ -14,12 +14,20 @@ from pathlib import Path
 
 from kdlib.data import convert
 from kdlib.io import atomic_dir, file_digest, portable_path
-from workflow_scripts._cli import add_custom_arg, guarded, stage_parser, task_to_record
+from workflow_scripts._cli import (
+    add_custom_arg,
+    add_validation_args,
+    carve_from,
+    guarded,
+    stage_parser,
+    task_to_record,
+)
 
 
 def parse_args(argv=None):
     p = stage_parser(__doc__)
     add_custom_arg(p)
+    add_validation_args(p)
     p.add_argument("--glue-root", required=True, help="folder of the task's TSV folder, e.g. data/glue")
     p.add_argument("--out-dir", required=True, help="e.g. data/ofrecord/sst2/bert128")
     p.add_argument("--vocab", required=True, help="the teacher's vocab.txt")
@@ -35,7 +43,7 @@ def main(argv=None) -> int:
     with atomic_dir(Path(args.out_dir)) as tmp:  # all splits appear together, or none
         counts = convert.convert_splits(
             task, args.glue_root, tmp, lambda chunks, path, desc: convert.convert_bert(
-                task, chunks, path, tokenizer, desc=desc), "BERT")
+                task, chunks, path, tokenizer, desc=desc), "BERT", carve_from(args))
         shutil.copy(args.vocab, tmp / "vocab.txt")
         convert.write_meta(tmp / "meta.json", task=task.name, kind="bert", max_length=args.max_length,
                            vocab=portable_path(args.vocab), vocab_sha256=file_digest(args.vocab),

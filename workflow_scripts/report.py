@@ -72,12 +72,13 @@ def read_pairs(text: str, names: list[str]) -> dict[str, str]:
 
 
 def read_logs(paths: list[str]) -> dict:
-    """``{model: its train_log.csv as a table}``, each named by its folder (teacher, kd ...)."""
+    """``{model: its train_log.csv as a table}``, each named by its folder (teacher, kd ...); the
+    score column (``eval_score``, ``dev_score`` in older logs) is read as text, empty cells kept."""
     import pandas as pd
     logs = {}
     for path in paths:
         try:
-            logs[Path(path).parent.name] = pd.read_csv(path, dtype={"dev_score": str},
+            logs[Path(path).parent.name] = pd.read_csv(path, dtype={"eval_score": str, "dev_score": str},
                                                        keep_default_na=False)
         except (OSError, ValueError) as exc:
             raise DataError(f"{path}: not a readable training log ({exc})") from None
@@ -103,8 +104,10 @@ def main(argv=None) -> int:
     frame = report.write_report(task.name, teacher, runs, pairs, predictions, speed.read_speed(args.speed),
                                 read_logs(args.logs), task.is_regression, outputs)
     verdicts = frame[report.VERDICT].dropna().tolist() if report.VERDICT in frame else []
+    collapsed = report.collapsed_runs({"teacher": teacher, **runs})
+    collapsed = f"; {len(collapsed)} collapsed to one class: {', '.join(collapsed)}" if collapsed else ""
     print(f"report of {task.name}: {len(frame)} models ({len(verdicts)} against a baseline: "
-          f"{verdicts.count('better')} better, {verdicts.count('worse')} worse); wrote "
+          f"{verdicts.count('better')} better, {verdicts.count('worse')} worse){collapsed}; wrote "
           f"{', '.join(str(p) for p in outputs.values())}", file=sys.stderr)
     return 0
 

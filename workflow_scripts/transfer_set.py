@@ -1,16 +1,19 @@
 """Stage transfer_set: data/transfer/<task>/<name>.tsv, text for the teacher to label
 (:mod:`kdlib.data.transfer`): unlabeled in-domain text and augmented variants of the training
-texts, without any dev or training text and without duplicates. ``augment: tinybert`` reads the
+texts, without any dev, validation or training text and without duplicates. ``augment: tinybert`` reads the
 pretrained folder (``--pretrained``) and runs its masked LM, if it has one, on ``--backend``."""
 from __future__ import annotations
 
 import sys
 
-from kdlib.data import augment_tinybert, tasks, transfer
+from kdlib.data import augment_tinybert, transfer, validation
+from kdlib.data.tasks import VALIDATION
 from kdlib.models.pretrained import resolve_pretrained
 from workflow_scripts._cli import (
     add_custom_arg,
+    add_validation_args,
     backend_from,
+    carve_from,
     guarded,
     load_hparams,
     stage_parser,
@@ -21,6 +24,7 @@ from workflow_scripts._cli import (
 def parse_args(argv=None):
     p = stage_parser(__doc__)
     add_custom_arg(p)
+    add_validation_args(p)
     p.add_argument("--glue-root", required=True, help="folder of the task's TSV folder, e.g. data/glue")
     p.add_argument("--name", required=True, help="the transfer set's name in config.yaml")
     p.add_argument("--definition", required=True, help="its entry under transfer: as JSON")
@@ -52,11 +56,13 @@ def main(argv=None) -> int:
     spec = transfer.TransferSpec.from_dict(args.name, load_hparams(args.definition, "transfer_set",
                                                                    "--definition"))
 
+    carve = carve_from(args)
+
     def rows(split):
-        return transfer.rows_of(tasks.read_split(task, tasks.glue_file(args.glue_root, task, split),
-                                                 split=split))
+        return transfer.rows_of(validation.split_chunks(task, args.glue_root, split, carve))
     train = list(rows("train"))
-    held_out = (row for split in task.splits if split != "train" for row in rows(split))
+    held_out = (row for split in task.record_splits if split not in ("train", VALIDATION)
+                for row in rows(split))
     pairs = task.text_b is not None
     unlabeled = ()
     if spec.unlabeled == "builtin":
@@ -64,7 +70,7 @@ def main(argv=None) -> int:
     elif spec.unlabeled:
         unlabeled = transfer.read_unlabeled(spec.unlabeled, pairs)
     counts = transfer.build(spec, train, held_out, args.out, pairs, unlabeled,
-                            tinybert=tinybert_candidates(spec, args))
+                            tinybert=tinybert_candidates(spec, args), validation_rows=rows(VALIDATION))
     print(f"{transfer.describe(args.name, counts)}; wrote {args.out}", file=sys.stderr)
     return 0
 

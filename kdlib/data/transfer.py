@@ -113,8 +113,8 @@ def read_unlabeled(path: str | Path, pairs: bool) -> Iterator[tuple]:
 
 
 def builtin_unlabeled(task_name: str, source: str | Path | None = None) -> Iterator[tuple]:
-    """Every text of the built-in corpus, whatever its sentiment (neutral included); the dev and
-    training texts among them are dropped by :func:`build`."""
+    """Every text of the built-in corpus, whatever its sentiment (neutral included); the dev,
+    validation and training texts among them are dropped by :func:`build`."""
     from . import builtin
     if task_name not in builtin.LABELS:
         raise DataError(f"unlabeled: builtin is the corpus of the built-in tasks "
@@ -153,20 +153,23 @@ def _clean(text: str | None) -> str | None:
 
 
 def build(spec: TransferSpec, train_rows: list[tuple], dev_rows: Iterable[tuple], out: str | Path,
-          pairs: bool, unlabeled: Iterable[tuple] = (), tinybert: Candidates | None = None
-          ) -> dict[str, int]:
+          pairs: bool, unlabeled: Iterable[tuple] = (), tinybert: Candidates | None = None,
+          validation_rows: Iterable[tuple] = ()) -> dict[str, int]:
     """Write the transfer set ``out`` (TSV) from ``unlabeled`` rows and, with ``augment``, variants
-    of ``train_rows``; leave out every dev and training text, duplicates and empty texts. Returns
-    the counts: ``kept`` and ``dropped_<reason>``. ``augment: tinybert`` needs ``tinybert``, its
-    candidate words (from the pretrained folder)."""
+    of ``train_rows``; leave out every dev, validation and training text, duplicates and empty
+    texts. Returns the counts: ``kept`` and ``dropped_<reason>``. ``augment: tinybert`` needs
+    ``tinybert``, its candidate words (from the pretrained folder)."""
     if spec.augment not in (None, "tang", "tinybert"):
         raise DataError(f"transfer.{spec.name}: unknown augment {spec.augment!r}; known: tang, tinybert")
     if spec.augment == "tinybert" and tinybert is None:
         raise ConfigError(f"transfer.{spec.name}: augment: tinybert needs the pretrained folder "
                           "(teacher.pretrained) for its candidate words")
     counts = dict.fromkeys(("kept", "unlabeled", "augmented", "dropped_empty", "dropped_dev",
-                            "dropped_train", "dropped_duplicate", "dropped_over_cap"), 0)
+                            "dropped_validation", "dropped_train", "dropped_duplicate",
+                            "dropped_over_cap"), 0)
     blocked = {_key(r): "dropped_dev" for r in dev_rows}
+    for r in validation_rows:
+        blocked.setdefault(_key(r), "dropped_validation")
     for r in train_rows:
         blocked.setdefault(_key(r), "dropped_train")
     seen: set[int] = set()

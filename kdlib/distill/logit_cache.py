@@ -1,7 +1,9 @@
-"""The teacher-logit cache: the teacher's logits for every record of every split, computed once per
-task and read by every student that needs only logits.
+"""The teacher-logit cache: the teacher's logits for every training record (labelled rows and a
+transfer set's), computed once per task and read by every student that needs only logits. Only
+the training split: no student learns from the teacher's view of validation or dev, and no
+training stage reads dev records.
 
-Row ``i`` of a split is record ``i`` of that split's files. BERT records and word records are
+Row ``i`` is record ``i`` of the training files. BERT records and word records are
 written from the same TSV rows in the same order, so a BiLSTM student can use the logits the
 teacher produced from its own WordPiece records; :func:`load_logits` checks the counts line up.
 """
@@ -19,13 +21,16 @@ from ..evaluate.evaluation import predict
 from ..io import atomic_path
 from ..models.checkpoint import load_checkpoint
 
+SPLITS = ("train",)      # the splits a student learns from the teacher's logits of
+
 
 def cache_logits(B, task: Task, teacher_dir: str | Path, records: str | Path, out: str | Path,
                  *, batch_size: int) -> dict[str, int]:
-    """Write ``out`` (.npz): one (N, C) float32 array per split. Returns rows per split."""
+    """Write ``out`` (.npz): one (N, C) float32 array per split of :data:`SPLITS`. Returns rows per
+    split."""
     model, _ = load_checkpoint(B, teacher_dir)
     arrays = {split: predict(B, model, record_file(records, split), batch_size)[0].astype(np.float32)
-              for split in task.splits}
+              for split in SPLITS}
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
@@ -33,7 +38,7 @@ def cache_logits(B, task: Task, teacher_dir: str | Path, records: str | Path, ou
 
 
 def load_logits(path: str | Path, records: str | Path, task: Task) -> dict[str, np.ndarray]:
-    """The cached logits of every split of ``task``, checked against the record files a student
+    """The cached logits of every split of :data:`SPLITS`, checked against the record files a student
     reads (one row per record) and the task (one column per label)."""
     path = Path(path)
     try:
@@ -44,7 +49,7 @@ def load_logits(path: str | Path, records: str | Path, task: Task) -> dict[str, 
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:   # truncated: BadZipFile
         raise DataError(f"{path}: not a readable logit cache ({exc})") from None
-    for split in task.splits:
+    for split in SPLITS:
         if split not in arrays:
             raise DataError(f"{path}: no logits for split {split}")
         shape = arrays[split].shape

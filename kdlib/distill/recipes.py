@@ -45,8 +45,7 @@ class Phase:
     name: str
     modules: dict                 # name -> module; "student" is the one kept
     loss_fn: Callable
-    cfg: train.TrainConfig
-    evaluate: bool = True         # keep the best dev checkpoint (else the last weights)
+    cfg: train.TrainConfig        # the last phase is evaluated and selects; earlier ones hand on their last weights
     setup: Callable | None = None  # run before the phase's optimizer is built (freezing)
 
 
@@ -315,8 +314,7 @@ class TinyBERT(Recipe):
             logits = student(**model_inputs(B, batch))["logits"]
             soft = self.soft(ctx, logits, ctx.cached_logits(batch), hp, scale_t2=False)
             return soft, {"soft": soft}
-        return [Phase("intermediate", {"student": student, "proj": proj}, intermediate, cfgs[0],
-                      evaluate=False),
+        return [Phase("intermediate", {"student": student, "proj": proj}, intermediate, cfgs[0]),
                 Phase("prediction", {"student": student}, prediction, cfgs[1])]
 
 

@@ -11,7 +11,7 @@ from ..data.convert import encoding_of, read_vocab
 from ..data.ofrecord import checked_count, record_file
 from ..data.tasks import Task
 from ..errors import ConfigError, DataError
-from ..evaluate.evaluation import dev_evaluator
+from ..evaluate.evaluation import split_evaluator
 from ..io import check_writable, read_json
 from ..models import checkpoint
 from . import train
@@ -67,10 +67,14 @@ def check_transfer(name: str, spec: dict, records: Path, held: dict) -> None:
 def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_dir: str | Path,
             work_dir: str | Path, teacher_dir: str | Path | None = None,
             logits: str | Path | None = None, init_dir: str | Path | None = None,
-            eval_batch_size: int, match_steps: list[dict] | None = None) -> list:
-    """Train student ``name`` (``spec`` as built by :func:`kdlib.config.student_spec`). A baseline
-    (algorithm none) given ``match_steps`` trains at least as many steps as those students
-    (:func:`matched_steps`), and keeps its best dev checkpoint as always."""
+            eval_batch_size: int, match_steps: list[dict] | None = None,
+            selection: str = "validation") -> list:
+    """Train student ``name`` (``spec`` as built by :func:`kdlib.config.student_spec`). The last
+    phase is evaluated on the selection split (validation by default,
+    :func:`kdlib.distill.train.selection_split`), keeps its best checkpoint there and may stop
+    early; earlier phases (TinyBERT's intermediate, Theseus' replacement) run their whole budget
+    and hand their last weights on. A baseline (algorithm none) given ``match_steps`` may train as
+    many steps as those students (:func:`matched_steps`): a cap, with the same selection."""
     recipe = get_recipe(spec["algorithm"], name)
     needs = recipe.needs(spec)
     missing = [what for what, needed, given in (
@@ -111,9 +115,10 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
     student = recipe.build(ctx, spec)
     meta = {"task": task.name, "labels": list(task.labels or []), "role": "student",
             "student": name, "algorithm": spec["algorithm"], **encoding}
-    dev = record_file(records, task.dev_splits[0])
-    evaluate = dev_evaluator(B, student, task, dev, eval_batch_size)
-    inputs = {"dev records": dev}                # what the resume state is keyed to, with spec
+    split, keep = train.selection_split(selection, task)
+    scored = record_file(records, split)
+    evaluate = split_evaluator(B, student, task, scored, eval_batch_size)
+    inputs = {f"{split} records": scored}        # what the resume state is keyed to, with spec
     if teacher_dir:
         inputs["teacher weights"] = Path(teacher_dir) / checkpoint.WEIGHTS_FILE
     if logits:
@@ -123,14 +128,17 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
     if vocab_size:
         inputs["word vocabulary"] = vocab
     results = []
-    for phase in recipe.phases(ctx, spec, student, cfgs):
+    phases = recipe.phases(ctx, spec, student, cfgs)
+    for k, phase in enumerate(phases):
         if phase.setup:
             phase.setup()
         print(f"{name}: phase {phase.name}", file=sys.stderr)
+        final = k == len(phases) - 1             # only the last phase selects and stops early
         results.append(train.fit(
             B, phase.modules, phase.loss_fn, train_path=record_file(records, "train"), cfg=phase.cfg,
-            work_dir=work_dir / phase.name, evaluate=evaluate if phase.evaluate else None,
-            save_config=meta, student="student", desc=f"{name} {phase.name}",
+            work_dir=work_dir / phase.name, evaluate=evaluate if final else None,
+            keep=keep if final else "last", save_config=meta, student="student",
+            desc=f"{name} {phase.name}",
             settings={"task": task.name, "student": name, "spec": spec, "phase": phase.name},
             inputs=inputs))
     if B.rank == 0:                              # data parallel: rank 0 writes the outputs
@@ -140,7 +148,8 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
         train.publish(out_dir, work_dir / phase.name, total, cfgs[-1], work_dir=work_dir,
                       extra_files=[vocab], task=task.name, student=name, algorithm=spec["algorithm"],
                       training_rows=n_train, transfer_rows=int(transfer.get("transfer", 0)), **matched,
-                      phases=[{"steps": r.steps, "seconds": round(r.seconds, 2),
+                      selection=train.selection_summary(results, cfgs[-1], selection, split, task.metric),
+                      phases=[{"steps": r.steps, "allowed": r.allowed, "seconds": round(r.seconds, 2),
                                "best_score": r.best_score, "skipped_steps": r.skipped_steps}
                               for r in results])
     return results

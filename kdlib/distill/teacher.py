@@ -9,7 +9,7 @@ from ..data.batching import model_inputs
 from ..data.convert import encoding_of
 from ..data.tasks import Task
 from ..errors import ConfigError
-from ..evaluate.evaluation import dev_evaluator
+from ..evaluate.evaluation import split_evaluator
 from ..io import check_writable, read_json
 from ..models.pretrained import load_pretrained_bert
 from . import train
@@ -37,9 +37,11 @@ def supervised_loss_fn(B, model, regression: bool):
 
 
 def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir: str | Path,
-             work_dir: str | Path, cfg: train.TrainConfig, eval_batch_size: int) -> train.FitResult:
-    """Fine-tune ``pretrained`` on ``records/train.of_record-0``, keep the best dev checkpoint in
-    ``out_dir`` (with its vocab, training log and summary), then clear ``work_dir``."""
+             work_dir: str | Path, cfg: train.TrainConfig, eval_batch_size: int,
+             selection: str = "validation") -> train.FitResult:
+    """Fine-tune ``pretrained`` on ``records/train.of_record-0``, keep the checkpoint that
+    ``selection`` picks (:func:`kdlib.distill.train.selection_split`: the best on validation by
+    default) in ``out_dir`` (with its vocab, training log and summary), then clear ``work_dir``."""
     records, pretrained, work_dir = Path(records), Path(pretrained), Path(work_dir)
     if B.rank == 0:                              # before the training, not after it
         check_writable(out_dir)
@@ -48,18 +50,21 @@ def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     model, bert_cfg = load_pretrained_bert(B, pretrained, task.num_labels, log=log)
     check_length(records, bert_cfg.max_position_embeddings, pretrained)
-    dev = ofrecord.record_file(records, task.dev_splits[0])
+    split, keep = train.selection_split(selection, task)
+    scored = ofrecord.record_file(records, split)
     meta = {"task": task.name, "labels": list(task.labels or []), "role": "teacher",
             "pretrained": str(pretrained), **encoding_of(records, task)}
     result = train.fit(B, {"model": model}, supervised_loss_fn(B, model, task.is_regression),
-                       train_path=ofrecord.record_file(records, "train"), cfg=cfg,
-                       work_dir=work_dir, evaluate=dev_evaluator(B, model, task, dev, eval_batch_size),
+                       train_path=ofrecord.record_file(records, "train"), cfg=cfg, work_dir=work_dir,
+                       evaluate=split_evaluator(B, model, task, scored, eval_batch_size), keep=keep,
                        save_config=meta, desc=f"teacher {task.name}", settings={"task": task.name},
-                       inputs={"dev records": dev, "pretrained weights": pretrained / "model.safetensors",
+                       inputs={f"{split} records": scored,
+                               "pretrained weights": pretrained / "model.safetensors",
                                "pretrained config": pretrained / "config.json"})
     if B.rank == 0:                              # data parallel: rank 0 writes the outputs
         train.publish(out_dir, work_dir, result, cfg, work_dir=work_dir,
                       extra_files=[pretrained / "vocab.txt"], task=task.name,
                       training_rows=ofrecord.checked_count(ofrecord.record_file(records, "train")),
-                      transfer_rows=0)
+                      transfer_rows=0,
+                      selection=train.selection_summary([result], cfg, selection, split, task.metric))
     return result

@@ -70,7 +70,9 @@ class TrainConfig:
     warmup: float                  # share of all steps spent warming up linearly
     weight_decay: float            # not applied to biases and LayerNorm weights
     max_grad_norm: float           # 0 disables clipping
-    eval_every: int                # steps between dev evaluations; 0 = at the end of every epoch
+    eval_every: int                # steps between evaluations; 0 = `evaluations` spread over the run
+    evaluations: int               # evaluations per run when eval_every is 0 (the last step included)
+    patience: int                  # evaluations without improvement that stop the run; 0 = never
     save_every: int                # steps between resume states
     shuffle_buffer: int            # records held by the streaming shuffle
     bucket: int                    # batches per length-sorted pool (0 = no length bucketing)
@@ -169,28 +171,51 @@ def total_steps(n_records: int, cfg: TrainConfig) -> int:
 
 @dataclass
 class FitResult:
-    best_score: float
-    best_step: int
-    steps: int
+    best_score: float              # the kept checkpoint's score on the selection split
+    best_step: int                 # its step (the last one under keep="last")
+    steps: int                     # steps trained
     seconds: float
-    history: list
+    history: list                  # one {"step", **metrics} per evaluation
     processes: int = 1             # data-parallel processes that trained
     skipped_steps: int = 0         # steps with nothing to train (no update made)
+    allowed: int = 0               # the step budget (steps < allowed after an early stop)
+    stopped_early: bool = False
+
+    @property
+    def collapsed(self) -> bool:
+        """The kept checkpoint predicted one class for every example of the selection split."""
+        return any(h["step"] == self.best_step and h.get("classes_predicted") == 1 for h in self.history)
+
+
+def eval_interval(total: int, cfg: TrainConfig) -> int:
+    """Steps between evaluations: ``cfg.eval_every``, or ``total`` split into ``cfg.evaluations``
+    even intervals (rounded up, so no more evaluations than asked; the last step always evaluates)."""
+    return cfg.eval_every or max(1, math.ceil(total / cfg.evaluations))
+
+
+def since_best(history: list, best_step: int) -> int:
+    """Evaluations made after the best one: the early-stopping counter, rebuilt from the history
+    (so a resumed run counts as one never interrupted)."""
+    return sum(1 for h in history if h["step"] > best_step)
 
 
 def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: TrainConfig,
-        work_dir: str | Path, evaluate: Callable | None = None, save_config: dict | None = None,
-        student: str = "model", desc: str = "train", settings: dict | None = None,
-        inputs: dict | None = None) -> FitResult:
+        work_dir: str | Path, evaluate: Callable | None = None, keep: str = "best",
+        save_config: dict | None = None, student: str = "model", desc: str = "train",
+        settings: dict | None = None, inputs: dict | None = None) -> FitResult:
     """Train ``modules`` (name -> module; ``modules[student]`` is the model that is kept).
 
     ``loss_fn(batch)`` returns ``(loss, parts)`` for a numpy batch from :func:`batching.batches`
     (plus ``batch["step"]``, the 0-based global step).
-    ``evaluate()`` returns ``(score, metrics)``; the best-scoring weights of ``modules[student]`` are
-    kept in ``work_dir/best`` with ``save_config`` as their config.json. Without ``evaluate`` the last
-    weights are kept. Interrupted runs resume from ``work_dir/state`` when the state was written by
-    the same job: the same ``settings`` (the job's resolved settings, JSON-able), ``cfg``, backend,
-    training records, other ``inputs`` (name -> file) and code (:func:`kdlib.distill.resume.job_identity`); otherwise
+    ``evaluate()`` returns ``(score, metrics)`` on the selection split (validation; never dev unless
+    the user asks for it, config ``selection``); it runs every :func:`eval_interval` steps and at the
+    last step. With ``keep="best"`` the best-scoring weights of ``modules[student]`` are kept in
+    ``work_dir/best`` with ``save_config`` as their config.json, and the run stops early once
+    ``cfg.patience`` evaluations in a row have not beaten the best (0: never); the step budget is a
+    cap, not a quota. With ``keep="last"``, or without ``evaluate``, the last weights are kept.
+    Interrupted runs resume from ``work_dir/state`` when the state was written by the same job: the
+    same ``settings`` (the job's resolved settings, JSON-able), ``cfg``, backend, training records,
+    other ``inputs`` (name -> file) and code (:func:`kdlib.distill.resume.job_identity`); otherwise
     the work folder is cleared and training starts over.
 
     A step whose loss has no gradient is an error (:class:`NoGradient`) unless the recipe's parts
@@ -199,6 +224,8 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     Under a data-parallel launcher ``cfg.batch_size`` stays the global batch; only rank 0 evaluates
     and writes, and its FitResult is the one that holds the scores.
     """
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be best or last, not {keep!r}")
     work_dir = Path(work_dir)
     B.dist_init()
     rank0 = B.rank == 0
@@ -211,12 +238,13 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     per_epoch = steps_per_epoch(n_records, cfg.batch_size)
     total = total_steps(n_records, cfg)
     warmup_steps = max(1, int(cfg.warmup * total)) if cfg.warmup > 0 else 0
-    eval_every = cfg.eval_every or per_epoch
+    eval_every = eval_interval(total, cfg)
+    patience = cfg.patience if keep == "best" and evaluate is not None else 0
     optimizer = make_optimizer(B, modules, cfg)
     params = [p for g in optimizer.param_groups for p in group_params(g)]
     shard = (B.rank, B.world_size) if B.world_size > 1 else None
 
-    identity = resume.job_identity(B, cfg, train_path, settings, inputs)
+    identity = resume.job_identity(B, cfg, train_path, {**(settings or {}), "keep": keep}, inputs)
     state = resume.load_state(B, work_dir, modules, optimizer, identity, desc)
     scaler = B.grad_scaler()                     # fp16 only: bf16 and fp32 need none
     if scaler is not None and "scaler" in state:
@@ -228,6 +256,7 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     best, best_step = state.get("best", -math.inf), state.get("best_step", -1)
     seconds = state.get("seconds", 0.0)
     history = state.get("history", [])
+    stopped = state.get("stopped_early", False)  # B.mean_over_ranks keeps the ranks in step
     log_path = work_dir / LOG_CSV
     if rank0:
         resume.truncate_log(log_path, step)
@@ -243,14 +272,14 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     with bar, open(log_path if rank0 else os.devnull, "a", newline="") as log_fh:
         log = csv.writer(log_fh)
         if log_fh.tell() == 0:
-            log.writerow(["step", "epoch", "lr", "loss", "examples_per_s", "dev_score"])
-        while step < total:
+            log.writerow(["step", "epoch", "lr", "loss", "examples_per_s", "eval_score"])
+        while step < total and not stopped:
             epoch, start_batch = divmod(step, per_epoch)
             data = batching.batches(train_path, cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer,
                                     seed=cfg.seed, epoch=epoch, start_batch=start_batch,
                                     bucket=cfg.bucket, shard=shard)
             for batch in data:
-                if step >= total:
+                if step >= total or stopped:
                     break
                 seed_step(B, modules, cfg.seed, step, B.rank)    # dropout: a function of the step
                 factor = lr_factor(step, total, warmup_steps)
@@ -277,45 +306,65 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
                 step += 1
                 seen += batch.get("global_rows", len(batch["label_ids"]))
                 rate = seen / max(1e-9, time.perf_counter() - started)
-                dev_score = ""
-                if rank0 and evaluate is not None and (step % eval_every == 0 or step == total):
-                    for m in modules.values():
-                        m.eval()
-                    with B.no_grad():
-                        score, metrics = evaluate()
-                    for m in modules.values():
-                        m.train()
-                    dev_score = f"{score:.6f}"
-                    history.append({"step": step, **metrics})
-                    if math.isnan(score):            # e.g. Pearson of constant outputs
-                        score = -math.inf
-                    if score > best or best_step < 0:
-                        best, best_step = score, step
-                        checkpoint.save_checkpoint(modules[student], work_dir / BEST_DIR,
-                                                   save_config or {}, B)
-                    bar.write(f"{desc}: step {step} dev {score:.4f} (best {best:.4f} at {best_step})")
+                eval_score = ""
+                if evaluate is not None and (step % eval_every == 0 or step == total):
+                    if rank0:
+                        best, best_step, eval_score = _evaluate(B, modules, evaluate, step, history,
+                                                                best, best_step, keep, work_dir,
+                                                                student, save_config, bar, desc)
+                    # every rank stops at the same step: rank 0's counter, shared
+                    late = B.mean_over_ranks(float(since_best(history, best_step))) if rank0 \
+                        else B.mean_over_ranks(0.0)
+                    stopped = bool(patience) and round(late * B.world_size) >= patience and step < total
+                    if stopped and rank0:
+                        bar.write(f"{desc}: stopped early at step {step}/{total}: {patience} "
+                                  f"evaluations without a better score than {best:.4f} (step {best_step})")
                 log.writerow([step, round(step / per_epoch, 4), f"{cfg.lr * factor:.3e}",
-                              f"{value:.6f}", f"{rate:.1f}", dev_score])
+                              f"{value:.6f}", f"{rate:.1f}", eval_score])
                 bar.set_postfix(loss=f"{value:.4f}", ex_s=f"{rate:.0f}")
                 bar.update(1)
-                if rank0 and (step % cfg.save_every == 0 or step == total):
+                if rank0 and (step % cfg.save_every == 0 or step == total or stopped):
                     log_fh.flush()
                     seconds_now = seconds + time.perf_counter() - started
                     resume.save_state(B, work_dir, modules, optimizer,
                                 {"step": step, "best": best, "best_step": best_step,
                                  "seconds": seconds_now, "history": history,
                                  "skipped_steps": skipped, "identity": identity,
+                                 "stopped_early": stopped,
                                  **({"scaler": scaler.state_dict()} if scaler is not None else {})})
     bar.close()
     seconds += time.perf_counter() - started
     if skipped and rank0:
         print(f"{desc}: {skipped} of {total} steps had nothing to train and made no update",
               file=sys.stderr)
-    if evaluate is None and rank0:
+    if (evaluate is None or keep == "last") and rank0:
         checkpoint.save_checkpoint(modules[student], work_dir / BEST_DIR, save_config or {}, B)
     del net                                      # torch: drops the DDP hooks before another phase
     B.barrier()                                  # rank 0's files are complete for everyone
-    return FitResult(best, best_step, step, seconds, history, B.world_size, skipped)
+    return FitResult(best, best_step, step, seconds, history, B.world_size, skipped, total, stopped)
+
+
+def _evaluate(B, modules, evaluate, step, history, best, best_step, keep, work_dir, student,
+              save_config, bar, desc):
+    """One evaluation at ``step`` (rank 0): appended to ``history``; under ``keep="best"`` a better
+    score saves the weights. Returns the new ``(best, best_step, score text for the log)``."""
+    for m in modules.values():
+        m.eval()
+    with B.no_grad():
+        score, metrics = evaluate()
+    for m in modules.values():
+        m.train()
+    history.append({"step": step, **metrics})
+    text = f"{score:.6f}"
+    if math.isnan(score):                        # e.g. Pearson of constant outputs
+        score = -math.inf
+    if keep == "last":
+        best, best_step = score, step
+    elif score > best or best_step < 0:
+        best, best_step = score, step
+        checkpoint.save_checkpoint(modules[student], work_dir / BEST_DIR, save_config or {}, B)
+    bar.write(f"{desc}: step {step} score {score:.4f} (best {best:.4f} at {best_step})")
+    return best, best_step, text
 
 
 def _update(B, optimizer, scaler, loss, params: list, max_grad_norm: float) -> None:
@@ -349,6 +398,35 @@ def publish(out_dir: str | Path, phase_dir: Path, result: FitResult, cfg: TrainC
             shutil.copyfile(path, tmp / Path(path).name)
         write_summary(tmp / "train_summary.json", result, cfg, **summary)
     shutil.rmtree(work_dir, ignore_errors=True)
+
+
+SELECTIONS = ("validation", "dev", "last")   # config.yaml `selection`
+
+
+def selection_split(selection: str, task) -> tuple[str, str]:
+    """``(split evaluated during training, keep)`` of a ``selection`` mode: validation and last
+    evaluate on the validation split (last keeps the last weights, for the curves' sake); dev on
+    the first dev split, as GLUE papers often do."""
+    from ..data.tasks import VALIDATION
+    if selection not in SELECTIONS:
+        raise ConfigError(f"selection must be one of {', '.join(SELECTIONS)}, not {selection!r}")
+    split = task.dev_splits[0] if selection == "dev" else VALIDATION
+    return split, "last" if selection == "last" else "best"
+
+
+def selection_summary(results: list[FitResult], cfg: TrainConfig, mode: str, split: str,
+                      metric: str) -> dict:
+    """What a model's ``train_summary.json`` (and so its eval JSON) says of its selection: the
+    mode and split, the kept checkpoint's score and step (``step`` counts every phase,
+    ``phase_step`` is the last phase's, as in its train_log.csv), the budget, the steps run, an
+    early stop, and whether the kept checkpoint predicts one class for every example."""
+    last, before = results[-1], sum(r.steps for r in results[:-1])
+    return {"mode": mode, "split": split, "metric": metric,
+            "score": None if not math.isfinite(last.best_score) else last.best_score,
+            "step": before + last.best_step, "phase_step": last.best_step,
+            "steps_allowed": sum(r.allowed for r in results), "steps_run": before + last.steps,
+            "stopped_early": last.stopped_early, "patience": cfg.patience if mode != "last" else 0,
+            "evaluations": len(last.history), "collapsed": last.collapsed}
 
 
 def write_summary(path: str | Path, result: FitResult, cfg: TrainConfig, **extra) -> None:

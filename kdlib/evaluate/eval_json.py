@@ -26,8 +26,9 @@ def build(B, task: Task, model_dir: str | Path, records: str | Path, name: str,
     """Everything an ``*_eval.json`` holds for the checkpoint in ``model_dir``, and the model's
     predictions it was computed from.
 
-    The JSON: metrics on every dev split, parameter count, size on disk, training seconds (from
-    ``train_summary.json``), backend, device and precision, and, given the teacher's eval JSON as
+    The JSON: metrics on every dev split, parameter count, size on disk, training seconds and steps
+    and how the checkpoint was selected (``selection``: split, step, score, patience, early stop,
+    collapse; from ``train_summary.json``), backend, device and precision, and, given the teacher's eval JSON as
     ``reference``, the retained share of its primary metric. (Speed is measured for all models
     side by side by the speed stage, :mod:`kdlib.evaluate.speed`.) The predictions:
     ``{"<split>_logits": (N, C) float32, "<split>_labels": (N,)}`` in record order, so that any
@@ -52,6 +53,7 @@ def build(B, task: Task, model_dir: str | Path, records: str | Path, name: str,
         "parameters": count_parameters(model), "size_bytes": folder_size(model_dir),
         "train_seconds": summary.get("train_seconds"),
         "train_steps": summary.get("steps"),
+        "selection": summary.get("selection"),   # the split, step and score that picked the checkpoint
         "training_rows": summary.get("training_rows"), "transfer_rows": summary.get("transfer_rows"),
         "backend": B.name, "device": B.device_name, "precision": B.precision,
     }

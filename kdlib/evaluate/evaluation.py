@@ -34,9 +34,15 @@ def evaluate(B, model, task: Task, path: str | Path, batch_size: int = 128) -> d
     return metrics.compute(task.metrics, logits, labels, task.is_regression)
 
 
-def dev_evaluator(B, model, task: Task, dev_path: str | Path, batch_size: int = 128):
-    """A callable for :func:`kdlib.distill.train.fit`: ``() -> (primary metric, all metrics)``."""
+def split_evaluator(B, model, task: Task, path: str | Path, batch_size: int = 128):
+    """A callable for :func:`kdlib.distill.train.fit` that scores ``model`` on one record file (the
+    selection split): ``() -> (primary metric, all metrics)``; for classification the metrics also
+    hold ``classes_predicted``, the number of distinct classes the model predicts there (1: it has
+    collapsed to one class)."""
     def run():
-        result = evaluate(B, model, task, dev_path, batch_size)
+        logits, labels = predict(B, model, path, batch_size)
+        result = metrics.compute(task.metrics, logits, labels, task.is_regression)
+        if not task.is_regression:
+            result["classes_predicted"] = int(len(np.unique(logits.argmax(-1))))
         return result[task.metric], result
     return run

@@ -3,12 +3,14 @@
 - :func:`accuracy_vs_speedup`: the primary dev metric of every model against its speed-up over the
   teacher, with error bars: the metric's 95% bootstrap interval over the dev examples (pooled over
   the seeds) and the speed-up's range over the speed stage's rounds;
-- :func:`training_curves`: training loss and dev metric against step, for the teacher and every
-  student (first run; a two-phase student's log holds its last phase).
+- :func:`training_curves`: one panel per model (the teacher and every student's first run; a
+  two-phase student's log holds its last phase): its training loss and its score on the selection
+  split against the step, the published checkpoint marked.
 """
 from __future__ import annotations
 
 import io
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -95,24 +97,74 @@ def accuracy_vs_speedup(frame: pd.DataFrame, task: str, column: str,
     return _png(fig, plt)
 
 
-def training_curves(logs: dict[str, pd.DataFrame], task: str, metric: str) -> bytes:
-    """Two panels: each model's training loss (a moving average over 10 steps) and its dev metric
-    (x100, at each evaluation) against the step."""
+COLUMNS = 3              # panels per row of the training curves
+
+
+def grid_shape(panels: int, columns: int = COLUMNS) -> tuple[int, int]:
+    """``(rows, columns)`` of a grid for ``panels`` panels, at most ``columns`` wide."""
+    columns = max(1, min(panels, columns))
+    return math.ceil(panels / columns), columns
+
+
+def eval_points(log: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, scores)`` of the steps of a ``train_log.csv`` with an evaluation: its
+    ``eval_score`` column, or ``dev_score`` in logs written before the rename; empty cells are
+    steps without one."""
+    import pandas as pd
+    column = next((c for c in ("eval_score", "dev_score") if c in log.columns), None)
+    if column is None:
+        return np.array([]), np.array([])
+    scores = pd.to_numeric(log[column].astype(str).str.strip(), errors="coerce")
+    rows = scores.notna().to_numpy()
+    return log["step"].to_numpy()[rows], scores.to_numpy(dtype=float)[rows]
+
+
+def panel_title(name: str, selection: dict) -> str:
+    """``kd``, with ``stopped early at 900/1092`` (steps run of allowed, all phases) after an
+    early stop and ``one class`` when the published checkpoint collapsed."""
+    notes = []
+    if selection.get("stopped_early"):
+        notes.append(f"stopped early at {selection.get('steps_run')}/{selection.get('steps_allowed')}")
+    if selection.get("collapsed"):
+        notes.append("one class")
+    return " – ".join([name, *notes])
+
+
+def training_curves(logs: dict[str, pd.DataFrame], selections: dict[str, dict], task: str,
+                    metric: str) -> bytes:
+    """A grid of panels (:data:`COLUMNS` wide), one per model of ``logs`` (``{model: its
+    train_log.csv}``): the training loss (a moving average over 10 steps) on the left axis, the
+    score on the selection split (x100, at each evaluation, a line with markers) on the right
+    axis, against the step of the log (the last phase). ``selections`` maps models to their eval
+    JSON's ``selection`` (``{}`` or missing when unknown): a vertical line and a star mark the
+    published checkpoint (``phase_step``, ``score``), the title an early stop
+    (:func:`panel_title`)."""
     plt = _pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 7), dpi=120, sharex=False)
-    for name, log in logs.items():
-        step, loss = log["step"].to_numpy(), log["loss"].astype(float)
-        line, = top.plot(step, loss.rolling(10, min_periods=1).mean().to_numpy(), linewidth=1,
-                         label=name)
-        dev = log[log["dev_score"].astype(str).str.strip() != ""]
-        if len(dev):
-            bottom.plot(dev["step"].to_numpy(), 100 * dev["dev_score"].astype(float).to_numpy(),
-                        "o-", markersize=3, linewidth=1, color=line.get_color(), label=name)
-    top.set_ylabel("training loss (mean of 10 steps)")
-    top.set_title(f"{task}: training curves (the last phase of two-phase students)")
-    bottom.set_ylabel(f"dev {metric} (x100)")
-    for ax in (top, bottom):
-        ax.set_xlabel("step")
+    rows, columns = grid_shape(max(1, len(logs)))
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), dpi=100,
+                             squeeze=False)
+    for ax, (name, log) in zip(axes.flat, logs.items()):
+        selection = selections.get(name) or {}
+        loss = log["loss"].astype(float).rolling(10, min_periods=1).mean()
+        ax.plot(log["step"].to_numpy(), loss.to_numpy(), color="tab:blue", linewidth=1)
+        ax.set_ylabel("loss (mean of 10 steps)", color="tab:blue", fontsize=8)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.grid(True, alpha=0.3)
-    top.legend(fontsize=7, ncol=2)
+        score = ax.twinx()
+        steps, scores = eval_points(log)
+        score.plot(steps, 100 * scores, "o-", color="tab:orange", markersize=3, linewidth=1)
+        split = selection.get("split", "eval")
+        score.set_ylabel(f"{split} {metric} (x100)", color="tab:orange", fontsize=8)
+        score.tick_params(labelsize=7)
+        if selection.get("phase_step") is not None:
+            ax.axvline(selection["phase_step"], color="0.4", linestyle="--", linewidth=0.8)
+            if selection.get("score") is not None:
+                score.plot([selection["phase_step"]], [100 * selection["score"]], "*", color="tab:red",
+                           markersize=12, markeredgecolor="black", markeredgewidth=0.5)
+        ax.set_title(panel_title(name, selection), fontsize=9)
+    for ax in axes.flat[len(logs):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{task}: training loss (left) and {metric} on the selection split (right); the "
+                 "star marks the published checkpoint", fontsize=10)
     return _png(fig, plt)

@@ -17,9 +17,20 @@ Units of the table (the eval JSONs hold fractions and bytes):
   model's) come from the speed stage, which times every model side by side; the speed-up's range
   over its rounds is shown;
 - ``parameters (M)`` = parameters / 1e6, ``size (MB)`` = bytes on disk / 1e6;
-- ``training steps`` (all phases), ``training rows`` and ``of them transfer`` (a transfer set's rows,
-  without a label) say how much training a gain cost: a student that trains more steps than its
-  baseline may owe part of its gain to the steps alone.
+- ``<split> <metric> (selection)`` (x100, the mean over the runs) is the score of the published
+  checkpoint on the split that selected it, measured during training (the eval JSON's
+  ``selection``): ``validation accuracy (selection)`` under ``selection: validation`` or ``last``,
+  ``dev accuracy (selection)`` under ``selection: dev``, whose dev scores are then optimistic;
+  models selected on different splits fill different columns;
+- ``selected at step`` is the published checkpoint's step, ``training steps`` the steps run and
+  ``steps allowed`` the budget, all phases of the first run: fewer steps run than allowed is an
+  early stop. With ``training rows`` and ``of them transfer`` (a transfer set's rows, without a
+  label) they say how much training a gain cost: a student that trains more steps than its
+  baseline may owe part of its gain to the steps alone;
+- ``warning`` says ``one class`` when a model's published checkpoint predicts one class for every
+  example of its selection split (``one class (seeds 0, 2)`` when only some of its runs do).
+
+Eval JSONs without ``selection`` (written before it) leave those cells empty.
 
 The baseline of a distilled student is the ``algorithm: none`` student with the same architecture
 (:func:`kdlib.config.baselines`). Only the plots need matplotlib, imported when one is drawn.
@@ -49,9 +60,13 @@ LATENCY, THROUGHPUT = "latency at batch 1 (ms)", "throughput at batch 32 (ex/s)"
 SPEEDUP, TRAIN, BACKEND, DEVICE = "speed-up", "training time (s)", "backend", "device"
 PRECISION, SEEDS = "precision", "seeds"
 STEPS, ROWS, TRANSFER_ROWS = "training steps", "training rows", "of them transfer"
-TEXT_COLUMNS = (NAME, ROLE, ALGORITHM, ARCHITECTURE, BASELINE, VERDICT, BACKEND, DEVICE, PRECISION)
+SELECTED_STEP, STEPS_ALLOWED, WARNING = "selected at step", "steps allowed", "warning"
+SELECTION = " (selection)"       # suffix of the selection score's column: "validation accuracy" + it
+TEXT_COLUMNS = (NAME, ROLE, ALGORITHM, ARCHITECTURE, BASELINE, VERDICT, BACKEND, DEVICE, PRECISION,
+                WARNING)
 DECIMALS = {PARAMETERS: 2, SIZE: 1, RETAINED: 1, LATENCY: 2, THROUGHPUT: 1, SPEEDUP: 2, TRAIN: 0,
-            STEPS: 0, ROWS: 0, TRANSFER_ROWS: 0, MCNEMAR: 4, SEEDS: 0}
+            STEPS: 0, SELECTED_STEP: 0, STEPS_ALLOWED: 0, ROWS: 0, TRANSFER_ROWS: 0, MCNEMAR: 4,
+            SEEDS: 0}
 METRIC_DECIMALS = 2
 CSV_DECIMALS = 4      # the CSV keeps more than the tables show
 LOW, HIGH = " low", " high"     # suffixes of an interval's or a range's bounds
@@ -59,6 +74,13 @@ LOW, HIGH = " low", " high"     # suffixes of an interval's or a range's bounds
 
 def gain_column(metric: str) -> str:
     return f"gain {metric} (pts)"
+
+
+def selection_column(selection: dict) -> str | None:
+    """The table column of a selection score, ``validation accuracy (selection)``; None for a
+    selection that names no split or metric."""
+    split, metric = selection.get("split"), selection.get("metric")
+    return f"{split} {metric}{SELECTION}" if split and metric else None
 
 
 def check_consistent(task: str, evals: dict[str, dict], paths: dict[str, str]) -> None:
@@ -135,6 +157,38 @@ def primary_column(teacher: dict) -> str:
     return f"{next(iter(teacher['metrics']), 'dev')} {teacher['metric']}"
 
 
+def selection_of(result: dict) -> dict:
+    """The eval JSON's ``selection`` (how training picked the published checkpoint), ``{}`` in
+    eval JSONs written before it."""
+    selection = result.get("selection")
+    return selection if isinstance(selection, dict) else {}
+
+
+def _selection_columns(evals: dict[str, dict]) -> list[str]:
+    """The selection score columns of any eval JSON (one per split: modes may be mixed)."""
+    columns = [selection_column(selection_of(result)) for result in evals.values()]
+    return list(dict.fromkeys(c for c in columns if c))
+
+
+def collapsed_runs(evals: dict[str, dict]) -> list[str]:
+    """The runs whose published checkpoint predicts one class for every example of its
+    selection split."""
+    return [name for name, result in evals.items() if selection_of(result).get("collapsed")]
+
+
+def collapse_warning(runs: dict[str, dict]) -> str:
+    """The ``warning`` cell of a model with ``runs`` (``{run: eval JSON}``): ``one class`` when
+    its one run collapsed, ``one class (every seed)`` when all of its runs did, ``one class
+    (seeds 0, 2)`` when some did (seed indices, as in ``kd_seed2``), else empty."""
+    collapsed = collapsed_runs(runs)
+    if not collapsed:
+        return ""
+    if len(collapsed) == len(runs):
+        return "one class" if len(runs) == 1 else "one class (every seed)"
+    seeds = [str(run_of(name)[1]) for name in collapsed]
+    return f"one class (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
+
+
 def _speedups(speed: dict, name: str) -> list[float]:
     """The model's speed-up over the teacher in each round of the speed stage."""
     teacher = speed["models"]["teacher"]["latency_rounds"]
@@ -147,12 +201,14 @@ def table(teacher: dict, runs: dict[str, dict], pairs: dict[str, str], predictio
 
     ``runs`` maps run names (``kd``, ``kd_seed1`` ...) to eval JSONs; ``pairs`` is the
     ``{student: baseline}`` mapping; ``predictions`` maps ``teacher`` and every run to its
-    ``(logits, labels)`` on the first dev split; ``speed`` is the speed stage's JSON."""
+    ``(logits, labels)`` on the first dev split; ``speed`` is the speed stage's JSON. Cells an
+    eval JSON cannot fill (an older one without ``selection``) are empty."""
     import pandas as pd  # lazily: the Snakefile imports this module
     groups = group_runs(runs)
     firsts = {student: runs[names[0]] for student, names in groups.items()}
     evals = {"teacher": teacher, **firsts}
     metric_columns = _metric_columns(evals)
+    selection_columns = _selection_columns({"teacher": teacher, **runs})
     split = next(iter(teacher["metrics"]))
     first_metrics = [m for s, m in metric_columns if s == split]
     primary = primary_column(teacher)
@@ -175,6 +231,12 @@ def table(teacher: dict, runs: dict[str, dict], pairs: dict[str, str], predictio
             row[f"{s} {metric}"] = statistics.mean(values) if values else None
             if f"{s} {metric}" == primary:
                 row[primary + LOW], row[primary + HIGH] = min(values), max(values)
+        selections = [selection_of(r) for r in results]
+        for column in selection_columns:
+            values = [100 * s["score"] for s in selections
+                      if selection_column(s) == column and s.get("score") is not None]
+            row[column] = statistics.mean(values) if values else None
+        row[WARNING] = collapse_warning(dict(zip(names, results)))
         row[RETAINED] = 100 * statistics.mean(r["score"] for r in results) / teacher["score"] \
             if teacher["score"] else None
         row[BASELINE] = base or ""
@@ -187,9 +249,10 @@ def table(teacher: dict, runs: dict[str, dict], pairs: dict[str, str], predictio
         row[SPEEDUP], row[SPEEDUP + LOW], row[SPEEDUP + HIGH] = statistics.median(ups), min(ups), max(ups)
         seconds = [r.get("train_seconds") for r in results if r.get("train_seconds") is not None]
         row[TRAIN] = statistics.mean(seconds) if seconds else None
-        for column, key in ((STEPS, "train_steps"), (ROWS, "training_rows"),
-                            (TRANSFER_ROWS, "transfer_rows")):
-            row[column] = result.get(key)        # the same for every seed; None in older eval JSONs
+        # the first run's (the others may stop early at other steps); None in older eval JSONs
+        row[SELECTED_STEP], row[STEPS] = selections[0].get("step"), result.get("train_steps")
+        row[STEPS_ALLOWED] = selections[0].get("steps_allowed")
+        row[ROWS], row[TRANSFER_ROWS] = result.get("training_rows"), result.get("transfer_rows")
         row[BACKEND], row[DEVICE] = result.get("backend") or "", result.get("device") or ""
         row[PRECISION] = result.get("precision") or "fp32"      # eval JSONs before mixed precision
         row[SEEDS] = len(results)
@@ -286,27 +349,83 @@ def markdown_cells(cells: pd.DataFrame, right: list[str]) -> str:
 
 # ---- the documents --------------------------------------------------------------------------------
 
-def notes(teacher: dict, speed: dict, seeds: int) -> str:
-    """The paragraph above the table: units, definitions, how speed was measured."""
+# The header's sentence per selection mode, and its words for the models of a mode when they mix.
+SELECTION_HEADERS = {
+    "validation": "Checkpoints were selected on the validation split: each model kept its best "
+                  "checkpoint on validation (stopping early after `patience` evaluations without "
+                  "improvement, unless it is 0), and dev was scored once, after training.",
+    "dev": "Checkpoints were selected on dev (`selection: dev`), the split scored here: each model "
+           "kept its best dev checkpoint, so the dev scores are optimistic.",
+    "last": "The last checkpoint of each training run was kept (`selection: last`): no selection, "
+            "no early stop.",
+    "unknown": "How the checkpoints were selected is not recorded (eval JSONs written before "
+               "their `selection`).",
+}
+MIXED_MODES = {"validation": "on validation", "dev": "on dev", "last": "the last one kept",
+               "unknown": "not recorded"}
+
+
+def selection_modes(teacher: dict, runs: dict[str, dict]) -> dict[str, str]:
+    """``{model: its selection mode}`` of the teacher and each student's first run; ``unknown``
+    for an eval JSON without ``selection``."""
+    firsts = {student: runs[names[0]] for student, names in group_runs(runs).items()}
+    return {name: selection_of(result).get("mode") or "unknown"
+            for name, result in {"teacher": teacher, **firsts}.items()}
+
+
+def selection_header(teacher: dict, runs: dict[str, dict]) -> str:
+    """The sentence under the report's title: which split selected the checkpoints, or
+    ``mixed`` with the models of each mode. Whenever dev selected a checkpoint it says plainly
+    that those dev scores are optimistic."""
+    modes = selection_modes(teacher, runs)
+    kinds = list(dict.fromkeys(modes.values()))
+    if len(kinds) == 1:
+        return SELECTION_HEADERS.get(kinds[0], f"Checkpoints were selected by `selection: {kinds[0]}`.")
+    parts = [f"{MIXED_MODES.get(kind, kind)} for {', '.join(n for n, m in modes.items() if m == kind)}"
+             for kind in kinds]
+    optimistic = (" The dev scores of the models selected on dev are optimistic." if "dev" in kinds
+                  else "")
+    return f"Checkpoints were selected in mixed ways: {'; '.join(parts)}.{optimistic}"
+
+
+def notes(teacher: dict, speed: dict, frame: pd.DataFrame) -> str:
+    """The paragraph above the table: collapsed models first, then units, definitions (the
+    selection columns among them) and how speed was measured. ``frame`` is :func:`table`'s."""
+    seeds = int(frame[SEEDS].max())
+    warned = [f"{name} {cell.removeprefix('one class').strip()}".strip()
+              for name, cell in zip(frame[NAME], frame[WARNING]) if cell]
+    collapse = (f"Warning: the published checkpoint of {', '.join(warned)} predicts one class for "
+                "every example of its selection split (`warning`: `one class`); its scores are "
+                "those of a constant guess. " if warned else "")
     runs = (f" Metrics are means over {seeds} runs per student (seeds), with their range; the "
             "intervals hold both the example and the seed noise." if seeds > 1 else "")
+    chosen = [f"`{c}`" for c in frame.columns if c.endswith(SELECTION)]
+    selection = (f" {' and '.join(chosen)} {'is' if len(chosen) == 1 else 'are'} the published "
+                 "checkpoint's score on the selection split, measured during training "
+                 "(validation, or dev under `selection: dev`); `selected at step` is that "
+                 "checkpoint's step, `training steps` the steps run and `steps allowed` the "
+                 "budget (the first run, all phases): fewer steps run than allowed is an early "
+                 "stop." if chosen else "")
     rounds = f"{speed['rounds']} interleaved round" + ("s" if speed["rounds"] != 1 else "")
-    return (f"Task metrics are x100. `retained (%)` and the gains use {primary_column(teacher)}; "
-            f"a gain is in points over the student's no-KD baseline (the `algorithm: none` student "
-            f"of the same architecture) with its 95% paired bootstrap interval over the dev "
-            f"examples ({stats.RESAMPLES:,} resamples); the verdict is `better` or `worse` when the "
-            f"interval excludes zero, else `no clear difference`.{runs} Speed was measured side by "
-            f"side in one process ({rounds}, {speed['threads']} threads, "
-            f"{speed['backend']}/{speed['device']}, {speed['precision']}): latency over "
-            f"{speed['latency_examples']} dev examples at batch 1, throughput over the "
-            f"{speed['dev_examples']} dev examples at batch 32; `speed-up` is the teacher's latency "
-            "over the model's, with its range over the rounds. Sizes are on disk, MB = 10^6 bytes.")
+    return (f"{collapse}Task metrics are x100. `retained (%)` and the gains use "
+            f"{primary_column(teacher)}; a gain is in points over the student's no-KD baseline (the "
+            f"`algorithm: none` student of the same architecture) with its 95% paired bootstrap "
+            f"interval over the dev examples ({stats.RESAMPLES:,} resamples); the verdict is "
+            f"`better` or `worse` when the interval excludes zero, else `no clear difference`."
+            f"{runs}{selection} Speed was measured side by side in one process ({rounds}, "
+            f"{speed['threads']} threads, {speed['backend']}/{speed['device']}, "
+            f"{speed['precision']}): latency over {speed['latency_examples']} dev examples at "
+            f"batch 1, throughput over the {speed['dev_examples']} dev examples at batch 32; "
+            "`speed-up` is the teacher's latency over the model's, with its range over the rounds. "
+            "Sizes are on disk, MB = 10^6 bytes.")
 
 
 def markdown(task: str, frame: pd.DataFrame, note: str, png_name: str, curves_name: str,
-             metric: str) -> str:
-    """The Markdown report: title, notes, the table and links to the two plots beside it."""
-    return (f"# kdflow report: {task}\n\n{note}\n\n{markdown_table(frame)}\n"
+             metric: str, header: str = "") -> str:
+    """The Markdown report: title, ``header`` in bold (:func:`selection_header`), notes, the table
+    and links to the two plots beside it."""
+    header = f"**{header}**\n\n" if header else ""
+    return (f"# kdflow report: {task}\n\n{header}{note}\n\n{markdown_table(frame)}\n"
             f"![{metric} against speed-up]({png_name})\n\n![training curves]({curves_name})\n")
 
 
@@ -321,8 +440,10 @@ img { max-width: 100%; margin-top: 1.5em; }
 """
 
 
-def html_page(task: str, frame: pd.DataFrame, note: str, png: bytes, curves: bytes, metric: str) -> str:
-    """A self-contained page: title, notes, the table and both plots as base64 ``<img>``."""
+def html_page(task: str, frame: pd.DataFrame, note: str, png: bytes, curves: bytes, metric: str,
+              header: str = "") -> str:
+    """A self-contained page: title, ``header`` in bold, notes, the table and both plots as base64
+    ``<img>``."""
     title = f"kdflow report: {task}"
     table_html = format_table(frame).to_html(index=False, escape=True, border=0, classes="kdflow")
     images = "".join(f"<img alt=\"{html.escape(alt)}\" src=\"data:image/png;base64,"
@@ -330,7 +451,9 @@ def html_page(task: str, frame: pd.DataFrame, note: str, png: bytes, curves: byt
                      for alt, data in ((f"{metric} against speed-up", png), ("training curves", curves)))
     return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{html.escape(title)}</title>\n<style>{HTML_STYLE}</style>\n</head>\n<body>\n"
-            f"<h1>{html.escape(title)}</h1>\n<p>{html.escape(note).replace('`', '')}</p>\n"
+            f"<h1>{html.escape(title)}</h1>\n"
+            + (f"<p><strong>{html.escape(header).replace('`', '')}</strong></p>\n" if header else "")
+            + f"<p>{html.escape(note).replace('`', '')}</p>\n"
             f"{table_html}\n{images}</body>\n</html>\n")
 
 
@@ -338,22 +461,24 @@ def write_report(task: str, teacher: dict, runs: dict[str, dict], pairs: dict[st
                  predictions: dict[str, tuple], speed: dict, logs: dict, regression: bool,
                  outputs: dict[str, Path]) -> pd.DataFrame:
     """Build the table and write the five outputs (``md``, ``csv``, ``html``, ``png``, ``curves``)
-    atomically; returns the table. ``logs`` maps the teacher and each student to its
-    ``train_log.csv`` table."""
+    atomically; returns the table. ``logs`` maps the teacher and each student (its first run's
+    name) to its ``train_log.csv`` table."""
     from . import plots
     frame = table(teacher, runs, pairs, predictions, speed, regression)
-    seeds = int(frame[SEEDS].max())
     errors = plots.metric_errors(frame, runs, predictions, teacher, regression)
     image = plots.accuracy_vs_speedup(frame, task, primary_column(teacher), errors)
-    curves = plots.training_curves(logs, task, teacher["metric"])
+    evals = {"teacher": teacher, **runs}
+    selections = {name: selection_of(evals.get(name, {})) for name in logs}
+    curves = plots.training_curves(logs, selections, task, teacher["metric"])
     for key, data in (("png", image), ("curves", curves)):
         with atomic_path(outputs[key]) as tmp:
             tmp.write_bytes(data)
     with atomic_path(outputs["csv"]) as tmp:
         frame.round(CSV_DECIMALS).to_csv(tmp, index=False)
-    note = notes(teacher, speed, seeds)
+    note, header = notes(teacher, speed, frame), selection_header(teacher, runs)
     write_text(outputs["md"], markdown(task, frame, note, Path(outputs["png"]).name,
-                                       Path(outputs["curves"]).name, teacher["metric"]))
-    write_text(outputs["html"], html_page(task, frame, note, image, curves, teacher["metric"]))
+                                       Path(outputs["curves"]).name, teacher["metric"], header))
+    write_text(outputs["html"], html_page(task, frame, note, image, curves, teacher["metric"],
+                                          header))
     return frame
 
