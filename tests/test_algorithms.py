@@ -616,7 +616,8 @@ def test_the_default_students_pass_the_check(teacher_cfg):
 def script_argv(data, tmp_path, spec: str, *extra) -> list[str]:
     return ["--task", TASK.name, "--student", "kd", "--spec", spec, "--records", str(data / "bert"),
             "--teacher", str(data / "teacher"), "--out", str(tmp_path / "out"),
-            "--work", str(tmp_path / "work"), "--selection", "validation", "--eval-batch-size", "16", "--backend", BACKEND,
+            "--work", str(tmp_path / "work"),
+            "--selection", "validation", "--eval-batch-size", "16", "--backend", BACKEND,
             "--device", "cpu", "--precision", "fp32", "--threads", "0", *extra]
 
 

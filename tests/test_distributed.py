@@ -46,7 +46,8 @@ def finetune_args(data, name: str, backend: str) -> list[str]:
     return ["-m", "workflow_scripts.finetune_teacher", "--task", "sst2",
             "--records", str(data / "records"), "--pretrained", str(data / "pretrained"),
             "--out", str(data / name / "out"), "--work", str(data / name / "work"),
-            "--hparams", json.dumps(HPARAMS), "--selection", "validation", "--eval-batch-size", "128", "--backend", backend,
+            "--hparams", json.dumps(HPARAMS),
+            "--selection", "validation", "--eval-batch-size", "128", "--backend", backend,
             "--device", "cpu", "--precision", "fp32", "--threads", "1"]
 
 

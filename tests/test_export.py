@@ -195,9 +195,9 @@ def one_by_one(B, model, path) -> np.ndarray:
 def test_cache_holds_the_teachers_logits_in_record_order(data, tmp_path, B):
     out = tmp_path / "logits.npz"
     rows = logit_cache.cache_logits(B, TASK, data / "teacher", data / "bert", out, batch_size=7)
-    assert rows == {"train": N_TRAIN, "dev": N_DEV}
+    assert rows == {"train": N_TRAIN}                       # the students learn from train alone
     arrays = logit_cache.load_logits(out, data / "bert", TASK)
-    assert sorted(arrays) == ["dev", "train"]
+    assert sorted(arrays) == ["train"]
     teacher, _ = checkpoint.load_checkpoint(B, data / "teacher")
     for split, n in rows.items():
         assert arrays[split].shape == (n, 2) and arrays[split].dtype == np.float32
@@ -263,7 +263,7 @@ def test_cache_script(data, tmp_path, capsys):
     assert cache_teacher_logits.main(argv) == 0
     assert error_lines(capsys) == []
     with np.load(out) as arrays:
-        assert {k: arrays[k].shape for k in arrays.files} == {"train": (N_TRAIN, 2), "dev": (N_DEV, 2)}
+        assert {k: arrays[k].shape for k in arrays.files} == {"train": (N_TRAIN, 2)}
 
     argv[argv.index("--teacher") + 1] = str(tmp_path / "nowhere")
     argv[argv.index("--out") + 1] = str(tmp_path / "bad.npz")

@@ -17,7 +17,7 @@ from kdlib.data import ofrecord
 from kdlib.data.tasks import get_task
 from kdlib.distill import ops, resume, teacher, train
 from kdlib.errors import ConfigError
-from kdlib.evaluate.evaluation import split_evaluator, evaluate
+from kdlib.evaluate.evaluation import evaluate, split_evaluator
 from kdlib.models import checkpoint
 from kdlib.models.bert import BertConfig, build_bert
 from kdlib.models.weights import read_safetensors, state_dict_numpy

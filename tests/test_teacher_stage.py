@@ -23,8 +23,10 @@ import tinydata
 from conftest import HAS_TORCH, REPO, error_lines
 
 from kdlib.data.ofrecord import iter_records, record_file
+from kdlib.data.tasks import get_task
 from kdlib.distill import resume, train
 from kdlib.evaluate import eval_json
+from kdlib.evaluate.evaluation import evaluate
 from kdlib.models import checkpoint
 from kdlib.models.weights import read_safetensors
 from workflow_scripts import evaluate_model, finetune_teacher
@@ -32,7 +34,8 @@ from workflow_scripts import evaluate_model, finetune_teacher
 TASK = "sst2"                                    # binary, metric: accuracy
 BACKEND = "torch" if HAS_TORCH else "oneflow"
 N_TRAIN, N_DEV = 192, 48
-HPARAMS = dict(epochs=6, batch_size=16, lr=3e-3, warmup=0.1, save_every=5, shuffle_buffer=64, seed=42)
+HPARAMS = dict(epochs=6, batch_size=16, lr=3e-3, warmup=0.1, save_every=5, shuffle_buffer=64, seed=42,
+               eval_every=12, patience=0)      # a validation evaluation per epoch, no early stop
 TOTAL_STEPS = 6 * N_TRAIN // 16                  # 72 steps, 12 an epoch
 
 
@@ -114,7 +117,13 @@ def test_evaluate_model_writes_the_eval_json(trained, data, B, tmp_path, capsys)
         assert key in result, key
     assert result["task"] == TASK and result["backend"] == B.name and result["device"] == "cpu"
     assert set(result["metrics"]) == {"dev"} and result["metrics"]["dev"]["accuracy"] == result["score"]
-    assert result["score"] == pytest.approx(summary["best_score"])      # the best dev checkpoint
+    # the checkpoint kept is the best on validation; dev is scored once, here
+    assert result["selection"] == summary["selection"]
+    assert result["selection"]["split"] == "validation" and result["selection"]["mode"] == "validation"
+    model, _ = checkpoint.load_checkpoint(B, out)
+    on_validation = evaluate(B, model, get_task(TASK), record_file(data / "records", "validation"))
+    assert on_validation["accuracy"] == pytest.approx(summary["best_score"]) == pytest.approx(
+        result["selection"]["score"])
     weights = read_safetensors(out / "model.safetensors")
     assert result["parameters"] == sum(v.size for v in weights.values())
     assert result["size_bytes"] == sum(f.stat().st_size for f in out.iterdir())
@@ -185,7 +194,7 @@ def test_finetune_teacher_resumes_exactly_after_sigkill(trained, data):
     # every step logged exactly once, with the uninterrupted run's learning rates and losses
     rows, ref_rows = read_log(out / "train_log.csv"), read_log(ref_out / "train_log.csv")
     assert [int(r["step"]) for r in rows] == list(range(1, TOTAL_STEPS + 1))
-    for key in ("step", "epoch", "lr", "loss", "dev_score"):
+    for key in ("step", "epoch", "lr", "loss", "eval_score"):
         assert [r[key] for r in rows] == [r[key] for r in ref_rows], key
 
 
@@ -245,7 +254,7 @@ def test_changed_data_or_pretrained_weights_after_a_kill_retrain_from_scratch(da
     capsys.readouterr()
     assert finetune_teacher.main(argv) == 0
     err = capsys.readouterr().err
-    assert "resuming" not in err and "input changed: training records, dev records" in err, err
+    assert "resuming" not in err and "input changed: training records, validation records" in err, err
     clean = teacher_argv(data, "redata_clean")
     clean[clean.index("--records") + 1] = str(moved)
     assert finetune_teacher.main(clean) == 0

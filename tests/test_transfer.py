@@ -39,7 +39,8 @@ def test_a_set_holds_no_dev_or_training_text_and_no_duplicate(tmp_path):
     counts = transfer.build(spec(unlabeled="x"), train, dev, tmp_path / "t.tsv", False, unlabeled)
     assert texts(tmp_path / "t.tsv") == ["new one", "another"]
     assert counts == {"kept": 2, "unlabeled": 6, "augmented": 0, "dropped_empty": 1, "dropped_dev": 1,
-                      "dropped_train": 1, "dropped_duplicate": 1, "dropped_over_cap": 0}
+                      "dropped_validation": 0, "dropped_train": 1, "dropped_duplicate": 1,
+                      "dropped_over_cap": 0}
     line = transfer.describe("t", counts)
     assert "2 texts kept" in line and "1 dev" in line and "1 duplicate" in line
 
@@ -227,13 +228,13 @@ def test_the_stages_build_the_set_and_a_mixed_record_folder(tickets, capsys):
                                    str(out), "--vocab", str(root / "bert/vocab.txt"), "--name", "raw",
                                    "--seed", "0", "--out-dir", str(root / "bert8+raw")]) == 0
     meta = json.loads((root / "bert8+raw/meta.json").read_text())
-    assert meta["transfer"] == {"name": "raw", "labelled": 3, "transfer": len(kept)}
-    assert meta["counts"] == {"train": 3 + len(kept), "dev": 2}
+    assert meta["transfer"] == {"name": "raw", "labelled": 2, "transfer": len(kept)}   # 1 carved
+    assert meta["counts"] == {"train": 2 + len(kept), "validation": 1, "dev": 2}
     assert meta["task_definition"]["labels"] == ["neg", "pos"]
     assert (root / "bert8+raw/dev.of_record-0").read_bytes() == (root / "bert8/dev.of_record-0").read_bytes()
     mixed = record_file(root / "bert8+raw", "train")
     real = np.concatenate([b["is_real_example"] for b in batches(mixed, 4)])
-    assert real.sum() == 3 and len(real) == 3 + len(kept)
+    assert real.sum() == 2 and len(real) == 2 + len(kept)
 
 
 def test_the_stages_refuse_bad_input_in_one_line(tickets, tmp_path, capsys):

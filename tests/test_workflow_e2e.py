@@ -150,6 +150,27 @@ def test_user_command_builds_exactly_the_chain_and_reruns_only_what_changed(work
         {k: v for k, v in CHAIN.items() if k not in ("download_glue", "ofrecord_bert")}
 
 
+def test_no_training_stage_reads_dev_records(tmp_path_factory, mirror):
+    """Dev is read by the evaluation stages alone: once the teacher is evaluated, every dev record
+    file is deleted, and the teacher's logits and both students still train (selecting on
+    validation), and the records are not rebuilt."""
+    work = make_workdir(tmp_path_factory, mirror)
+    snakemake(work, "results/sst2/teacher_eval.json")
+    dev_files = list((work / "data/ofrecord").glob("*/*/dev.of_record-0"))
+    assert dev_files
+    for path in dev_files:
+        path.unlink()
+    students = ["results/sst2/kd/model.safetensors", "results/sst2/tinybert/model.safetensors"]
+    snakemake(work, *students)
+    for student in ("kd", "tinybert"):
+        summary = json.loads((work / f"results/sst2/{student}/train_summary.json").read_text())
+        assert summary["selection"]["split"] == "validation" and summary["selection"]["evaluations"] >= 5
+    summary = json.loads((work / "results/sst2/teacher/train_summary.json").read_text())
+    assert summary["selection"]["split"] == "validation"
+    assert not any(path.exists() for path in dev_files)        # no stage rebuilt them
+    assert planned(work, *students) == {}
+
+
 def test_interrupted_training_resumes(workdir):
     target = "results/sst2/kd_eval.json"
     snakemake(workdir, "results/sst2/teacher_eval.json", "results/sst2/teacher_logits.npz")
@@ -245,7 +266,7 @@ def test_files_placed_after_a_failed_download_are_used_as_they_are(tmp_path_fact
     assert planned(work, RECORDS, *another) == {"ofrecord_bert": 1}
     snakemake(work, RECORDS, *another)
     meta = json.loads((work / RECORDS).read_text())
-    assert meta["counts"] == {"train": 40, "dev": 12}
+    assert meta["counts"] == {"train": 36, "validation": 4, "dev": 12}
     assert {split: path.read_bytes() for split, path in placed.items()} == before
     assert not (work / "data/download/SST-2/train.tsv").exists()
     assert planned(work, RECORDS, *another) == {}

@@ -61,7 +61,8 @@ def test_a_changed_student_lr_retrains_that_student_like_a_clean_run(workdir, tm
         [str(TORCH_PYTHON), "-m", "workflow_scripts.distill", "--task", "sst2", "--student", "kd",
          "--spec", spec, "--records", "data/ofrecord/sst2/bert16", "--teacher", "results/sst2/teacher",
          "--logits", "results/sst2/teacher_logits.npz", "--out", str(tmp_path / "kd"),
-         "--work", str(tmp_path / "work"), "--selection", "validation", "--eval-batch-size", "128", "--backend", "torch",
+         "--work", str(tmp_path / "work"),
+         "--selection", "validation", "--eval-batch-size", "128", "--backend", "torch",
          "--device", "cpu", "--precision", resolve_precision("auto", "torch", "cpu"), "--threads", "4"],
         cwd=workdir, capture_output=True, text=True, timeout=300)
     assert clean.returncode == 0, clean.stderr[-3000:]

@@ -123,6 +123,8 @@ def build_tweets(out_dir: str | Path, dev_fraction: float = 0.1, max_train: int 
                  validation: int = 2000) -> dict[str, int]:
     """Write the built-in ``task``'s ``out_dir/train.tsv``, ``validation.tsv`` and ``dev.tsv``
     (:func:`split`); return the row counts (and each split's count per label)."""
+    if validation < 1:
+        raise DataError(f"data.builtin.validation: {validation}; the validation split needs at least 1 row")
     source = Path(source) if source else corpus_path()
     if task not in LABELS:
         raise DataError(f"{task!r} is not a built-in task (built in: {', '.join(LABELS)})")
