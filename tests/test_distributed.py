@@ -26,7 +26,7 @@ from conftest import HAS_ONEFLOW, HAS_TORCH, REPO
 from kdlib.data import batching
 
 HPARAMS = {"epochs": 2, "batch_size": 8, "lr": 1e-3, "save_every": 4, "shuffle_buffer": 16,
-           "seed": 7, "bucket": 2}
+           "seed": 7, "bucket": 2, "patience": 0}      # every step runs
 N_TRAIN = 43          # 5 batches of 8, then one of 3: shards of 2 rows and 1 row
 STEPS = 12
 OUTPUTS = {"model.safetensors", "config.json", "vocab.txt", "train_log.csv", "train_summary.json"}

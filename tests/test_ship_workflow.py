@@ -73,6 +73,9 @@ def test_every_model_folder_has_its_card_and_tokeniser(work):
         assert f"{100 * result['score']:.2f} accuracy" in card          # the eval JSON's score
         assert "labels: " + ", ".join(sorted(CLASSES)) in card
         assert "python -m kdlib.predict" in card and "ms per text at batch 1" in card
+        chosen = result["selection"]
+        assert f"| selection | the best on validation ({100 * chosen['score']:.2f} accuracy) at step " \
+               f"{chosen['step']:,} of {chosen['steps_run']:,} run" in card
         config = json.loads((folder / "config.json").read_text())
         assert config["labels"] == sorted(CLASSES) and config["max_length"] == 16
         assert (folder / "vocab.txt").is_file()

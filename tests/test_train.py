@@ -297,11 +297,31 @@ def test_a_run_that_stopped_early_and_was_killed_before_publishing_does_not_trai
     assert_same(weights_again, weights)
 
 
+def test_a_one_class_plateau_does_not_count_toward_patience(B, records, tmp_path, one_thread):
+    """0.7 is a one-class score (scripted_fit): three such evaluations, then a learning model.
+    Patience 2 counts from the first evaluation that predicts both classes (step 8, 0.6), so the
+    run stops at step 12 at the earliest, not at step 6."""
+    result, shown, published = scripted_fit(B, records, tmp_path, [0.7, 0.7, 0.7, 0.6, 0.65, 0.8],
+                                            patience=2)
+    assert result.steps == 12 and not result.stopped_early
+    assert (result.best_score, result.best_step) == (0.8, 12) and not result.collapsed
+    # a learning checkpoint beats a higher one-class score, and patience counts from it
+    result, shown, published = scripted_fit(B, records, tmp_path / "b", [0.7, 0.6, 0.55, 0.5, 0.9, 0.9],
+                                            patience=2)
+    assert (result.best_score, result.best_step, result.steps) == (0.6, 4, 8) and not result.collapsed
+    assert_same(published, shown[1])
+    assert train.since_best([{"step": 2, "classes_predicted": 1}], 2) == 0
+    assert train.since_best([{"step": 2, "classes_predicted": 1}, {"step": 4, "classes_predicted": 2},
+                             {"step": 6, "classes_predicted": 2}], 4) == 1
+    assert train.since_best([{"step": 2}, {"step": 4}], 2) == 1       # regression: no class count
+
+
 def test_a_checkpoint_that_predicts_one_class_is_flagged(B, records, tmp_path, one_thread):
-    """Scripted: the best evaluation said it predicts one class. Real: a model whose classifier
+    """Scripted: every evaluation says it predicts one class (no early stop on that plateau, and the
+    kept checkpoint is flagged). Real: a model whose classifier
     always answers class 0 is reported with classes_predicted 1 by the selection evaluator."""
-    result, _, _ = scripted_fit(B, records, tmp_path, [0.5, 0.7, 0.6, 0.6, 0.6, 0.6])
-    assert result.best_score == 0.7 and result.collapsed
+    result, _, _ = scripted_fit(B, records, tmp_path, [0.7] * 6, patience=1)   # one class throughout
+    assert (result.best_score, result.best_step, result.steps) == (0.7, 2, 12) and result.collapsed
     model = tiny_model(B)
     weights = state_dict_numpy(model)
     weights["classifier.weight"][:] = 0.0

@@ -56,8 +56,8 @@ def work(tmp_path_factory):
         "data": {"glue_url": f"http://127.0.0.1:{dead_port()}/glue", "retries": 0,
                  "max_length": {"default": 16}, "lstm": {"max_length": 16}},
         "teacher": {"pretrained": str(work / "tiny_bert"),
-                    "train": {"epochs": 3, "batch_size": 8, "lr": 3.0e-3}},
-        "students_train": {"epochs": 1, "batch_size": 16, "lr": 3.0e-3},
+                    "train": {"epochs": 3, "batch_size": 8, "lr": 3.0e-3, "patience": 0}},
+        "students_train": {"epochs": 1, "batch_size": 16, "lr": 3.0e-3, "patience": 0},   # whole budgets
         "transfer": {"raw": {"unlabeled": "own/raw.txt", "max_examples": 100},
                      "aug": {"augment": "tang", "variants": 2}},
         "students": {"kd": {"algorithm": "kd", "architecture": bert, "transfer": "raw"},
@@ -80,28 +80,28 @@ def test_students_train_on_their_transfer_sets_and_a_change_reruns_only_them(wor
     log = (work / "logs/tickets/transfer_set_raw.log").read_text()
     assert "dropped" in log and "3 dev" in log, log
     meta = json.loads((work / "data/ofrecord/tickets/bert16+raw/meta.json").read_text())
-    assert meta["transfer"] == {"name": "raw", "labelled": 120, "transfer": len(raw) - 1}
+    assert meta["transfer"] == {"name": "raw", "labelled": 108, "transfer": len(raw) - 1}  # 12 validation
     meta = json.loads((work / "data/ofrecord/tickets/lstm16+aug/meta.json").read_text())
-    assert meta["transfer"]["labelled"] == 120 and meta["transfer"]["transfer"] > 120
+    assert meta["transfer"]["labelled"] == 108 and meta["transfer"]["transfer"] > 108
     # each student trained on every row of its set: steps = ceil(rows / 16), one epoch; each
-    # baseline (equal_steps) as many steps over its 120 labelled rows, as its summary says
-    for student, rows, like in (("kd", 120 + len(raw) - 1, None),
+    # baseline (equal_steps) as many steps over its 108 labelled rows, as its summary says
+    for student, rows, like in (("kd", 108 + len(raw) - 1, None),
                                 ("distilled_lstm", meta["counts"]["train"], None),
-                                ("small_nokd", 120 + len(raw) - 1, "kd"),
+                                ("small_nokd", 108 + len(raw) - 1, "kd"),
                                 ("lstm_nokd", meta["counts"]["train"], "distilled_lstm")):
         summary = json.loads((work / f"results/tickets/{student}/train_summary.json").read_text())
         assert summary["steps"] == -(-rows // 16), (student, summary["steps"], rows)
         assert summary.get("matched_steps_of") == like
-        assert summary["training_rows"] == (120 if like else rows)
+        assert summary["training_rows"] == (108 if like else rows)
     assert (work / "results/tickets/teacher_logits+raw.npz").is_file()
     # the report says what each row trained on: rows, transfer rows among them, steps
     report = pd.read_csv(work / "results/tickets/report.csv").set_index("model")
-    assert report.loc["kd", "training rows"] == 120 + len(raw) - 1
+    assert report.loc["kd", "training rows"] == 108 + len(raw) - 1
     assert report.loc["kd", "of them transfer"] == len(raw) - 1
-    assert report.loc["kd", "training steps"] == -(-(120 + len(raw) - 1) // 16)
+    assert report.loc["kd", "training steps"] == -(-(108 + len(raw) - 1) // 16)
     assert report.loc["small_nokd", "of them transfer"] == 0
     assert report.loc["small_nokd", "training steps"] == report.loc["kd", "training steps"]
-    assert report.loc["teacher", "training rows"] == 120 and report.loc["teacher", "training steps"] == 45
+    assert report.loc["teacher", "training rows"] == 108 and report.loc["teacher", "training steps"] == 42
     assert planned(work) == {}
 
     # the unlabeled set's cap changes: its set, records, logits, kd and kd's baseline (its steps

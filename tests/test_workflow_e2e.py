@@ -80,7 +80,7 @@ def make_workdir(tmp_path_factory, mirror, backend="torch"):
         "tasks": ["sst2"],
         "data": {"glue_url": mirror, "retries": 0, "timeout_s": 10, "max_length": {"default": 16}},
         "teacher": {"pretrained": str(work / "tiny_bert"),
-                    "train": {"epochs": 3, "batch_size": 8, "lr": 3.0e-3, "save_every": 2}},
+                    "train": {"epochs": 5, "batch_size": 8, "lr": 3.0e-3, "save_every": 2}},
         "students_train": {"epochs": 4, "batch_size": 8, "lr": 3.0e-3, "save_every": 2},
         "students": {"tinybert": {"algorithm": "tinybert", "architecture": tiny_student},
                      "kd": {"algorithm": "kd", "architecture": tiny_student}},
@@ -165,6 +165,7 @@ def test_no_training_stage_reads_dev_records(tmp_path_factory, mirror):
     for student in ("kd", "tinybert"):
         summary = json.loads((work / f"results/sst2/{student}/train_summary.json").read_text())
         assert summary["selection"]["split"] == "validation" and summary["selection"]["evaluations"] >= 5
+        assert 0 < summary["selection"]["eval_seconds"] < summary["train_seconds"]
     summary = json.loads((work / "results/sst2/teacher/train_summary.json").read_text())
     assert summary["selection"]["split"] == "validation"
     assert not any(path.exists() for path in dev_files)        # no stage rebuilt them

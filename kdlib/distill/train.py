@@ -39,6 +39,7 @@ from tqdm import tqdm
 from ..backend import dist_env
 from ..config import validate_section
 from ..data import batching, ofrecord
+from ..data.tasks import VALIDATION
 from ..errors import ConfigError, KdflowError
 from ..io import atomic_dir, remove_orphans, write_text
 from ..models import checkpoint
@@ -180,6 +181,7 @@ class FitResult:
     skipped_steps: int = 0         # steps with nothing to train (no update made)
     allowed: int = 0               # the step budget (steps < allowed after an early stop)
     stopped_early: bool = False
+    eval_seconds: float = 0.0      # of ``seconds``, the time spent evaluating
 
     @property
     def collapsed(self) -> bool:
@@ -193,9 +195,19 @@ def eval_interval(total: int, cfg: TrainConfig) -> int:
     return cfg.eval_every or max(1, math.ceil(total / cfg.evaluations))
 
 
+def _learning(entry: dict | None) -> bool:
+    """An evaluation at which the model predicts more than one class (regression: always)."""
+    return entry is not None and entry.get("classes_predicted") != 1
+
+
 def since_best(history: list, best_step: int) -> int:
-    """Evaluations made after the best one: the early-stopping counter, rebuilt from the history
-    (so a resumed run counts as one never interrupted)."""
+    """The early-stopping counter: evaluations made after the best one, rebuilt from the history
+    (so a resumed run counts as one never interrupted). While every evaluation predicts one class
+    for every example, nothing counts: a model on that plateau has not begun to learn, so its flat
+    scores say nothing of overfitting (and :func:`_evaluate` prefers any evaluation that predicts
+    more than one class to those, so the best is never one of them once the model learns)."""
+    if not any(_learning(h) for h in history):
+        return 0
     return sum(1 for h in history if h["step"] > best_step)
 
 
@@ -211,8 +223,10 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     the user asks for it, config ``selection``); it runs every :func:`eval_interval` steps and at the
     last step. With ``keep="best"`` the best-scoring weights of ``modules[student]`` are kept in
     ``work_dir/best`` with ``save_config`` as their config.json, and the run stops early once
-    ``cfg.patience`` evaluations in a row have not beaten the best (0: never); the step budget is a
-    cap, not a quota. With ``keep="last"``, or without ``evaluate``, the last weights are kept.
+    ``cfg.patience`` evaluations in a row have not beaten the best (0: never; :func:`since_best`:
+    not while the model predicts one class, and a checkpoint that predicts more than one class
+    beats any that predicts one); the step budget is a cap, not a quota. With ``keep="last"``, or
+    without ``evaluate``, the last weights are kept.
     Interrupted runs resume from ``work_dir/state`` when the state was written by the same job: the
     same ``settings`` (the job's resolved settings, JSON-able), ``cfg``, backend, training records,
     other ``inputs`` (name -> file) and code (:func:`kdlib.distill.resume.job_identity`); otherwise
@@ -256,7 +270,8 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     best, best_step = state.get("best", -math.inf), state.get("best_step", -1)
     seconds = state.get("seconds", 0.0)
     history = state.get("history", [])
-    stopped = state.get("stopped_early", False)  # B.mean_over_ranks keeps the ranks in step
+    eval_seconds = state.get("eval_seconds", 0.0)
+    stopped = state.get("stopped_early", False)  # a run killed after its early stop stays stopped
     log_path = work_dir / LOG_CSV
     if rank0:
         resume.truncate_log(log_path, step)
@@ -309,9 +324,11 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
                 eval_score = ""
                 if evaluate is not None and (step % eval_every == 0 or step == total):
                     if rank0:
+                        clock = time.perf_counter()
                         best, best_step, eval_score = _evaluate(B, modules, evaluate, step, history,
                                                                 best, best_step, keep, work_dir,
                                                                 student, save_config, bar, desc)
+                        eval_seconds += time.perf_counter() - clock
                     # every rank stops at the same step: rank 0's counter, shared
                     late = B.mean_over_ranks(float(since_best(history, best_step))) if rank0 \
                         else B.mean_over_ranks(0.0)
@@ -330,7 +347,7 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
                                 {"step": step, "best": best, "best_step": best_step,
                                  "seconds": seconds_now, "history": history,
                                  "skipped_steps": skipped, "identity": identity,
-                                 "stopped_early": stopped,
+                                 "stopped_early": stopped, "eval_seconds": eval_seconds,
                                  **({"scaler": scaler.state_dict()} if scaler is not None else {})})
     bar.close()
     seconds += time.perf_counter() - started
@@ -341,26 +358,30 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
         checkpoint.save_checkpoint(modules[student], work_dir / BEST_DIR, save_config or {}, B)
     del net                                      # torch: drops the DDP hooks before another phase
     B.barrier()                                  # rank 0's files are complete for everyone
-    return FitResult(best, best_step, step, seconds, history, B.world_size, skipped, total, stopped)
+    return FitResult(best, best_step, step, seconds, history, B.world_size, skipped, total, stopped,
+                     eval_seconds)
 
 
 def _evaluate(B, modules, evaluate, step, history, best, best_step, keep, work_dir, student,
               save_config, bar, desc):
     """One evaluation at ``step`` (rank 0): appended to ``history``; under ``keep="best"`` a better
-    score saves the weights. Returns the new ``(best, best_step, score text for the log)``."""
+    score saves the weights, where an evaluation that predicts more than one class beats any that
+    predicts one (a model stuck on the majority class is not a model to keep once another is
+    found). Returns the new ``(best, best_step, score text for the log)``."""
     for m in modules.values():
         m.eval()
     with B.no_grad():
         score, metrics = evaluate()
     for m in modules.values():
         m.train()
+    kept = next((h for h in history if h["step"] == best_step), None)
     history.append({"step": step, **metrics})
     text = f"{score:.6f}"
     if math.isnan(score):                        # e.g. Pearson of constant outputs
         score = -math.inf
     if keep == "last":
         best, best_step = score, step
-    elif score > best or best_step < 0:
+    elif best_step < 0 or (_learning(history[-1]), score) > (_learning(kept), best):
         best, best_step = score, step
         checkpoint.save_checkpoint(modules[student], work_dir / BEST_DIR, save_config or {}, B)
     bar.write(f"{desc}: step {step} score {score:.4f} (best {best:.4f} at {best_step})")
@@ -407,7 +428,6 @@ def selection_split(selection: str, task) -> tuple[str, str]:
     """``(split evaluated during training, keep)`` of a ``selection`` mode: validation and last
     evaluate on the validation split (last keeps the last weights, for the curves' sake); dev on
     the first dev split, as GLUE papers often do."""
-    from ..data.tasks import VALIDATION
     if selection not in SELECTIONS:
         raise ConfigError(f"selection must be one of {', '.join(SELECTIONS)}, not {selection!r}")
     split = task.dev_splits[0] if selection == "dev" else VALIDATION
@@ -419,14 +439,16 @@ def selection_summary(results: list[FitResult], cfg: TrainConfig, mode: str, spl
     """What a model's ``train_summary.json`` (and so its eval JSON) says of its selection: the
     mode and split, the kept checkpoint's score and step (``step`` counts every phase,
     ``phase_step`` is the last phase's, as in its train_log.csv), the budget, the steps run, an
-    early stop, and whether the kept checkpoint predicts one class for every example."""
+    early stop, whether the kept checkpoint predicts one class for every example, and the seconds
+    the last phase spent evaluating (of its training seconds)."""
     last, before = results[-1], sum(r.steps for r in results[:-1])
     return {"mode": mode, "split": split, "metric": metric,
             "score": None if not math.isfinite(last.best_score) else last.best_score,
             "step": before + last.best_step, "phase_step": last.best_step,
             "steps_allowed": sum(r.allowed for r in results), "steps_run": before + last.steps,
             "stopped_early": last.stopped_early, "patience": cfg.patience if mode != "last" else 0,
-            "evaluations": len(last.history), "collapsed": last.collapsed}
+            "evaluations": len(last.history), "collapsed": last.collapsed,
+            "eval_seconds": round(last.eval_seconds, 2)}
 
 
 def write_summary(path: str | Path, result: FitResult, cfg: TrainConfig, **extra) -> None:

@@ -17,6 +17,19 @@ from ..evaluate.speed import read_speed
 TOKENS = {"wordpiece": "WordPiece pieces", "words": "words"}
 
 
+def _selection(selection: dict | None) -> str:
+    """How the checkpoint was chosen, from the eval JSON's ``selection``."""
+    if not selection:
+        return "not recorded"
+    if selection["mode"] == "last":
+        return f"the last weights, step {selection['step']:,}"
+    early = ", stopped early" if selection.get("stopped_early") else ""
+    score = "" if selection.get("score") is None else f" ({100 * selection['score']:.2f} {selection['metric']})"
+    note = "; dev scores are optimistic" if selection["mode"] == "dev" else ""
+    return (f"the best on {selection['split']}{score} at step {selection['step']:,} of "
+            f"{selection['steps_run']:,} run ({selection['steps_allowed']:,} allowed{early}){note}")
+
+
 def _architecture(config: dict, parameters: int) -> str:
     if config.get("model_type") == "bilstm":
         shape = (f"BiLSTM, hidden {config['hidden_size']} per direction, embedding "
@@ -74,6 +87,7 @@ def model_card(config: dict, eval_path, teacher_eval_path, speed_path, transfer:
         ("training data", rows),
         ("training", f"{result['train_steps']:,} steps in {result['train_seconds']:.0f} s, "
                      f"{result['backend']} {result['precision']} on {result['device']}"),
+        ("selection", _selection(result.get("selection"))),
         ("dev score", score),
         ("dev metrics", _metrics(result)),
         ("speed", _speed(speed, name)),
