@@ -81,7 +81,8 @@ def test_custom_tasks_run_end_to_end_and_rerun_only_their_own_jobs(work):
 
     # pairs: two segments, its own length, F1 not offered by default (accuracy, macro_f1)
     meta = json.loads((work / "data/ofrecord/pairs/bert12/meta.json").read_text())
-    assert meta["task_definition"]["labels"] == ["0", "1"] and meta["counts"] == {"train": 108, "validation": 12, "dev": 40}
+    assert meta["task_definition"]["labels"] == ["0", "1"]
+    assert meta["counts"] == {"train": 108, "validation": 12, "dev": 40}
     assert (work / "results/pairs/report.md").is_file()
     assert planned(work) == {}
 
