@@ -57,9 +57,10 @@ def main(argv=None) -> int:
                                                                    "--definition"))
 
     carve = carve_from(args)
+    mask = None if task.validation_file else validation.task_mask(task, args.glue_root, carve)
 
-    def rows(split):
-        return transfer.rows_of(validation.split_chunks(task, args.glue_root, split, carve))
+    def rows(split):       # the carve computed once, for train and validation
+        return transfer.rows_of(validation.split_chunks(task, args.glue_root, split, carve, mask))
     train = list(rows("train"))
     held_out = (row for split in task.record_splits if split not in ("train", VALIDATION)
                 for row in rows(split))

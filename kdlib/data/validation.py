@@ -37,6 +37,12 @@ class Carve:
         return cls(**{k: values[k] for k in ("fraction", "max_rows", "seed") if k in values})
 
 
+def shares(sizes: list[int], total: int) -> np.ndarray:
+    """Each group's share of ``total`` rows in proportion to ``sizes``, rounded on the running total
+    so that the shares add up to ``total``: the bounds of each group's share, (len(sizes) + 1,)."""
+    return np.concatenate([[0], np.round(np.cumsum(sizes) * total / max(1, sum(sizes))).astype(int)])
+
+
 def strata(labels: np.ndarray, regression: bool) -> np.ndarray:
     """(N,) int: a row's stratum, its label; for a regression score, its decile."""
     if not regression:
@@ -61,8 +67,7 @@ def carve_mask(labels: np.ndarray, carve: Carve, regression: bool = False,
     groups = strata(np.asarray(labels), regression)
     rng = np.random.default_rng([carve.seed, 7])
     keys = np.unique(groups)
-    sizes = np.array([(groups == k).sum() for k in keys])
-    bounds = np.concatenate([[0], np.round(np.cumsum(sizes) * want / n).astype(int)])
+    bounds = shares([int((groups == k).sum()) for k in keys], want)
     mask = np.zeros(n, dtype=bool)
     for key, lo, hi in zip(keys, bounds, bounds[1:]):
         rows = rng.permutation(np.flatnonzero(groups == key))
