@@ -1,6 +1,7 @@
 # kdflow: the README's two commands are `make run` and `make test`.
 SNAKEMAKE := .venv/bin/snakemake
-CORES ?= 4
+# one training job per core on the CPU (rules/common.smk, JOB_THREADS)
+CORES ?= $(shell nproc 2>/dev/null || echo 4)
 
 .PHONY: setup setup-cluster run deploy test lint bench clean-results
 

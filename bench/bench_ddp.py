@@ -61,7 +61,7 @@ def worker(records: str, steps: int, layers: int, threads: int) -> None:
     def timed(batch):
         marks[int(batch["step"])] = time.perf_counter()
         return loss_fn(batch)
-    cfg = train.TrainConfig.from_dict({"epochs": 1, "batch_size": BATCH, "lr": 1e-4, "save_every": 10**6,
+    cfg = train.TrainConfig.from_dict({"epochs": 1, "batch_size": BATCH, "lr": 1e-4, "save_seconds": 10**6,
                                        "shuffle_buffer": 0, "bucket": 0})
     with tempfile.TemporaryDirectory() as work:
         train.fit(B, {"model": model}, timed, train_path=records, cfg=cfg, work_dir=work,

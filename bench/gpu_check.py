@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     write_task(out / "records", n_train, 64 if args.tiny else 872, length, cfg["vocab_size"])
     write_pretrained(out / "pretrained", cfg)
     epochs = steps * batch / n_train
-    train = {"epochs": epochs, "batch_size": batch, "lr": 2e-5, "warmup": 0.1, "save_every": 10**6,
+    train = {"epochs": epochs, "batch_size": batch, "lr": 2e-5, "warmup": 0.1, "save_seconds": 10**6,
              "eval_every": 0, "patience": 0, "seed": 42}      # every step runs: a throughput check
     runtime = ["--backend", "torch", "--device", args.device, "--threads", "0", "--eval-batch-size", "256"]
     selection = ["--selection", "validation"]

@@ -6,6 +6,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+import kdlib.distill.compiling
 import kdlib.distill.recipes
 import kdlib.backend
 import kdlib.config
@@ -60,13 +61,21 @@ try:
     PRECISION = kdlib.backend.resolve_precision(config["precision"], BACKEND, config["device"])
 except kdlib.errors.KdflowError as exc:
     raise WorkflowError(str(exc))
-# A training or evaluation job claims every core Snakemake was given, so such jobs run one after
-# the other: two CPU jobs on shared cores run slower together than in turn (their thread pools
-# thrash). The stage itself uses at most the CPUs its process may use (kdlib.backend.usable_cpus).
-# A remote executor without --cores, and --report, give no core count (`workflow.cores` raises):
-# then 1 here. A Slurm job's CPUs come from its profile's cpus_per_task; inside the job, Snakemake
-# runs with --cores all (the job's CPUs), which sets the stage's --threads.
+# COMPUTE_THREADS: every core Snakemake was given, for the jobs that must run alone (the speed and
+# deployment timings) and for every GPU job (its cores feed the GPU). A stage uses at most the
+# CPUs its process may use (kdlib.backend.usable_cpus). A remote executor without --cores, and
+# --report, give no core count: then 1 here. A Slurm job's CPUs come from its profile's
+# cpus_per_task; inside the job, Snakemake runs with --cores all, which sets the stage's --threads.
 COMPUTE_THREADS = workflow.resource_settings.cores or 1
+# JOB_THREADS: the threads of a training or evaluation job. On the CPU, one: such jobs run side by
+# side, one per core, which makes more steps per second than one job on every core (BENCHMARKS.md,
+# "Jobs side by side"), and a job computes with one thread however many cores Snakemake has and
+# whatever runs beside it, so neither changes a result (bf16 sums differ with the thread count).
+ON_GPU = config["device"] == "cuda" or (config["device"] == "auto" and kdlib.backend.cuda_visible())
+JOB_THREADS = COMPUTE_THREADS if ON_GPU else 1
+# Whether training compiles its model (auto | true | false, kdlib.distill.compiling): a param of the
+# training rules, so a change reruns them.
+COMPILE = kdlib.distill.compiling.parse(config["compile"])
 # Training and evaluation run in the runtime that holds the backend; data stages and reports in the
 # workflow runtime.
 TRAIN_PYTHON = config["runtimes"][BACKEND]
@@ -169,7 +178,7 @@ def transfer_python(wildcards):
 
 
 def transfer_threads(wildcards):
-    return COMPUTE_THREADS if _tinybert_set(wildcards) else 1
+    return JOB_THREADS if _tinybert_set(wildcards) else 1
 
 
 def transfer_model_args(wildcards):

@@ -19,7 +19,7 @@ rule cache_teacher_logits:
         "logs/{task}/cache_teacher_logits.log",
     benchmark:
         "benchmarks/{task}/cache_teacher_logits.tsv"
-    threads: COMPUTE_THREADS
+    threads: JOB_THREADS
     resources:
         gpu=1,
     shell:
@@ -59,17 +59,18 @@ rule distill:
         device=config["device"],
         precision=PRECISION,
         settings=student_settings,  # what changes the student: tracked, so a change reruns it
-        spec=student_spec_json,  # the same plus how the job runs (save_every): untracked
+        spec=student_spec_json,  # the same plus how the job runs (save_seconds): untracked
         eval_batch_size=config["eval_batch_size"],
         records=student_records_dir,
         sources=distill_sources,
         match=match_steps,  # a baseline: the students whose steps it matches (equal_steps)
         selection=config["selection"],  # the split that picks the checkpoint: a change reruns it
+        compile=COMPILE,
     log:
         "logs/{task}/distill_{student}.log",
     benchmark:
         "benchmarks/{task}/distill_{student}.tsv"
-    threads: COMPUTE_THREADS
+    threads: JOB_THREADS
     resources:
         gpu=config["processes"],
         mem_mb=8000,
@@ -78,6 +79,7 @@ rule distill:
         " --student {wildcards.student} --spec {params.spec:q} --records {params.records}"
         " {params.sources} {params.match} --out results/{wildcards.task}/{wildcards.student}"
         " --work work/{wildcards.task}/{wildcards.student} --selection {params.selection}"
+        " --compile {params.compile}"
         " --eval-batch-size {params.eval_batch_size}"
         " --backend {params.backend}"
         " --device {params.device} --precision {params.precision} --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

@@ -20,7 +20,7 @@ rule evaluate_teacher:
         "logs/{task}/evaluate_teacher.log",
     benchmark:
         "benchmarks/{task}/evaluate_teacher.tsv"
-    threads: COMPUTE_THREADS
+    threads: JOB_THREADS
     resources:
         gpu=1,
     shell:
@@ -50,7 +50,7 @@ rule evaluate_student:
         "logs/{task}/evaluate_{student}.log",
     benchmark:
         "benchmarks/{task}/evaluate_{student}.tsv"
-    threads: COMPUTE_THREADS
+    threads: JOB_THREADS
     resources:
         gpu=1,
     shell:
@@ -78,6 +78,7 @@ rule measure_speed:
         records=speed_records,
         rounds=config["speed"]["rounds"],
         latency_examples=config["speed"]["latency_examples"],
+        throughput_examples=config["speed"]["throughput_examples"],
         eval_batch_size=config["eval_batch_size"],
     log:
         "logs/{task}/measure_speed.log",
@@ -89,7 +90,8 @@ rule measure_speed:
     shell:
         "{params.python} -m workflow_scripts.measure_speed --task {wildcards.task}"
         " --models {params.models} --records {params.records} --rounds {params.rounds}"
-        " --latency-examples {params.latency_examples} --out {output}"
+        " --latency-examples {params.latency_examples}"
+        " --throughput-examples {params.throughput_examples} --out {output}"
         " --eval-batch-size {params.eval_batch_size} --backend {params.backend}"
         " --device {params.device} --precision {params.precision}"
         " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

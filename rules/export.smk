@@ -110,6 +110,7 @@ rule measure_deployment:
         records=speed_records,     # in the order of MODELS: the teacher, then every student
         rounds=config["deploy"]["rounds"],
         latency_examples=config["speed"]["latency_examples"],
+        throughput_examples=config["speed"]["throughput_examples"],
     log:
         "logs/{task}/measure_deployment.log",
     benchmark:
@@ -119,7 +120,8 @@ rule measure_deployment:
         "{params.python} -m workflow_scripts.measure_deployment --task {wildcards.task}"
         " --teacher results/{wildcards.task}/teacher --exports {params.exports}"
         " --records {params.records} --rounds {params.rounds}"
-        " --latency-examples {params.latency_examples} --threads {threads}"
+        " --latency-examples {params.latency_examples}"
+        " --throughput-examples {params.throughput_examples} --threads {threads}"
         " --json {output.json} --md {output.md} --csv {output.csv}"
         " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 

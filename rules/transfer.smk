@@ -69,7 +69,7 @@ rule cache_transfer_logits:
         "logs/{task}/cache_teacher_logits+{transfer}.log",
     benchmark:
         "benchmarks/{task}/cache_teacher_logits+{transfer}.tsv"
-    threads: COMPUTE_THREADS
+    threads: JOB_THREADS
     resources:
         gpu=1,
     shell:

@@ -43,7 +43,7 @@ TASK = get_task("sst2")                       # binary, metric accuracy
 BACKEND = "torch" if HAS_TORCH else "oneflow"
 N_TRAIN, N_DEV, BATCH = 32, 16, 8             # 4 steps an epoch
 TEACHER = dict(num_hidden_layers=4, hidden_size=32, num_attention_heads=4, intermediate_size=64)
-TRAIN = dict(epochs=1, batch_size=BATCH, lr=1e-3, warmup=0.1, eval_every=2, save_every=2,
+TRAIN = dict(epochs=1, batch_size=BATCH, lr=1e-3, warmup=0.1, eval_every=2, save_seconds=0,
              shuffle_buffer=16, seed=0)
 STUDENTS = {
     "nokd": {"algorithm": "none", "architecture": {"layers": 2, "hidden": 16}},
@@ -250,7 +250,7 @@ def learnable(tmp_path_factory, B):
     tinydata.write_pretrained(root / "pretrained", seed=0, **TEACHER)
     tinydata.write_records(root / "bert", n_train=192, n_dev=96, seed=11)
     write_word_records(root / "bert", root / "lstm")
-    cfg = train.TrainConfig.from_dict({"epochs": 6, "batch_size": 16, "lr": 3e-3, "save_every": 1000,
+    cfg = train.TrainConfig.from_dict({"epochs": 6, "batch_size": 16, "lr": 3e-3, "save_seconds": 3600,
                                        "seed": 0})
     teacher.finetune(B, TASK, root / "bert", root / "pretrained", root / "teacher", root / "work", cfg, 32)
     logit_cache.cache_logits(B, TASK, root / "teacher", root / "bert", root / "logits.npz", batch_size=32)

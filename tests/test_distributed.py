@@ -25,7 +25,7 @@ from conftest import HAS_ONEFLOW, HAS_TORCH, REPO
 
 from kdlib.data import batching
 
-HPARAMS = {"epochs": 2, "batch_size": 8, "lr": 1e-3, "save_every": 4, "shuffle_buffer": 16,
+HPARAMS = {"epochs": 2, "batch_size": 8, "lr": 1e-3, "save_seconds": 0, "shuffle_buffer": 16,
            "seed": 7, "bucket": 2, "patience": 0}      # every step runs
 N_TRAIN = 43          # 5 batches of 8, then one of 3: shards of 2 rows and 1 row
 STEPS = 12
@@ -155,7 +155,8 @@ def test_two_torch_processes_match_one_and_only_rank_0_writes(data, torch_runs):
 
 
 def test_an_interrupted_run_resumes_exactly_with_another_process_count(data, torch_runs, monkeypatch):
-    """One process stops at step 7 (its last resume state is from step 4); two processes finish it."""
+    """One process stops at step 7 (its last resume state is from step 7: one after every step); two
+    processes finish it."""
     from kdlib.distill import teacher
     from workflow_scripts import finetune_teacher
 
@@ -178,7 +179,7 @@ def test_an_interrupted_run_resumes_exactly_with_another_process_count(data, tor
     assert not (data / "resumed" / "out").exists()
     resumed = launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
                      finetune_args(data, "resumed", "torch"))
-    assert f"resuming at step 4/{STEPS}" in resumed.stderr
+    assert f"resuming at step 7/{STEPS}" in resumed.stderr
     assert_same_weights(weights(data / "torch1"), weights(data / "resumed"))
     assert [r["step"] for r in log_rows(data / "resumed" / "out" / "train_log.csv")] == \
         [str(s) for s in range(1, STEPS + 1)]

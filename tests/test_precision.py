@@ -119,7 +119,7 @@ def fine_tune(B, records, work, cfg=None, loss_wrapper=None):
     if loss_wrapper is not None:
         loss_fn = loss_wrapper(loss_fn)
     cfg = cfg or train.TrainConfig.from_dict({"epochs": 4, "batch_size": 16, "lr": 3e-3,
-                                              "save_every": 5, "seed": 7})
+                                              "save_seconds": 0, "seed": 7})
     result = train.fit(B, {"model": model}, loss_fn, train_path=ofrecord.record_file(records, "train"),
                        cfg=cfg, work_dir=work,
                        evaluate=split_evaluator(B, model, TASK, ofrecord.record_file(records, "dev")))

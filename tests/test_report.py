@@ -82,7 +82,8 @@ def speed_json(names) -> dict:
                                               ((1.0, 1.02, 0.99) if n == "teacher" else (1.0, 0.98, 1.03))],
                            "throughput_rounds": [250 / LATENCY[n.split("_seed")[0]]] * rounds}
                        for n in names},
-            "rounds": rounds, "latency_examples": 200, "dev_examples": N_DEV, "threads": 2,
+            "rounds": rounds, "latency_examples": 200, "throughput_examples": 64, "dev_examples": N_DEV,
+            "threads": 2,
             "backend": "torch", "device": "cpu", "precision": "bf16"}
 
 
@@ -630,7 +631,8 @@ def test_the_report_of_what_evaluate_model_and_measure_speed_wrote(B, tmp_path):
         assert evaluate_model.main(argv) == 0
     assert measure_speed.main(["--task", TASK, "--models", *[str(tmp_path / n) for n in paths],
                                "--records", *[str(records)] * 3, "--rounds", "2",
-                               "--latency-examples", "10", "--out", str(tmp_path / "speed.json"),
+                               "--latency-examples", "10", "--throughput-examples", "32",
+                               "--out", str(tmp_path / "speed.json"),
                                *runtime]) == 0
     pairs = config.baselines(students_config)
     assert pairs == {"kd": "small_nokd"}

@@ -32,16 +32,36 @@ def models(tmp_path_factory, B):
 def test_side_by_side_times_every_model_on_the_same_examples(models, B):
     loaded = {name: (checkpoint.load_checkpoint(B, models / name)[0], record_file(models / "records", "dev"))
               for name in ("teacher", "a", "b")}
-    result = speed.side_by_side(B, loaded, rounds=3, latency_examples=20, seed=0)
+    result = speed.side_by_side(B, loaded, rounds=3, latency_examples=20, throughput_examples=20, seed=0)
     assert set(result["models"]) == {"teacher", "a", "b"}
+    # throughput: whole batches of 32 drawn from the two that 48 examples make; one holds 20
+    assert result["throughput_examples"] in (32, 16)
     assert (result["rounds"], result["latency_examples"], result["dev_examples"]) == (3, 20, 48)
     assert result["backend"] == B.name and result["precision"] == B.precision
     for timing in result["models"].values():
         assert len(timing["latency_rounds"]) == len(timing["throughput_rounds"]) == 3
         assert min(timing["latency_rounds"]) <= timing["latency_ms_batch1"] <= max(timing["latency_rounds"])
         assert timing["throughput_batch32"] > 0
-    # more examples than the dev split holds: all of them, once each
-    assert speed.side_by_side(B, loaded, rounds=1, latency_examples=500)["latency_examples"] == 48
+    # more examples than the dev split holds, or 0 for throughput: all of them, once each
+    every = speed.side_by_side(B, loaded, rounds=1, latency_examples=500, throughput_examples=0)
+    assert every["latency_examples"] == every["throughput_examples"] == 48
+
+
+def test_the_throughput_sample_is_seeded_whole_batches_in_file_order(tmp_path):
+    tinydata.write_records(tmp_path, n_train=4, n_dev=100, seed=2)
+    path = record_file(tmp_path, "dev")
+    every = list(speed.batching.batches(path, 8))                 # 13 batches: 12 of 8, then 4
+    sample = speed._sampled_batches(path, 8, 20, seed=5)
+    assert len(sample) == 3                                       # ceil(20 / 8) whole batches
+    firsts = [int(b["index"][0]) for b in sample]
+    assert firsts == sorted(firsts) and all(f % 8 == 0 for f in firsts)
+    for batch in sample:                                          # each one exactly as evaluation cuts it
+        same = every[int(batch["index"][0]) // 8]
+        assert all(np.array_equal(batch[k], same[k]) for k in same)
+    assert [int(b["index"][0]) for b in speed._sampled_batches(path, 8, 20, seed=5)] == firsts
+    assert [int(b["index"][0]) for b in speed._sampled_batches(path, 8, 20, seed=6)] != firsts
+    assert len(speed._sampled_batches(path, 8, 0, seed=5)) == len(every) == 13
+    assert len(speed._sampled_batches(path, 8, 10_000, seed=5)) == 13
 
 
 def test_the_models_take_turns_input_by_input_in_a_random_order():
@@ -74,7 +94,7 @@ def test_the_stage_writes_the_speed_json_and_refuses_bad_input(models, tmp_path,
     out = tmp_path / "speed.json"
     argv = ["--task", "sst2", "--models", *[str(models / n) for n in ("teacher", "a", "b")],
             "--records", *[str(models / "records")] * 3, "--rounds", "2", "--latency-examples", "8",
-            "--out", str(out), *runtime]
+            "--throughput-examples", "32", "--out", str(out), *runtime]
     assert measure_speed.main(argv) == 0
     result = speed.read_speed(out)
     assert set(result["models"]) == {"teacher", "a", "b"} and result["threads"]

@@ -34,7 +34,7 @@ from workflow_scripts import evaluate_model, finetune_teacher
 TASK = "sst2"                                    # binary, metric: accuracy
 BACKEND = "torch" if HAS_TORCH else "oneflow"
 N_TRAIN, N_DEV = 192, 48
-HPARAMS = dict(epochs=6, batch_size=16, lr=3e-3, warmup=0.1, save_every=5, shuffle_buffer=64, seed=42,
+HPARAMS = dict(epochs=6, batch_size=16, lr=3e-3, warmup=0.1, save_seconds=0, shuffle_buffer=64, seed=42,
                eval_every=12, patience=0)      # a validation evaluation per epoch, no early stop
 TOTAL_STEPS = 6 * N_TRAIN // 16                  # 72 steps, 12 an epoch
 

@@ -51,7 +51,7 @@ def tiny_model(B, seed=0):
 
 
 def small_config(**overrides) -> train.TrainConfig:
-    values = dict(epochs=2, batch_size=8, lr=3e-3, warmup=0.2, save_every=3, shuffle_buffer=16,
+    values = dict(epochs=2, batch_size=8, lr=3e-3, warmup=0.2, save_seconds=0, shuffle_buffer=16,
                   eval_every=6, patience=0, seed=7)      # an evaluation per epoch, no early stop
     return train.TrainConfig.from_dict({**values, **overrides})
 
@@ -449,26 +449,79 @@ def test_after_divergence_a_lower_lr_starts_over(B, records, tmp_path, one_threa
     advises, with a lower lr: the result is a clean run's, not the diverged run's continuation."""
     work = tmp_path / "work"
     with pytest.raises(train.TrainingDiverged, match="lower the learning rate"):
-        run_fit(B, records, work, small_config(lr=1e6, save_every=1))
+        run_fit(B, records, work, small_config(lr=1e6))
     assert (work / resume.STATE_DIR / "state.pkl").is_file()          # the diverged run saved one
     capsys.readouterr()
-    _, weights = run_fit(B, records, work, small_config(lr=3e-3, save_every=1))
+    _, weights = run_fit(B, records, work, small_config(lr=3e-3))
     assert "starting over" in capsys.readouterr().err
-    _, clean = run_fit(B, records, tmp_path / "clean", small_config(lr=3e-3, save_every=1))
+    _, clean = run_fit(B, records, tmp_path / "clean", small_config(lr=3e-3))
     assert_same(weights, clean)
 
 
 def test_the_same_job_still_resumes_whatever_its_save_interval(B, records, tmp_path, one_thread,
                                                                 capsys):
-    """save_every (kdlib.config.RUN_ONLY) says how the job runs, not what it makes."""
+    """save_seconds (kdlib.config.RUN_ONLY) says how the job runs, not what it makes."""
     work = tmp_path / "work"
     with pytest.raises(Interrupted):
         run_fit(B, records, work, small_config(), stop_at_call(8))
     capsys.readouterr()
-    _, weights = run_fit(B, records, work, small_config(save_every=5))
-    assert "resuming at step 6/12" in capsys.readouterr().err
+    _, weights = run_fit(B, records, work, small_config(save_seconds=600))
+    assert "resuming at step 7/12" in capsys.readouterr().err
     _, whole = run_fit(B, records, tmp_path / "whole", small_config())
     assert_same(weights, whole)
+
+
+class ScriptedClock:
+    """train._clock for a test: every training step takes ``step_s`` seconds and every resume
+    state ``write_s``, whatever the machine does; records the steps a state was written at."""
+    def __init__(self, monkeypatch, step_s, write_s=0.0):
+        self.now, self.step_s, self.saved = 0.0, step_s, []
+        monkeypatch.setattr(train, "_clock", lambda: self.now)
+        real = resume.save_state
+
+        def save_state(B, work_dir, modules, optimizer, meta):
+            real(B, work_dir, modules, optimizer, meta)
+            self.saved.append(meta["step"])
+            self.now += write_s
+        monkeypatch.setattr(resume, "save_state", save_state)
+
+    def wrapper(self, loss_fn):
+        def wrapped(batch):
+            self.now += self.step_s
+            return loss_fn(batch)
+        return wrapped
+
+
+def test_resume_states_are_written_by_elapsed_time_and_resume_bit_for_bit(B, records, tmp_path, one_thread,
+                                                                           monkeypatch, capsys):
+    """Steps of 10 s, save_seconds 25: a state after steps 3, 6, 9 and the last (12). A run killed
+    at step 8 resumes at 6 and ends with the weights, log and history of one never killed."""
+    cfg = small_config(save_seconds=25)
+    clock = ScriptedClock(monkeypatch, step_s=10.0)
+    whole, w_whole = run_fit(B, records, tmp_path / "whole", cfg, clock.wrapper)
+    assert clock.saved == [3, 6, 9, 12]
+
+    clock = ScriptedClock(monkeypatch, step_s=10.0)
+    with pytest.raises(Interrupted):
+        run_fit(B, records, tmp_path / "cut", cfg, lambda f: stop_at_call(8)(clock.wrapper(f)))
+    assert clock.saved == [3, 6]
+    capsys.readouterr()
+    resumed, w_resumed = run_fit(B, records, tmp_path / "cut", cfg, clock.wrapper)
+    assert "resuming at step 6/12" in capsys.readouterr().err
+    assert_same(w_resumed, w_whole)
+    assert resumed.history == whole.history and resumed.steps == 12
+    assert [r["loss"] for r in read_log(tmp_path / "cut")] == [r["loss"] for r in read_log(tmp_path / "whole")]
+
+
+def test_a_slow_resume_state_is_written_less_often(B, records, tmp_path, one_thread, monkeypatch):
+    """A state that takes 2 s to write waits 50 x 2 = 100 s for the next, not save_seconds (25):
+    writing them costs at most 1/51 of the job. The last step always gets one."""
+    clock = ScriptedClock(monkeypatch, step_s=10.0, write_s=2.0)
+    run_fit(B, records, tmp_path / "work", small_config(save_seconds=25), clock.wrapper)
+    assert clock.saved == [3, 12]
+    assert train.save_due(0, 0.0, 5.0)                                  # 0: after every step
+    assert not train.save_due(60, 59.9, 0.0) and train.save_due(60, 60.0, 1.0)
+    assert not train.save_due(60, 99.0, 2.0) and train.save_due(60, 100.0, 2.0)
 
 
 def test_a_loss_without_gradient_is_an_error_unless_the_recipe_says_so(B, records, tmp_path):

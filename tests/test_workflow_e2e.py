@@ -80,8 +80,8 @@ def make_workdir(tmp_path_factory, mirror, backend="torch"):
         "tasks": ["sst2"],
         "data": {"glue_url": mirror, "retries": 0, "timeout_s": 10, "max_length": {"default": 16}},
         "teacher": {"pretrained": str(work / "tiny_bert"),
-                    "train": {"epochs": 5, "batch_size": 8, "lr": 3.0e-3, "save_every": 2}},
-        "students_train": {"epochs": 4, "batch_size": 8, "lr": 3.0e-3, "save_every": 2},
+                    "train": {"epochs": 5, "batch_size": 8, "lr": 3.0e-3, "save_seconds": 0}},
+        "students_train": {"epochs": 4, "batch_size": 8, "lr": 3.0e-3, "save_seconds": 0},
         "students": {"tinybert": {"algorithm": "tinybert", "architecture": tiny_student},
                      "kd": {"algorithm": "kd", "architecture": tiny_student}},
     }

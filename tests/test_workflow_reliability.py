@@ -114,11 +114,11 @@ def test_a_broken_teacher_config_is_one_line_naming_it(tmp_path_factory, mirror,
 
 
 def test_how_often_the_resume_state_is_saved_reruns_nothing(workdir):
-    """save_every says how a job runs, not what it makes: changing it plans nothing."""
-    args = override(workdir, "save_often", {"teacher": {"train": {"save_every": 1}},
-                                            "students_train": {"save_every": 1}})
+    """save_seconds says how a job runs, not what it makes: changing it plans nothing."""
+    args = override(workdir, "save_often", {"teacher": {"train": {"save_seconds": 0}},
+                                            "students_train": {"save_seconds": 0}})
     assert planned(workdir, KD, *args) == {}
-    args = override(workdir, "lr_too", {"students_train": {"save_every": 1, "lr": 1.0e-3}})
+    args = override(workdir, "lr_too", {"students_train": {"save_seconds": 0, "lr": 1.0e-3}})
     assert planned(workdir, KD, *args) == {"distill": 1, "evaluate_student": 1}
 
 
@@ -131,3 +131,25 @@ def test_adding_a_seed_plans_only_the_new_runs(workdir):
     text = snakemake(workdir, "-n", "-p", "results/sst2/kd_seed1_eval.json", *args).stdout
     spec = json.loads(re.search(r"--spec '([^']*)'", text).group(1))
     assert spec["train"]["seed"] == json.loads(kd_spec(workdir, workdir / "config.yaml"))["train"]["seed"] + 1
+
+
+def test_jobs_side_by_side_give_the_results_of_jobs_in_turn(tmp_path_factory, mirror):  # noqa: F811
+    """On the CPU every training and evaluation job computes with one thread (rules/common.smk,
+    JOB_THREADS), so Snakemake runs as many side by side as it has cores, and neither the core
+    count nor what runs beside a job changes what it makes: --cores 3 (the two students train
+    together) and --cores 1 (one job at a time) publish the same bytes."""
+    targets = [KD, "results/sst2/tinybert_eval.json"]
+    side, turn = make_workdir(tmp_path_factory, mirror), make_workdir(tmp_path_factory, mirror)
+    plan = snakemake(side, "-n", "-p", *targets).stdout
+    commands = [line for line in plan.splitlines() if "workflow_scripts.distill" in line
+                or "workflow_scripts.finetune_teacher" in line]
+    assert len(commands) == 3 and all("--threads 1 " in c for c in commands), commands
+    snakemake(side, *targets)                                   # --cores 4
+    snakemake(turn, *targets, "--cores", "1")
+    for name in ("teacher", "kd", "tinybert"):
+        a = (side / f"results/sst2/{name}/model.safetensors").read_bytes()
+        b = (turn / f"results/sst2/{name}/model.safetensors").read_bytes()
+        assert a == b, name
+    for target in targets:
+        a, b = (yaml.safe_load((w / target).read_text()) for w in (side, turn))
+        assert a["score"] == b["score"] and a["metrics"] == b["metrics"], target

@@ -7,6 +7,7 @@ import functools
 import sys
 from typing import Callable
 
+from kdlib.distill import compiling
 from kdlib.errors import KdflowError
 
 
@@ -118,6 +119,12 @@ def add_selection_arg(parser) -> None:
     """``--selection``: the split that picks the published checkpoint (config.yaml ``selection``)."""
     parser.add_argument("--selection", required=True, choices=("validation", "dev", "last"),
                         help="validation (best on validation, early stopping) | dev | last")
+
+
+def add_compile_arg(parser) -> None:
+    """``--compile``: whether the trained model runs through torch.compile (config.yaml ``compile``)."""
+    parser.add_argument("--compile", default="false", choices=compiling.CHOICES,
+                        help="auto (where measured to pay back) | true | false (kdlib.distill.compiling)")
 
 
 def print_trained(B, what: str, task, result, seconds: float, out: str, selection: str,

@@ -8,6 +8,7 @@ from kdlib.data import tasks
 from kdlib.distill.student import distill
 from kdlib.errors import ConfigError
 from workflow_scripts._cli import (
+    add_compile_arg,
     add_runtime_args,
     add_selection_arg,
     backend_from,
@@ -34,6 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--work", required=True, help="resume state folder")
     add_selection_arg(p)
+    add_compile_arg(p)
     add_runtime_args(p)
     return p.parse_args(argv)
 
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
     results = distill(B, task, args.student, spec, records=args.records, out_dir=args.out,
                       work_dir=args.work, teacher_dir=args.teacher, logits=args.logits,
                       init_dir=args.init, eval_batch_size=args.eval_batch_size, match_steps=match,
-                      selection=args.selection)
+                      selection=args.selection, compile=args.compile)
     print_trained(B, f"{args.student} ({spec['algorithm']})", task, results[-1],
                   sum(r.seconds for r in results), args.out, args.selection,
                   steps_before=sum(r.steps for r in results[:-1]))

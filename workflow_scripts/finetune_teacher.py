@@ -8,6 +8,7 @@ from kdlib.data import tasks
 from kdlib.distill import teacher, train
 from kdlib.models.pretrained import resolve_pretrained
 from workflow_scripts._cli import (
+    add_compile_arg,
     add_runtime_args,
     add_selection_arg,
     backend_from,
@@ -28,6 +29,7 @@ def parse_args(argv=None):
     source.add_argument("--hparams", help="training hyperparameters as JSON (what Snakemake passes)")
     source.add_argument("--config", help="read teacher.train (+ per_task) from this config.yaml")
     add_selection_arg(p)
+    add_compile_arg(p)
     add_runtime_args(p)
     return p.parse_args(argv)
 
@@ -43,7 +45,7 @@ def main(argv=None) -> int:
     B = backend_from(args)
     result = teacher.finetune(B, task, args.records, resolve_pretrained(args.pretrained), args.out,
                               args.work, train.TrainConfig.from_dict(hparams), args.eval_batch_size,
-                              args.selection)
+                              args.selection, compile=args.compile)
     print_trained(B, "teacher", task, result, result.seconds, args.out, args.selection)
     return 0
 

@@ -24,6 +24,8 @@ def parse_args(argv=None):
     p.add_argument("--records", nargs="+", required=True, help="each export's record folder, in order")
     p.add_argument("--rounds", type=int, required=True, help="interleaved rounds of measurement")
     p.add_argument("--latency-examples", type=int, required=True, help="dev examples timed at batch 1")
+    p.add_argument("--throughput-examples", type=int, required=True,
+                   help="dev examples (whole batches of a seeded sample) timed at batch 32; 0 = all")
     p.add_argument("--threads", type=int, required=True, help="CPU threads of every runtime")
     p.add_argument("--json", required=True, help="the timings to write")
     p.add_argument("--md", required=True, help="the deployment table (Markdown)")
@@ -44,7 +46,7 @@ def main(argv=None) -> int:
     records = {n: record_file(r, split) for n, r in zip(names, args.records)}
     threads = max(1, min(args.threads, usable_cpus()))     # no more than this process may use
     result = deploy.measure(dict(zip(names, map(Path, args.exports))), records, Path(args.teacher),
-                            threads, args.rounds, args.latency_examples)
+                            threads, args.rounds, args.latency_examples, args.throughput_examples)
     checks = {n: read_json(Path(e) / "check.json") for n, e in zip(names, args.exports)}
     frame = deploy.table(result, checks, task.metric)
     write_text(args.json, json.dumps(result, indent=2) + "\n")

@@ -1,7 +1,7 @@
 """Stage measure_speed: the teacher and every student timed side by side, in one process.
 
-Latency at batch 1 over a fixed sample of distinct dev examples and throughput at batch 32 over
-the dev split, taking turns input by input, in the run's backend, device and precision
+Latency at batch 1 over a fixed sample of distinct dev examples and throughput at batch 32 over a
+fixed sample of the dev split's batches, taking turns input by input, in the run's backend, device and precision
 (:func:`kdlib.evaluate.speed.side_by_side`). A model is named by its folder.
 """
 from __future__ import annotations
@@ -26,6 +26,8 @@ def parse_args(argv=None):
     p.add_argument("--records", nargs="+", required=True, help="each model's record folder, in order")
     p.add_argument("--rounds", type=int, required=True, help="interleaved rounds of measurement")
     p.add_argument("--latency-examples", type=int, required=True, help="dev examples timed at batch 1")
+    p.add_argument("--throughput-examples", type=int, required=True,
+                   help="dev examples (whole batches of a seeded sample) timed at batch 32; 0 = all")
     p.add_argument("--out", required=True, help="the JSON to write")
     add_runtime_args(p)
     return p.parse_args(argv)
@@ -42,7 +44,7 @@ def main(argv=None) -> int:
     models = {Path(m).name: (load_checkpoint(B, m)[0], record_file(r, split))
               for m, r in zip(args.models, args.records)}
     result = speed.side_by_side(B, models, rounds=args.rounds, latency_examples=args.latency_examples,
-                                batch_size=32)
+                                throughput_examples=args.throughput_examples, batch_size=32)
     result["threads"] = result["threads"] or args.threads or backend.usable_cpus()  # OneFlow: no count
     write_text(args.out, json.dumps(result, indent=2) + "\n")
     teacher = next(iter(models))

@@ -1,6 +1,6 @@
 """What makes a killed training job continue exactly where it stopped, and only that job.
 
-Every ``save_every`` steps :func:`kdlib.distill.train.fit` writes the work folder's resume state
+Every ``save_seconds`` of training :func:`kdlib.distill.train.fit` writes the work folder's resume state
 (atomically): the weights of every trained module, the optimizer moments, the step and the best
 score so far (:func:`save_state`). The data order and every step's randomness are functions of the
 seed and the step, so nothing else is needed to continue bit-for-bit.

@@ -14,7 +14,7 @@ from ..errors import ConfigError, DataError
 from ..evaluate.evaluation import split_evaluator
 from ..io import check_writable, read_json
 from ..models import checkpoint
-from . import train
+from . import compiling, train
 from .logit_cache import load_logits
 from .recipes import Context, get_recipe
 
@@ -68,13 +68,15 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
             work_dir: str | Path, teacher_dir: str | Path | None = None,
             logits: str | Path | None = None, init_dir: str | Path | None = None,
             eval_batch_size: int, match_steps: list[dict] | None = None,
-            selection: str = "validation") -> list:
+            selection: str = "validation", compile: str = "false") -> list:
     """Train student ``name`` (``spec`` as built by :func:`kdlib.config.student_spec`). The last
     phase is evaluated on the selection split (validation by default,
     :func:`kdlib.distill.train.selection_split`), keeps its best checkpoint there and may stop
     early; earlier phases (TinyBERT's intermediate, Theseus' replacement) run their whole budget
     and hand their last weights on. A baseline (algorithm none) given ``match_steps`` may train as
-    many steps as those students (:func:`matched_steps`): a cap, with the same selection."""
+    many steps as those students (:func:`matched_steps`): a cap, with the same selection.
+    ``compile``: whether the student runs through torch.compile
+    (:func:`kdlib.distill.compiling.should_compile`, over the steps of every phase)."""
     recipe = get_recipe(spec["algorithm"], name)
     needs = recipe.needs(spec)
     missing = [what for what, needed, given in (
@@ -113,6 +115,10 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
                   file=sys.stderr)
     B.seed(cfgs[0].seed)
     student = recipe.build(ctx, spec)
+    steps = sum(train.total_steps(n_train, cfg) for cfg in cfgs)
+    compiled = compiling.should_compile(compile, B.name, B.device_name, spec["architecture"]["model"], steps)
+    if compiled:
+        compiling.compile_model(B, student)
     meta = {"task": task.name, "labels": list(task.labels or []), "role": "student",
             "student": name, "algorithm": spec["algorithm"], **encoding}
     split, keep = train.selection_split(selection, task)
@@ -139,7 +145,8 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
             work_dir=work_dir / phase.name, evaluate=evaluate if final else None,
             keep=keep if final else "last", save_config=meta, student="student",
             desc=f"{name} {phase.name}",
-            settings={"task": task.name, "student": name, "spec": spec, "phase": phase.name},
+            settings={"task": task.name, "student": name, "spec": spec, "phase": phase.name,
+                      "compiled": compiled},
             inputs=inputs))
     if B.rank == 0:                              # data parallel: rank 0 writes the outputs
         total = train.FitResult(results[-1].best_score, results[-1].best_step,
@@ -148,6 +155,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
         train.publish(out_dir, work_dir / phase.name, total, cfgs[-1], work_dir=work_dir,
                       extra_files=[vocab], task=task.name, student=name, algorithm=spec["algorithm"],
                       training_rows=n_train, transfer_rows=int(transfer.get("transfer", 0)), **matched,
+                      compiled=compiled,
                       selection=train.selection_summary(results, cfgs[-1], selection, split, task.metric),
                       phases=[{"steps": r.steps, "allowed": r.allowed, "seconds": round(r.seconds, 2),
                                "best_score": r.best_score, "skipped_steps": r.skipped_steps}

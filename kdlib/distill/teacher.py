@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..evaluate.evaluation import split_evaluator
 from ..io import check_writable, read_json
 from ..models.pretrained import load_pretrained_bert
-from . import train
+from . import compiling, train
 from .ops import hard_loss
 
 
@@ -38,10 +38,11 @@ def supervised_loss_fn(B, model, regression: bool):
 
 def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir: str | Path,
              work_dir: str | Path, cfg: train.TrainConfig, eval_batch_size: int,
-             selection: str = "validation") -> train.FitResult:
+             selection: str = "validation", compile: str = "false") -> train.FitResult:
     """Fine-tune ``pretrained`` on ``records/train.of_record-0``, keep the checkpoint that
     ``selection`` picks (:func:`kdlib.distill.train.selection_split`: the best on validation by
-    default) in ``out_dir`` (with its vocab, training log and summary), then clear ``work_dir``."""
+    default) in ``out_dir`` (with its vocab, training log and summary), then clear ``work_dir``.
+    ``compile``: :func:`kdlib.distill.compiling.should_compile`."""
     records, pretrained, work_dir = Path(records), Path(pretrained), Path(work_dir)
     if B.rank == 0:                              # before the training, not after it
         check_writable(out_dir)
@@ -52,12 +53,17 @@ def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir
     check_length(records, bert_cfg.max_position_embeddings, pretrained)
     split, keep = train.selection_split(selection, task)
     scored = ofrecord.record_file(records, split)
+    steps = train.total_steps(ofrecord.checked_count(ofrecord.record_file(records, "train")), cfg)
+    compiled = compiling.should_compile(compile, B.name, B.device_name, "bert", steps)
+    if compiled:
+        compiling.compile_model(B, model)
     meta = {"task": task.name, "labels": list(task.labels or []), "role": "teacher",
             "pretrained": str(pretrained), **encoding_of(records, task)}
     result = train.fit(B, {"model": model}, supervised_loss_fn(B, model, task.is_regression),
                        train_path=ofrecord.record_file(records, "train"), cfg=cfg, work_dir=work_dir,
                        evaluate=split_evaluator(B, model, task, scored, eval_batch_size), keep=keep,
-                       save_config=meta, desc=f"teacher {task.name}", settings={"task": task.name},
+                       save_config=meta, desc=f"teacher {task.name}",
+                       settings={"task": task.name, "compiled": compiled},
                        inputs={f"{split} records": scored,
                                "pretrained weights": pretrained / "model.safetensors",
                                "pretrained config": pretrained / "config.json"})
@@ -65,6 +71,6 @@ def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir
         train.publish(out_dir, work_dir, result, cfg, work_dir=work_dir,
                       extra_files=[pretrained / "vocab.txt"], task=task.name,
                       training_rows=ofrecord.checked_count(ofrecord.record_file(records, "train")),
-                      transfer_rows=0,
+                      transfer_rows=0, compiled=compiled,
                       selection=train.selection_summary([result], cfg, selection, split, task.metric))
     return result

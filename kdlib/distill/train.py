@@ -3,8 +3,9 @@
 Nothing here knows about algorithms. A caller hands :func:`fit` the modules to train and a
 ``loss_fn(batch) -> (loss, parts)``; distillation recipes differ only in that function.
 
-Exact resume: every ``save_every`` steps the work folder gets (atomically) the weights, the
-optimizer moments, the step, the data position and the best score so far. The global RNG is
+Exact resume: every ``save_seconds`` of training (:func:`save_due`) the work folder gets
+(atomically) the weights, the optimizer moments, the step, the data position and the best score so
+far. The global RNG is
 re-seeded from ``(seed, step)`` before every step and the data order is a function of
 ``(seed, epoch)``, so a run that is killed and restarted continues bit-for-bit like one that was
 never interrupted. The work folder is not a Snakemake output, so a failed job does not delete it.
@@ -74,7 +75,7 @@ class TrainConfig:
     eval_every: int                # steps between evaluations; 0 = `evaluations` spread over the run
     evaluations: int               # evaluations per run when eval_every is 0 (the last step included)
     patience: int                  # evaluations without improvement that stop the run; 0 = never
-    save_every: int                # steps between resume states
+    save_seconds: float            # seconds between resume states (0: after every step)
     shuffle_buffer: int            # records held by the streaming shuffle
     bucket: int                    # batches per length-sorted pool (0 = no length bucketing)
     seed: int
@@ -88,6 +89,20 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training setting(s): {', '.join(unknown)}")
         return cls(**validate_section(values, "train", "training settings"))
+
+
+# A resume state is written at most once per SAVE_COST_FACTOR times what the last one took to write:
+# their cost stays under 1 / (1 + SAVE_COST_FACTOR) of a job (2%) however large the model or slow
+# the disk. _clock is what measures both (a test drives it).
+SAVE_COST_FACTOR = 50
+_clock = time.perf_counter
+
+
+def save_due(save_seconds: float, since_last: float, last_cost: float) -> bool:
+    """Whether a resume state is due ``since_last`` seconds after the last one, which took
+    ``last_cost`` seconds to write: after every step when ``save_seconds`` is 0, else once both
+    ``save_seconds`` and ``SAVE_COST_FACTOR * last_cost`` have passed."""
+    return save_seconds == 0 or since_last >= max(save_seconds, SAVE_COST_FACTOR * last_cost)
 
 
 def lr_factor(step: int, total: int, warmup_steps: int) -> float:
@@ -283,6 +298,7 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     bar = tqdm(total=total, initial=step, desc=desc, unit="step", file=sys.stderr, mininterval=2,
                disable=not rank0)
     started, seen = time.perf_counter(), 0
+    last_save, save_cost = _clock(), 0.0
     # the bar ends its line on errors too; ranks above 0 log to nowhere
     with bar, open(log_path if rank0 else os.devnull, "a", newline="") as log_fh:
         log = csv.writer(log_fh)
@@ -340,7 +356,8 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
                               f"{value:.6f}", f"{rate:.1f}", eval_score])
                 bar.set_postfix(loss=f"{value:.4f}", ex_s=f"{rate:.0f}")
                 bar.update(1)
-                if rank0 and (step % cfg.save_every == 0 or step == total or stopped):
+                now = _clock()
+                if rank0 and (step == total or stopped or save_due(cfg.save_seconds, now - last_save, save_cost)):
                     log_fh.flush()
                     seconds_now = seconds + time.perf_counter() - started
                     resume.save_state(B, work_dir, modules, optimizer,
@@ -349,6 +366,8 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
                                  "skipped_steps": skipped, "identity": identity,
                                  "stopped_early": stopped, "eval_seconds": eval_seconds,
                                  **({"scaler": scaler.state_dict()} if scaler is not None else {})})
+                    last_save = _clock()
+                    save_cost = last_save - now
     bar.close()
     seconds += time.perf_counter() - started
     if skipped and rank0:

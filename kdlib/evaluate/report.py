@@ -415,7 +415,8 @@ def notes(teacher: dict, speed: dict, frame: pd.DataFrame) -> str:
             f"{runs}{selection} Speed was measured side by side in one process ({rounds}, "
             f"{speed['threads']} threads, {speed['backend']}/{speed['device']}, "
             f"{speed['precision']}): latency over {speed['latency_examples']} dev examples at "
-            f"batch 1, throughput over the {speed['dev_examples']} dev examples at batch 32; "
+            f"batch 1, throughput over {speed['throughput_examples']} of the {speed['dev_examples']} dev "
+            "examples at batch 32 (whole batches, a seeded sample); "
             "`speed-up` is the teacher's latency over the model's, with its range over the rounds. "
             "Sizes are on disk, MB = 10^6 bytes.")
 

@@ -25,12 +25,12 @@ CHECK_KEYS = {"onnx_fp32": "onnx_fp32", "onnx_int8": "onnx_int8", EAGER: "kdlib_
 
 
 def measure(onnx_dirs: dict[str, Path], records: dict[str, Path], teacher_dir: Path, threads: int,
-            rounds: int, latency_examples: int, batch_size: int = 32) -> dict:
+            rounds: int, latency_examples: int, throughput_examples: int, batch_size: int = 32) -> dict:
     """Time every model of ``onnx_dirs`` (name -> its ONNX folder; ``teacher`` among them) under
     onnxruntime fp32 and int8 and the teacher folder in eager PyTorch fp32, side by side, on the
     dev records ``records[name]``. Returns ``{"models": {name: {runtime: timings}}, "rounds",
-    "latency_examples", "dev_examples", "threads", "versions"}`` (runtime: ``onnx_fp32``,
-    ``onnx_int8``; the teacher also ``torch_fp32``)."""
+    "latency_examples", "throughput_examples", "dev_examples", "threads", "versions"}`` (runtime:
+    ``onnx_fp32``, ``onnx_int8``; the teacher also ``torch_fp32``)."""
     import onnxruntime
     import torch
 
@@ -50,7 +50,7 @@ def measure(onnx_dirs: dict[str, Path], records: dict[str, Path], teacher_dir: P
     runners[f"teacher/{EAGER}"] = (lambda inputs: teacher(**inputs), lambda batch: model_inputs(B, batch),
                                    records["teacher"])
     with B.no_grad():
-        result = speed.time_side_by_side(runners, rounds, latency_examples, batch_size)
+        result = speed.time_side_by_side(runners, rounds, latency_examples, throughput_examples, batch_size)
     models: dict[str, dict] = {}
     for key, timings in result.pop("models").items():
         name, runtime = key.split("/")
@@ -105,8 +105,9 @@ def markdown(task: str, frame: pd.DataFrame, deployment: dict) -> str:
             "with int8 weights (dynamic quantisation); the teacher also in eager PyTorch "
             f"{v['torch']} fp32, the reference of `x eager teacher b1`. All runners were timed side by "
             "side in one process, taking turns input by input: latency over "
-            f"{deployment['latency_examples']} dev examples at batch 1, throughput over the "
-            f"{deployment['dev_examples']} dev examples at batch 32, medians of {deployment['rounds']} "
+            f"{deployment['latency_examples']} dev examples at batch 1, throughput over "
+            f"{deployment['throughput_examples']} of the {deployment['dev_examples']} dev examples "
+            "at batch 32, medians of {deployment['rounds']} "
             "rounds. `x teacher` compares with the teacher in the same runtime. Dev scores are each "
             "runtime's own, on the whole dev split.\n")
 
