@@ -41,6 +41,9 @@ def test_empty_config_gets_defaults():
     ({"data": {"max_length": {"tweets": "long"}}}, "data.max_length.tweets"),
     ({"data": {"bogus": 1}}, "data"),
     ({"tasks": ["sst3"]}, "tasks.0"),
+    ({"compile": "yes"}, "compile"),
+    ({"students_train": {"save_seconds": -1}}, "students_train.save_seconds"),
+    ({"speed": {"throughput_examples": -5}}, "speed.throughput_examples"),
 ])
 def test_bad_values_name_the_key_path(override, path):
     with pytest.raises(ConfigError, match=rf"config error at {path}:"):
