@@ -67,12 +67,14 @@ except kdlib.errors.KdflowError as exc:
 # --report, give no core count: then 1 here. A Slurm job's CPUs come from its profile's
 # cpus_per_task; inside the job, Snakemake runs with --cores all, which sets the stage's --threads.
 COMPUTE_THREADS = workflow.resource_settings.cores or 1
-# JOB_THREADS: the threads of a training or evaluation job. On the CPU, one: such jobs run side by
-# side, one per core, which makes more steps per second than one job on every core (BENCHMARKS.md,
-# "Jobs side by side"), and a job computes with one thread however many cores Snakemake has and
-# whatever runs beside it, so neither changes a result (bf16 sums differ with the thread count).
+# JOB_THREADS: the threads of a training or evaluation job. On this machine's CPU, one: such jobs
+# run side by side, one per core, which makes more steps per second than one job on every core
+# (BENCHMARKS.md, "Jobs side by side"), and a job computes with one thread however many cores
+# Snakemake has and whatever runs beside it, so neither changes a result (bf16 sums differ with the
+# thread count). On a GPU, and in a cluster job (which has its own CPUs), every core.
 ON_GPU = config["device"] == "cuda" or (config["device"] == "auto" and kdlib.backend.cuda_visible())
-JOB_THREADS = COMPUTE_THREADS if ON_GPU else 1
+SHARED_CPU = not ON_GPU and workflow.local_exec and not workflow.remote_exec
+JOB_THREADS = 1 if SHARED_CPU else COMPUTE_THREADS
 # Whether training compiles its model (auto | true | false, kdlib.distill.compiling): a param of the
 # training rules, so a change reruns them.
 COMPILE = kdlib.distill.compiling.parse(config["compile"])
