@@ -69,9 +69,10 @@ except kdlib.errors.KdflowError as exc:
 COMPUTE_THREADS = workflow.resource_settings.cores or 1
 # JOB_THREADS: the threads of a training or evaluation job. On this machine's CPU, one: such jobs
 # run side by side, one per core, which makes more steps per second than one job on every core
-# (BENCHMARKS.md, "Jobs side by side": +20% steps per second on two cores), and a job computes with one thread however many cores
-# Snakemake has and whatever runs beside it, so neither changes a result (bf16 sums differ with the
-# thread count). On a GPU, and in a cluster job (which has its own CPUs), every core.
+# (two 1-thread jobs made 20% more than one 2-thread job; BENCHMARKS.md, "Re-sizing the embedded
+# default"), and a job computes with one thread however many cores Snakemake has and whatever runs
+# beside it, so neither changes a result (bf16 sums differ with the thread count). On a GPU, and
+# in a cluster job (which has its own CPUs), every core.
 ON_GPU = config["device"] == "cuda" or (config["device"] == "auto" and kdlib.backend.cuda_visible())
 SHARED_CPU = not ON_GPU and workflow.local_exec and not workflow.remote_exec
 JOB_THREADS = 1 if SHARED_CPU else COMPUTE_THREADS
