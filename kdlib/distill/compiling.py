@@ -47,6 +47,15 @@ def should_compile(setting, backend: str, device: str, family: str, steps: int) 
     return even is not None and steps > even
 
 
+def apply(setting, B, model, family: str, steps: int) -> bool:
+    """Compile ``model`` when :func:`should_compile` says so for a job of ``steps`` steps on
+    ``B``; returns whether it did (a setting that changes the numbers: the job records it)."""
+    compiled = should_compile(setting, B.name, B.device_name, family, steps)
+    if compiled:
+        compile_model(B, model)
+    return compiled
+
+
 def compile_model(B, model) -> None:
     """Run ``model``'s forward through ``torch.compile`` (dynamic shapes: batches are trimmed to
     their longest example, so lengths vary); its parameters, state dict and checkpoints stay the

@@ -115,10 +115,8 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
                   file=sys.stderr)
     B.seed(cfgs[0].seed)
     student = recipe.build(ctx, spec)
-    steps = sum(train.total_steps(n_train, cfg) for cfg in cfgs)
-    compiled = compiling.should_compile(compile, B.name, B.device_name, spec["architecture"]["model"], steps)
-    if compiled:
-        compiling.compile_model(B, student)
+    compiled = compiling.apply(compile, B, student, spec["architecture"]["model"],
+                               sum(train.total_steps(n_train, cfg) for cfg in cfgs))
     meta = {"task": task.name, "labels": list(task.labels or []), "role": "student",
             "student": name, "algorithm": spec["algorithm"], **encoding}
     split, keep = train.selection_split(selection, task)

@@ -53,10 +53,8 @@ def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir
     check_length(records, bert_cfg.max_position_embeddings, pretrained)
     split, keep = train.selection_split(selection, task)
     scored = ofrecord.record_file(records, split)
-    steps = train.total_steps(ofrecord.checked_count(ofrecord.record_file(records, "train")), cfg)
-    compiled = compiling.should_compile(compile, B.name, B.device_name, "bert", steps)
-    if compiled:
-        compiling.compile_model(B, model)
+    n_train = ofrecord.checked_count(ofrecord.record_file(records, "train"))
+    compiled = compiling.apply(compile, B, model, "bert", train.total_steps(n_train, cfg))
     meta = {"task": task.name, "labels": list(task.labels or []), "role": "teacher",
             "pretrained": str(pretrained), **encoding_of(records, task)}
     result = train.fit(B, {"model": model}, supervised_loss_fn(B, model, task.is_regression),
@@ -70,7 +68,6 @@ def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir
     if B.rank == 0:                              # data parallel: rank 0 writes the outputs
         train.publish(out_dir, work_dir, result, cfg, work_dir=work_dir,
                       extra_files=[pretrained / "vocab.txt"], task=task.name,
-                      training_rows=ofrecord.checked_count(ofrecord.record_file(records, "train")),
-                      transfer_rows=0, compiled=compiled,
+                      training_rows=n_train, transfer_rows=0, compiled=compiled,
                       selection=train.selection_summary([result], cfg, selection, split, task.metric))
     return result

@@ -5,10 +5,9 @@ Nothing here knows about algorithms. A caller hands :func:`fit` the modules to t
 
 Exact resume: every ``save_seconds`` of training (:func:`save_due`) the work folder gets
 (atomically) the weights, the optimizer moments, the step, the data position and the best score so
-far. The global RNG is
-re-seeded from ``(seed, step)`` before every step and the data order is a function of
-``(seed, epoch)``, so a run that is killed and restarted continues bit-for-bit like one that was
-never interrupted. The work folder is not a Snakemake output, so a failed job does not delete it.
+far. The global RNG is re-seeded from ``(seed, step)`` before every step and the data order is a
+function of ``(seed, epoch)``, so a run that is killed and restarted continues bit-for-bit like one
+that was never interrupted. The work folder is not a Snakemake output, so a failed job does not delete it.
 
 A resume state is only used by the job that wrote it (:mod:`kdlib.distill.resume`); the stages
 clear the work folder once their outputs are published.
