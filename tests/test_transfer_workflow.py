@@ -131,7 +131,7 @@ def test_a_tinybert_set_reads_the_pretrained_folder_in_the_training_runtime(work
     jobs = {job.split("wildcards: task=tickets, transfer=")[1].split()[0]: job
             for job in dry.split("rule transfer_set:")[1:]}
     assert "tiny_bert/model.safetensors" in jobs["tb"] and "tiny_bert" not in jobs["aug"]
-    assert "--pretrained" in jobs["tb"] and "--backend torch" in jobs["tb"] and "--threads 4" in jobs["tb"]
+    assert "--pretrained" in jobs["tb"] and "--backend torch" in jobs["tb"] and "--threads 1" in jobs["tb"]
     assert "--pretrained" not in jobs["aug"] and "--threads 1" in jobs["aug"]
     snakemake(work, targets[0], *extra)
     log = (work / "logs/tickets/transfer_set_tb.log").read_text()

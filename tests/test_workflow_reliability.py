@@ -63,7 +63,7 @@ def test_a_changed_student_lr_retrains_that_student_like_a_clean_run(workdir, tm
          "--logits", "results/sst2/teacher_logits.npz", "--out", str(tmp_path / "kd"),
          "--work", str(tmp_path / "work"),
          "--selection", "validation", "--eval-batch-size", "128", "--backend", "torch",
-         "--device", "cpu", "--precision", resolve_precision("auto", "torch", "cpu"), "--threads", "4"],
+         "--device", "cpu", "--precision", resolve_precision("auto", "torch", "cpu"), "--threads", "1"],
         cwd=workdir, capture_output=True, text=True, timeout=300)
     assert clean.returncode == 0, clean.stderr[-3000:]
     assert (tmp_path / "kd" / "model.safetensors").read_bytes() == after
