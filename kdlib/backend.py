@@ -119,10 +119,16 @@ def choose_precision(requested: str, backend: str, cuda: bool,
     return requested, f"asked for{note}"
 
 
+def on_cuda(device: str) -> bool:
+    """Whether ``device: auto | cpu | cuda`` means a CUDA GPU here, found without importing a
+    tensor library."""
+    return device == "cuda" or (device == "auto" and cuda_visible())
+
+
 def resolve_precision(requested: str, backend: str, device: str) -> str:
     """The concrete precision of ``precision: requested`` for ``backend`` on ``device``, decided
     without importing a tensor library (the Snakefile uses it, like :func:`resolve`)."""
-    cuda = device == "cuda" or (device == "auto" and cuda_visible())
+    cuda = on_cuda(device)
     capability = cuda_capability() if cuda else None
     return choose_precision(requested, backend, cuda, capability, cpu_has_bf16())[0]
 

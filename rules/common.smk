@@ -73,8 +73,7 @@ COMPUTE_THREADS = workflow.resource_settings.cores or 1
 # default"), and a job computes with one thread however many cores Snakemake has and whatever runs
 # beside it, so neither changes a result (bf16 sums differ with the thread count). On a GPU, and
 # in a cluster job (which has its own CPUs), every core.
-ON_GPU = config["device"] == "cuda" or (config["device"] == "auto" and kdlib.backend.cuda_visible())
-SHARED_CPU = not ON_GPU and workflow.local_exec and not workflow.remote_exec
+SHARED_CPU = not kdlib.backend.on_cuda(config["device"]) and workflow.local_exec and not workflow.remote_exec
 JOB_THREADS = 1 if SHARED_CPU else COMPUTE_THREADS
 # Whether training compiles its model (auto | true | false, kdlib.distill.compiling): a param of the
 # training rules, so a change reruns them.
