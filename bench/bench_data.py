@@ -84,7 +84,7 @@ def bench_convert(n_train: int, max_length: int) -> dict:
         root, out = Path(tmp) / "glue", Path(tmp) / "bert"
         write_sst2(root, rows)
         argv = ["--task", "sst2", "--glue-root", str(root), "--out-dir", str(out),
-                "--vocab", str(vocab), "--max-length", str(max_length)]
+                "--tokenizer", str(vocab), "--max-length", str(max_length)]
         with contextlib.redirect_stderr(io.StringIO()), clock(times, "main"):
             rc = ofrecord_bert.main(argv)
         assert rc == 0, "ofrecord_bert failed"

@@ -102,6 +102,10 @@ def _check_tasks(config: dict) -> None:
         if name not in TASKS and name not in custom:
             raise ConfigError(f"config error at tasks.{i}: {name!r} is neither a built-in task "
                               f"({', '.join(TASKS)}) nor defined under custom_tasks")
+    finetuned = config.get("teacher", {}).get("finetuned")
+    for name in finetuned if isinstance(finetuned, dict) else ():
+        if name not in TASKS and name not in custom:
+            raise ConfigError(f"config error at teacher.finetuned.{name}: no such task")
     for name in config.get("teacher", {}).get("per_task", {}):
         if name not in TASKS and name not in custom:
             raise ConfigError(f"config error at teacher.per_task.{name}: no such task")
@@ -137,6 +141,13 @@ def max_length(config: dict, task: str) -> int:
     lengths = config["data"]["max_length"]
     value = (config.get("custom_tasks", {}).get(task) or {}).get("max_length") or lengths.get(task)
     return int(lengths["default"] if value is None else value)
+
+
+def finetuned_teacher(config: dict, task: str) -> str | None:
+    """The folder of the task's already fine-tuned teacher (``teacher.finetuned``), or None when
+    the teacher is fine-tuned here from ``teacher.pretrained``."""
+    finetuned = config["teacher"].get("finetuned")
+    return finetuned.get(task) if isinstance(finetuned, dict) else finetuned
 
 
 def teacher_train(config: dict, task: str) -> dict:
@@ -221,14 +232,25 @@ def student_spec(config: dict, name: str, task: str | None = None) -> dict:
     return spec
 
 
-def check_students(config: dict, teacher: dict) -> None:
+def check_students(config: dict, teacher: dict, task: str | None = None, family: str | None = None) -> None:
     """Raise ConfigError naming the first student whose settings cannot work with ``teacher``
-    (the teacher's config.json)."""
+    (the teacher's config.json, or the BERT shape a teacher of another family stands for,
+    :func:`kdlib.models.families.student_shape`). ``family``: the ``model_type`` of a fine-tuned
+    teacher (``teacher.finetuned``) that kdlib runs only through transformers; a student that needs
+    the teacher's layers (live hidden states or attentions, or layers copied into it) cannot use it."""
     from .distill.recipes import get_recipe
 
     for name in config["students"]:
-        spec = student_spec(config, name)
-        get_recipe(spec["algorithm"], name).check(name, spec, teacher)
+        spec = student_spec(config, name, task)
+        recipe = get_recipe(spec["algorithm"], name)
+        if family is not None and (recipe.needs_teacher or spec["architecture"]["init"] != "random"):
+            what = ("the teacher's hidden states and attentions in kdlib's BERT" if recipe.needs_teacher
+                    else f"layers copied into it (init: {spec['architecture']['init']}) from a BERT "
+                         "of the teacher's vocabulary")
+            raise ConfigError(f"student {name} (algorithm {spec['algorithm']}) needs {what}, but the "
+                              f"teacher of {task} is a {family} (teacher.finetuned), which kdlib runs only "
+                              "through transformers: use kd or distilled_lstm students with it, or a BERT teacher")
+        recipe.check(name, spec, teacher)
 
 
 # ---- the baseline of each distilled student ----------------------------------------------------

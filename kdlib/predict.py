@@ -30,10 +30,10 @@ from tqdm import tqdm
 
 from .data import batching
 from .data.batching import model_inputs
-from .data.convert import bert_arrays, read_vocab, word_arrays, wordpiece
+from .data.convert import TOKENIZER_KINDS, bert_arrays, read_vocab, subword, word_arrays
 from .errors import DataError, KdflowError
 from .io import atomic_path
-from .models.checkpoint import CONFIG_FILE, VOCAB_FILE, load_checkpoint, read_checkpoint_config
+from .models.checkpoint import CONFIG_FILE, load_checkpoint, read_checkpoint_config
 
 CHUNK = 4096          # lines encoded at a time
 
@@ -76,20 +76,20 @@ class Encoder:
 
     def __init__(self, folder: Path, config: dict):
         kind, length = config.get("tokenizer"), config.get("max_length")
-        if kind not in ("wordpiece", "words") or not isinstance(length, int) or length < 1:
+        if kind not in TOKENIZER_KINDS or not isinstance(length, int) or length < 1:
             raise DataError(f"{folder / CONFIG_FILE}: no tokeniser settings (tokenizer, max_length); "
                             "it was trained before model folders carried them: retrain it")
-        vocab = folder / VOCAB_FILE
+        vocab = folder / TOKENIZER_KINDS[kind]
         if not vocab.is_file():
-            raise DataError(f"{vocab}: not found; a model folder carries its vocabulary")
+            raise DataError(f"{vocab}: not found; a model folder carries its tokenizer")
         self.kind, self.max_length, self.pair = kind, length, bool(config.get("text_pair"))
-        if kind == "wordpiece":
-            self.tokenizer = wordpiece(vocab, length)
+        if kind != "words":
+            self.tokenizer = subword(vocab, length)
         else:
             self.index = {w: i for i, w in enumerate(read_vocab(vocab))}
 
     def __call__(self, texts: list) -> dict[str, np.ndarray]:
-        if self.kind == "wordpiece":
+        if self.kind != "words":
             return bert_arrays(self.tokenizer, texts)
         rows = [t if self.pair else (t, None) for t in texts]
         return word_arrays(self.index, rows, self.max_length)

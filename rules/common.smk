@@ -11,6 +11,8 @@ import kdlib.distill.recipes
 import kdlib.backend
 import kdlib.config
 import kdlib.errors
+import kdlib.data.convert
+import kdlib.models.families
 import kdlib.models.pretrained
 import kdlib.data.tasks
 import kdlib.data.transfer
@@ -259,9 +261,107 @@ for _name in config["students"]:
                             "_seed<k>); choose another")
 try:
     TEACHER_CONFIG = kdlib.models.pretrained.read_pretrained_config(TEACHER_DIR)
-    kdlib.config.check_students(config, TEACHER_CONFIG)
 except kdlib.errors.KdflowError as exc:
     raise WorkflowError(str(exc))
+
+
+# ---- the teacher of each task --------------------------------------------------------------------
+# Fine-tuned here from teacher.pretrained (finetune_teacher), or the user's already fine-tuned
+# classifier (teacher.finetuned; import_teacher and kdlib.models.families). A BERT becomes a
+# kdlib checkpoint; a teacher of another family runs through transformers, in the torch runtime.
+def finetuned_folder(task):
+    """The task's fine-tuned teacher folder (teacher.finetuned), or None: fine-tuned here."""
+    folder = kdlib.config.finetuned_teacher(config, task)
+    return Path(folder).expanduser() if folder else None
+
+
+_TEACHERS = {}
+
+
+def teacher_shape(task):
+    """``(the BERT config a student follows, family)`` of the task's teacher: the pretrained
+    folder's config and None when the teacher is fine-tuned here; else the fine-tuned folder's
+    (checked: kdlib.models.families.check_folder), with its ``model_type`` as the family when
+    kdlib runs it only through transformers."""
+    folder = finetuned_folder(task)
+    if folder is None:
+        return TEACHER_CONFIG, None
+    if task not in _TEACHERS:
+        hf = kdlib.models.families.check_folder(folder, f"teacher.finetuned ({task})")
+        if kdlib.models.families.runs_in_kdlib(hf):
+            _TEACHERS[task] = kdlib.models.pretrained.read_pretrained_config(folder), None
+        else:
+            size = kdlib.models.families.tokenizer_size(kdlib.data.convert.folder_tokenizer(folder))
+            _TEACHERS[task] = kdlib.models.families.student_shape(hf, size), hf["model_type"]
+    return _TEACHERS[task]
+
+
+def check_teacher(task):
+    """Every student can learn from the task's teacher (kdlib.config.check_students); a layer
+    copied from teacher.pretrained needs the records' vocabulary."""
+    shape, family = teacher_shape(task)
+    kdlib.config.check_students(config, shape, task, family)
+    folder = finetuned_folder(task)
+    uses_pretrained = any(kdlib.config.student_spec(config, s, task)["architecture"]["init"] == "pretrained"
+                          for s in config["students"])
+    if folder is not None and uses_pretrained and (
+            kdlib.models.families.vocabulary(kdlib.data.convert.folder_tokenizer(folder))
+            != kdlib.models.families.vocabulary(TEACHER_DIR / "vocab.txt")):
+        raise kdlib.errors.ConfigError(
+            f"teacher.finetuned ({task}): a student with init: pretrained copies layers of teacher.pretrained, "
+            f"whose vocabulary is not the one of {folder}; set teacher.pretrained to the base model it was "
+            "fine-tuned from")
+
+
+FINETUNED_TASKS = [t for t in (*TASKS, *CUSTOM) if finetuned_folder(t)]
+try:
+    for _checked in dict.fromkeys([*config["tasks"], *FINETUNED_TASKS]):
+        check_teacher(_checked)
+except kdlib.errors.KdflowError as exc:
+    raise WorkflowError(str(exc))
+
+
+def _hf_teacher(task):
+    return teacher_shape(task)[1] is not None
+
+
+def teacher_tokenizer(wildcards):
+    """The tokenizer file the task's BERT records are made with: the fine-tuned teacher's
+    (tokenizer.json, else vocab.txt), or the pretrained folder's vocab.txt."""
+    folder = finetuned_folder(wildcards.task)
+    if folder is None:
+        return str(TEACHER_DIR / "vocab.txt")
+    return str(kdlib.data.convert.folder_tokenizer(folder))
+
+
+def teacher_python(wildcards):
+    """The runtime of a stage that runs the teacher: the torch runtime for a transformers teacher."""
+    return DATA_PYTHON if _hf_teacher(wildcards.task) else TRAIN_PYTHON
+
+
+def teacher_backend(wildcards):
+    return "torch" if _hf_teacher(wildcards.task) else BACKEND
+
+
+def finetuned_inputs(wildcards):
+    """The fine-tuned folder's config and weights: a change to either imports it again."""
+    folder = finetuned_folder(wildcards.task)
+    return [str(folder / "config.json"), str(folder / "model.safetensors")]
+
+
+def report_logs(wildcards):
+    """The training logs the report plots: every student's, and the teacher's where it was
+    fine-tuned here."""
+    models = STUDENTS if finetuned_folder(wildcards.task) else ["teacher", *STUDENTS]
+    return [f"results/{wildcards.task}/{m}/train_log.csv" for m in models]
+
+
+def _tasks_re(names):
+    return "|".join(names) or "(?!)"
+
+
+IMPORTED_RE = _tasks_re(FINETUNED_TASKS)
+FINETUNED_HERE_RE = _tasks_re([t for t in (*TASKS, *CUSTOM) if t not in FINETUNED_TASKS])
 STUDENTS = list(config["students"])
 # Every student's runs under `seeds: N` (kdlib.config.runs): the `student` wildcard is a run.
 RUNS = [run for student in STUDENTS for run in kdlib.config.runs(config, student)]
@@ -373,7 +473,8 @@ def init_source(wildcards):
 
 def student_init_layers(wildcards):
     spec = kdlib.config.student_spec(config, wildcards.student)
-    layers = kdlib.distill.recipes.init_layers(spec, int(TEACHER_CONFIG["num_hidden_layers"]))
+    source = TEACHER_CONFIG if _init(wildcards) == "pretrained" else teacher_shape(wildcards.task)[0]
+    layers = kdlib.distill.recipes.init_layers(spec, int(source["num_hidden_layers"]))
     return ",".join(str(t) for t in layers)
 
 

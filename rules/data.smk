@@ -81,11 +81,10 @@ rule prepare_builtin:
 rule ofrecord_bert:
     input:
         tsv=task_tsvs,
-        vocab=TEACHER_DIR / "vocab.txt",
+        tokenizer=teacher_tokenizer,  # the teacher's tokenizer.json or vocab.txt (a copy is kept)
     output:
         train="data/ofrecord/{task}/bert{seq}/train.of_record-0",
         meta="data/ofrecord/{task}/bert{seq}/meta.json",
-        vocab="data/ofrecord/{task}/bert{seq}/vocab.txt",  # a copy: model folders carry it
     params:
         python=DATA_PYTHON,
         glue_root=tsv_root,
@@ -100,7 +99,7 @@ rule ofrecord_bert:
         "{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task} {params.custom}"
         " --glue-root {params.glue_root} {params.validation}"
         " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq}"
-        " --vocab {input.vocab:q} --max-length {wildcards.seq}"
+        " --tokenizer {input.tokenizer:q} --max-length {wildcards.seq}"
         " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 

@@ -9,8 +9,8 @@ rule cache_teacher_logits:
     output:
         "results/{task}/teacher_logits.npz",
     params:
-        python=TRAIN_PYTHON,
-        backend=BACKEND,
+        python=teacher_python,  # a transformers teacher: the torch runtime
+        backend=teacher_backend,
         device=config["device"],
         precision=PRECISION,
         records=bert_dir_of,
@@ -50,7 +50,6 @@ rule distill:
     output:
         weights="results/{task}/{student}/model.safetensors",
         config="results/{task}/{student}/config.json",
-        vocab="results/{task}/{student}/vocab.txt",  # the records' copy: the folder is self-contained
         log_csv="results/{task}/{student}/train_log.csv",
         summary="results/{task}/{student}/train_summary.json",
     params:

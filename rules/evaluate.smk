@@ -10,8 +10,8 @@ rule evaluate_teacher:
         json="results/{task}/teacher_eval.json",
         predictions="results/{task}/teacher_predictions.npz",
     params:
-        python=TRAIN_PYTHON,
-        backend=BACKEND,
+        python=teacher_python,  # a transformers teacher: the torch runtime
+        backend=teacher_backend,
         device=config["device"],
         precision=PRECISION,
         records=bert_dir_of,
@@ -70,8 +70,8 @@ rule measure_speed:
     output:
         "results/{task}/speed.json",
     params:
-        python=TRAIN_PYTHON,
-        backend=BACKEND,
+        python=teacher_python,  # a transformers teacher: the torch runtime
+        backend=teacher_backend,
         device=config["device"],
         precision=PRECISION,
         models=speed_models,

@@ -21,7 +21,7 @@ rule report:
         teacher="results/{task}/teacher_eval.json",
         students=expand("results/{{task}}/{run}_eval.json", run=RUNS),
         predictions=expand("results/{{task}}/{model}_predictions.npz", model=["teacher", *RUNS]),
-        logs=expand("results/{{task}}/{model}/train_log.csv", model=["teacher", *STUDENTS]),
+        logs=report_logs,  # the teacher's too where it was fine-tuned here
         speed="results/{task}/speed.json",
         records=bert_records_of,
     output:

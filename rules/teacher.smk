@@ -1,4 +1,5 @@
-# Teacher stages: fine-tune the pretrained BERT on a task, then evaluate it.
+# Teacher stages: fine-tune the pretrained BERT on a task, or import the user's fine-tuned classifier
+# (teacher.finetuned); rules/evaluate.smk evaluates either.
 
 
 rule finetune_teacher:
@@ -8,7 +9,6 @@ rule finetune_teacher:
     output:
         weights="results/{task}/teacher/model.safetensors",
         config="results/{task}/teacher/config.json",
-        vocab="results/{task}/teacher/vocab.txt",
         log_csv="results/{task}/teacher/train_log.csv",
         summary="results/{task}/teacher/train_summary.json",
     params:
@@ -23,6 +23,8 @@ rule finetune_teacher:
         selection=config["selection"],  # the split that picks the checkpoint: a change reruns it
         compile=COMPILE,
         eval_batch_size=config["eval_batch_size"],
+    wildcard_constraints:
+        task=FINETUNED_HERE_RE,
     log:
         "logs/{task}/finetune_teacher.log",
     benchmark:
@@ -37,5 +39,38 @@ rule finetune_teacher:
         " --out results/{wildcards.task}/teacher --work work/{wildcards.task}/teacher"
         " --hparams {params.hparams:q} --selection {params.selection} --compile {params.compile}"
         " --eval-batch-size {params.eval_batch_size}"
+        " --backend {params.backend} --device {params.device} --precision {params.precision}"
+        " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+
+
+rule import_teacher:
+    input:
+        finetuned=finetuned_inputs,  # its config and weights: a change imports it again
+        records=bert_records_of,  # made with its tokenizer; validation checks it was fine-tuned
+    output:
+        weights="results/{task}/teacher/model.safetensors",
+        config="results/{task}/teacher/config.json",
+    params:
+        python=teacher_python,  # a transformers teacher: the torch runtime
+        backend=teacher_backend,
+        device=config["device"],
+        precision=PRECISION,
+        folder=lambda wildcards: str(finetuned_folder(wildcards.task)),
+        label_map=json.dumps(config["teacher"]["label_map"], sort_keys=True),
+        records=bert_dir_of,
+        eval_batch_size=config["eval_batch_size"],
+    wildcard_constraints:
+        task=IMPORTED_RE,
+    log:
+        "logs/{task}/import_teacher.log",
+    benchmark:
+        "benchmarks/{task}/import_teacher.tsv"
+    threads: JOB_THREADS
+    resources:
+        gpu=1,
+    shell:
+        "{params.python} -m workflow_scripts.import_teacher --task {wildcards.task}"
+        " --finetuned {params.folder:q} --records {params.records} --label-map {params.label_map:q}"
+        " --out results/{wildcards.task}/teacher --eval-batch-size {params.eval_batch_size}"
         " --backend {params.backend} --device {params.device} --precision {params.precision}"
         " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

@@ -32,7 +32,6 @@ rule ofrecord_transfer:
     input:
         records="data/ofrecord/{task}/{kind}{seq}/meta.json",
         tsv="data/transfer/{task}/{transfer}.tsv",
-        vocab=TEACHER_DIR / "vocab.txt",
     output:
         train="data/ofrecord/{task}/{kind}{seq}+{transfer}/train.of_record-0",
         meta="data/ofrecord/{task}/{kind}{seq}+{transfer}/meta.json",
@@ -47,7 +46,7 @@ rule ofrecord_transfer:
     shell:
         "{params.python} -m workflow_scripts.ofrecord_transfer --task {wildcards.task}"
         " --records data/ofrecord/{wildcards.task}/{wildcards.kind}{wildcards.seq}"
-        " --transfer {input.tsv} --vocab {input.vocab:q} --name {wildcards.transfer} --seed {params.seed}"
+        " --transfer {input.tsv} --name {wildcards.transfer} --seed {params.seed}"
         " --out-dir data/ofrecord/{wildcards.task}/{wildcards.kind}{wildcards.seq}+{wildcards.transfer}"
         " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
@@ -59,8 +58,8 @@ rule cache_transfer_logits:
     output:
         "results/{task}/teacher_logits+{transfer}.npz",
     params:
-        python=TRAIN_PYTHON,
-        backend=BACKEND,
+        python=teacher_python,  # a transformers teacher: the torch runtime
+        backend=teacher_backend,
         device=config["device"],
         precision=PRECISION,
         records=lambda wildcards: f"{bert_dir_of(wildcards)}+{wildcards.transfer}",

@@ -62,7 +62,7 @@ def spec(**values) -> dict:
 def convert(stage, task: str, definition: dict, out: Path, vocab: Path, length: int = 16):
     argv = ["--task", task, "--custom", json.dumps(definition), "--glue-root", "unused", *CARVE_ARGS,
             "--out-dir", str(out), "--max-length", str(length)]
-    argv += ["--vocab", str(vocab)] if stage is ofrecord_bert else ["--vocab-size", "50"]
+    argv += ["--tokenizer", str(vocab)] if stage is ofrecord_bert else ["--vocab-size", "50"]
     return stage.main(argv)
 
 
@@ -246,7 +246,7 @@ def test_bad_custom_json_is_one_line(tmp_path, vocab, capsys):
     for text, message in [("{", "--custom is not valid JSON"),
                           ('{"train": "t.csv"}', "config error at --custom: 'dev' is a required property")]:
         rc = ofrecord_bert.main(["--task", "x", "--custom", text, "--glue-root", ".", *CARVE_ARGS, "--out-dir",
-                                 str(tmp_path / "o"), "--vocab", str(vocab), "--max-length", "16"])
+                                 str(tmp_path / "o"), "--tokenizer", str(vocab), "--max-length", "16"])
         lines = error_lines_of(capsys.readouterr().err)
         assert rc == 1 and len(lines) == 1 and message in lines[0], lines
 

@@ -155,7 +155,7 @@ def vocab() -> Path:
 
 def run_bert(root: Path, out: Path, task: str, vocab: Path, max_length: int) -> int:
     return ofrecord_bert.main(["--task", task, "--glue-root", str(root), *CARVE_ARGS, "--out-dir", str(out),
-                               "--vocab", str(vocab), "--max-length", str(max_length)])
+                               "--tokenizer", str(vocab), "--max-length", str(max_length)])
 
 
 def run_lstm(root: Path, out: Path, task: str, max_length: int, vocab_size: int = 10000) -> int:
@@ -423,7 +423,7 @@ def _reference(vocab: Path, max_length: int):
 
 def test_the_carve_of_these_tests_is_the_one_the_stages_are_given():
     args = ofrecord_bert.parse_args(["--task", "sst2", "--glue-root", "glue", *CARVE_ARGS,
-                                     "--out-dir", "out", "--vocab", "vocab.txt", "--max-length", "16"])
+                                     "--out-dir", "out", "--tokenizer", "vocab.txt", "--max-length", "16"])
     assert carve_from(args) == CARVE
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -209,7 +210,7 @@ def tickets(tmp_path):
     tinydata.write_pretrained(tmp_path / "bert")
     custom = json.dumps(definition)
     assert ofrecord_bert.main(["--task", "tickets", "--custom", custom, "--glue-root", "data/glue", *CARVE_ARGS,
-                               "--out-dir", str(tmp_path / "bert8"), "--vocab",
+                               "--out-dir", str(tmp_path / "bert8"), "--tokenizer",
                                str(tmp_path / "bert/vocab.txt"), "--max-length", "8"]) == 0
     return tmp_path, custom
 
@@ -225,7 +226,7 @@ def test_the_stages_build_the_set_and_a_mixed_record_folder(tickets, capsys):
     assert not {transfer.normalise(t) for t in kept} & {"w2 w3", "w5 w6", "w1 w2 w3", "w4 w5", "w1 w4"}
     assert "transfer set raw:" in capsys.readouterr().err
     assert ofrecord_transfer.main(["--task", "tickets", "--records", str(root / "bert8"), "--transfer",
-                                   str(out), "--vocab", str(root / "bert/vocab.txt"), "--name", "raw",
+                                   str(out), "--name", "raw",
                                    "--seed", "0", "--out-dir", str(root / "bert8+raw")]) == 0
     meta = json.loads((root / "bert8+raw/meta.json").read_text())
     assert meta["transfer"] == {"name": "raw", "labelled": 2, "transfer": len(kept)}   # 1 carved
@@ -247,12 +248,13 @@ def test_the_stages_refuse_bad_input_in_one_line(tickets, tmp_path, capsys):
     assert "built-in tasks" in error_lines(capsys)[0]
     assert transfer_set.main(args + [json.dumps({"augment": "eda"})]) == 1
     assert "--definition" in error_lines(capsys)[0]
-    (root / "other_vocab.txt").write_text("[PAD]\n[UNK]\n", encoding="utf-8")
+    shutil.copytree(root / "bert8", tmp_path / "bare8")        # records without their tokenizer copy
+    (tmp_path / "bare8/vocab.txt").unlink()
     (tmp_path / "t.tsv").write_text("text_a\nw1\n", encoding="utf-8")
-    assert ofrecord_transfer.main(["--task", "tickets", "--records", str(root / "bert8"), "--transfer",
-                                   str(tmp_path / "t.tsv"), "--vocab", str(root / "other_vocab.txt"),
-                                   "--name", "raw", "--seed", "0", "--out-dir", str(root / "x")]) == 1
-    assert "not the vocabulary of" in error_lines(capsys)[0]
+    assert ofrecord_transfer.main(["--task", "tickets", "--records", str(tmp_path / "bare8"), "--transfer",
+                                   str(tmp_path / "t.tsv"), "--name", "raw", "--seed", "0",
+                                   "--out-dir", str(root / "x")]) == 1
+    assert "no tokenizer.json or vocab.txt" in error_lines(capsys)[0]
     assert not (root / "x").exists()
 
 

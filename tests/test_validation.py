@@ -85,7 +85,7 @@ def test_a_glue_task_keeps_its_validation_rows_out_of_train_dev_and_the_transfer
     pretrained = tinydata.write_pretrained(tmp_path / "pretrained")
     vocab = (pretrained / "vocab.txt").read_text().splitlines()
     assert ofrecord_bert.main(["--task", "sst2", "--glue-root", str(root), *CARVE_ARGS, "--out-dir",
-                               str(tmp_path / "bert"), "--vocab", str(pretrained / "vocab.txt"),
+                               str(tmp_path / "bert"), "--tokenizer", str(pretrained / "vocab.txt"),
                                "--max-length", "16"]) == 0
     assert ofrecord_lstm.main(["--task", "sst2", "--glue-root", str(root), *CARVE_ARGS, "--out-dir",
                                str(tmp_path / "lstm"), "--max-length", "16", "--vocab-size", "100"]) == 0
@@ -135,7 +135,7 @@ def test_a_custom_validation_file_is_the_validation_split_and_train_stays_whole(
     vocab = (pretrained / "vocab.txt").read_text().splitlines()
     custom = json.dumps(definition)
     assert ofrecord_bert.main(["--task", "mine", "--custom", custom, "--glue-root", "unused", *CARVE_ARGS,
-                               "--out-dir", str(tmp_path / "bert"), "--vocab", str(pretrained / "vocab.txt"),
+                               "--out-dir", str(tmp_path / "bert"), "--tokenizer", str(pretrained / "vocab.txt"),
                                "--max-length", "16"]) == 0
     task = tasks.task_of_records(tmp_path / "bert", "mine")
     assert task.validation_file and task.splits == ("train", "validation", "dev")
@@ -163,7 +163,7 @@ def test_a_custom_task_without_a_validation_file_carves_one_from_train(tmp_path)
                   "dev": str(write_custom(own, "dev", [sentence(rng, i) for i in range(8)]))}
     pretrained = tinydata.write_pretrained(tmp_path / "pretrained")
     assert ofrecord_bert.main(["--task", "mine", "--custom", json.dumps(definition), "--glue-root", "x",
-                               *CARVE_ARGS, "--out-dir", str(tmp_path / "bert"), "--vocab",
+                               *CARVE_ARGS, "--out-dir", str(tmp_path / "bert"), "--tokenizer",
                                str(pretrained / "vocab.txt"), "--max-length", "16"]) == 0
     task = tasks.task_of_records(tmp_path / "bert", "mine")
     assert not task.validation_file and task.splits == ("train", "dev")
@@ -180,7 +180,7 @@ def test_a_custom_validation_file_with_a_bad_label_is_one_line_naming_it(tmp_pat
     definition["validation"] = str(own / "validation.tsv")
     pretrained = tinydata.write_pretrained(tmp_path / "pretrained")
     assert ofrecord_bert.main(["--task", "mine", "--custom", json.dumps(definition), "--glue-root", "x",
-                               *CARVE_ARGS, "--out-dir", str(tmp_path / "bert"), "--vocab",
+                               *CARVE_ARGS, "--out-dir", str(tmp_path / "bert"), "--tokenizer",
                                str(pretrained / "vocab.txt"), "--max-length", "16"]) == 1
     assert error_lines(capsys) == [f"error: {own / 'validation.tsv'}:3: label 'maybe' is not one of neg, pos"]
     assert not (tmp_path / "bert").exists()

@@ -1,4 +1,5 @@
-"""Turning task TSVs into OFRecord files: WordPiece records for BERT, word records for the BiLSTM.
+"""Turning task TSVs into OFRecord files: subword records for BERT (the teacher's tokenizer), word
+records for the BiLSTM.
 
 Both converters stream the TSV in chunks and write one record per row in file order, so record ``i``
 of the BERT file and of the LSTM file is the same example (the teacher-logit cache relies on it).
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tokenizers import BertWordPieceTokenizer, normalizers, pre_tokenizers
+from tokenizers import BertWordPieceTokenizer, Tokenizer, normalizers, pre_tokenizers
 from tqdm import tqdm
 
 from ..errors import DataError
@@ -23,6 +24,37 @@ from .validation import Carve, describe, split_chunks, task_mask
 
 PAD, UNK = "<pad>", "<unk>"
 MASK_WORD = "[MASK]"   # the masking token of augmented texts (kdlib.data.transfer.MASK)
+
+
+# A subword tokenizer's file: a ``tokenizers`` tokenizer.json (WordPiece, BPE or Unigram, with its
+# normaliser and special tokens), or a BERT vocab.txt read as kdlib's uncased WordPiece.
+TOKENIZER_JSON, VOCAB_TXT = "tokenizer.json", "vocab.txt"
+# config.json's ``tokenizer`` of a model folder -> the file in the folder that it reads
+TOKENIZER_KINDS = {"wordpiece": VOCAB_TXT, "json": TOKENIZER_JSON, "words": VOCAB_TXT}
+
+
+def folder_tokenizer(folder: str | Path) -> Path | None:
+    """The tokenizer file of a HuggingFace model folder: its ``tokenizer.json`` (exactly what the
+    model was trained with), else its ``vocab.txt``; None when it has neither."""
+    for name in (TOKENIZER_JSON, VOCAB_TXT):
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
+def subword(path: str | Path, max_length: int):
+    """The tokenizer of ``path`` (:data:`TOKENIZER_JSON` or a vocab.txt), truncating pairs
+    longest-first to ``max_length`` tokens and never padding (see :func:`wordpiece`)."""
+    path = Path(path)
+    if path.name != TOKENIZER_JSON:
+        return wordpiece(path, max_length)
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as exc:        # tokenizers raises its own Exception for a bad file
+        raise DataError(f"{path}: not a tokenizer.json that the tokenizers library reads ({exc})") from None
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_length)
+    return tok
 
 
 def wordpiece(vocab: str | Path, max_length: int) -> BertWordPieceTokenizer:
@@ -59,13 +91,13 @@ def _pad(rows: list[list[int]], real: np.ndarray) -> np.ndarray:
     return out
 
 
-def bert_arrays(tokenizer: BertWordPieceTokenizer, texts: list) -> dict[str, np.ndarray]:
+def bert_arrays(tokenizer, texts: list) -> dict[str, np.ndarray]:
     """``texts`` (strings, or ``(text_a, text_b)`` pairs) -> ``input_ids``, ``input_mask`` and
     ``segment_ids``, each (N, L) int32 with L the tokenizer's ``max_length``: each text becomes its
     ``n <= L`` pieces (longer ones truncated, a pair longest-first), ``input_mask = [1] * n + [0] *
     (L - n)``. Records and ``kdlib.predict`` both encode with it."""
     if tokenizer.padding is not None or tokenizer.truncation is None:
-        raise ValueError("bert_arrays needs a tokenizer that truncates and does not pad (see wordpiece)")
+        raise ValueError("bert_arrays needs a tokenizer that truncates and does not pad (see subword)")
     max_length = int(tokenizer.truncation["max_length"])
     encodings = tokenizer.encode_batch(texts)
     ids = [e.ids for e in encodings]
@@ -77,12 +109,12 @@ def bert_arrays(tokenizer: BertWordPieceTokenizer, texts: list) -> dict[str, np.
                             else np.zeros(real.shape, dtype=np.int32))}
 
 
-def convert_bert(task: Task, chunks, out_path: str | Path, tokenizer: BertWordPieceTokenizer,
+def convert_bert(task: Task, chunks, out_path: str | Path, tokenizer,
                  desc: str = "", labelled: bool = True) -> int:
     """Write BERT records (input_ids, input_mask, segment_ids, label_ids, is_real_example).
     ``labelled=False`` marks rows whose label is a placeholder (a transfer set's: is_real_example 0).
 
-    ``tokenizer`` comes from :func:`wordpiece`; the features are :func:`bert_arrays`'.
+    ``tokenizer`` comes from :func:`subword`; the features are :func:`bert_arrays`'.
     """
     with RecordWriter(out_path) as writer, tqdm(desc=desc or str(out_path), unit="ex") as bar:
         for chunk in chunks:
@@ -213,16 +245,26 @@ def _noting_labels(chunks, labels: set):
 
 def encoding_of(records: str | Path, task: Task) -> dict:
     """How a model trained on the record folder ``records`` reads new text, for its config.json:
-    ``tokenizer`` (``wordpiece``: BERT records; ``words``: the BiLSTM's), ``max_length`` (longer
-    texts are truncated as the records were) and ``text_pair`` (the task's examples are pairs). The
-    vocabulary is the folder's ``vocab.txt``."""
+    ``tokenizer`` (``wordpiece`` or ``json``: BERT records of a vocab.txt or a tokenizer.json;
+    ``words``: the BiLSTM's; :data:`TOKENIZER_KINDS` names the file), ``max_length`` (longer texts
+    are truncated as the records were) and ``text_pair`` (the task's examples are pairs)."""
     meta_path = Path(records) / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-    kinds = {"bert": "wordpiece", "lstm": "words"}
-    if meta.get("kind") not in kinds or not isinstance(meta.get("max_length"), int):
+    if meta.get("kind") not in ("bert", "lstm") or not isinstance(meta.get("max_length"), int):
         raise DataError(f"{meta_path}: not the meta.json of a record folder (kind, max_length)")
-    return {"tokenizer": kinds[meta["kind"]], "max_length": meta["max_length"],
-            "text_pair": task.text_b is not None}
+    kind = "words" if meta["kind"] == "lstm" else (
+        "json" if (Path(records) / TOKENIZER_JSON).is_file() else "wordpiece")
+    return {"tokenizer": kind, "max_length": meta["max_length"], "text_pair": task.text_b is not None}
+
+
+def records_tokenizer(records: str | Path) -> Path:
+    """The tokenizer file a record folder keeps (its copy of what encoded it), which every model
+    trained on it carries: tokenizer.json or vocab.txt."""
+    found = folder_tokenizer(records)
+    if found is None:
+        raise DataError(f"{records}: no tokenizer.json or vocab.txt, which the model folder carries; "
+                        "rebuild the records")
+    return found
 
 
 def write_meta(path: str | Path, **meta) -> None:

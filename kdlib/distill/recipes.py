@@ -167,6 +167,8 @@ class Recipe:
             model.train()
             return model
         teacher = read_checkpoint_config(ctx.teacher_dir)
+        # a teacher of another family: the BERT widths and vocabulary it stands for (its import)
+        teacher = teacher.get("student_shape", teacher)
         return build_bert(ctx.B, student_config(spec, teacher, ctx.task.num_labels))
 
     def phases(self, ctx: Context, spec: dict, student, cfgs: list) -> list[Phase]:

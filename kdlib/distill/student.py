@@ -1,16 +1,16 @@
 """Running one student's recipe: build it, run its phases through :func:`kdlib.distill.train.fit`, keep
 the final phase's best checkpoint in a self-contained model folder (weights, config.json with the
-labels and tokeniser settings, the records' vocab.txt)."""
+labels and tokeniser settings, the records' tokenizer file)."""
 from __future__ import annotations
 
 import dataclasses
 import sys
 from pathlib import Path
 
-from ..data.convert import encoding_of, read_vocab
+from ..data.convert import encoding_of, read_vocab, records_tokenizer
 from ..data.ofrecord import checked_count, record_file
 from ..data.tasks import Task
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..evaluate.evaluation import split_evaluator
 from ..io import check_writable, read_json
 from ..models import checkpoint
@@ -92,9 +92,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
     check_transfer(name, spec, records, transfer)
     n_train = checked_count(record_file(records, "train"))
     encoding = encoding_of(records, task)          # the model folder's tokeniser settings
-    vocab = records / checkpoint.VOCAB_FILE
-    if not vocab.is_file():
-        raise DataError(f"{records}: no vocab.txt, which the model folder carries; rebuild the records")
+    vocab = records_tokenizer(records)             # the tokenizer file the model folder carries
     if B.rank == 0:                              # before the training, not after it
         check_writable(out_dir)
         check_writable(work_dir, "work folder")

@@ -13,6 +13,7 @@ from ..data.tasks import Task
 from ..errors import DataError
 from ..io import atomic_path, read_json
 from ..models.checkpoint import load_checkpoint
+from ..models.families import width
 from .evaluation import predict
 from .metrics import compute
 from .speed import count_parameters, folder_size
@@ -57,11 +58,10 @@ def build(B, task: Task, model_dir: str | Path, records: str | Path, name: str,
         "training_rows": summary.get("training_rows"), "transfer_rows": summary.get("transfer_rows"),
         "backend": B.name, "device": B.device_name, "precision": B.precision,
     }
-    if config.get("model_type") == "bert":
-        out["layers"] = config.get("num_hidden_layers")
-        out["hidden"] = config.get("hidden_size")
-    else:
+    if config.get("model_type") == "bilstm":
         out["layers"], out["hidden"] = 1, config.get("hidden_size")
+    else:                                    # kdlib's BERT, or a teacher of any encoder family
+        out["layers"], out["hidden"] = width(config, "num_hidden_layers"), width(config, "hidden_size")
     if reference:
         out["retained"] = round(out["score"] / reference["score"], 4) if reference["score"] else None
     return out, predictions

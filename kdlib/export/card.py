@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data.convert import TOKENIZER_KINDS
 from ..evaluate.eval_json import read_eval
 from ..evaluate.speed import read_speed
+from ..models.families import width
 
-TOKENS = {"wordpiece": "WordPiece pieces", "words": "words"}
+TOKENS = {"wordpiece": "WordPiece pieces", "json": "tokens", "words": "words"}
 
 
 def _selection(selection: dict | None) -> str:
@@ -35,8 +37,9 @@ def _architecture(config: dict, parameters: int) -> str:
         shape = (f"BiLSTM, hidden {config['hidden_size']} per direction, embedding "
                  f"{config['embedding_dim']}, FC {config['fc_size']}")
     else:
-        shape = (f"BERT, {config['num_hidden_layers']} layers, hidden {config['hidden_size']}, "
-                 f"{config['num_attention_heads']} heads")
+        family = "BERT" if config.get("model_type") == "bert" else f"{config.get('model_type')} (transformers)"
+        shape = (f"{family}, {width(config, 'num_hidden_layers')} layers, hidden "
+                 f"{width(config, 'hidden_size')}, {width(config, 'num_attention_heads')} heads")
     return f"{shape}; {parameters / 1e6:.1f}M parameters"
 
 
@@ -67,13 +70,15 @@ def model_card(config: dict, eval_path, teacher_eval_path, speed_path, transfer:
     labels = ", ".join(config.get("labels") or []) or "none (regression: one score)"
     role = config.get("role", "student")
     pretrained = "/".join(Path(config.get("pretrained", "a pretrained BERT")).parts[-2:])
-    learnt = (f"fine-tuned from `{pretrained}` on the labels"
+    learnt = (f"fine-tuned outside kdflow, from `{config['source']}`" if config.get("source") else
+              f"fine-tuned from `{pretrained}` on the labels"
               if role == "teacher" else
               f"algorithm `{result['algorithm']}`" + (" (no distillation: labels alone, the baseline)"
                                                        if result["algorithm"] == "none" else
                                                        f", from the teacher `results/{task}/teacher`"))
-    rows = f"{result['training_rows'] - result['transfer_rows']:,} labelled training rows"
-    if result["transfer_rows"]:
+    rows = (f"{result['training_rows'] - result['transfer_rows']:,} labelled training rows"
+            if result.get("training_rows") is not None else "not known to kdflow")
+    if result.get("transfer_rows"):
         rows += f" and {result['transfer_rows']:,} unlabeled rows of transfer set `{transfer}`"
     score = f"{100 * result['score']:.2f} {result['metric']}"
     if role != "teacher":
@@ -86,19 +91,22 @@ def model_card(config: dict, eval_path, teacher_eval_path, speed_path, transfer:
         ("architecture", _architecture(config, result["parameters"])),
         ("training data", rows),
         ("training", f"{result['train_steps']:,} steps in {result['train_seconds']:.0f} s, "
-                     f"{result['backend']} {result['precision']} on {result['device']}"),
+                     f"{result['backend']} {result['precision']} on {result['device']}"
+         if result.get("train_steps") is not None else "none here (teacher.finetuned)"),
         ("selection", _selection(result.get("selection"))),
         ("dev score", score),
         ("dev metrics", _metrics(result)),
         ("speed", _speed(speed, name)),
         ("input", f"{'a pair of texts' if pair else 'one text'}; "
-                  f"{TOKENS.get(config.get('tokenizer'), 'tokens')} of `vocab.txt`, at most "
+                  f"{TOKENS.get(config.get('tokenizer'), 'tokens')} of "
+                  f"`{TOKENIZER_KINDS.get(config.get('tokenizer'), 'vocab.txt')}`, at most "
                   f"{config.get('max_length')} "
                   f"({'longest text of the pair cut first' if pair else 'longer texts are cut'}, "
                   "as in training)"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in fields)
     line = "text_a<TAB>text_b pair" if pair else "text"
+    tokenizer_file = TOKENIZER_KINDS.get(config.get("tokenizer"), "vocab.txt")
     return f"""# {name}: {task}
 
 | | |
@@ -115,6 +123,6 @@ Label new text, one {line} per line (the folder alone is enough; copy it anywher
 
 `labels.tsv` holds the label, its probability and the logits of each line. The folder holds
 `model.safetensors` (the weights), `config.json` (architecture, labels, tokeniser settings) and
-`vocab.txt`; written by kdflow's `model_card` stage from `results/{task}/{name}_eval.json` and
+`{tokenizer_file}`; written by kdflow's `model_card` stage from `results/{task}/{name}_eval.json` and
 `results/{task}/speed.json`.
 """

@@ -12,7 +12,8 @@ Weights keep their HuggingFace names; BertForSequenceClassification nests the en
 
 Every key and shape is checked against the config first (:func:`bert_shapes`). The tokenizer is
 kdlib's own (:func:`kdlib.data.convert.wordpiece`, truncating to the records' ``max_length``),
-saved as ``tokenizer.json`` beside ``vocab.txt``. Only numpy, safetensors and tokenizers are
+saved as ``tokenizer.json`` beside ``vocab.txt``; a student of a teacher with a tokenizer.json
+(``teacher.finetuned``) carries that one, as ``PreTrainedTokenizerFast``. Only numpy, safetensors and tokenizers are
 needed: no torch, no transformers.
 """
 from __future__ import annotations
@@ -78,8 +79,9 @@ def read_bert_folder(model_dir: Path) -> tuple[BertConfig, dict]:
         cfg = BertConfig.from_dict(config)
     except (ConfigError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: {exc}") from None
-    if config.get("tokenizer", "wordpiece") != "wordpiece":
-        raise DataError(f"{path}: tokenizer {config['tokenizer']!r}: a BERT export needs 'wordpiece'")
+    if config.get("tokenizer", "wordpiece") not in ("wordpiece", "json"):
+        raise DataError(f"{path}: tokenizer {config['tokenizer']!r}: a BERT export needs 'wordpiece' "
+                        "or 'json' (a tokenizer.json)")
     return cfg, config
 
 
@@ -147,6 +149,20 @@ def read_tokenizer(vocab: Path, max_length: int, vocab_size: int):
     return tok
 
 
+def read_json_tokenizer(path: Path, max_length: int, vocab_size: int):
+    """A BERT student's tokenizer.json (its teacher's) and its special tokens for HuggingFace's
+    fast tokenizer: the first of each kind's usual spellings that the vocabulary holds."""
+    from ..data.convert import subword
+    tok = subword(path, max_length)
+    if tok.get_vocab_size() > vocab_size:
+        raise DataError(f"{path}: {tok.get_vocab_size()} tokens, more than the model's vocab_size {vocab_size}")
+    spellings = {"unk_token": ("[UNK]", "<unk>"), "sep_token": ("[SEP]", "</s>"),
+                 "pad_token": ("[PAD]", "<pad>"), "cls_token": ("[CLS]", "<s>"), "mask_token": ("[MASK]", "<mask>")}
+    special = {kind: next(t for t in names if tok.token_to_id(t) is not None)
+               for kind, names in spellings.items() if any(tok.token_to_id(t) is not None for t in names)}
+    return tok, special
+
+
 def tokenizer_config(max_length: int) -> dict:
     return {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": max_length,
             "tokenize_chinese_chars": True, "strip_accents": None, "padding_side": "right",
@@ -176,12 +192,19 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, *, task: str | None = 
     max_length = record_length(cfg, config, config_path)
     hf = hf_config(cfg, config, config_path)
     arrays = hf_weights(cfg, model_dir / WEIGHTS_FILE)
-    tok = read_tokenizer(model_dir / VOCAB_FILE, max_length, cfg.vocab_size)
+    if config.get("tokenizer") == "json":          # the teacher's tokenizer.json, as it is
+        tok, special = read_json_tokenizer(model_dir / "tokenizer.json", max_length, cfg.vocab_size)
+        settings = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length,
+                    "padding_side": "right", "truncation_side": "right", **special}
+    else:
+        tok, special = read_tokenizer(model_dir / VOCAB_FILE, max_length, cfg.vocab_size), SPECIAL_TOKENS
+        settings = tokenizer_config(max_length)
     with atomic_dir(out_dir) as tmp:
         _write_json(tmp / CONFIG_FILE, hf)
         save_file(arrays, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})  # HF's marker
-        shutil.copyfile(model_dir / VOCAB_FILE, tmp / VOCAB_FILE)
+        if config.get("tokenizer") != "json":
+            shutil.copyfile(model_dir / VOCAB_FILE, tmp / VOCAB_FILE)
         tok.save(str(tmp / "tokenizer.json"))
-        _write_json(tmp / "tokenizer_config.json", tokenizer_config(max_length))
-        _write_json(tmp / "special_tokens_map.json", SPECIAL_TOKENS)
+        _write_json(tmp / "tokenizer_config.json", settings)
+        _write_json(tmp / "special_tokens_map.json", special)
     return out_dir

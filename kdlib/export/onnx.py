@@ -23,15 +23,26 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.convert import TOKENIZER_KINDS
 from ..errors import BackendUnavailable, DataError
 from ..io import atomic_dir
-from ..models.checkpoint import CONFIG_FILE, VOCAB_FILE
+from ..models.checkpoint import CONFIG_FILE, VOCAB_FILE, read_checkpoint_config
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 OPSET = 17
 _AXES = {0: "batch", 1: "sequence"}
-COPIED = (CONFIG_FILE, VOCAB_FILE)    # with model.safetensors, what a model folder must hold
+COPIED = (CONFIG_FILE,)    # with model.safetensors and its tokenizer file, what a model folder must hold
+
+
+def _copied(folder: Path) -> tuple:
+    """config.json and the folder's tokenizer file (vocab.txt, or a BERT's tokenizer.json)."""
+    return (*COPIED, tokenizer_name(read_checkpoint_config(folder)) if (folder / CONFIG_FILE).is_file()
+            else VOCAB_FILE)
+
+
+def tokenizer_name(config: dict) -> str:
+    return TOKENIZER_KINDS.get(config.get("tokenizer"), VOCAB_FILE)
 
 
 def _need(*names: str) -> None:
@@ -51,7 +62,7 @@ def _torch_model(model_dir: str | Path):
     folder = Path(model_dir)
     if not folder.is_dir():
         raise DataError(f"{folder}: model folder not found")
-    for name in (WEIGHTS_FILE, *COPIED):
+    for name in (WEIGHTS_FILE, *_copied(folder)):
         if not (folder / name).is_file():
             raise DataError(f"{folder}: lacks {name}, which the ONNX export needs")
     return load_checkpoint(load("torch", "cpu", "fp32"), folder)   # its model_type checked there
@@ -163,7 +174,7 @@ def write_onnx(model_dir: str | Path, folder: str | Path) -> dict:
     exported = time.perf_counter()
     _quantize_int8(folder / FP32_FILE, folder / INT8_FILE)
     quantized = time.perf_counter()
-    for name in COPIED:
+    for name in _copied(Path(model_dir)):
         shutil.copyfile(Path(model_dir) / name, folder / name)
     return {"model_type": config["model_type"], "export_s": exported - start,
             "quantize_s": quantized - exported, "fp32_bytes": (folder / FP32_FILE).stat().st_size,
@@ -172,7 +183,8 @@ def write_onnx(model_dir: str | Path, folder: str | Path) -> dict:
 
 def export_onnx(model_dir: str | Path, out_dir: str | Path) -> Path:
     """Export the kdlib model folder ``model_dir`` to the ONNX folder ``out_dir``, written whole or
-    not at all: ``model.onnx``, ``model.int8.onnx``, ``config.json``, ``vocab.txt``."""
+    not at all: ``model.onnx``, ``model.int8.onnx``, ``config.json``, and its ``vocab.txt`` (or
+    ``tokenizer.json``)."""
     with atomic_dir(out_dir) as tmp:
         write_onnx(model_dir, tmp)
     return Path(out_dir)

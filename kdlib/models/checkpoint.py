@@ -60,13 +60,18 @@ def read_checkpoint_config(folder: str | Path) -> dict:
 def load_checkpoint(B, folder: str | Path):
     """Rebuild the model saved in ``folder`` on backend ``B``; returns ``(model, config_dict)``.
 
-    The model is on ``B.device`` in eval mode. Missing files, unreadable or truncated weights, an
+    The model is on ``B.device`` in eval mode. A teacher folder of an encoder family that kdlib does
+    not build (config.json ``kdflow_runtime: transformers``) loads through
+    :mod:`kdlib.models.hf_teacher`. Missing files, unreadable or truncated weights, an
     unknown ``model_type``, bad config fields and key or shape mismatches are one-line DataErrors
     naming the file.
     """
     folder = Path(folder)
     config = read_checkpoint_config(folder)
     model_type = config.get("model_type")
+    if config.get("kdflow_runtime") == "transformers":    # a fine-tuned teacher of another family
+        from .hf_teacher import load
+        return load(B, folder, config), config
     if model_type not in MODEL_TYPES:
         raise DataError(f"{folder / CONFIG_FILE}: model_type {model_type!r} is not one of "
                         f"{', '.join(sorted(MODEL_TYPES))}")

@@ -84,12 +84,15 @@ def read_hf_config(folder: Path) -> dict:
     return read_json(Path(folder) / "config.json")
 
 
-def load_pretrained_bert(B, folder, num_labels: int, log: Callable[[str], None] = print):
+def load_pretrained_bert(B, folder, num_labels: int, log: Callable[[str], None] = print,
+                         classifier_rows: list[int] | None = None):
     """Build a BERT classifier from a HF folder (``config.json`` + ``model.safetensors``).
 
     Keys map explicitly (optional ``bert.`` prefix, ``embeddings.position_ids`` ignored) and every
     shape is asserted. Missing encoder/embedding weights are an error; a missing pooler or classifier
     is initialised and logged; unexpected keys (e.g. ``cls.*`` pre-training heads) are logged.
+    ``classifier_rows`` (a fine-tuned classifier's folder): its classifier must be there, and its
+    output rows are taken in this order (the task's label order).
     Returns ``(model, cfg)`` with the model on ``B.device``, in train mode.
     """
 
@@ -105,6 +108,11 @@ def load_pretrained_bert(B, folder, num_labels: int, log: Callable[[str], None] 
         if key in _IGNORED_KEYS or hf_key(key) in _IGNORED_KEYS:
             continue
         arrays[hf_key(key)] = value.astype(np.float32) if value.dtype.kind == "f" else value
+    if classifier_rows is not None:
+        for key in ("classifier.weight", "classifier.bias"):
+            if key not in arrays:
+                raise DataError(f"{weights_path}: no {key}; not a fine-tuned sequence classifier")
+            arrays[key] = arrays[key][classifier_rows]
     model = build_bert(B, cfg)
     missing, unexpected = load_state_numpy(model, arrays, strict=False, source=weights_path)
     body_missing = [k for k in missing if not k.startswith(HEAD_PREFIXES)]

@@ -1,0 +1,261 @@
+"""Bring your own teacher (teacher.finetuned): tiny fine-tuned classifiers of five encoder families
+(RoBERTa with a byte-level BPE tokenizer, DeBERTa-v2 with a Unigram one, ELECTRA and DistilBERT
+and BERT with WordPiece), built in the test (tests/hfteachers.py); their labels matched to the
+task's by name; the one-line refusals (label mismatch, un-fine-tuned, pickle-only, a layer-based
+recipe on a non-BERT teacher); and kd and distilled_lstm distilled from each by the workflow.
+
+Runs in the workflow runtime (.venv): it needs transformers."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("transformers")
+
+import hfteachers  # noqa: E402
+import tinydata  # noqa: E402
+from conftest import ONEFLOW_PYTHON, TORCH_PYTHON, error_lines  # noqa: E402
+
+from kdlib import backend  # noqa: E402
+from kdlib.errors import ConfigError  # noqa: E402
+from kdlib.models import families  # noqa: E402
+from kdlib.models.checkpoint import load_checkpoint  # noqa: E402
+from workflow_scripts import import_teacher, ofrecord_bert  # noqa: E402
+
+NON_BERT = ("roberta", "deberta-v2", "electra", "distilbert")
+REVERSED = {0: "POSITIVE", 1: "NEGATIVE"}          # another order and case than the task's
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The task's files and a fine-tuned teacher of every family (ELECTRA's labels reversed)."""
+    root = tmp_path_factory.mktemp("byo")
+    task = hfteachers.write_task(root / "task")
+    teachers = {family: hfteachers.build_teacher(family, root / family, root / "task",
+                                                 id2label=REVERSED if family == "electra" else None)
+                for family in (*NON_BERT, "bert")}
+    return root, task, teachers
+
+
+def records_of(built, family, tmp_path, max_length=16):
+    """The task's records, made with ``family``'s tokenizer.json by the record stage."""
+    root, task, teachers = built
+    out = tmp_path / f"bert{max_length}"
+    assert ofrecord_bert.main(["--task", "reviews", "--custom", json.dumps(task), "--glue-root", "x",
+                               "--validation-fraction", "0.1", "--validation-max-rows", "100",
+                               "--validation-seed", "0", "--out-dir", str(out), "--tokenizer",
+                               str(teachers[family] / "tokenizer.json"), "--max-length", str(max_length)]) == 0
+    return out
+
+
+def hf_logits(folder, texts, max_length=16):
+    """The folder's logits for ``texts`` through transformers and tokenizers alone (fp32)."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForSequenceClassification
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_length)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    rows = []
+    for text in texts:
+        ids = torch.tensor([tok.encode(text).ids])
+        with torch.no_grad():
+            rows.append(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0].numpy())
+    return np.stack(rows)
+
+
+def texts_of(built, split):
+    root = built[0]
+    return [line.split(",")[0] for line in (root / "task" / f"{split}.csv").read_text().splitlines()[1:]]
+
+
+# ---- labels, folders -----------------------------------------------------------------------------
+
+def test_labels_match_by_name_in_any_order_and_case():
+    config = {"id2label": {"0": "POSITIVE", "1": "Negative"}}
+    assert families.label_order(config, ["negative", "positive"], False) == [1, 0]
+    renamed = {"id2label": {"0": "LABEL_0", "1": "LABEL_1"}}
+    assert families.label_order(renamed, ["neg", "pos"], False, {"LABEL_0": "pos", "label_1": "neg"}) == [1, 0]
+
+
+@pytest.mark.parametrize("config, task_labels, regression, says", [
+    ({"id2label": {"0": "neg", "1": "pos"}}, ["negative", "positive"], False,
+     "the teacher's labels [neg, pos] are not the task's [negative, positive]; rename them with teacher.label_map"),
+    ({"id2label": {"0": "a", "1": "b", "2": "c"}}, ["a", "b"], False, "the teacher's labels [a, b, c] are not"),
+    ({"id2label": {"0": "a", "1": "b"}}, [], True, "the task is a regression (one score), but the teacher "
+                                                   "is a classifier of 2 labels (a, b)"),
+    ({"id2label": {"0": "LABEL_0"}, "problem_type": "regression"}, ["a", "b"], False,
+     "the teacher regresses one score, but the task classifies 2 labels (a, b)"),
+    ({"id2label": {"1": "a", "2": "b"}}, ["a", "b"], False, "id2label ids must be 0..1"),
+])
+def test_a_label_mismatch_is_one_line_naming_both_lists(config, task_labels, regression, says):
+    with pytest.raises(ConfigError, match=None) as err:
+        families.label_order(config, task_labels, regression)
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_folder_without_safetensors_or_tokenizer_is_refused_in_one_line(built, tmp_path):
+    source = built[2]["roberta"]
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(source / "config.json", pickled / "config.json")
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x02not to be unpickled")
+    with pytest.raises(ConfigError) as err:
+        families.check_folder(pickled)
+    assert "holds pytorch_model.bin but no model.safetensors; kdflow never unpickles weights" in str(err.value)
+    assert "save_pretrained(" in str(err.value) and "safe_serialization=True" in str(err.value)
+    untokenized = tmp_path / "untokenized"
+    shutil.copytree(source, untokenized)
+    (untokenized / "tokenizer.json").unlink()
+    with pytest.raises(ConfigError, match="has no tokenizer.json"):
+        families.check_folder(untokenized)
+    with pytest.raises(ConfigError, match="is not a folder"):
+        families.check_folder(tmp_path / "nowhere")
+
+
+def test_a_non_bert_teacher_gives_a_student_its_widths_and_vocabulary(built):
+    config = json.loads((built[2]["distilbert"] / "config.json").read_text())
+    shape = families.student_shape(config, 123)
+    assert shape["hidden_size"] == 32 and shape["num_attention_heads"] == 4 and shape["intermediate_size"] == 64
+    assert shape["num_hidden_layers"] == 2 and shape["vocab_size"] == 123
+
+
+# ---- the import stage ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", [*NON_BERT, "bert"])
+def test_the_imported_teacher_gives_transformers_logits_in_the_tasks_label_order(built, family, tmp_path, capsys):
+    records = records_of(built, family, tmp_path)
+    out = tmp_path / "teacher"
+    assert import_teacher.main(["--task", "reviews", "--finetuned", str(built[2][family]), "--records",
+                                str(records), "--label-map", "{}", "--out", str(out), "--eval-batch-size", "8",
+                                "--backend", "torch", "--device", "cpu", "--precision", "fp32",
+                                "--threads", "1"]) == 0
+    assert "validation accuracy" in capsys.readouterr().err
+    config = json.loads((out / "config.json").read_text())
+    assert config["labels"] == ["negative", "positive"] and (out / "tokenizer.json").is_file()
+    assert config.get("kdflow_runtime") == (None if family == "bert" else "transformers")
+    B = backend.load("torch", "cpu", "fp32")
+    model, _ = load_checkpoint(B, out)
+    texts = texts_of(built, "dev")[:12]
+    from kdlib.data.convert import bert_arrays, subword
+    arrays = bert_arrays(subword(out / "tokenizer.json", 16), texts)
+    with B.no_grad():
+        ours = model(input_ids=B.tensor(arrays["input_ids"]), attention_mask=B.tensor(arrays["input_mask"]),
+                     token_type_ids=B.tensor(arrays["segment_ids"]))["logits"].numpy()
+    theirs = hf_logits(built[2][family], texts)
+    if family == "electra":                    # its columns are POSITIVE, NEGATIVE: reordered
+        theirs = theirs[:, ::-1]
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_an_un_fine_tuned_teacher_stops_the_import_in_one_line(built, tmp_path, capsys):
+    raw = hfteachers.build_teacher("distilbert", tmp_path / "raw", built[0] / "task", steps=0)
+    records = records_of(built, "distilbert", tmp_path)
+    assert import_teacher.main(["--task", "reviews", "--finetuned", str(raw), "--records", str(records),
+                                "--label-map", "{}", "--out", str(tmp_path / "teacher"), "--eval-batch-size", "8",
+                                "--backend", "torch", "--device", "cpu", "--precision", "fp32",
+                                "--threads", "1"]) == 1
+    [line] = error_lines(capsys)
+    assert "no better than always answering the majority label" in line and "looks un-fine-tuned" in line
+    assert not (tmp_path / "teacher").exists()
+
+
+def test_a_label_mismatch_stops_the_import_naming_both_lists(built, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(built[2]["roberta"], other)
+    config = json.loads((other / "config.json").read_text())
+    config["id2label"] = {"0": "neg", "1": "pos"}
+    (other / "config.json").write_text(json.dumps(config))
+    records = records_of(built, "roberta", tmp_path)
+    args = ["--task", "reviews", "--finetuned", str(other), "--records", str(records), "--out",
+            str(tmp_path / "teacher"), "--eval-batch-size", "8", "--backend", "torch", "--device", "cpu",
+            "--precision", "fp32", "--threads", "1", "--label-map"]
+    assert import_teacher.main(args + ["{}"]) == 1
+    [line] = error_lines(capsys)
+    assert "the teacher's labels [neg, pos] are not the task's [negative, positive]" in line
+    assert import_teacher.main(args + [json.dumps({"neg": "negative", "pos": "positive"})]) == 0
+
+
+# ---- the workflow --------------------------------------------------------------------------------
+
+def workflow_config(work, task, teacher, students, **extra) -> None:
+    from localhttp import dead_port
+    tinydata.write_pretrained(work / "tiny_bert", num_hidden_layers=2)
+    config = {"backend": "torch", "device": "cpu", "precision": "fp32",
+              "runtimes": {"torch": str(TORCH_PYTHON), "oneflow": str(ONEFLOW_PYTHON)},
+              "tasks": ["reviews"], "custom_tasks": {"reviews": task},
+              "data": {"glue_url": f"http://127.0.0.1:{dead_port()}/glue", "retries": 0,
+                       "max_length": {"default": 16}},
+              "teacher": {"pretrained": str(work / "tiny_bert"), "finetuned": str(teacher)},
+              "students_train": {"epochs": 4, "batch_size": 8, "lr": 3.0e-3},
+              "students": students, "speed": {"rounds": 1, "latency_examples": 5}, **extra}
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+BERT_STUDENT = {"model": "bert", "layers": 1, "hidden": 16, "heads": 4, "intermediate": 32}
+LSTM_STUDENT = {"model": "bilstm", "hidden": 16, "embedding": 16, "intermediate": 16}
+KD_AND_LSTM = {"kd": {"algorithm": "kd", "architecture": BERT_STUDENT},
+               "lstm": {"algorithm": "distilled_lstm", "architecture": LSTM_STUDENT}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", NON_BERT)
+def test_the_workflow_distils_kd_and_distilled_lstm_from_a_teacher_of_any_family(built, family, tmp_path):
+    from test_workflow_e2e import copy_workflow, snakemake
+    work = copy_workflow(tmp_path)
+    workflow_config(work, built[1], built[2][family], KD_AND_LSTM)
+    snakemake(work)
+    results = work / "results/reviews"
+    teacher = json.loads((results / "teacher_eval.json").read_text())
+    assert teacher["score"] > 0.75, teacher                # the fine-tuned teacher, not a guess
+    with np.load(results / "teacher_logits.npz") as cache:
+        cached = cache["train"]
+    theirs = hf_logits(built[2][family], texts_of(built, "train"))
+    if family == "electra":
+        theirs = theirs[:, ::-1]
+    np.testing.assert_allclose(cached, theirs, atol=1e-4)  # row i of the cache is train row i
+    for student in ("kd", "lstm"):
+        assert json.loads((results / f"{student}_eval.json").read_text())["score"] >= 0
+    assert (results / "kd/tokenizer.json").read_bytes() == (built[2][family] / "tokenizer.json").read_bytes()
+    assert (results / "lstm/vocab.txt").is_file()
+    assert "| teacher |" in (results / "report.md").read_text()
+    card = (results / "teacher/README.md").read_text()
+    assert f"{json.loads((built[2][family] / 'config.json').read_text())['model_type']} (transformers)" in card
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("student, says", [
+    ({"algorithm": "tinybert", "architecture": BERT_STUDENT},
+     "student s (algorithm tinybert) needs the teacher's hidden states and attentions in kdlib's BERT, but "
+     "the teacher of reviews is a roberta (teacher.finetuned), which kdlib runs only through transformers"),
+    ({"algorithm": "none", "architecture": {**BERT_STUDENT, "hidden": 32, "heads": 4, "intermediate": 64,
+                                            "init": "pretrained"}},
+     "student s (algorithm none) needs layers copied into it (init: pretrained)"),
+])
+def test_a_recipe_that_needs_layers_stops_before_anything_runs(built, tmp_path, student, says):
+    from test_workflow_e2e import copy_workflow, snakemake
+    work = copy_workflow(tmp_path)
+    workflow_config(work, built[1], built[2]["roberta"], {"s": student})
+    out = snakemake(work, "-n", check=False)
+    assert out.returncode != 0 and says in out.stdout + out.stderr
+    assert not (work / "results").exists()
+
+
+@pytest.mark.slow
+def test_a_pickle_only_teacher_stops_the_workflow_in_one_line(built, tmp_path):
+    from test_workflow_e2e import copy_workflow, snakemake
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(built[2]["roberta"] / "config.json", pickled / "config.json")
+    (pickled / "pytorch_model.bin").write_bytes(b"not to be unpickled")
+    (tmp_path / "work").mkdir()
+    work = copy_workflow(tmp_path / "work")
+    workflow_config(work, built[1], pickled, KD_AND_LSTM)
+    out = snakemake(work, "-n", check=False)
+    assert out.returncode != 0 and "holds pytorch_model.bin but no model.safetensors" in out.stdout + out.stderr
