@@ -103,6 +103,11 @@ def _check_tasks(config: dict) -> None:
             raise ConfigError(f"config error at tasks.{i}: {name!r} is neither a built-in task "
                               f"({', '.join(TASKS)}) nor defined under custom_tasks")
     finetuned = config.get("teacher", {}).get("finetuned")
+    ensemble = config.get("teacher", {}).get("ensemble") or []
+    if ensemble and (len(ensemble) < 2 or finetuned is not None or "builtin" in ensemble[1:]):
+        raise ConfigError("config error at teacher.ensemble: give two or more teachers, fine-tuned folders "
+                          "(the first may be builtin, the teacher fine-tuned here), and leave teacher.finetuned "
+                          "null")
     for name in finetuned if isinstance(finetuned, dict) else ():
         if name not in TASKS and name not in custom:
             raise ConfigError(f"config error at teacher.finetuned.{name}: no such task")
@@ -144,8 +149,11 @@ def max_length(config: dict, task: str) -> int:
 
 
 def finetuned_teacher(config: dict, task: str) -> str | None:
-    """The folder of the task's already fine-tuned teacher (``teacher.finetuned``), or None when
-    the teacher is fine-tuned here from ``teacher.pretrained``."""
+    """The folder of the task's already fine-tuned teacher (``teacher.finetuned``, or the first of
+    ``teacher.ensemble``), or None when it is fine-tuned here from ``teacher.pretrained``."""
+    ensemble = config["teacher"].get("ensemble") or []
+    if ensemble:                                  # its first teacher is the task's teacher folder
+        return None if ensemble[0] == "builtin" else ensemble[0]
     finetuned = config["teacher"].get("finetuned")
     return finetuned.get(task) if isinstance(finetuned, dict) else finetuned
 
@@ -237,12 +245,18 @@ def check_students(config: dict, teacher: dict, task: str | None = None, family:
     (the teacher's config.json, or the BERT shape a teacher of another family stands for,
     :func:`kdlib.models.families.student_shape`). ``family``: the ``model_type`` of a fine-tuned
     teacher (``teacher.finetuned``) that kdlib runs only through transformers; a student that needs
-    the teacher's layers (live hidden states or attentions, or layers copied into it) cannot use it."""
+    the teacher's layers (live hidden states or attentions, or layers copied into it) cannot use it;
+    nor, under ``teacher.ensemble``, one that needs a single teacher's layers."""
     from .distill.recipes import get_recipe
 
+    ensemble = config["teacher"].get("ensemble")
     for name in config["students"]:
         spec = student_spec(config, name, task)
         recipe = get_recipe(spec["algorithm"], name)
+        if ensemble and (recipe.needs_teacher or spec["architecture"]["init"] == "teacher"):
+            raise ConfigError(f"student {name} (algorithm {spec['algorithm']}) needs one teacher's layers, "
+                              "but teacher.ensemble gives the students only the teachers' averaged outputs: "
+                              "use kd or distilled_lstm students with it")
         if family is not None and (recipe.needs_teacher or spec["architecture"]["init"] != "random"):
             what = ("the teacher's hidden states and attentions in kdlib's BERT" if recipe.needs_teacher
                     else f"layers copied into it (init: {spec['architecture']['init']}) from a BERT "

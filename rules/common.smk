@@ -1,5 +1,6 @@
 # Config validation, the runtime of each stage, wildcard constraints and named input functions.
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import kdlib.distill.recipes
 import kdlib.backend
 import kdlib.config
 import kdlib.errors
+import kdlib.io
 import kdlib.data.convert
 import kdlib.models.families
 import kdlib.models.pretrained
@@ -42,6 +44,7 @@ wildcard_constraints:
     builtin="|".join(kdlib.data.tasks.BUILTIN_TASKS),
     glue_dir="|".join(GLUE_DIRS_ONE_DEV),
     seq=r"\d+",
+    member=r"\d+",
 
 
 # ---- runtimes ------------------------------------------------------------------------------------
@@ -219,8 +222,12 @@ def glue_task_name(wildcards):
     return next(t.name for t in TASKS.values() if t.glue_dir == wildcards.glue_dir)
 
 
+def bert_dir(task):
+    return f"data/ofrecord/{task}/bert{bert_length(task)}"
+
+
 def bert_dir_of(wildcards):
-    return f"data/ofrecord/{wildcards.task}/bert{bert_length(wildcards.task)}"
+    return bert_dir(wildcards.task)
 
 
 def bert_records_of(wildcards):
@@ -256,9 +263,9 @@ def teacher_hparams(wildcards):
 # ---- students ------------------------------------------------------------------------------------
 RESERVED_NAMES = ("teacher", "init", "report", "accuracy_vs_speedup", "speed", "training_curves")
 for _name in config["students"]:
-    if _name in RESERVED_NAMES or kdlib.config.SEED_SUFFIX.match(_name):
+    if _name in RESERVED_NAMES or kdlib.config.SEED_SUFFIX.match(_name) or re.fullmatch(r"teacher_\d+", _name):
         raise WorkflowError(f"students.{_name}: the name is reserved (or ends like a seed run, "
-                            "_seed<k>); choose another")
+                            "_seed<k>, or names an ensemble's teacher, teacher_<k>); choose another")
 try:
     TEACHER_CONFIG = kdlib.models.pretrained.read_pretrained_config(TEACHER_DIR)
 except kdlib.errors.KdflowError as exc:
@@ -321,17 +328,127 @@ except kdlib.errors.KdflowError as exc:
     raise WorkflowError(str(exc))
 
 
+# ---- an ensemble of teachers (teacher.ensemble) --------------------------------------------------
+# Teacher k = 0 is the task's teacher folder above (fine-tuned here, or the first folder); teacher
+# k >= 1 is imported into results/{task}/teacher_<k>/. Each is evaluated (teacher_<k>_eval.json);
+# teacher_eval.json is then the ensemble's, the mean of their probabilities (kdlib.evaluate.ensemble).
+ENSEMBLE = config["teacher"]["ensemble"]
+MEMBERS = list(range(len(ENSEMBLE)))
+
+
+def member_source(k):
+    return Path(ENSEMBLE[int(k)]).expanduser()
+
+
+_MEMBER_CONFIGS = {}
+
+
+def member_config(k):
+    """The checked config.json of ensemble folder ``k`` >= 1."""
+    k = int(k)
+    if k not in _MEMBER_CONFIGS:
+        _MEMBER_CONFIGS[k] = kdlib.models.families.check_folder(member_source(k), f"teacher.ensemble[{k}]")
+    return _MEMBER_CONFIGS[k]
+
+
+def member_is_hf(task, k):
+    """Whether ensemble teacher ``k`` runs through transformers."""
+    k = int(k)
+    if k == 0:
+        return teacher_shape(task)[1] is not None
+    return not kdlib.models.families.runs_in_kdlib(member_config(k))
+
+
+def _own_records(task, k):
+    """Whether teacher ``k`` needs records of its own: its tokenizer is not the first teacher's."""
+    if int(k) == 0:
+        return False
+    mine = kdlib.data.convert.folder_tokenizer(member_source(k))
+    return kdlib.io.file_digest(mine) != kdlib.io.file_digest(teacher_tokenizer_file(task))
+
+
+def member_records_dir(task, k, transfer=None):
+    """The record folder teacher ``k`` reads: the task's BERT records when it shares the first
+    teacher's tokenizer, else its own (ofrecord_member); ``transfer``: the copy with that set."""
+    base = bert_dir(task)
+    folder = f"{base}-teacher_{int(k)}" if _own_records(task, k) else base
+    return f"{folder}+{transfer}" if transfer else folder
+
+
+def member_folder(task, k):
+    return f"results/{task}/teacher" if int(k) == 0 else f"results/{task}/teacher_{int(k)}"
+
+
+def check_ensemble(task):
+    """Every ensemble folder holds a fine-tuned teacher; a transfer set needs one tokenizer."""
+    for k in MEMBERS[1:]:
+        member_config(k)
+    sets = {kdlib.config.transfer_of(config, s, task) for s in config["students"]} - {None}
+    mixed = [k for k in MEMBERS if _own_records(task, k)]
+    if sets and mixed:
+        raise kdlib.errors.ConfigError(
+            f"teacher.ensemble: teacher {mixed[0]} ({member_source(mixed[0])}) has a tokenizer of its own, "
+            f"but transfer set {sorted(sets)[0]} is labelled by every teacher on the first one's records; "
+            "use teachers that share a tokenizer, or no transfer set")
+
+
 def _hf_teacher(task):
-    return teacher_shape(task)[1] is not None
+    """Whether a stage that runs the task's teacher (every teacher of an ensemble) needs transformers."""
+    return any(member_is_hf(task, k) for k in (MEMBERS or [0]))
+
+
+def member_python(wildcards):
+    return DATA_PYTHON if member_is_hf(wildcards.task, wildcards.member) else TRAIN_PYTHON
+
+
+def member_backend(wildcards):
+    return "torch" if member_is_hf(wildcards.task, wildcards.member) else BACKEND
+
+
+def member_inputs(wildcards):
+    """Teacher ``k``'s weights in its teacher folder and the meta.json of its records."""
+    return {"weights": f"{member_folder(wildcards.task, wildcards.member)}/model.safetensors",
+            "records": f"{member_records_dir(wildcards.task, wildcards.member)}/meta.json"}
+
+
+def member_source_inputs(wildcards):
+    """Ensemble folder ``k`` >= 1's config and weights (a change imports it again) and its records."""
+    source = member_source(wildcards.member)
+    return {"finetuned": [str(source / "config.json"), str(source / "model.safetensors")],
+            "records": f"{member_records_dir(wildcards.task, wildcards.member)}/meta.json"}
+
+
+def member_tokenizer(wildcards):
+    return str(kdlib.data.convert.folder_tokenizer(member_source(wildcards.member)))
+
+
+def ensemble_cache_inputs(wildcards, transfer=None):
+    """The other teachers' weights and records that an ensemble's logit cache reads."""
+    return [path for k in MEMBERS[1:]
+            for path in (f"{member_folder(wildcards.task, k)}/model.safetensors",
+                         f"{member_records_dir(wildcards.task, k, transfer)}/meta.json")]
+
+
+def ensemble_members_arg(wildcards, transfer=None):
+    """--members of the logit cache: each other teacher's folder=records."""
+    if not ENSEMBLE:
+        return ""
+    pairs = [f"{member_folder(wildcards.task, k)}={member_records_dir(wildcards.task, k, transfer)}"
+             for k in MEMBERS[1:]]
+    return "--members " + " ".join(pairs)
+
+
+def teacher_tokenizer_file(task):
+    """The tokenizer file the task's BERT records are made with: the fine-tuned teacher's
+    (tokenizer.json, else vocab.txt), or the pretrained folder's vocab.txt."""
+    folder = finetuned_folder(task)
+    if folder is None:
+        return TEACHER_DIR / "vocab.txt"
+    return kdlib.data.convert.folder_tokenizer(folder)
 
 
 def teacher_tokenizer(wildcards):
-    """The tokenizer file the task's BERT records are made with: the fine-tuned teacher's
-    (tokenizer.json, else vocab.txt), or the pretrained folder's vocab.txt."""
-    folder = finetuned_folder(wildcards.task)
-    if folder is None:
-        return str(TEACHER_DIR / "vocab.txt")
-    return str(kdlib.data.convert.folder_tokenizer(folder))
+    return str(teacher_tokenizer_file(wildcards.task))
 
 
 def teacher_python(wildcards):
@@ -362,6 +479,13 @@ def _tasks_re(names):
 
 IMPORTED_RE = _tasks_re(FINETUNED_TASKS)
 FINETUNED_HERE_RE = _tasks_re([t for t in (*TASKS, *CUSTOM) if t not in FINETUNED_TASKS])
+
+if ENSEMBLE:
+    try:
+        for _checked in dict.fromkeys(config["tasks"]):
+            check_ensemble(_checked)
+    except kdlib.errors.KdflowError as exc:
+        raise WorkflowError(str(exc))
 STUDENTS = list(config["students"])
 # Every student's runs under `seeds: N` (kdlib.config.runs): the `student` wildcard is a run.
 RUNS = [run for student in STUDENTS for run in kdlib.config.runs(config, student)]
@@ -510,10 +634,11 @@ def distill_sources(wildcards, input):
     return " ".join(args)
 
 
-# The teacher-logit cache of a record folder (rules cache_teacher_logits, cache_transfer_logits).
+# The teacher-logit cache of a record folder (cache_teacher_logits, cache_transfer_logits); with
+# teacher.ensemble, --members names the other teachers and their records.
 CACHE_LOGITS_SHELL = (
     "{params.python} -m workflow_scripts.cache_teacher_logits --task {wildcards.task}"
-    " --teacher results/{wildcards.task}/teacher --records {params.records} --out {output}"
+    " --teacher results/{wildcards.task}/teacher --records {params.records} {params.members} --out {output}"
     " --eval-batch-size {params.eval_batch_size} --backend {params.backend} --device {params.device}"
     " --precision {params.precision}"
     " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}")
@@ -525,13 +650,20 @@ def folder_of_weights(wildcards, input):
 
 
 def speed_models(wildcards):
-    """The speed stage's models: the teacher, then every student's first run."""
-    return [f"results/{wildcards.task}/teacher"] + [f"results/{wildcards.task}/{s}" for s in STUDENTS]
+    """The speed stage's models: the teacher (every teacher of an ensemble), then every student's
+    first run."""
+    teachers = [member_folder(wildcards.task, k) for k in MEMBERS] or [f"results/{wildcards.task}/teacher"]
+    return teachers + [f"results/{wildcards.task}/{s}" for s in STUDENTS]
 
 
 def speed_records(wildcards):
     """Each model's record folder, in the order of speed_models."""
-    return [bert_dir_of(wildcards)] + [_records_dir(wildcards.task, s, transfer=False) for s in STUDENTS]
+    teachers = [member_records_dir(wildcards.task, k) for k in MEMBERS] or [bert_dir_of(wildcards)]
+    return teachers + [_records_dir(wildcards.task, s, transfer=False) for s in STUDENTS]
+
+
+def speed_ensemble(wildcards):
+    return f"--ensemble {len(MEMBERS)}" if MEMBERS else ""
 
 
 def speed_record_files(wildcards):
@@ -553,6 +685,12 @@ def model_records_dir(wildcards):
     if wildcards.model == "teacher":
         return bert_dir_of(wildcards)
     return _records_dir(wildcards.task, wildcards.model, transfer=False)
+
+
+def model_eval(wildcards):
+    """A model folder's eval JSON (the folder of an ensemble's first teacher: teacher_0's)."""
+    name = "teacher_0" if wildcards.model == "teacher" and ENSEMBLE else wildcards.model
+    return f"results/{wildcards.task}/{name}_eval.json"
 
 
 def model_transfer(wildcards):

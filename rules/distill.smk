@@ -6,9 +6,11 @@ rule cache_teacher_logits:
     input:
         weights="results/{task}/teacher/model.safetensors",
         records=bert_records_of,
+        members=ensemble_cache_inputs,  # teacher.ensemble: the other teachers and their records
     output:
         "results/{task}/teacher_logits.npz",
     params:
+        members=ensemble_members_arg,
         python=teacher_python,  # a transformers teacher: the torch runtime
         backend=teacher_backend,
         device=config["device"],

@@ -7,7 +7,7 @@
 rule model_card:
     input:
         config="results/{task}/{model}/config.json",
-        eval="results/{task}/{model}_eval.json",
+        eval=model_eval,  # an ensemble's first teacher: its own evaluation, teacher_0_eval.json
         teacher_eval="results/{task}/teacher_eval.json",
         speed="results/{task}/speed.json",
     output:

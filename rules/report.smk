@@ -22,6 +22,8 @@ rule report:
         students=expand("results/{{task}}/{run}_eval.json", run=RUNS),
         predictions=expand("results/{{task}}/{model}_predictions.npz", model=["teacher", *RUNS]),
         logs=report_logs,  # the teacher's too where it was fine-tuned here
+        members=expand("results/{{task}}/teacher_{member}_eval.json", member=MEMBERS),  # teacher.ensemble
+        member_predictions=expand("results/{{task}}/teacher_{member}_predictions.npz", member=MEMBERS),
         speed="results/{task}/speed.json",
         records=bert_records_of,
     output:
@@ -71,6 +73,7 @@ rule report:
         "{params.python} -m workflow_scripts.report --task {wildcards.task} --records {params.records}"
         " --teacher {input.teacher}"
         " --students {input.students:q} --predictions {input.predictions:q} --logs {input.logs:q}"
+        " --members {input.members:q} --member-predictions {input.member_predictions:q}"
         " --speed {input.speed} --baselines {params.baselines:q}"
         " --md {output.md} --csv {output.csv} --html {output.html} --png {output.png}"
         " --curves {output.curves} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

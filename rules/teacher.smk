@@ -74,3 +74,33 @@ rule import_teacher:
         " --out results/{wildcards.task}/teacher --eval-batch-size {params.eval_batch_size}"
         " --backend {params.backend} --device {params.device} --precision {params.precision}"
         " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+
+
+rule import_member:
+    input:
+        unpack(member_source_inputs),  # teacher.ensemble: teacher k >= 1, its folder and records
+    output:
+        weights="results/{task}/teacher_{member}/model.safetensors",
+        config="results/{task}/teacher_{member}/config.json",
+    params:
+        python=member_python,
+        backend=member_backend,
+        device=config["device"],
+        precision=PRECISION,
+        folder=lambda wildcards: str(member_source(wildcards.member)),
+        label_map=json.dumps(config["teacher"]["label_map"], sort_keys=True),
+        records=lambda wildcards: member_records_dir(wildcards.task, wildcards.member),
+        eval_batch_size=config["eval_batch_size"],
+    wildcard_constraints:
+        member=r"[1-9]\d*",
+    log:
+        "logs/{task}/import_teacher_{member}.log",
+    threads: JOB_THREADS
+    resources:
+        gpu=1,
+    shell:
+        "{params.python} -m workflow_scripts.import_teacher --task {wildcards.task}"
+        " --finetuned {params.folder:q} --records {params.records} --label-map {params.label_map:q}"
+        " --out results/{wildcards.task}/teacher_{wildcards.member} --eval-batch-size {params.eval_batch_size}"
+        " --backend {params.backend} --device {params.device} --precision {params.precision}"
+        " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

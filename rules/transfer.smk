@@ -55,9 +55,11 @@ rule cache_transfer_logits:
     input:
         weights="results/{task}/teacher/model.safetensors",
         records=lambda wildcards: f"{bert_dir_of(wildcards)}+{wildcards.transfer}/meta.json",
+        members=lambda wildcards: ensemble_cache_inputs(wildcards, wildcards.transfer),
     output:
         "results/{task}/teacher_logits+{transfer}.npz",
     params:
+        members=lambda wildcards: ensemble_members_arg(wildcards, wildcards.transfer),
         python=teacher_python,  # a transformers teacher: the torch runtime
         backend=teacher_backend,
         device=config["device"],

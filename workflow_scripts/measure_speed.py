@@ -28,6 +28,9 @@ def parse_args(argv=None):
     p.add_argument("--latency-examples", type=int, required=True, help="dev examples timed at batch 1")
     p.add_argument("--throughput-examples", type=int, required=True,
                    help="dev examples (whole batches of a seeded sample) timed at batch 32; 0 = all")
+    p.add_argument("--ensemble", type=int, default=0,
+                   help="the first N models are an ensemble's teachers, named teacher_0 ...; 'teacher' "
+                        "is then all of them run in turn")
     p.add_argument("--out", required=True, help="the JSON to write")
     add_runtime_args(p)
     return p.parse_args(argv)
@@ -41,13 +44,18 @@ def main(argv=None) -> int:
         raise ConfigError(f"--models gives {len(args.models)} folders, --records {len(args.records)}")
     B = backend_from(args)
     split = task.dev_splits[0]
-    models = {Path(m).name: (load_checkpoint(B, m)[0], record_file(r, split))
-              for m, r in zip(args.models, args.records)}
+    if args.ensemble == 1 or args.ensemble > len(args.models):
+        raise ConfigError(f"--ensemble {args.ensemble}: an ensemble is two or more of the --models")
+    names = [f"teacher_{k}" if k < args.ensemble else Path(m).name for k, m in enumerate(args.models)]
+    models = {name: (load_checkpoint(B, m)[0], record_file(r, split))
+              for name, m, r in zip(names, args.models, args.records)}
     result = speed.side_by_side(B, models, rounds=args.rounds, latency_examples=args.latency_examples,
                                 throughput_examples=args.throughput_examples, batch_size=32)
+    if args.ensemble:
+        speed.run_in_turn(result, names[:args.ensemble])
     result["threads"] = result["threads"] or args.threads or backend.usable_cpus()  # OneFlow: no count
     write_text(args.out, json.dumps(result, indent=2) + "\n")
-    teacher = next(iter(models))
+    teacher = "teacher"
     fastest = max(result["models"], key=lambda n: result["models"][n]["throughput_batch32"])
     print(f"speed of {len(models)} models on {task.name} ({result['rounds']} rounds, "
           f"{result['threads']} threads, {B.precision}): {teacher} "

@@ -23,6 +23,10 @@ def parse_args(argv=None):
                    help="each student run's eval JSON (named by its model field)")
     p.add_argument("--predictions", nargs="+", required=True, metavar="NPZ",
                    help="the predictions of the teacher, then of each student run, in order")
+    p.add_argument("--members", nargs="*", default=[], metavar="EVAL_JSON",
+                   help="an ensemble teacher's members' eval JSONs (teacher.ensemble)")
+    p.add_argument("--member-predictions", nargs="*", default=[], metavar="NPZ",
+                   help="their predictions, in the order of --members")
     p.add_argument("--logs", nargs="+", required=True, metavar="CSV",
                    help="train_log.csv of the teacher and of each student (named by its folder)")
     p.add_argument("--speed", required=True, metavar="JSON", help="the speed stage's JSON")
@@ -98,11 +102,18 @@ def main(argv=None) -> int:
     split = task.dev_splits[0]
     predictions = {name: eval_json.read_predictions(path, split)
                    for name, path in zip(["teacher", *runs], args.predictions)}
+    if len(args.members) != len(args.member_predictions):
+        raise ConfigError("--members and --member-predictions must name the same teachers")
+    members = {}
+    for path, npz in zip(args.members, args.member_predictions):
+        result = eval_json.read_eval(path)
+        members[result["model"]] = result
+        predictions[result["model"]] = eval_json.read_predictions(npz, split)
     report.check_consistent(task.name, {"teacher": teacher, **runs}, {"teacher": args.teacher, **paths})
     students = list(report.group_runs(runs))
     pairs = read_pairs(args.baselines, students)
     frame = report.write_report(task.name, teacher, runs, pairs, predictions, speed.read_speed(args.speed),
-                                read_logs(args.logs), task.is_regression, outputs)
+                                read_logs(args.logs), task.is_regression, outputs, members)
     verdicts = frame[report.VERDICT].dropna().tolist() if report.VERDICT in frame else []
     collapsed = report.collapsed_runs({"teacher": teacher, **runs})
     collapsed = f"; {len(collapsed)} collapsed to one class: {', '.join(collapsed)}" if collapsed else ""

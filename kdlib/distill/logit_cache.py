@@ -17,6 +17,7 @@ import numpy as np
 from ..data.ofrecord import checked_count, record_file
 from ..data.tasks import Task
 from ..errors import DataError
+from ..evaluate.ensemble import mean_probabilities
 from ..evaluate.evaluation import predict
 from ..io import atomic_path
 from ..models.checkpoint import load_checkpoint
@@ -25,12 +26,24 @@ SPLITS = ("train",)      # the splits a student learns from the teacher's logits
 
 
 def cache_logits(B, task: Task, teacher_dir: str | Path, records: str | Path, out: str | Path,
-                 *, batch_size: int) -> dict[str, int]:
+                 *, batch_size: int, members: list[tuple[str | Path, str | Path]] = ()) -> dict[str, int]:
     """Write ``out`` (.npz): one (N, C) float32 array per split of :data:`SPLITS`. Returns rows per
-    split."""
-    model, _ = load_checkpoint(B, teacher_dir)
-    arrays = {split: predict(B, model, record_file(records, split), batch_size)[0].astype(np.float32)
-              for split in SPLITS}
+    split. ``members``: the other teachers of an ensemble (config ``teacher.ensemble``), each
+    ``(folder, its record folder)`` (made with its own tokenizer, row i the same example); the
+    cache then holds the log of the teachers' mean probabilities (:mod:`kdlib.evaluate.ensemble`)."""
+    teachers = [(teacher_dir, records), *members]
+    arrays = {}
+    for split in SPLITS:
+        logits = []
+        for folder, folder_records in teachers:
+            model, _ = load_checkpoint(B, folder)
+            logits.append(predict(B, model, record_file(folder_records, split), batch_size)[0])
+            del model
+        if len({len(z) for z in logits}) > 1:
+            raise DataError(f"the ensemble's record folders hold {[len(z) for z in logits]} {split} rows; "
+                            "rebuild them")
+        arrays[split] = (mean_probabilities(logits, task.is_regression) if members
+                         else logits[0].astype(np.float32))
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)

@@ -49,7 +49,7 @@ def build(B, task: Task, model_dir: str | Path, records: str | Path, name: str,
     summary = read_json(summary_path) if summary_path.exists() else {}
     out = {
         "task": task.name, "model": name, "model_type": config.get("model_type"),
-        "algorithm": config.get("algorithm", "teacher" if name == "teacher" else None),
+        "algorithm": config.get("algorithm") or ("teacher" if config.get("role") == "teacher" else None),
         "metric": task.metric, "score": first[task.metric], "metrics": splits,
         "parameters": count_parameters(model), "size_bytes": folder_size(model_dir),
         "train_seconds": summary.get("train_seconds"),

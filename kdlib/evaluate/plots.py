@@ -21,9 +21,10 @@ from . import stats
 if TYPE_CHECKING:
     import pandas as pd
 
-MARKERS = {"teacher": ("*", 260, "tab:red"), "baseline": ("s", 70, "tab:gray"),
-           "distilled": ("o", 70, "tab:blue")}
-LABELS = {"teacher": "teacher", "baseline": "no-KD baseline", "distilled": "distilled"}
+MARKERS = {"teacher": ("*", 260, "tab:red"), "ensemble member": ("P", 120, "tab:orange"),
+           "baseline": ("s", 70, "tab:gray"), "distilled": ("o", 70, "tab:blue")}
+LABELS = {"teacher": "teacher", "ensemble member": "ensemble member", "baseline": "no-KD baseline",
+          "distilled": "distilled"}
 
 
 def _pyplot():
@@ -54,7 +55,7 @@ def metric_errors(frame: pd.DataFrame, runs: dict[str, dict], predictions: dict[
     groups = {"teacher": ["teacher"], **group_runs(runs)}
     gold = predictions["teacher"][1]
     return {name: tuple(100 * v for v in stats.metric_interval(
-                teacher["metric"], [predictions[r][0] for r in groups[name]], gold, regression))
+                teacher["metric"], [predictions[r][0] for r in groups.get(name, [name])], gold, regression))
             for name in frame[NAME]}
 
 

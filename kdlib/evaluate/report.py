@@ -96,9 +96,14 @@ def check_consistent(task: str, evals: dict[str, dict], paths: dict[str, str]) -
 
 # ---- the rows -------------------------------------------------------------------------------------
 
+MEMBER_ROLE = "ensemble member"     # one teacher of teacher.ensemble; the ensemble is the teacher
+
+
 def role_of(name: str, result: dict) -> str:
     if name == "teacher":
         return "teacher"
+    if result.get("role") == MEMBER_ROLE:
+        return MEMBER_ROLE
     return "baseline" if result.get("algorithm") == BASELINE_ALGORITHM else "distilled"
 
 
@@ -136,6 +141,8 @@ def _architecture(result: dict) -> str:
     model_type, layers, hidden = result.get("model_type"), result.get("layers"), result.get("hidden")
     if model_type == "bilstm":
         return f"BiLSTM {hidden}"
+    if model_type == "ensemble":
+        return f"{len(result.get('members') or [])} teachers"
     if layers is None or hidden is None:
         return ""
     return f"{layers}L/{hidden}"
@@ -196,8 +203,9 @@ def _speedups(speed: dict, name: str) -> list[float]:
 
 
 def table(teacher: dict, runs: dict[str, dict], pairs: dict[str, str], predictions: dict[str, tuple],
-          speed: dict, regression: bool) -> pd.DataFrame:
-    """One row for the teacher and each student, in the units of the module docstring.
+          speed: dict, regression: bool, members: dict[str, dict] | None = None) -> pd.DataFrame:
+    """One row for the teacher, each member of an ensemble teacher (``members``: name -> eval
+    JSON, rows after the teacher's) and each student, in the units of the module docstring.
 
     ``runs`` maps run names (``kd``, ``kd_seed1`` ...) to eval JSONs; ``pairs`` is the
     ``{student: baseline}`` mapping; ``predictions`` maps ``teacher`` and every run to its
@@ -213,14 +221,16 @@ def table(teacher: dict, runs: dict[str, dict], pairs: dict[str, str], predictio
     first_metrics = [m for s, m in metric_columns if s == split]
     primary = primary_column(teacher)
     gold = predictions["teacher"][1]
+    members = {name: {**result, "role": MEMBER_ROLE} for name, result in (members or {}).items()}
+    alone = {"teacher": teacher, **members}        # rows of one model, never of seed runs
     rows = []
-    for name in ["teacher"] + row_order(firsts, pairs):
-        names = ["teacher"] if name == "teacher" else groups[name]
-        results = [teacher] if name == "teacher" else [runs[r] for r in names]
+    for name in ["teacher", *members] + row_order(firsts, pairs):
+        names = [name] if name in alone else groups[name]
+        results = [alone[name]] if name in alone else [runs[r] for r in names]
         result = results[0]
         if name not in speed["models"]:
             raise DataError(f"the speed stage measured no model {name!r}")
-        base = pairs.get(name) if name != "teacher" else None
+        base = pairs.get(name) if name not in alone else None
         base = base if base in groups else None
         row = {NAME: name, ROLE: role_of(name, result), ALGORITHM: result.get("algorithm") or "",
                ARCHITECTURE: _architecture(result), PARAMETERS: result["parameters"] / 1e6,
@@ -460,12 +470,13 @@ def html_page(task: str, frame: pd.DataFrame, note: str, png: bytes, curves: byt
 
 def write_report(task: str, teacher: dict, runs: dict[str, dict], pairs: dict[str, str],
                  predictions: dict[str, tuple], speed: dict, logs: dict, regression: bool,
-                 outputs: dict[str, Path]) -> pd.DataFrame:
+                 outputs: dict[str, Path], members: dict[str, dict] | None = None) -> pd.DataFrame:
     """Build the table and write the five outputs (``md``, ``csv``, ``html``, ``png``, ``curves``)
     atomically; returns the table. ``logs`` maps the teacher and each student (its first run's
-    name) to its ``train_log.csv`` table."""
+    name) to its ``train_log.csv`` table; ``members``: an ensemble teacher's members (their
+    predictions in ``predictions``)."""
     from . import plots
-    frame = table(teacher, runs, pairs, predictions, speed, regression)
+    frame = table(teacher, runs, pairs, predictions, speed, regression, members)
     errors = plots.metric_errors(frame, runs, predictions, teacher, regression)
     image = plots.accuracy_vs_speedup(frame, task, primary_column(teacher), errors)
     evals = {"teacher": teacher, **runs}

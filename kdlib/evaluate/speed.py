@@ -151,6 +151,19 @@ def side_by_side(B, models: dict[str, tuple[object, Path]], rounds: int = 5,
             "precision": B.precision}
 
 
+def run_in_turn(result: dict, names: list[str], into: str = "teacher") -> dict:
+    """``result`` with ``into``: the models ``names`` run one after the other on every input (an
+    ensemble), round by round: latency their latencies' sum, throughput ``1 / sum(1 / t)``."""
+    models = result["models"]
+    latency = [sum(v) for v in zip(*(models[n]["latency_rounds"] for n in names))]
+    throughput = [1 / sum(1 / t for t in v) for v in zip(*(models[n]["throughput_rounds"] for n in names))]
+    models[into] = {"latency_ms_batch1": round(statistics.median(latency), 4),
+                    "throughput_batch32": round(statistics.median(throughput), 2),
+                    "latency_rounds": [round(v, 4) for v in latency],
+                    "throughput_rounds": [round(v, 2) for v in throughput], "members": list(names)}
+    return result
+
+
 def read_speed(path: str | Path) -> dict:
     """The speed stage's JSON; a missing, unreadable or incomplete file is one DataError."""
     result = read_json(path)
