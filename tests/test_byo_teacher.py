@@ -323,9 +323,11 @@ def test_an_ensemble_of_two_teachers_caches_their_mean_probabilities(built, tmp_
     ({"ensemble": ["roberta"]}, KD_AND_LSTM, "teacher.ensemble: give two or more teachers"),
     ({"ensemble": ["roberta", "builtin"]}, KD_AND_LSTM, "(the first may be builtin"),
     ({"ensemble": ["roberta", "electra"], "finetuned": "roberta"}, KD_AND_LSTM, "leave teacher.finetuned null"),
-    ({"ensemble": ["builtin", "bert"]}, {"s": {"algorithm": "theseus", "architecture": {"layers": 1, "init": "teacher"}}},
+    ({"ensemble": ["builtin", "bert"]},
+     {"s": {"algorithm": "theseus", "architecture": {"layers": 1, "init": "teacher"}}},
      "student s (algorithm theseus) needs one teacher's layers, but teacher.ensemble gives the students only"),
-    ({"ensemble": ["roberta", "electra"]}, {"s": {"algorithm": "kd", "architecture": BERT_STUDENT, "transfer": "more"}},
+    ({"ensemble": ["roberta", "electra"]},
+     {"s": {"algorithm": "kd", "architecture": BERT_STUDENT, "transfer": "more"}},
      "teacher.ensemble: teacher 1 ("),
 ])
 def test_an_ensemble_that_cannot_work_stops_before_anything_runs(built, tmp_path, teacher_config, students, says):
