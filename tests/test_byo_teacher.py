@@ -341,3 +341,26 @@ def test_an_ensemble_that_cannot_work_stops_before_anything_runs(built, tmp_path
                     transfer={"more": {"augment": "tang", "variants": 1}})
     out = snakemake(work, "-n", check=False)
     assert out.returncode != 0 and says in out.stdout + out.stderr, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+@pytest.mark.oneflow
+def test_a_fine_tuned_bert_teacher_runs_in_kdlib_on_oneflow(built, tmp_path):
+    """A BERT folder becomes a kdlib checkpoint: OneFlow imports it (its validation check runs
+    there) and evaluates it to transformers' logits."""
+    import subprocess
+    if not ONEFLOW_PYTHON.exists():
+        pytest.skip(f"{ONEFLOW_PYTHON} is missing (run 'make setup' to build the OneFlow runtime)")
+    records = records_of(built, "bert", tmp_path)
+    runtime = ["--backend", "oneflow", "--device", "cpu", "--precision", "fp32", "--threads", "1",
+               "--eval-batch-size", "8"]
+    for stage in (["import_teacher", "--finetuned", str(built[2]["bert"]), "--label-map", "{}",
+                   "--out", str(tmp_path / "teacher")],
+                  ["evaluate_model", "--name", "teacher", "--model", str(tmp_path / "teacher"),
+                   "--out", str(tmp_path / "eval.json"), "--predictions", str(tmp_path / "p.npz")]):
+        out = subprocess.run([str(ONEFLOW_PYTHON), "-m", f"workflow_scripts.{stage[0]}", "--task", "reviews",
+                              "--records", str(records), *stage[1:], *runtime],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+    with np.load(tmp_path / "p.npz") as predictions:
+        np.testing.assert_allclose(predictions["dev_logits"], hf_logits(built[2]["bert"], texts_of(built, "dev")),
+                                   atol=1e-4)
