@@ -29,6 +29,7 @@ def load(B, folder: str | Path, config: dict):
     from transformers.utils import logging
 
     logging.set_verbosity_error()                # no advice about training a loaded classifier
+    logging.disable_progress_bar()               # nor a bar for loading a few tensors
     try:
         model = AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True)
     except (OSError, ValueError, KeyError) as exc:
