@@ -711,8 +711,16 @@ def predict_input(wildcards):
 
 
 def deploy_targets(wildcards):
-    """`deploy`: every task's deployment table, HuggingFace exports and model cards."""
+    """`deploy`: every task's deployment table, HuggingFace exports (not of a teacher that
+    transformers runs: it is one already) and model cards."""
     return [path for task in config["tasks"] for path in (
         f"results/{task}/deployment.md",
-        *[f"results/{task}/export/{m}/hf/config.json" for m in BERT_MODELS],
+        *[f"results/{task}/export/{m}/hf/config.json" for m in BERT_MODELS
+          if m != "teacher" or not member_is_hf(task, 0)],
         *[f"results/{task}/{m}/README.md" for m in MODELS])]
+
+
+def deploy_records(wildcards):
+    """Each model's record folder, in the order of MODELS (an ensemble's first teacher's: the
+    deployment table's teacher)."""
+    return [bert_dir_of(wildcards)] + [_records_dir(wildcards.task, s, transfer=False) for s in STUDENTS]

@@ -99,7 +99,7 @@ rule measure_deployment:
     input:
         teacher="results/{task}/teacher/model.safetensors",
         checks=expand("results/{{task}}/export/{model}/onnx/check.json", model=MODELS),
-        records=speed_record_files,
+        records=lambda wildcards: sorted({f"{r}/meta.json" for r in deploy_records(wildcards)}),
     output:
         json="results/{task}/deployment.json",
         md="results/{task}/deployment.md",
@@ -107,7 +107,7 @@ rule measure_deployment:
     params:
         python=DATA_PYTHON,
         exports=expand("results/{{task}}/export/{model}/onnx", model=MODELS),
-        records=speed_records,     # in the order of MODELS: the teacher, then every student
+        records=deploy_records,     # in the order of MODELS: the teacher, then every student
         rounds=config["deploy"]["rounds"],
         latency_examples=config["speed"]["latency_examples"],
         throughput_examples=config["speed"]["throughput_examples"],

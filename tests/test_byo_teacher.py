@@ -228,6 +228,25 @@ def test_the_workflow_distils_kd_and_distilled_lstm_from_a_teacher_of_any_family
     assert "| teacher |" in (results / "report.md").read_text()
     card = (results / "teacher/README.md").read_text()
     assert f"{json.loads((built[2][family] / 'config.json').read_text())['model_type']} (transformers)" in card
+    if family == "roberta":                    # shipping: each export carries the student's tokenizer
+        snakemake(work, "deploy")
+        exports = results / "export"
+        assert not (exports / "teacher/hf").exists() and (exports / "teacher/onnx/model.onnx").is_file()
+        assert (exports / "kd/onnx/tokenizer.json").is_file() and (exports / "lstm/onnx/vocab.txt").is_file()
+        check_hf_export(exports / "kd/hf", results / "kd_predictions.npz", texts_of(built, "dev"))
+
+
+def check_hf_export(folder, predictions, texts):
+    """transformers' AutoTokenizer and AutoModel of the export give the student's dev logits."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=16, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits.numpy()
+    with np.load(predictions) as saved:
+        np.testing.assert_allclose(logits, saved["dev_logits"], atol=1e-4)
 
 
 @pytest.mark.slow

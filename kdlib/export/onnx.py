@@ -130,7 +130,7 @@ def _export_fp32(model, path: Path) -> None:
     import warnings
 
     import torch
-    bert = model.model_type == "bert"
+    bert = model.model_type in ("bert", "transformers")    # transformers: a teacher of another family
     graph = (_bert_graph if bert else _bilstm_graph)(model).eval()   # eval: export restores the flag
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if bert else [])
     T = min(8, getattr(model.config, "max_position_embeddings", 8))

@@ -14,8 +14,12 @@ RUNTIME = "transformers"     # config.json ``kdflow_runtime`` of such a teacher 
 
 
 class _Config:
-    def __init__(self, num_labels: int):
+    """What kdlib reads of a model's config: its outputs, and (the ONNX export) its inputs' range."""
+
+    def __init__(self, num_labels: int, inner):
         self.num_labels = num_labels
+        self.vocab_size = inner.vocab_size
+        self.max_position_embeddings = getattr(inner, "max_position_embeddings", 512)
 
 
 def load(B, folder: str | Path, config: dict):
@@ -42,7 +46,7 @@ def load(B, folder: str | Path, config: dict):
         def __init__(self):
             super().__init__()
             self.inner = model
-            self.config = _Config(len(order))
+            self.config = _Config(len(order), model.config)
             self.takes_types = "token_type_ids" in inspect.signature(model.forward).parameters
             self.register_buffer("order", torch.tensor(order, dtype=torch.long), persistent=False)
 
