@@ -257,6 +257,13 @@ def check_students(config: dict, teacher: dict, task: str | None = None, family:
             raise ConfigError(f"student {name} (algorithm {spec['algorithm']}) needs one teacher's layers, "
                               "but teacher.ensemble gives the students only the teachers' averaged outputs: "
                               "use kd or distilled_lstm students with it")
+        arch = spec["architecture"]
+        if arch["tokenizer"] is not None and (arch["model"] != "bert" or recipe.needs_teacher
+                                              or arch["init"] != "random"):
+            raise ConfigError(f"student {name}: architecture.tokenizer gives a BERT from scratch records of "
+                              f"its own tokenizer, which only recipes that read the cached logits can use (kd, "
+                              f"none), not {spec['algorithm']} with a {arch['model']} (init: {arch['init']}); "
+                              "leave it null for the teacher's")
         if family is not None and (recipe.needs_teacher or spec["architecture"]["init"] != "random"):
             what = ("the teacher's hidden states and attentions in kdlib's BERT" if recipe.needs_teacher
                     else f"layers copied into it (init: {spec['architecture']['init']}) from a BERT "
@@ -277,7 +284,7 @@ BASELINE_ALGORITHM = "none"
 # teacher's layers is measured against the baseline that starts from the same layers of the
 # pretrained folder (init: pretrained), which has learnt nothing from the teacher.
 ARCHITECTURE_KEYS = {
-    "bert": ("model", "layers", "hidden", "heads", "intermediate", "init"),
+    "bert": ("model", "layers", "hidden", "heads", "intermediate", "init", "tokenizer"),
     "bilstm": ("model", "hidden", "intermediate", "embedding", "init"),
 }
 

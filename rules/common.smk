@@ -1,4 +1,5 @@
 # Config validation, the runtime of each stage, wildcard constraints and named input functions.
+import functools
 import json
 import re
 import shlex
@@ -40,11 +41,12 @@ TRANSFER = config["transfer"]      # transfer sets by name (kdlib.data.transfer)
 wildcard_constraints:
     task="|".join([*TASKS, *CUSTOM]),
     transfer="|".join(TRANSFER) or "(?!)",
-    kind="bert|lstm",
     builtin="|".join(kdlib.data.tasks.BUILTIN_TASKS),
     glue_dir="|".join(GLUE_DIRS_ONE_DEV),
     seq=r"\d+",
     member=r"\d+",
+    digest=r"[0-9a-f]{12}",
+    records=r"(bert|lstm)\d+(-tok_[0-9a-f]{12})?",
 
 
 # ---- runtimes ------------------------------------------------------------------------------------
@@ -359,19 +361,13 @@ def member_is_hf(task, k):
     return not kdlib.models.families.runs_in_kdlib(member_config(k))
 
 
-def _own_records(task, k):
-    """Whether teacher ``k`` needs records of its own: its tokenizer is not the first teacher's."""
-    if int(k) == 0:
-        return False
-    mine = kdlib.data.convert.folder_tokenizer(member_source(k))
-    return kdlib.io.file_digest(mine) != kdlib.io.file_digest(teacher_tokenizer_file(task))
+def member_tokenizer_file(task, k):
+    return teacher_tokenizer_file(task) if int(k) == 0 else kdlib.data.convert.folder_tokenizer(member_source(k))
 
 
 def member_records_dir(task, k, transfer=None):
-    """The record folder teacher ``k`` reads: the task's BERT records when it shares the first
-    teacher's tokenizer, else its own (ofrecord_member); ``transfer``: the copy with that set."""
-    base = bert_dir(task)
-    folder = f"{base}-teacher_{int(k)}" if _own_records(task, k) else base
+    """The record folder teacher ``k`` reads: made with its tokenizer (tokenized_dir)."""
+    folder = tokenized_dir(task, member_tokenizer_file(task, k))
     return f"{folder}+{transfer}" if transfer else folder
 
 
@@ -380,16 +376,9 @@ def member_folder(task, k):
 
 
 def check_ensemble(task):
-    """Every ensemble folder holds a fine-tuned teacher; a transfer set needs one tokenizer."""
+    """Every ensemble folder holds a fine-tuned teacher."""
     for k in MEMBERS[1:]:
         member_config(k)
-    sets = {kdlib.config.transfer_of(config, s, task) for s in config["students"]} - {None}
-    mixed = [k for k in MEMBERS if _own_records(task, k)]
-    if sets and mixed:
-        raise kdlib.errors.ConfigError(
-            f"teacher.ensemble: teacher {mixed[0]} ({member_source(mixed[0])}) has a tokenizer of its own, "
-            f"but transfer set {sorted(sets)[0]} is labelled by every teacher on the first one's records; "
-            "use teachers that share a tokenizer, or no transfer set")
 
 
 def _hf_teacher(task):
@@ -416,10 +405,6 @@ def member_source_inputs(wildcards):
     source = member_source(wildcards.member)
     return {"finetuned": [str(source / "config.json"), str(source / "model.safetensors")],
             "records": f"{member_records_dir(wildcards.task, wildcards.member)}/meta.json"}
-
-
-def member_tokenizer(wildcards):
-    return str(kdlib.data.convert.folder_tokenizer(member_source(wildcards.member)))
 
 
 def ensemble_cache_inputs(wildcards, transfer=None):
@@ -449,6 +434,43 @@ def teacher_tokenizer_file(task):
 
 def teacher_tokenizer(wildcards):
     return str(teacher_tokenizer_file(wildcards.task))
+
+
+# ---- records of another tokenizer ----------------------------------------------------------------
+# The task's BERT records are made with the teacher's tokenizer (bert<L>/). A student with its own
+# (architecture.tokenizer) and an ensemble's teacher with another read records of theirs,
+# data/ofrecord/<task>/bert<L>-tok_<digest>/ (ofrecord_tokenized), named by the file's sha256.
+@functools.lru_cache(maxsize=None)
+def _digest(path):
+    return kdlib.io.file_digest(path)[:12]
+
+
+def tokenized_dir(task, tokenizer):
+    """The BERT record folder of ``tokenizer`` (a file): the task's own when it is the teacher's."""
+    if tokenizer is None or _digest(tokenizer) == _digest(teacher_tokenizer_file(task)):
+        return bert_dir(task)
+    return f"{bert_dir(task)}-tok_{_digest(tokenizer)}"
+
+
+def student_tokenizer_file(run):
+    """A BERT student's own tokenizer file (architecture.tokenizer), or None: the teacher's."""
+    spec = config["students"][_base(run)].get("architecture") or {}
+    if not spec.get("tokenizer"):
+        return None
+    try:
+        return kdlib.models.families.resolve_tokenizer(spec["tokenizer"])
+    except kdlib.errors.KdflowError as exc:
+        raise WorkflowError(f"students.{_base(run)}.architecture.tokenizer: {exc}")
+
+
+def tokenizer_of(wildcards):
+    """The tokenizer file whose digest names a record folder (a student's or an ensemble teacher's)."""
+    candidates = [student_tokenizer_file(s) for s in STUDENTS] + [
+        member_tokenizer_file(wildcards.task, k) for k in MEMBERS[1:]]
+    for path in candidates:
+        if path is not None and _digest(path) == wildcards.digest:
+            return str(path)
+    raise WorkflowError(f"no student or teacher has the tokenizer of digest {wildcards.digest}")
 
 
 def teacher_python(wildcards):
@@ -508,6 +530,15 @@ def _is_lstm(run):
     return config["students"][_base(run)]["architecture"]["model"] == "bilstm"
 
 
+try:                                         # every student's own tokenizer exists (architecture.tokenizer)
+    for _checked in STUDENTS:
+        _own = (config["students"][_checked].get("architecture") or {}).get("tokenizer")
+        if _own:
+            kdlib.models.families.resolve_tokenizer(_own)
+except kdlib.errors.KdflowError as exc:
+    raise WorkflowError(f"students.{_checked}.architecture.tokenizer: {exc}")
+
+
 def _transfer(run, task):
     """The transfer set a run trains with on ``task`` (a set's ``tasks`` may leave the task out)."""
     return kdlib.config.transfer_of(config, run, task)
@@ -523,11 +554,12 @@ def eval_records_of(wildcards):
 
 
 def _records_dir(task, run, transfer=True):
-    """A run's record folder: its architecture's, or with ``transfer`` its set's copy."""
+    """A run's record folder: its architecture's (a BERT's of its tokenizer), or with ``transfer``
+    its set's copy."""
     if _is_lstm(run):
         folder = f"data/ofrecord/{task}/lstm{config['data']['lstm']['max_length']}"
     else:
-        folder = f"data/ofrecord/{task}/bert{bert_length(task)}"
+        folder = tokenized_dir(task, student_tokenizer_file(run))
     chosen = _transfer(run, task) if transfer else None
     return f"{folder}+{chosen}" if chosen else folder
 

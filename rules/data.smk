@@ -103,25 +103,25 @@ rule ofrecord_bert:
         " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 
-rule ofrecord_member:
+rule ofrecord_tokenized:
     input:
         tsv=task_tsvs,
-        tokenizer=member_tokenizer,  # teacher.ensemble: a teacher's own tokenizer (not the first's)
+        tokenizer=tokenizer_of,  # a student's own tokenizer, or an ensemble teacher's (not the first's)
     output:
-        train="data/ofrecord/{task}/bert{seq}-teacher_{member}/train.of_record-0",
-        meta="data/ofrecord/{task}/bert{seq}-teacher_{member}/meta.json",
+        train="data/ofrecord/{task}/bert{seq}-tok_{digest}/train.of_record-0",
+        meta="data/ofrecord/{task}/bert{seq}-tok_{digest}/meta.json",
     params:
         python=DATA_PYTHON,
         glue_root=tsv_root,
         custom=custom_definition,
         validation=validation_args,
     log:
-        "logs/{task}/ofrecord_bert{seq}-teacher_{member}.log",
+        "logs/{task}/ofrecord_bert{seq}-tok_{digest}.log",
     threads: 1
     shell:
         "{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task} {params.custom}"
         " --glue-root {params.glue_root} {params.validation}"
-        " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq}-teacher_{wildcards.member}"
+        " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq}-tok_{wildcards.digest}"
         " --tokenizer {input.tokenizer:q} --max-length {wildcards.seq}"
         " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 

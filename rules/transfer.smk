@@ -30,24 +30,24 @@ rule transfer_set:
 
 rule ofrecord_transfer:
     input:
-        records="data/ofrecord/{task}/{kind}{seq}/meta.json",
+        records="data/ofrecord/{task}/{records}/meta.json",
         tsv="data/transfer/{task}/{transfer}.tsv",
     output:
-        train="data/ofrecord/{task}/{kind}{seq}+{transfer}/train.of_record-0",
-        meta="data/ofrecord/{task}/{kind}{seq}+{transfer}/meta.json",
+        train="data/ofrecord/{task}/{records}+{transfer}/train.of_record-0",
+        meta="data/ofrecord/{task}/{records}+{transfer}/meta.json",
     params:
         python=DATA_PYTHON,
         seed=lambda wildcards: config["transfer"][wildcards.transfer]["seed"],
     log:
-        "logs/{task}/ofrecord_{kind}{seq}+{transfer}.log",
+        "logs/{task}/ofrecord_{records}+{transfer}.log",
     benchmark:
-        "benchmarks/{task}/ofrecord_{kind}{seq}+{transfer}.tsv"
+        "benchmarks/{task}/ofrecord_{records}+{transfer}.tsv"
     threads: 1
     shell:
         "{params.python} -m workflow_scripts.ofrecord_transfer --task {wildcards.task}"
-        " --records data/ofrecord/{wildcards.task}/{wildcards.kind}{wildcards.seq}"
+        " --records data/ofrecord/{wildcards.task}/{wildcards.records}"
         " --transfer {input.tsv} --name {wildcards.transfer} --seed {params.seed}"
-        " --out-dir data/ofrecord/{wildcards.task}/{wildcards.kind}{wildcards.seq}+{wildcards.transfer}"
+        " --out-dir data/ofrecord/{wildcards.task}/{wildcards.records}+{wildcards.transfer}"
         " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
 

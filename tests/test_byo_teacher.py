@@ -24,6 +24,7 @@ from kdlib import backend  # noqa: E402
 from kdlib.errors import ConfigError  # noqa: E402
 from kdlib.models import families  # noqa: E402
 from kdlib.models.checkpoint import load_checkpoint  # noqa: E402
+from kdlib.models.pretrained import resolve_pretrained  # noqa: E402
 from workflow_scripts import import_teacher, ofrecord_bert  # noqa: E402
 
 NON_BERT = ("roberta", "deberta-v2", "electra", "distilbert")
@@ -283,6 +284,12 @@ def test_a_pickle_only_teacher_stops_the_workflow_in_one_line(built, tmp_path):
 
 # ---- several teachers ----------------------------------------------------------------------------
 
+def tokenized_name(tokenizer) -> str:
+    """The record folder of another tokenizer than the teacher's (rules/common.smk, tokenized_dir)."""
+    from kdlib.io import file_digest
+    return f"bert16-tok_{file_digest(tokenizer)[:12]}"
+
+
 def softmax(z):
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
@@ -313,11 +320,22 @@ def test_an_ensemble_of_two_teachers_caches_their_mean_probabilities(built, tmp_
     from test_workflow_e2e import copy_workflow, snakemake
     work = copy_workflow(tmp_path)
     teachers = [built[2]["roberta"], built[2]["electra"]]
-    workflow_config(work, built[1], None, KD_AND_LSTM,
-                    teacher_config={"ensemble": [str(t) for t in teachers]})
+    own = {**BERT_STUDENT, "tokenizer": "builtin:minilm-l6"}     # a student with its own tokenizer
+    students = {**KD_AND_LSTM, "kd_mini": {"algorithm": "kd", "architecture": own, "transfer": "more"}}
+    workflow_config(work, built[1], None, students, teacher_config={"ensemble": [str(t) for t in teachers]},
+                    transfer={"more": {"augment": "tang", "variants": 1}})
     snakemake(work)
     results = work / "results/reviews"
-    assert (work / "data/ofrecord/reviews/bert16-teacher_1/tokenizer.json").is_file()
+    records = {p.name for p in (work / "data/ofrecord/reviews").iterdir()}
+    electra, mini = (tokenized_name(built[2]["electra"] / "tokenizer.json"),
+                     tokenized_name(resolve_pretrained("builtin:minilm-l6") / "vocab.txt"))
+    assert {electra, f"{electra}+more", f"{mini}+more", mini} <= records, records
+    assert (work / f"data/ofrecord/reviews/{electra}/tokenizer.json").is_file()
+    assert json.loads((results / "kd_mini/config.json").read_text())["tokenizer"] == "wordpiece"
+    assert (results / "kd_mini/vocab.txt").read_bytes() == (resolve_pretrained("builtin:minilm-l6")
+                                                            / "vocab.txt").read_bytes()
+    with np.load(results / "teacher_logits+more.npz") as cache:    # labelled rows and the set's
+        assert len(cache["train"]) > 160
     train = texts_of(built, "train")
     expected = (softmax(hf_logits(teachers[0], train)) + softmax(hf_logits(teachers[1], train)[:, ::-1])) / 2
     with np.load(results / "teacher_logits.npz") as cache:
@@ -345,9 +363,6 @@ def test_an_ensemble_of_two_teachers_caches_their_mean_probabilities(built, tmp_
     ({"ensemble": ["builtin", "bert"]},
      {"s": {"algorithm": "theseus", "architecture": {"layers": 1, "init": "teacher"}}},
      "student s (algorithm theseus) needs one teacher's layers, but teacher.ensemble gives the students only"),
-    ({"ensemble": ["roberta", "electra"]},
-     {"s": {"algorithm": "kd", "architecture": BERT_STUDENT, "transfer": "more"}},
-     "teacher.ensemble: teacher 1 ("),
 ])
 def test_an_ensemble_that_cannot_work_stops_before_anything_runs(built, tmp_path, teacher_config, students, says):
     """Family names stand for the built teachers' folders."""
@@ -383,3 +398,23 @@ def test_a_fine_tuned_bert_teacher_runs_in_kdlib_on_oneflow(built, tmp_path):
     with np.load(tmp_path / "p.npz") as predictions:
         np.testing.assert_allclose(predictions["dev_logits"], hf_logits(built[2]["bert"], texts_of(built, "dev")),
                                    atol=1e-4)
+
+
+def test_a_students_own_tokenizer_is_resolved_and_refused_where_it_cannot_work(built, tmp_path):
+    from kdlib import config
+    assert families.resolve_tokenizer("builtin:minilm-l6").name == "vocab.txt"
+    assert families.resolve_tokenizer(str(built[2]["roberta"])) == built[2]["roberta"] / "tokenizer.json"
+    assert families.resolve_tokenizer(str(built[2]["roberta"] / "tokenizer.json")).name == "tokenizer.json"
+    with pytest.raises(ConfigError, match="neither a folder nor a file"):
+        families.resolve_tokenizer(str(tmp_path / "nowhere"))
+    (tmp_path / "spm.model").write_bytes(b"")
+    with pytest.raises(ConfigError, match="name a tokenizer.json or a vocab.txt"):
+        families.resolve_tokenizer(str(tmp_path / "spm.model"))
+    teacher = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64, "num_hidden_layers": 2,
+               "vocab_size": 100}
+    for student in ({"algorithm": "tinybert", "architecture": {"layers": 1, "tokenizer": "builtin:minilm-l6"}},
+                    {"algorithm": "distilled_lstm", "architecture": {"model": "bilstm",
+                                                                     "tokenizer": "builtin:minilm-l6"}}):
+        cfg = config.validate({"students": {"s": student}})
+        with pytest.raises(ConfigError, match="architecture.tokenizer gives a BERT from scratch records"):
+            config.check_students(cfg, teacher)

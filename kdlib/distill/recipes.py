@@ -18,9 +18,12 @@ from typing import Callable
 import numpy as np
 
 from ..data.batching import model_inputs
+from ..data.convert import folder_tokenizer, records_tokenizer
 from ..errors import ConfigError
+from ..io import file_digest
 from ..models.bert import BertConfig, build_bert, extended_mask
 from ..models.checkpoint import load_checkpoint, read_checkpoint_config
+from ..models.families import tokenizer_size
 from ..models.lstm import LstmConfig, build_bilstm
 from . import ops, train
 from .layers import first_layers, skip_layers
@@ -169,6 +172,9 @@ class Recipe:
         teacher = read_checkpoint_config(ctx.teacher_dir)
         # a teacher of another family: the BERT widths and vocabulary it stands for (its import)
         teacher = teacher.get("student_shape", teacher)
+        own = records_tokenizer(ctx.records)         # architecture.tokenizer: not the teacher's
+        if file_digest(own) != file_digest(folder_tokenizer(ctx.teacher_dir) or own):
+            teacher = {**teacher, "vocab_size": tokenizer_size(own)}
         return build_bert(ctx.B, student_config(spec, teacher, ctx.task.num_labels))
 
     def phases(self, ctx: Context, spec: dict, student, cfgs: list) -> list[Phase]:

@@ -133,6 +133,26 @@ def tokenizer_size(path: str | Path) -> int:
     return len(path.read_text(encoding="utf-8").splitlines())
 
 
+def resolve_tokenizer(spec: str) -> Path:
+    """A student's ``architecture.tokenizer``: ``builtin:<name>`` (that model's WordPiece
+    ``vocab.txt``, as ``teacher.pretrained`` reads it), a folder (its tokenizer.json, else its
+    vocab.txt) or a tokenizer.json or vocab.txt file."""
+    from .pretrained import resolve_pretrained
+    if str(spec).startswith("builtin:"):
+        return resolve_pretrained(spec) / "vocab.txt"
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        found = next((path / n for n in ("tokenizer.json", "vocab.txt") if (path / n).is_file()), None)
+        if found is None:
+            raise ConfigError(f"{path} has no tokenizer.json or vocab.txt")
+        return found
+    if not path.is_file():
+        raise ConfigError(f"{path} is neither a folder nor a file")
+    if path.name not in ("tokenizer.json", "vocab.txt"):
+        raise ConfigError(f"{path}: name a tokenizer.json or a vocab.txt (or the folder that holds one)")
+    return path
+
+
 def vocabulary(path: str | Path) -> dict[str, int]:
     """token -> id of a tokenizer.json or a vocab.txt."""
     path = Path(path)

@@ -47,7 +47,9 @@ def load(B, folder: str | Path, config: dict):
             super().__init__()
             self.inner = model
             self.config = _Config(len(order), model.config)
-            self.takes_types = "token_type_ids" in inspect.signature(model.forward).parameters
+            # segment ids only where the family has them (RoBERTa, XLM-R: one type; DeBERTa-v3: none)
+            self.takes_types = ("token_type_ids" in inspect.signature(model.forward).parameters
+                                and getattr(model.config, "type_vocab_size", 2) > 1)
             self.register_buffer("order", torch.tensor(order, dtype=torch.long), persistent=False)
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
