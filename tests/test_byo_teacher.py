@@ -28,6 +28,7 @@ from kdlib.models.pretrained import resolve_pretrained  # noqa: E402
 from workflow_scripts import import_teacher, ofrecord_bert  # noqa: E402
 
 NON_BERT = ("roberta", "deberta-v2", "electra", "distilbert")
+KDLIB_RUN = ("bert", "roberta")                    # families kdlib's BERT runs (every recipe, both backends)
 REVERSED = {0: "POSITIVE", 1: "NEGATIVE"}          # another order and case than the task's
 
 
@@ -140,7 +141,7 @@ def test_the_imported_teacher_gives_transformers_logits_in_the_tasks_label_order
     assert "validation accuracy" in capsys.readouterr().err
     config = json.loads((out / "config.json").read_text())
     assert config["labels"] == ["negative", "positive"] and (out / "tokenizer.json").is_file()
-    assert config.get("kdflow_runtime") == (None if family == "bert" else "transformers")
+    assert config.get("kdflow_runtime") == (None if family in KDLIB_RUN else "transformers")
     B = backend.load("torch", "cpu", "fp32")
     model, _ = load_checkpoint(B, out)
     texts = texts_of(built, "dev")[:12]
@@ -228,13 +229,17 @@ def test_the_workflow_distils_kd_and_distilled_lstm_from_a_teacher_of_any_family
     assert (results / "lstm/vocab.txt").is_file()
     assert "| teacher |" in (results / "report.md").read_text()
     card = (results / "teacher/README.md").read_text()
-    assert f"{json.loads((built[2][family] / 'config.json').read_text())['model_type']} (transformers)" in card
-    if family == "roberta":                    # shipping: each export carries the student's tokenizer
+    assert ("RoBERTa, 2 layers" if family in KDLIB_RUN else f"{family} (transformers)") in card
+    if family in ("roberta", "distilbert"):    # shipping: each export carries the student's tokenizer
         snakemake(work, "deploy")
         exports = results / "export"
-        assert not (exports / "teacher/hf").exists() and (exports / "teacher/onnx/model.onnx").is_file()
+        assert (exports / "teacher/onnx/model.onnx").is_file()
         assert (exports / "kd/onnx/tokenizer.json").is_file() and (exports / "lstm/onnx/vocab.txt").is_file()
         check_hf_export(exports / "kd/hf", results / "kd_predictions.npz", texts_of(built, "dev"))
+        if family in KDLIB_RUN:                # kdlib's RoBERTa exports as one
+            check_hf_export(exports / "teacher/hf", results / "teacher_predictions.npz", texts_of(built, "dev"))
+        else:                                  # transformers runs it: it needs no HF export
+            assert not (exports / "teacher/hf").exists()
 
 
 def check_hf_export(folder, predictions, texts):
@@ -254,7 +259,7 @@ def check_hf_export(folder, predictions, texts):
 @pytest.mark.parametrize("student, says", [
     ({"algorithm": "tinybert", "architecture": BERT_STUDENT},
      "student s (algorithm tinybert) needs the teacher's hidden states and attentions in kdlib's BERT, but "
-     "the teacher of reviews is a roberta (teacher.finetuned), which kdlib runs only through transformers"),
+     "the teacher of reviews is a deberta-v2 (teacher.finetuned), which kdlib runs only through transformers"),
     ({"algorithm": "none", "architecture": {**BERT_STUDENT, "hidden": 32, "heads": 4, "intermediate": 64,
                                             "init": "pretrained"}},
      "student s (algorithm none) needs layers copied into it (init: pretrained)"),
@@ -262,7 +267,7 @@ def check_hf_export(folder, predictions, texts):
 def test_a_recipe_that_needs_layers_stops_before_anything_runs(built, tmp_path, student, says):
     from test_workflow_e2e import copy_workflow, snakemake
     work = copy_workflow(tmp_path)
-    workflow_config(work, built[1], built[2]["roberta"], {"s": student})
+    workflow_config(work, built[1], built[2]["deberta-v2"], {"s": student})
     out = snakemake(work, "-n", check=False)
     assert out.returncode != 0 and says in out.stdout + out.stderr
     assert not (work / "results").exists()
@@ -418,3 +423,26 @@ def test_a_students_own_tokenizer_is_resolved_and_refused_where_it_cannot_work(b
         cfg = config.validate({"students": {"s": student}})
         with pytest.raises(ConfigError, match="architecture.tokenizer gives a BERT from scratch records"):
             config.check_students(cfg, teacher)
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_roberta_teaches_the_layer_based_recipes_in_kdlib(built, tmp_path):
+    """kdlib's BERT holds a RoBERTa (positions after the padding id, its head as pooler and
+    classifier), so bert_pkd, tinybert and theseus learn from its layers; a student that copied
+    its embeddings exports as a RobertaForSequenceClassification."""
+    from test_workflow_e2e import copy_workflow, snakemake
+    work = copy_workflow(tmp_path)
+    students = {"pkd": {"algorithm": "bert_pkd", "architecture": {"layers": 2, "init": "teacher"}},
+                "tiny": {"algorithm": "tinybert", "architecture": BERT_STUDENT},
+                "theseus": {"algorithm": "theseus", "architecture": {"layers": 1, "init": "teacher"},
+                            "hyperparameters": {"compress_ratio": 2}}}
+    workflow_config(work, built[1], built[2]["roberta"], students)
+    snakemake(work, "results/reviews/report.md", "results/reviews/export/pkd/hf/config.json")
+    results = work / "results/reviews"
+    for student in students:
+        assert json.loads((results / f"{student}_eval.json").read_text())["score"] > 0.65, student
+    pkd = json.loads((results / "pkd/config.json").read_text())
+    assert pkd["position_offset"] == 2
+    assert json.loads((results / "init/pkd/config.json").read_text())["teacher_layers"] == [1, 2]
+    assert json.loads((results / "export/pkd/hf/config.json").read_text())["model_type"] == "roberta"
+    check_hf_export(results / "export/pkd/hf", results / "pkd_predictions.npz", texts_of(built, "dev"))

@@ -63,7 +63,7 @@ def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir
     B.seed(cfg.seed)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     model, bert_cfg = load_pretrained_bert(B, pretrained, task.num_labels, log=log)
-    check_length(records, bert_cfg.max_position_embeddings, pretrained)
+    check_length(records, bert_cfg.max_position_embeddings - bert_cfg.position_offset, pretrained)
     split, keep = train.selection_split(selection, task)
     scored = ofrecord.record_file(records, split)
     n_train = ofrecord.checked_count(ofrecord.record_file(records, "train"))
@@ -102,7 +102,9 @@ def import_finetuned(B, task: Task, folder: str | Path, records: str | Path, out
     where = f"teacher.finetuned of {task.name}"
     config = families.check_folder(folder, where)
     order = families.label_order(config, task.labels or [], task.is_regression, label_map, where)
-    check_length(records, families.width(config, "max_position_embeddings") or 512, folder)
+    positions = (families.width(config, "max_position_embeddings") or 512) \
+        - families.kdlib_fields(config).get("position_offset", 0)
+    check_length(records, positions, folder)
     meta = {"task": task.name, "labels": list(task.labels or []), "role": "teacher",
             "source": str(folder), **encoding_of(records, task)}
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731

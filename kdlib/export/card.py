@@ -37,7 +37,8 @@ def _architecture(config: dict, parameters: int) -> str:
         shape = (f"BiLSTM, hidden {config['hidden_size']} per direction, embedding "
                  f"{config['embedding_dim']}, FC {config['fc_size']}")
     else:
-        family = "BERT" if config.get("model_type") == "bert" else f"{config.get('model_type')} (transformers)"
+        family = ("RoBERTa" if config.get("position_offset") else "BERT") if config.get("model_type") == "bert" \
+            else f"{config.get('model_type')} (transformers)"
         shape = (f"{family}, {width(config, 'num_hidden_layers')} layers, hidden "
                  f"{width(config, 'hidden_size')}, {width(config, 'num_attention_heads')} heads")
     return f"{shape}; {parameters / 1e6:.1f}M parameters"

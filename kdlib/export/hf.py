@@ -10,6 +10,10 @@ Weights keep their HuggingFace names; BertForSequenceClassification nests the en
     pooler.dense.weight                        -> bert.pooler.dense.weight
     classifier.weight                          -> classifier.weight
 
+A model with RoBERTa's positions (a RoBERTa or XLM-R teacher, and students that copied its
+embeddings; ``position_offset``) exports as ``RobertaForSequenceClassification``: ``roberta.<key>``,
+the pooler and classifier as its ``classifier.dense`` and ``classifier.out_proj``.
+
 Every key and shape is checked against the config first (:func:`bert_shapes`). The tokenizer is
 kdlib's own (:func:`kdlib.data.convert.wordpiece`, truncating to the records' ``max_length``),
 saved as ``tokenizer.json`` beside ``vocab.txt``; a student of a teacher with a tokenizer.json
@@ -34,8 +38,14 @@ SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD
 METADATA = ("task", "role", "algorithm", "student", "max_length", "tokenizer", "text_pair")
 
 
-def hf_name(key: str) -> str:
-    """A kdlib BERT key -> its BertForSequenceClassification key."""
+def hf_name(key: str, roberta: bool = False) -> str:
+    """A kdlib BERT key -> its BertForSequenceClassification key (``roberta``: its
+    RobertaForSequenceClassification key, the pooler and classifier as RoBERTa's head)."""
+    if roberta:
+        for ours, theirs in (("pooler.dense.", "classifier.dense."), ("classifier.", "classifier.out_proj.")):
+            if key.startswith(ours):
+                return theirs + key[len(ours):]
+        return "roberta." + key
     return key if key.startswith("classifier.") else "bert." + key
 
 
@@ -107,9 +117,14 @@ def label_maps(cfg: BertConfig, labels: list, path: Path) -> dict:
 
 
 def hf_config(cfg: BertConfig, config: dict, path: Path) -> dict:
-    """The HF ``config.json`` of a BertForSequenceClassification for ``cfg``."""
-    fields = {k: v for k, v in cfg.to_dict().items() if k != "num_labels"}  # id2label counts them
-    return {"architectures": ["BertForSequenceClassification"], "model_type": "bert", **fields,
+    """The HF ``config.json`` of a BertForSequenceClassification for ``cfg`` (a RoBERTa's, from a
+    RoBERTa or XLM-R teacher, where positions start after the padding id)."""
+    fields = {k: v for k, v in cfg.to_dict().items()
+              if k not in ("num_labels", "position_offset")}                 # id2label counts them
+    family = "bert"
+    if cfg.position_offset:
+        family, fields["pad_token_id"] = "roberta", cfg.position_offset - 1
+    return {"architectures": [f"{family.capitalize()}ForSequenceClassification"], "model_type": family, **fields,
             "position_embedding_type": "absolute", "initializer_range": INIT_STD,
             "classifier_dropout": None, "dtype": "float32",
             **label_maps(cfg, config["labels"], path),
@@ -128,7 +143,7 @@ def hf_weights(cfg: BertConfig, path: Path) -> dict:
     for key, shape in expected.items():
         if tuple(arrays[key].shape) != shape:
             raise DataError(f"{path}: {key} has shape {tuple(arrays[key].shape)}, the config gives {shape}")
-    return {hf_name(k): arrays[k] for k in sorted(arrays)}
+    return {hf_name(k, roberta=cfg.position_offset > 0): arrays[k] for k in sorted(arrays)}
 
 
 def read_tokenizer(vocab: Path, max_length: int, vocab_size: int):

@@ -42,6 +42,7 @@ class BertConfig:
     hidden_act: str = "gelu"
     num_labels: int = 2            # 1: regression
     pad_token_id: int = 0
+    position_offset: int = 0       # RoBERTa and XLM-R number positions from pad_token_id + 1 (2)
 
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
@@ -97,10 +98,11 @@ def _classes(B):
             self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
             self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
             self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+            self.offset = cfg.position_offset
 
         def forward(self, input_ids, token_type_ids):
             T = input_ids.shape[1]
-            positions = lib.arange(T, device=input_ids.device).unsqueeze(0)  # (1, T)
+            positions = lib.arange(self.offset, self.offset + T, device=input_ids.device).unsqueeze(0)  # (1, T)
             x = (self.word_embeddings(input_ids) + self.position_embeddings(positions)
                  + self.token_type_embeddings(token_type_ids))               # (B, T, H)
             return self.dropout(self.LayerNorm(x))

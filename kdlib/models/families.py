@@ -4,8 +4,8 @@ BERT widths a student from scratch follows. Pure Python: the Snakefile asks it b
 
 A folder is ``config.json`` (``model_type``, ``id2label``), ``model.safetensors`` and a tokenizer
 that the ``tokenizers`` library reads (``tokenizer.json``, or a BERT ``vocab.txt``). kdlib's own
-BERT runs a ``bert`` folder on either backend (so the layer-based recipes can use it); every other
-family runs through ``transformers.AutoModelForSequenceClassification`` in the torch runtime
+BERT runs a ``bert``, ``roberta`` or ``xlm-roberta`` folder on either backend (so the layer-based
+recipes can use it); every other family runs through ``transformers.AutoModelForSequenceClassification`` in the torch runtime
 (:mod:`kdlib.models.hf_teacher`).
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 from ..errors import ConfigError, DataError
 from ..io import read_json
 
-KDLIB_FAMILIES = ("bert",)           # model_type values kdlib's BERT loads (models.pretrained)
+KDLIB_FAMILIES = ("bert", "roberta", "xlm-roberta")    # model_type values kdlib's BERT loads
+ROBERTA_FAMILIES = ("roberta", "xlm-roberta")          # positions from pad_token_id + 1, no pooler
 # what the HuggingFace configs of other families call BERT's widths
 _ALIASES = {"hidden_size": ("hidden_size", "dim", "d_model"),
             "num_attention_heads": ("num_attention_heads", "n_heads", "encoder_attention_heads"),
@@ -160,6 +161,14 @@ def vocabulary(path: str | Path) -> dict[str, int]:
         from tokenizers import Tokenizer
         return Tokenizer.from_file(str(path)).get_vocab(with_added_tokens=True)
     return {t: i for i, t in enumerate(path.read_text(encoding="utf-8").splitlines())}
+
+
+def kdlib_fields(config: dict) -> dict:
+    """A HuggingFace config of a family kdlib runs, with what kdlib's BertConfig needs besides its
+    own names: RoBERTa's ``position_offset`` (its positions start at ``pad_token_id + 1``)."""
+    if config.get("model_type") in ROBERTA_FAMILIES and "position_offset" not in config:
+        return {**config, "position_offset": int(config.get("pad_token_id", 1)) + 1}
+    return config
 
 
 def runs_in_kdlib(config: dict) -> bool:

@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..io import read_json
 from .bert import BertConfig, build_bert
+from .families import kdlib_fields
 from .weights import load_state_numpy, read_safetensors
 
 PRETRAINED_FILES = ("config.json", "model.safetensors", "vocab.txt")
@@ -55,6 +56,7 @@ def read_pretrained_config(folder: str | Path) -> dict:
     config = read_json(path)
     if not isinstance(config, dict):
         raise DataError(f"{path}: expected a JSON object")
+    config = kdlib_fields(config)
     try:
         BertConfig.from_dict(config)
     except (ConfigError, TypeError, ValueError) as exc:
@@ -63,13 +65,22 @@ def read_pretrained_config(folder: str | Path) -> dict:
 
 
 HEAD_PREFIXES = ("pooler.", "classifier.")
-_IGNORED_KEYS = ("embeddings.position_ids",)
+_IGNORED_KEYS = ("embeddings.position_ids", "embeddings.token_type_ids")
+
+
+# RoBERTa's classification head is BERT's pooler and classifier under other names
+ROBERTA_HEAD = {"classifier.dense.": "pooler.dense.", "classifier.out_proj.": "classifier."}
 
 
 def hf_key(key: str) -> str:
-    """A HF checkpoint key in our naming: drop ``bert.``, rename old ``LayerNorm.gamma/beta``."""
-    if key.startswith("bert."):
-        key = key[len("bert."):]
+    """A HF checkpoint key in our naming: drop ``bert.`` (or ``roberta.``, whose head becomes the
+    pooler and classifier), rename old ``LayerNorm.gamma/beta``."""
+    for prefix in ("bert.", "roberta."):
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+    for theirs, ours in ROBERTA_HEAD.items():
+        if key.startswith(theirs):
+            key = ours + key[len(theirs):]
     if ".LayerNorm." in key or key.startswith("LayerNorm."):
         key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
     return key
@@ -81,7 +92,7 @@ def _summarise(keys: list[str], limit: int = 8) -> str:
 
 
 def read_hf_config(folder: Path) -> dict:
-    return read_json(Path(folder) / "config.json")
+    return kdlib_fields(read_json(Path(folder) / "config.json"))
 
 
 def load_pretrained_bert(B, folder, num_labels: int, log: Callable[[str], None] = print,
