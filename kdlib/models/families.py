@@ -5,7 +5,8 @@ BERT widths a student from scratch follows. Pure Python: the Snakefile asks it b
 A folder is ``config.json`` (``model_type``, ``id2label``), ``model.safetensors`` and a tokenizer
 that the ``tokenizers`` library reads (``tokenizer.json``, or a BERT ``vocab.txt``). kdlib's own
 BERT runs a ``bert``, ``roberta`` or ``xlm-roberta`` folder on either backend (so the layer-based
-recipes can use it); every other family runs through ``transformers.AutoModelForSequenceClassification`` in the torch runtime
+recipes can use it); every other family runs through
+``transformers.AutoModelForSequenceClassification`` in the torch runtime
 (:mod:`kdlib.models.hf_teacher`).
 """
 from __future__ import annotations
