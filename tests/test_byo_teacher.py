@@ -446,3 +446,52 @@ def test_a_fine_tuned_roberta_teaches_the_layer_based_recipes_in_kdlib(built, tm
     assert json.loads((results / "init/pkd/config.json").read_text())["teacher_layers"] == [1, 2]
     assert json.loads((results / "export/pkd/hf/config.json").read_text())["model_type"] == "roberta"
     check_hf_export(results / "export/pkd/hf", results / "pkd_predictions.npz", texts_of(built, "dev"))
+
+
+@pytest.mark.slow
+def test_a_students_folder_predicts_with_its_teachers_tokenizer(built, tmp_path):
+    """kdlib.predict reads the tokenizer.json a student of a BPE teacher carries, and gives the
+    logits its evaluation gave the same dev texts."""
+    from test_workflow_e2e import copy_workflow, snakemake
+
+    from kdlib.predict import Predictor
+    work = copy_workflow(tmp_path)
+    workflow_config(work, built[1], built[2]["deberta-v2"], {"kd": KD_AND_LSTM["kd"]})
+    snakemake(work, "results/reviews/kd_eval.json")
+    predictor = Predictor(backend.load("torch", "cpu", "fp32"), work / "results/reviews/kd")
+    logits = predictor(texts_of(built, "dev"))
+    with np.load(work / "results/reviews/kd_predictions.npz") as saved:
+        np.testing.assert_allclose(logits, saved["dev_logits"], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_teachers_differ_by_task_and_a_transformers_teacher_runs_beside_oneflow_students(built, tmp_path):
+    """teacher.finetuned as {task: folder}: that task imports its teacher, another fine-tunes one
+    here; with backend oneflow, the stages that run a transformers teacher use the torch runtime."""
+    from test_workflow_e2e import copy_workflow, planned, snakemake
+    if not ONEFLOW_PYTHON.exists():
+        pytest.skip(f"{ONEFLOW_PYTHON} is missing (run 'make setup' to build the OneFlow runtime)")
+    work = copy_workflow(tmp_path)
+    task = built[1]
+    workflow_config(work, task, None, KD_AND_LSTM,
+                    teacher_config={"finetuned": {"reviews": str(built[2]["electra"])}},
+                    custom_tasks={"reviews": task, "other": task}, tasks=["reviews", "other"], backend="oneflow")
+    jobs = planned(work, "-p")
+    assert jobs["import_teacher"] == 1 and jobs["finetune_teacher"] == 1, jobs
+    plan = snakemake(work, "-n", "-p", "results/reviews/teacher_logits.npz", "results/other/teacher_logits.npz")
+    commands = [line for line in plan.stdout.splitlines() if "workflow_scripts.cache_teacher_logits" in line]
+    by_task = {("reviews" if "--task reviews" in c else "other"): c for c in commands}
+    assert str(TORCH_PYTHON) in by_task["reviews"] and "--backend torch" in by_task["reviews"]
+    assert str(ONEFLOW_PYTHON) in by_task["other"] and "--backend oneflow" in by_task["other"]
+
+
+def test_a_cased_vocab_without_tokenizer_json_is_refused(built, tmp_path):
+    """kdflow reads a bare vocab.txt as uncased WordPiece: a cased one needs its tokenizer.json."""
+    folder = tmp_path / "cased"
+    shutil.copytree(built[2]["bert"], folder)
+    (folder / "tokenizer.json").unlink()
+    (folder / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nGood\n", encoding="utf-8")
+    assert families.check_folder(folder)["model_type"] == "bert"         # uncased: read as it is
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))
+    with pytest.raises(ConfigError, match="has a cased vocab.txt but no tokenizer.json"):
+        families.check_folder(folder)

@@ -44,9 +44,12 @@ def check_folder(folder: str | Path, where: str = "teacher.finetuned") -> dict:
                 "unpickles weights: convert it once with transformers, AutoModelForSequenceClassification"
                 f".from_pretrained('{folder}').save_pretrained('{folder}', safe_serialization=True)")
         raise ConfigError(f"{where}: {folder} has no model.safetensors")
+    write_one = f"AutoTokenizer.from_pretrained('{folder}').save_pretrained('{folder}')"
     if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
-        raise ConfigError(f"{where}: {folder} has no tokenizer.json (or BERT vocab.txt); write one with "
-                          f"AutoTokenizer.from_pretrained('{folder}').save_pretrained('{folder}')")
+        raise ConfigError(f"{where}: {folder} has no tokenizer.json (or BERT vocab.txt); write one with {write_one}")
+    if not (folder / "tokenizer.json").is_file() and _cased(folder):
+        raise ConfigError(f"{where}: {folder} has a cased vocab.txt but no tokenizer.json, and kdflow reads a "
+                          f"bare vocab.txt as uncased WordPiece; write a tokenizer.json with {write_one}")
     try:
         config = read_json(folder / "config.json")
     except DataError as exc:
@@ -56,6 +59,15 @@ def check_folder(folder: str | Path, where: str = "teacher.finetuned") -> dict:
                           "is it a HuggingFace model folder?")
     teacher_labels(config, folder, where)
     return config
+
+
+def _cased(folder: Path) -> bool:
+    """Whether the folder's tokenizer_config.json says its WordPiece keeps case."""
+    path = folder / "tokenizer_config.json"
+    try:
+        return path.is_file() and read_json(path).get("do_lower_case") is False
+    except (DataError, AttributeError):
+        return False
 
 
 def teacher_labels(config: dict, folder: str | Path = "", where: str = "teacher.finetuned") -> list[str]:
