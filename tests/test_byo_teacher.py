@@ -495,3 +495,25 @@ def test_a_cased_vocab_without_tokenizer_json_is_refused(built, tmp_path):
     (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))
     with pytest.raises(ConfigError, match="has a cased vocab.txt but no tokenizer.json"):
         families.check_folder(folder)
+
+
+@pytest.mark.parametrize("regression, logits, labels, fine", [
+    (False, [[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], [1, 0, 1, 0], True),     # 3/4 > majority 2/4
+    (False, [[0.0, 1.0]] * 4, [1, 1, 1, 0], False),                                      # 3/4, the majority's
+    (True, [[0.1], [0.9], [0.5], [0.4]], [0.0, 1.0, 0.5, 0.5], True),                   # beats the mean
+    (True, [[0.9], [0.1], [0.5], [0.5]], [0.0, 1.0, 0.5, 0.5], False),                  # worse than the mean
+])
+def test_the_un_fine_tuned_check_compares_with_the_majority_label_or_the_mean(monkeypatch, regression, logits,
+                                                                             labels, fine):
+    from kdlib.data.tasks import Task
+    from kdlib.distill import teacher
+    task = Task(name="t", glue_dir="t", archive=None, text_a="a", text_b=None, label="y",
+                labels=None if regression else ("neg", "pos"), metrics=("pearson",) if regression else ("accuracy",))
+    monkeypatch.setattr(teacher, "load_checkpoint", lambda B, folder: (None, {}))
+    monkeypatch.setattr(teacher, "predict", lambda B, model, path, batch_size: (
+        np.array(logits, np.float32), np.array(labels, np.float32 if regression else np.int64)))
+    if fine:
+        assert teacher.check_fine_tuned(None, task, None, "records", 8, "folder")
+    else:
+        with pytest.raises(ConfigError, match="looks un-fine-tuned"):
+            teacher.check_fine_tuned(None, task, None, "records", 8, "folder")
