@@ -196,6 +196,11 @@ def student_setup(data, spec, tmp_path, records_suffix=""):
     return recipes.get_recipe(spec["algorithm"]), lstm, records, init_dir
 
 
+def test_the_students_under_test_are_every_registered_recipe():
+    """A new recipe cannot go untested: STUDENTS must name each one in recipes.RECIPES."""
+    assert sorted(spec["algorithm"] for spec in STUDENTS.values()) == sorted(recipes.RECIPES)
+
+
 @pytest.mark.parametrize("name", list(STUDENTS))
 def test_every_recipe_trains_end_to_end(name, data, teacher_cfg, B, tmp_path):
     cfg = make_config(STUDENTS)
