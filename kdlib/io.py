@@ -119,6 +119,13 @@ def check_writable(folder: str | os.PathLike, what: str = "output folder") -> No
         raise DataError(f"{folder}: cannot write the {what} there ({reason})") from None
 
 
+
+def start_over(folder: str | os.PathLike) -> None:
+    """Remove the model folder a stage is about to replace whole, so that a job that fails leaves
+    none of the old one (Snakemake removes only the files a rule declares; a folder's tokenizer
+    file is not among them)."""
+    shutil.rmtree(folder, ignore_errors=True)
+
 def file_digest(path: str | os.PathLike) -> str:
     """The SHA-256 digest (hex) of a file's content (what ``sha256sum`` prints); remembered per
     process for a file whose size and modification time have not changed."""

@@ -76,8 +76,6 @@ rule distill:
         gpu=config["processes"],
         mem_mb=8000,
     shell:
-        # the folder goes whole: a failed job leaves none of the old one (its tokenizer file is no output)
-        "rm -rf results/{wildcards.task}/{wildcards.student} && "
         "{params.python} -m workflow_scripts.distill --task {wildcards.task}"
         " --student {wildcards.student} --spec {params.spec:q} --records {params.records}"
         " {params.sources} {params.match} --out results/{wildcards.task}/{wildcards.student}"

@@ -34,8 +34,6 @@ rule finetune_teacher:
         gpu=config["processes"],
         mem_mb=8000,
     shell:
-        # the folder goes whole: a failed job leaves none of the old one (its vocab.txt is no output)
-        "rm -rf results/{wildcards.task}/teacher && "
         "{params.python} -m workflow_scripts.finetune_teacher --task {wildcards.task}"
         " --records {params.records} --pretrained {params.pretrained:q}"
         " --out results/{wildcards.task}/teacher --work work/{wildcards.task}/teacher"
@@ -71,7 +69,6 @@ rule import_teacher:
     resources:
         gpu=1,
     shell:
-        "rm -rf results/{wildcards.task}/teacher && "
         "{params.python} -m workflow_scripts.import_teacher --task {wildcards.task}"
         " --finetuned {params.folder:q} --records {params.records} --label-map {params.label_map:q}"
         " --out results/{wildcards.task}/teacher --eval-batch-size {params.eval_batch_size}"
@@ -102,7 +99,6 @@ rule import_member:
     resources:
         gpu=1,
     shell:
-        "rm -rf results/{wildcards.task}/teacher_{wildcards.member} && "
         "{params.python} -m workflow_scripts.import_teacher --task {wildcards.task}"
         " --finetuned {params.folder:q} --records {params.records} --label-map {params.label_map:q}"
         " --out results/{wildcards.task}/teacher_{wildcards.member} --eval-batch-size {params.eval_batch_size}"

@@ -180,15 +180,19 @@ def test_interrupted_training_resumes(workdir):
     # no early end, and long enough to be still training when the interrupt lands on a loaded machine
     cmd = [str(REPO / ".venv" / "bin" / "snakemake"), "--cores", "4", "-s", str(workdir / "Snakefile"),
            "--directory", str(workdir), target, *longer]
-    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 300
-    while not state.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert state.exists() and proc.poll() is None, "training ended before it could be interrupted"
-    os.killpg(proc.pid, signal.SIGINT)          # Ctrl-C: Snakemake stops the job and cleans up
-    proc.wait(timeout=120)
-    assert not (workdir / "results/sst2/kd/model.safetensors").exists()
+    console = workdir / "interrupted.log"      # Snakemake's own output, shown if the test fails
+    with open(console, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 300
+        while not state.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert state.exists() and proc.poll() is None, "training ended before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGINT)          # Ctrl-C: Snakemake stops the job and cleans up
+        proc.wait(timeout=120)
+    job_log = workdir / "logs/sst2/distill_kd.log"
+    assert not (workdir / "results/sst2/kd/model.safetensors").exists(), (
+        console.read_text()[-3000:] + "\n--- distill_kd.log ---\n"
+        + (job_log.read_text().replace("\r", "\n")[-3000:] if job_log.exists() else "(none)"))
     snakemake(workdir, target, *longer)
     log = (workdir / "logs/sst2/distill_kd.log").read_text()
     assert re.search(r"resuming at step \d+", log), log[-2000:]

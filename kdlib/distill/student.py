@@ -12,7 +12,7 @@ from ..data.ofrecord import checked_count, record_file
 from ..data.tasks import Task
 from ..errors import ConfigError
 from ..evaluate.evaluation import split_evaluator
-from ..io import check_writable, read_json
+from ..io import check_writable, read_json, start_over
 from ..models import checkpoint
 from . import compiling, train
 from .logit_cache import load_logits
@@ -96,6 +96,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
     if B.rank == 0:                              # before the training, not after it
         check_writable(out_dir)
         check_writable(work_dir, "work folder")
+        start_over(out_dir)
     vocab_size = None
     if spec["architecture"]["model"] == "bilstm":
         vocab_size = len(read_vocab(vocab))

@@ -16,7 +16,7 @@ from ..data.convert import encoding_of, records_tokenizer
 from ..data.tasks import VALIDATION, Task
 from ..errors import ConfigError
 from ..evaluate.evaluation import predict, split_evaluator
-from ..io import atomic_dir, check_writable, read_json
+from ..io import atomic_dir, check_writable, read_json, start_over
 from ..models import families
 from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..models.pretrained import load_pretrained_bert
@@ -60,6 +60,7 @@ def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir
     if B.rank == 0:                              # before the training, not after it
         check_writable(out_dir)
         check_writable(work_dir, "work folder")
+        start_over(out_dir)
     B.seed(cfg.seed)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     model, bert_cfg = load_pretrained_bert(B, pretrained, task.num_labels, log=log)
@@ -108,6 +109,8 @@ def import_finetuned(B, task: Task, folder: str | Path, records: str | Path, out
     meta = {"task": task.name, "labels": list(task.labels or []), "role": "teacher",
             "source": str(folder), **encoding_of(records, task)}
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    check_writable(out_dir)
+    start_over(out_dir)
     with atomic_dir(out_dir) as tmp:
         if families.runs_in_kdlib(config):
             model, _ = load_pretrained_bert(B, folder, task.num_labels, log=log, classifier_rows=order)
