@@ -181,12 +181,19 @@ def test_interrupted_training_resumes(workdir):
     cmd = [str(REPO / ".venv" / "bin" / "snakemake"), "--cores", "4", "-s", str(workdir / "Snakefile"),
            "--directory", str(workdir), target, *longer]
     console = workdir / "interrupted.log"      # Snakemake's own output, shown if the test fails
+    started = time.time()
+
+    def written_by_this_run():                 # not a state an earlier test left behind
+        try:
+            return state.stat().st_mtime >= started
+        except FileNotFoundError:
+            return False
     with open(console, "w") as out:
         proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 300
-        while not state.exists() and time.time() < deadline and proc.poll() is None:
+        while not written_by_this_run() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
-        assert state.exists() and proc.poll() is None, "training ended before it could be interrupted"
+        assert written_by_this_run() and proc.poll() is None, "training ended before it could be interrupted"
         os.killpg(proc.pid, signal.SIGINT)          # Ctrl-C: Snakemake stops the job and cleans up
         proc.wait(timeout=120)
     job_log = workdir / "logs/sst2/distill_kd.log"
