@@ -188,17 +188,23 @@ def test_interrupted_training_resumes(workdir):
             return state.stat().st_mtime >= started
         except FileNotFoundError:
             return False
+    def ctrl_c_reaches_it():                   # as from a terminal, whatever the test process inherited
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     with open(console, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=ctrl_c_reaches_it)
         deadline = time.time() + 300
         while not written_by_this_run() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
         assert written_by_this_run() and proc.poll() is None, "training ended before it could be interrupted"
+        masks = [line for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                 if line.startswith(("SigBlk", "SigIgn"))]  # for the failure message
         os.killpg(proc.pid, signal.SIGINT)          # Ctrl-C: Snakemake stops the job and cleans up
         proc.wait(timeout=120)
     job_log = workdir / "logs/sst2/distill_kd.log"
     assert not (workdir / "results/sst2/kd/model.safetensors").exists(), (
-        console.read_text()[-3000:] + "\n--- distill_kd.log ---\n"
+        f"{masks}\n" + console.read_text()[-3000:] + "\n--- distill_kd.log ---\n"
         + (job_log.read_text().replace("\r", "\n")[-3000:] if job_log.exists() else "(none)"))
     snakemake(workdir, target, *longer)
     log = (workdir / "logs/sst2/distill_kd.log").read_text()
