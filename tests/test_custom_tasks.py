@@ -260,10 +260,10 @@ def test_records_without_a_definition_name_the_fix(tmp_path):
 
 
 def test_the_readme_example_is_a_valid_task(tmp_path, vocab, monkeypatch, capsys):
-    """README, "Your own data": its CSV as both files and its YAML as the config give records of
-    the five classes."""
+    """docs/configuring.md, "Your own data": its CSV as both files and its YAML as the config give
+    records of the five classes."""
     from conftest import REPO
-    section = (REPO / "README.md").read_text().split("## Your own data")[1].split("\n## ")[0]
+    section = (REPO / "docs/configuring.md").read_text().split("## Your own data")[1].split("\n## ")[0]
     sample = section.split("```text\n")[1].split("```")[0]
     block = yaml.safe_load(section.split("```yaml\n")[1].split("```")[0])
     monkeypatch.chdir(tmp_path)

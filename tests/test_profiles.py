@@ -1,7 +1,7 @@
 """The profiles plan the workflow (the launcher in the rules, Slurm and local planning), and the
 CPUs a stage uses (kdlib.backend.usable_cpus, applied by workflow_scripts._cli.backend_from).
 
-Without a cluster: the README's Slurm commands are planned (dry runs, which count one core), and
+Without a cluster: docs/scaling.md's Slurm commands are planned (dry runs, which count one core), and
 run for real (no -n, no --cores) against stand-ins for sbatch, sacct and sinfo that record what
 the Slurm plugin submits; `--report` runs without --cores too.
 
@@ -208,9 +208,10 @@ def test_slurm_profiles_run_the_short_stages_as_one_job_per_task(tmp_path, profi
 
 
 def readme_commands(profile: str) -> list[list[str]]:
-    """The README's commands that run with ``--profile profiles/<profile>``, as argument lists."""
+    """The commands of docs/scaling.md that run with ``--profile profiles/<profile>``, as argument
+    lists."""
     prefix = f".venv/bin/snakemake --profile profiles/{profile} "
-    lines = (REPO / "README.md").read_text().splitlines()
+    lines = (REPO / "docs/scaling.md").read_text().splitlines()
     return [shlex.split(line, comments=True)[1:] for line in lines if line.startswith(prefix)]
 
 
@@ -218,7 +219,7 @@ def test_the_readme_slurm_commands_plan_without_cores(tmp_path):
     needs_slurm_plugin()
     copy_workflow(tmp_path)
     commands = {profile: readme_commands(profile) for profile in SLURM_PROFILES}
-    assert all(commands.values()), f"the README gives no command for a profile: {commands}"
+    assert all(commands.values()), f"docs/scaling.md gives no command for a profile: {commands}"
     for profile, profile_commands in commands.items():
         for args in profile_commands:
             if "backend=oneflow" in args and not ONEFLOW_PYTHON.exists():
@@ -264,7 +265,7 @@ def test_the_report_command_needs_no_cores(tiny):
         path = tiny / "results" / "sst2" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"stand-in for {name}\n")
-    out = snakemake(tiny, "--report", "report.html")                  # README, "Where things land"
+    out = snakemake(tiny, "--report", "report.html")                  # docs/configuring.md, "Where things land"
     assert CORES_ERROR not in out.stderr
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tiny / "report.html").stat().st_size > 0
@@ -320,7 +321,7 @@ def test_slurm_profiles_submit_without_cores(tiny, tmp_path, profile):
     plan = snakemake(tiny, "--profile", f"profiles/{profile}", "-n", "--", target)
     assert plan.returncode == 0 and job_counts(plan.stdout) == {"finetune_teacher": 1}, plan.stdout[-2000:]
 
-    # the README's command without -n (and without a retry), against the stand-ins
+    # docs/scaling.md's command without -n (and without a retry), against the stand-ins
     out = snakemake(tiny, "--profile", f"profiles/{profile}", "--retries", "0", "--", target,
                     env=fake_slurm(tmp_path))
     assert CORES_ERROR not in out.stderr
