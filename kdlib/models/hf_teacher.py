@@ -1,6 +1,7 @@
-"""A fine-tuned teacher of any encoder family that transformers loads (RoBERTa, XLM-R, DeBERTa-v2/v3,
-ELECTRA, DistilBERT, ModernBERT ...), run by ``AutoModelForSequenceClassification`` in the torch
-runtime behind kdlib's model contract: ``model(input_ids, attention_mask, token_type_ids) ->
+"""A fine-tuned teacher of any encoder family that transformers loads and kdlib's BERT does not
+(DeBERTa-v2/v3, ELECTRA, DistilBERT, ModernBERT ...; a BERT, RoBERTa or XLM-R becomes a kdlib
+checkpoint instead), run by ``AutoModelForSequenceClassification`` in the torch runtime behind
+kdlib's model contract: ``model(input_ids, attention_mask, token_type_ids) ->
 {"logits": (N, C)}``, its columns in the task's label order. Evaluation, the logit cache and the
 speed stage use it like a kdlib checkpoint (:func:`kdlib.models.checkpoint.load_checkpoint`)."""
 from __future__ import annotations
