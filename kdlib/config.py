@@ -252,21 +252,20 @@ def check_students(config: dict, teacher: dict, task: str | None = None, family:
     ensemble = config["teacher"].get("ensemble")
     for name in config["students"]:
         spec = student_spec(config, name, task)
-        recipe = get_recipe(spec["algorithm"], name)
-        if ensemble and (recipe.needs_teacher or spec["architecture"]["init"] == "teacher"):
+        recipe, arch = get_recipe(spec["algorithm"], name), spec["architecture"]
+        if ensemble and (recipe.needs_teacher or arch["init"] == "teacher"):
             raise ConfigError(f"student {name} (algorithm {spec['algorithm']}) needs one teacher's layers, "
                               "but teacher.ensemble gives the students only the teachers' averaged outputs: "
                               "use kd or distilled_lstm students with it")
-        arch = spec["architecture"]
         if arch["tokenizer"] is not None and (arch["model"] != "bert" or recipe.needs_teacher
                                               or arch["init"] != "random"):
             raise ConfigError(f"student {name}: architecture.tokenizer gives a BERT from scratch records of "
                               f"its own tokenizer, which only recipes that read the cached logits can use (kd, "
                               f"none), not {spec['algorithm']} with a {arch['model']} (init: {arch['init']}); "
                               "leave it null for the teacher's")
-        if family is not None and (recipe.needs_teacher or spec["architecture"]["init"] != "random"):
+        if family is not None and (recipe.needs_teacher or arch["init"] != "random"):
             what = ("the teacher's hidden states and attentions in kdlib's BERT" if recipe.needs_teacher
-                    else f"layers copied into it (init: {spec['architecture']['init']}) from a BERT "
+                    else f"layers copied into it (init: {arch['init']}) from a BERT "
                          "of the teacher's vocabulary")
             raise ConfigError(f"student {name} (algorithm {spec['algorithm']}) needs {what}, but the "
                               f"teacher of {task} is a {family} (teacher.finetuned), which kdlib runs only "

@@ -284,9 +284,7 @@ def finetuned_folder(task):
     return Path(folder).expanduser() if folder else None
 
 
-_TEACHERS = {}
-
-
+@functools.lru_cache(maxsize=None)
 def teacher_shape(task):
     """``(the BERT config a student follows, family)`` of the task's teacher: the pretrained
     folder's config and None when the teacher is fine-tuned here; else the fine-tuned folder's
@@ -295,14 +293,11 @@ def teacher_shape(task):
     folder = finetuned_folder(task)
     if folder is None:
         return TEACHER_CONFIG, None
-    if task not in _TEACHERS:
-        hf = kdlib.models.families.check_folder(folder, f"teacher.finetuned ({task})")
-        if kdlib.models.families.runs_in_kdlib(hf):
-            _TEACHERS[task] = kdlib.models.pretrained.read_pretrained_config(folder), None
-        else:
-            size = kdlib.models.families.tokenizer_size(kdlib.data.convert.folder_tokenizer(folder))
-            _TEACHERS[task] = kdlib.models.families.student_shape(hf, size), hf["model_type"]
-    return _TEACHERS[task]
+    hf = kdlib.models.families.check_folder(folder, f"teacher.finetuned ({task})")
+    if kdlib.models.families.runs_in_kdlib(hf):
+        return kdlib.models.pretrained.read_pretrained_config(folder), None
+    size = kdlib.models.families.tokenizer_size(kdlib.data.convert.folder_tokenizer(folder))
+    return kdlib.models.families.student_shape(hf, size), hf["model_type"]
 
 
 def check_teacher(task):
@@ -342,15 +337,10 @@ def member_source(k):
     return Path(ENSEMBLE[int(k)]).expanduser()
 
 
-_MEMBER_CONFIGS = {}
-
-
+@functools.lru_cache(maxsize=None)
 def member_config(k):
     """The checked config.json of ensemble folder ``k`` >= 1."""
-    k = int(k)
-    if k not in _MEMBER_CONFIGS:
-        _MEMBER_CONFIGS[k] = kdlib.models.families.check_folder(member_source(k), f"teacher.ensemble[{k}]")
-    return _MEMBER_CONFIGS[k]
+    return kdlib.models.families.check_folder(member_source(k), f"teacher.ensemble[{int(k)}]")
 
 
 def member_is_hf(task, k):
@@ -359,6 +349,11 @@ def member_is_hf(task, k):
     if k == 0:
         return teacher_shape(task)[1] is not None
     return not kdlib.models.families.runs_in_kdlib(member_config(k))
+
+
+def _folder_files(folder):
+    """A fine-tuned folder's config and weights: a change to either imports it again."""
+    return [str(folder / "config.json"), str(folder / "model.safetensors")]
 
 
 def member_tokenizer_file(task, k):
@@ -373,12 +368,6 @@ def member_records_dir(task, k, transfer=None):
 
 def member_folder(task, k):
     return f"results/{task}/teacher" if int(k) == 0 else f"results/{task}/teacher_{int(k)}"
-
-
-def check_ensemble(task):
-    """Every ensemble folder holds a fine-tuned teacher."""
-    for k in MEMBERS[1:]:
-        member_config(k)
 
 
 def _hf_teacher(task):
@@ -402,8 +391,7 @@ def member_inputs(wildcards):
 
 def member_source_inputs(wildcards):
     """Ensemble folder ``k`` >= 1's config and weights (a change imports it again) and its records."""
-    source = member_source(wildcards.member)
-    return {"finetuned": [str(source / "config.json"), str(source / "model.safetensors")],
+    return {"finetuned": _folder_files(member_source(wildcards.member)),
             "records": f"{member_records_dir(wildcards.task, wildcards.member)}/meta.json"}
 
 
@@ -452,6 +440,7 @@ def tokenized_dir(task, tokenizer):
     return f"{bert_dir(task)}-tok_{_digest(tokenizer)}"
 
 
+@functools.lru_cache(maxsize=None)
 def student_tokenizer_file(run):
     """A BERT student's own tokenizer file (architecture.tokenizer), or None: the teacher's."""
     spec = config["students"][_base(run)].get("architecture") or {}
@@ -483,9 +472,7 @@ def teacher_backend(wildcards):
 
 
 def finetuned_inputs(wildcards):
-    """The fine-tuned folder's config and weights: a change to either imports it again."""
-    folder = finetuned_folder(wildcards.task)
-    return [str(folder / "config.json"), str(folder / "model.safetensors")]
+    return _folder_files(finetuned_folder(wildcards.task))
 
 
 def report_logs(wildcards):
@@ -502,12 +489,11 @@ def _tasks_re(names):
 IMPORTED_RE = _tasks_re(FINETUNED_TASKS)
 FINETUNED_HERE_RE = _tasks_re([t for t in (*TASKS, *CUSTOM) if t not in FINETUNED_TASKS])
 
-if ENSEMBLE:
-    try:
-        for _checked in dict.fromkeys(config["tasks"]):
-            check_ensemble(_checked)
-    except kdlib.errors.KdflowError as exc:
-        raise WorkflowError(str(exc))
+try:                                         # every ensemble folder holds a fine-tuned teacher
+    for _checked in MEMBERS[1:]:
+        member_config(_checked)
+except kdlib.errors.KdflowError as exc:
+    raise WorkflowError(str(exc))
 STUDENTS = list(config["students"])
 # Every student's runs under `seeds: N` (kdlib.config.runs): the `student` wildcard is a run.
 RUNS = [run for student in STUDENTS for run in kdlib.config.runs(config, student)]
@@ -530,13 +516,8 @@ def _is_lstm(run):
     return config["students"][_base(run)]["architecture"]["model"] == "bilstm"
 
 
-try:                                         # every student's own tokenizer exists (architecture.tokenizer)
-    for _checked in STUDENTS:
-        _own = (config["students"][_checked].get("architecture") or {}).get("tokenizer")
-        if _own:
-            kdlib.models.families.resolve_tokenizer(_own)
-except kdlib.errors.KdflowError as exc:
-    raise WorkflowError(f"students.{_checked}.architecture.tokenizer: {exc}")
+for _checked in STUDENTS:                    # every student's own tokenizer exists: an error names it
+    student_tokenizer_file(_checked)
 
 
 def _transfer(run, task):

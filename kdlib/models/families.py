@@ -45,7 +45,7 @@ def check_folder(folder: str | Path, where: str = "teacher.finetuned") -> dict:
                 f".from_pretrained('{folder}').save_pretrained('{folder}', safe_serialization=True)")
         raise ConfigError(f"{where}: {folder} has no model.safetensors")
     write_one = f"AutoTokenizer.from_pretrained('{folder}').save_pretrained('{folder}')"
-    if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+    if _tokenizer_in(folder) is None:
         raise ConfigError(f"{where}: {folder} has no tokenizer.json (or BERT vocab.txt); write one with {write_one}")
     if not (folder / "tokenizer.json").is_file() and _cased(folder):
         raise ConfigError(f"{where}: {folder} has a cased vocab.txt but no tokenizer.json, and kdflow reads a "
@@ -59,6 +59,12 @@ def check_folder(folder: str | Path, where: str = "teacher.finetuned") -> dict:
                           "is it a HuggingFace model folder?")
     teacher_labels(config, folder, where)
     return config
+
+
+def _tokenizer_in(folder: Path) -> Path | None:
+    """The folder's tokenizer.json, else its vocab.txt (kdlib.data.convert.folder_tokenizer, which
+    this module may not import)."""
+    return next((folder / n for n in ("tokenizer.json", "vocab.txt") if (folder / n).is_file()), None)
 
 
 def _cased(folder: Path) -> bool:
@@ -156,7 +162,7 @@ def resolve_tokenizer(spec: str) -> Path:
         return resolve_pretrained(spec) / "vocab.txt"
     path = Path(spec).expanduser()
     if path.is_dir():
-        found = next((path / n for n in ("tokenizer.json", "vocab.txt") if (path / n).is_file()), None)
+        found = _tokenizer_in(path)
         if found is None:
             raise ConfigError(f"{path} has no tokenizer.json or vocab.txt")
         return found
