@@ -156,7 +156,7 @@ def main(argv=None) -> int:
         teacher = out / precision / "teacher"
         seconds = run_stage(["workflow_scripts.finetune_teacher", "--task", "sst2", "--records",
                              str(out / "records"), "--pretrained", str(out / "pretrained"), "--out",
-                             str(teacher), "--work", str(out / precision / "work_teacher"), "--hparams",
+                             str(teacher), "--work", str(out / precision / "work_teacher"), "--spec",
                              json.dumps(train), "--precision", precision, *selection, *runtime],
                             out / f"teacher_{precision}.log")
         rate = rate_of(teacher)

@@ -10,6 +10,7 @@ from snakemake.utils import validate
 
 import kdlib.distill.compiling
 import kdlib.distill.recipes
+import kdlib.distill.spec
 import kdlib.backend
 import kdlib.config
 import kdlib.errors
@@ -257,7 +258,7 @@ def teacher_settings(wildcards):
                       sort_keys=True)
 
 
-def teacher_hparams(wildcards):
+def teacher_spec(wildcards):
     """All the task's teacher training settings as JSON, for the stage (untracked)."""
     return Untracked(json.dumps(kdlib.config.teacher_train(config, wildcards.task), sort_keys=True))
 
@@ -296,20 +297,20 @@ def teacher_shape(task):
     hf = kdlib.models.families.check_folder(folder, f"teacher.finetuned ({task})")
     if kdlib.models.families.runs_in_kdlib(hf):
         return kdlib.models.pretrained.read_pretrained_config(folder), None
-    size = kdlib.models.families.tokenizer_size(kdlib.data.convert.folder_tokenizer(folder))
+    size = kdlib.models.families.tokenizer_size(kdlib.models.families.folder_tokenizer(folder))
     return kdlib.models.families.student_shape(hf, size), hf["model_type"]
 
 
 def check_teacher(task):
-    """Every student can learn from the task's teacher (kdlib.config.check_students); a layer
+    """Every student can learn from the task's teacher (kdlib.distill.spec.check_students); a layer
     copied from teacher.pretrained needs the records' vocabulary."""
     shape, family = teacher_shape(task)
-    kdlib.config.check_students(config, shape, task, family)
+    kdlib.distill.spec.check_students(config, shape, task, family)
     folder = finetuned_folder(task)
-    uses_pretrained = any(kdlib.config.student_spec(config, s, task)["architecture"]["init"] == "pretrained"
+    uses_pretrained = any(kdlib.distill.spec.student_spec(config, s, task)["architecture"]["init"] == "pretrained"
                           for s in config["students"])
     if folder is not None and uses_pretrained and (
-            kdlib.models.families.vocabulary(kdlib.data.convert.folder_tokenizer(folder))
+            kdlib.models.families.vocabulary(kdlib.models.families.folder_tokenizer(folder))
             != kdlib.models.families.vocabulary(TEACHER_DIR / "vocab.txt")):
         raise kdlib.errors.ConfigError(
             f"teacher.finetuned ({task}): a student with init: pretrained copies layers of teacher.pretrained, "
@@ -357,7 +358,7 @@ def _folder_files(folder):
 
 
 def member_tokenizer_file(task, k):
-    return teacher_tokenizer_file(task) if int(k) == 0 else kdlib.data.convert.folder_tokenizer(member_source(k))
+    return teacher_tokenizer_file(task) if int(k) == 0 else kdlib.models.families.folder_tokenizer(member_source(k))
 
 
 def member_records_dir(task, k, transfer=None):
@@ -417,7 +418,7 @@ def teacher_tokenizer_file(task):
     folder = finetuned_folder(task)
     if folder is None:
         return TEACHER_DIR / "vocab.txt"
-    return kdlib.data.convert.folder_tokenizer(folder)
+    return kdlib.models.families.folder_tokenizer(folder)
 
 
 def teacher_tokenizer(wildcards):
@@ -447,7 +448,7 @@ def student_tokenizer_file(run):
     if not spec.get("tokenizer"):
         return None
     try:
-        return kdlib.models.families.resolve_tokenizer(spec["tokenizer"])
+        return kdlib.models.pretrained.resolve_tokenizer(spec["tokenizer"])
     except kdlib.errors.KdflowError as exc:
         raise WorkflowError(f"students.{_base(run)}.architecture.tokenizer: {exc}")
 
@@ -522,7 +523,7 @@ for _checked in STUDENTS:                    # every student's own tokenizer exi
 
 def _transfer(run, task):
     """The transfer set a run trains with on ``task`` (a set's ``tasks`` may leave the task out)."""
-    return kdlib.config.transfer_of(config, run, task)
+    return kdlib.distill.spec.transfer_of(config, run, task)
 
 
 def eval_records_dir(wildcards):
@@ -562,7 +563,7 @@ def match_steps(wildcards):
     batch sizes (a param: a change to them reruns the baseline; its records are inputs)."""
     students = []
     for student in _compared(wildcards.student):
-        spec = kdlib.config.student_spec(config, student, wildcards.task)
+        spec = kdlib.distill.spec.student_spec(config, student, wildcards.task)
         phases = [spec[p] for p in ("first_phase_train", "train") if p in spec]
         students.append({"student": student, "records": _records_dir(wildcards.task, student),
                          "phases": [{"epochs": p["epochs"], "batch_size": p["batch_size"]} for p in phases]})
@@ -577,18 +578,18 @@ def student_records_of(wildcards):
 
 def student_settings(wildcards):
     """What changes a student: a param, so changing one reruns only this student."""
-    spec = kdlib.config.student_spec(config, wildcards.student, wildcards.task)
+    spec = kdlib.distill.spec.student_spec(config, wildcards.student, wildcards.task)
     return json.dumps(kdlib.config.result_settings(spec), sort_keys=True)
 
 
 def student_spec_json(wildcards):
     """The student's resolved settings as JSON, for the stage (untracked)."""
-    return Untracked(json.dumps(kdlib.config.student_spec(config, wildcards.student, wildcards.task),
+    return Untracked(json.dumps(kdlib.distill.spec.student_spec(config, wildcards.student, wildcards.task),
                                 sort_keys=True))
 
 
 def _init(wildcards):
-    return kdlib.config.student_spec(config, wildcards.student)["architecture"]["init"]
+    return kdlib.distill.spec.student_spec(config, wildcards.student)["architecture"]["init"]
 
 
 def init_inputs(wildcards):
@@ -609,7 +610,7 @@ def init_source(wildcards):
 
 
 def student_init_layers(wildcards):
-    spec = kdlib.config.student_spec(config, wildcards.student)
+    spec = kdlib.distill.spec.student_spec(config, wildcards.student)
     source = TEACHER_CONFIG if _init(wildcards) == "pretrained" else teacher_shape(wildcards.task)[0]
     layers = kdlib.distill.recipes.init_layers(spec, int(source["num_hidden_layers"]))
     return ",".join(str(t) for t in layers)
@@ -619,7 +620,7 @@ def distill_inputs(wildcards):
     """What a student's distill job reads: its records, and what its recipe needs from the teacher
     (kdlib.distill.recipes.Recipe.needs, the one place that decides it)."""
     task, student = wildcards.task, wildcards.student
-    needs = _recipe(student).needs(kdlib.config.student_spec(config, student, task))
+    needs = _recipe(student).needs(kdlib.distill.spec.student_spec(config, student, task))
     inputs = {"records": student_records_of(wildcards)}
     compared = sorted({f"{_records_dir(task, s)}/meta.json" for s in _compared(student)})
     if compared:

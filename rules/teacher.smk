@@ -19,7 +19,7 @@ rule finetune_teacher:
         pretrained=folder_of_weights,
         records=bert_dir_of,
         settings=teacher_settings,  # what changes the teacher: tracked, so a change reruns it
-        hparams=teacher_hparams,  # the same plus how the job runs (save_seconds): untracked
+        spec=teacher_spec,  # the same plus how the job runs (save_seconds): untracked
         selection=config["selection"],  # the split that picks the checkpoint: a change reruns it
         compile=COMPILE,
         eval_batch_size=config["eval_batch_size"],
@@ -37,7 +37,7 @@ rule finetune_teacher:
         "{params.python} -m workflow_scripts.finetune_teacher --task {wildcards.task}"
         " --records {params.records} --pretrained {params.pretrained:q}"
         " --out results/{wildcards.task}/teacher --work work/{wildcards.task}/teacher"
-        " --hparams {params.hparams:q} --selection {params.selection} --compile {params.compile}"
+        " --spec {params.spec:q} --selection {params.selection} --compile {params.compile}"
         " --eval-batch-size {params.eval_batch_size}"
         " --backend {params.backend} --device {params.device} --precision {params.precision}"
         " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"

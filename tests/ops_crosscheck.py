@@ -24,7 +24,7 @@ def make_inputs(seed: int = 0) -> dict[str, np.ndarray]:
     # key mask: the second example has two padded positions
     keep = np.ones((BATCH, SEQ), np.float32)
     keep[1, -2:] = 0.0
-    mask_add = ((1.0 - keep) * -10000.0)[:, None, None, :]            # (B, 1, 1, T)
+    mask_add = ((1.0 - keep) * -10000.0)[:, None, None, :]            # (N, 1, 1, T)
     return {
         "logits_s": f(BATCH, 3), "logits_t": f(BATCH, 3),
         "reg_s": f(BATCH, 1), "reg_t": f(BATCH, 1),

@@ -6,7 +6,7 @@ workflow_scripts/distill.py) on tiny models, in this runtime's backend.
 * every recipe's loss is checked against a numpy reference on a fixed batch (models in eval mode,
   so dropout is off), and against the cases where a term must vanish or scale;
 * students whose settings cannot work with the teacher are refused by
-  :func:`kdlib.config.check_students` with one line naming the student;
+  :func:`kdlib.distill.spec.check_students` with one line naming the student;
 * (torch runtime, when the OneFlow runtime exists) the KD loss agrees across the two backends.
 
 The teacher is a random 4-layer BERT (hidden 32, 4 heads, FFN 64: not 4 x hidden, so students that
@@ -32,6 +32,7 @@ from kdlib.data.ofrecord import RecordWriter, iter_records, record_file
 from kdlib.data.tasks import get_task
 from kdlib.distill import logit_cache, recipes, train
 from kdlib.distill.layers import export_layers
+from kdlib.distill.spec import check_students, student_spec
 from kdlib.distill.student import distill, phase_configs
 from kdlib.errors import ConfigError
 from kdlib.models import checkpoint
@@ -70,7 +71,7 @@ def make_config(students: dict, **train) -> dict:
 def spec_of(name: str, students: dict | None = None, **overrides) -> dict:
     """``name``'s spec through the config defaults; ``overrides`` merge into its config entry."""
     students = students or STUDENTS
-    return config.student_spec(make_config({name: config.merge(students[name], overrides)}), name)
+    return student_spec(make_config({name: config.merge(students[name], overrides)}), name)
 
 
 # ---- fixtures: teacher, records, logits -------------------------------------------------------------
@@ -204,8 +205,8 @@ def test_the_students_under_test_are_every_registered_recipe():
 @pytest.mark.parametrize("name", list(STUDENTS))
 def test_every_recipe_trains_end_to_end(name, data, teacher_cfg, B, tmp_path):
     cfg = make_config(STUDENTS)
-    config.check_students(cfg, teacher_cfg)                        # the workflow's check passes
-    spec = config.student_spec(cfg, name)
+    check_students(cfg, teacher_cfg)                        # the workflow's check passes
+    spec = student_spec(cfg, name)
     recipe, lstm, records, init_dir = student_setup(data, spec, tmp_path)
     out, work = tmp_path / "out", tmp_path / "work"
     results = distill(B, TASK, name, spec, records=records, out_dir=out, work_dir=work,
@@ -595,7 +596,7 @@ def test_check_students_names_the_student(case, teacher_cfg):
     entry, fragment = BAD[case]
     cfg = make_config({"good": STUDENTS["kd"], "bad_one": entry})
     with pytest.raises(ConfigError) as info:
-        config.check_students(cfg, teacher_cfg)
+        check_students(cfg, teacher_cfg)
     message = str(info.value)
     assert "\n" not in message and "bad_one" in message and fragment in message, message
 
@@ -603,17 +604,17 @@ def test_check_students_names_the_student(case, teacher_cfg):
 def test_the_default_students_pass_the_check(teacher_cfg):
     """Unset widths follow the teacher, its FFN width included (64 here, not 4 x 32)."""
     cfg = make_config(STUDENTS)
-    config.check_students(cfg, teacher_cfg)
-    spec = config.student_spec(cfg, "pkd")
+    check_students(cfg, teacher_cfg)
+    spec = student_spec(cfg, "pkd")
     student = recipes.student_config(spec, teacher_cfg, 2)
     assert (student.hidden_size, student.intermediate_size, student.num_attention_heads) == (32, 64, 4)
-    kd = recipes.student_config(config.student_spec(cfg, "kd"), teacher_cfg, 2)
+    kd = recipes.student_config(student_spec(cfg, "kd"), teacher_cfg, 2)
     assert (kd.hidden_size, kd.intermediate_size, kd.num_attention_heads) == (16, 32, 4)
     # a narrower student without an FFN width gets 4 x its own width
-    spec = config.student_spec(make_config({"s": {"algorithm": "none", "architecture": {"hidden": 16}}}), "s")
+    spec = student_spec(make_config({"s": {"algorithm": "none", "architecture": {"hidden": 16}}}), "s")
     assert recipes.student_config(spec, teacher_cfg, 2).intermediate_size == 64
-    assert recipes.init_layers(config.student_spec(cfg, "pkd"), 4) == [2, 4]
-    assert recipes.init_layers(config.student_spec(cfg, "theseus"), 4) == [1, 2]
+    assert recipes.init_layers(student_spec(cfg, "pkd"), 4) == [2, 4]
+    assert recipes.init_layers(student_spec(cfg, "theseus"), 4) == [1, 2]
 
 
 # ---- the distill script ------------------------------------------------------------------------------
@@ -811,7 +812,7 @@ def test_every_distilled_recipe_trains_on_a_transfer_set(name, mixed, B, tmp_pat
     students = {name: {**STUDENTS[name], "transfer": "t"}}
     cfg = config.validate({"students_train": TRAIN, "students": students,
                            "transfer": {"t": {"unlabeled": "builtin"}}})
-    spec = config.student_spec(cfg, name)
+    spec = student_spec(cfg, name)
     recipe, lstm, records, init_dir = student_setup(mixed, spec, tmp_path, "+t")
     results = distill(B, TASK, name, spec, records=records, out_dir=tmp_path / "out", work_dir=tmp_path / "w",
                       teacher_dir=None if lstm else mixed / "teacher",
@@ -864,7 +865,7 @@ def test_distill_script_trains_a_baseline_for_its_students_steps(data, tmp_path,
 
 def test_a_pretrained_initialised_student_needs_its_exported_layers_and_not_the_live_teacher():
     for init, wanted in (("random", False), ("teacher", True), ("pretrained", True)):
-        spec = config.student_spec(make_config({"s": {"algorithm": "none", "architecture": {
+        spec = student_spec(make_config({"s": {"algorithm": "none", "architecture": {
             "layers": 2, "init": init}}}), "s")
         needs = recipes.get_recipe("none").needs(spec)
         assert needs["init"] is wanted and needs["logits"] is False, (init, needs)

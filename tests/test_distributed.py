@@ -25,7 +25,7 @@ from conftest import HAS_ONEFLOW, HAS_TORCH, REPO
 
 from kdlib.data import batching
 
-HPARAMS = {"epochs": 2, "batch_size": 8, "lr": 1e-3, "save_seconds": 0, "shuffle_buffer": 16,
+SPEC = {"epochs": 2, "batch_size": 8, "lr": 1e-3, "save_seconds": 0, "shuffle_buffer": 16,
            "seed": 7, "bucket": 2, "patience": 0}      # every step runs
 N_TRAIN = 43          # 5 batches of 8, then one of 3: shards of 2 rows and 1 row
 STEPS = 12
@@ -46,7 +46,7 @@ def finetune_args(data, name: str, backend: str) -> list[str]:
     return ["-m", "workflow_scripts.finetune_teacher", "--task", "sst2",
             "--records", str(data / "records"), "--pretrained", str(data / "pretrained"),
             "--out", str(data / name / "out"), "--work", str(data / name / "work"),
-            "--hparams", json.dumps(HPARAMS),
+            "--spec", json.dumps(SPEC),
             "--selection", "validation", "--eval-batch-size", "128", "--backend", backend,
             "--device", "cpu", "--precision", "fp32", "--threads", "1"]
 

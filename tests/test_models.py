@@ -63,14 +63,14 @@ def np_bert_layer(W, p, x, mask, nh, eps):
     """One BERT encoder layer in float64 numpy; W holds the weights, p the key prefix."""
     g = lambda k: W[p + k].astype(np.float64)  # noqa: E731
     lin = lambda h, k: h @ g(k + ".weight").T + g(k + ".bias")  # noqa: E731
-    Bsz, T, H = x.shape
+    N, T, H = x.shape
     hs = H // nh
-    heads = lambda h: h.reshape(Bsz, T, nh, hs).transpose(0, 2, 1, 3)  # noqa: E731  (B, nh, T, hs)
+    heads = lambda h: h.reshape(N, T, nh, hs).transpose(0, 2, 1, 3)  # noqa: E731  (N, nh, T, hs)
     q, k, v = (heads(lin(x, f"attention.self.{n}")) for n in ("query", "key", "value"))
     scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hs) + ((1.0 - mask) * MASK_VALUE)[:, None, None, :]
     probs = np.exp(scores - scores.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
-    ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(Bsz, T, H)
+    ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(N, T, H)
     a = np_layernorm(lin(ctx, "attention.output.dense") + x, g("attention.output.LayerNorm.weight"),
                      g("attention.output.LayerNorm.bias"), eps)
     inter = np_gelu(lin(a, "intermediate.dense"))

@@ -233,7 +233,7 @@ def test_pkd_distill_hand_values_and_invariances(B, rng):
     hs[:, 0, 1:] = rng.standard_normal((2, 2, 2))
     got = ops.pkd_distill(list(B.tensor(hs)), list(B.tensor(ht)), [(0, 0), (1, 1)])
     np.testing.assert_allclose(value(B, got), 4.0, rtol=RTOL)
-    # scale invariance, and cached (B, H) [CLS] states give the same loss as (B, T, H) lists
+    # scale invariance, and cached (N, H) [CLS] states give the same loss as (N, T, H) lists
     hs, ht = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((3, 3, 4, 5))
     base = value(B, ops.pkd_distill(list(B.tensor(hs)), list(B.tensor(ht)), [(1, 2)]))
     scaled = value(B, ops.pkd_distill(list(B.tensor(hs * 7.0)), list(B.tensor(ht)), [(1, 2)]))

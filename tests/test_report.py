@@ -27,7 +27,7 @@ from conftest import HAS_SNAKEMAKE, REPO, error_lines
 
 from kdlib import config
 from kdlib.errors import DataError
-from kdlib.evaluate import eval_json, plots, report
+from kdlib.evaluate import eval_json, plots, report, table
 from workflow_scripts import report as report_script
 
 TASK = "sst2"
@@ -194,42 +194,42 @@ def test_baselines_need_the_same_architecture():
 
 def test_table_rows_gain_interval_verdict_and_speedup():
     teacher, runs, predictions, speed = inputs()
-    frame = report.table(teacher, runs, PAIRS, predictions, speed, regression=False).set_index(report.NAME)
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, regression=False).set_index(table.NAME)
     assert list(frame.index) == EXPECTED_ORDER
-    assert list(frame[report.ROLE]) == ["teacher", "baseline", "distilled", "baseline", "distilled"]
-    assert list(frame[report.ARCHITECTURE]) == ["6L/384", "4L/312", "4L/312", "BiLSTM 300",
+    assert list(frame[table.ROLE]) == ["teacher", "baseline", "distilled", "baseline", "distilled"]
+    assert list(frame[table.ARCHITECTURE]) == ["6L/384", "4L/312", "4L/312", "BiLSTM 300",
                                                 "BiLSTM 300"]
-    gain = report.gain_column("accuracy")
+    gain = table.gain_column("accuracy")
     for name in EXPECTED_ORDER:
         given = eval_json_of(name)
         row = frame.loc[name]
         assert row["dev accuracy"] == pytest.approx(100 * given["score"])
-        assert row[report.RETAINED] == pytest.approx(100 * given["score"] / teacher["score"])
-        assert row[report.PARAMETERS] == pytest.approx(given["parameters"] / 1e6)
-        assert row[report.SIZE] == pytest.approx(given["size_bytes"] / 1e6)
-        assert row[report.LATENCY] == LATENCY[name]
+        assert row[table.RETAINED] == pytest.approx(100 * given["score"] / teacher["score"])
+        assert row[table.PARAMETERS] == pytest.approx(given["parameters"] / 1e6)
+        assert row[table.SIZE] == pytest.approx(given["size_bytes"] / 1e6)
+        assert row[table.LATENCY] == LATENCY[name]
         # the speed-up is the teacher's latency over the model's, round by round
         ups = [t / m for t, m in zip(speed["models"]["teacher"]["latency_rounds"],
                                      speed["models"][name]["latency_rounds"])]
-        assert row[report.SPEEDUP] == pytest.approx(float(np.median(ups)))
-        assert (row[report.SPEEDUP + report.LOW], row[report.SPEEDUP + report.HIGH]) == \
+        assert row[table.SPEEDUP] == pytest.approx(float(np.median(ups)))
+        assert (row[table.SPEEDUP + table.LOW], row[table.SPEEDUP + table.HIGH]) == \
             pytest.approx((min(ups), max(ups)))
         if name in PAIRS:
             base = eval_json_of(PAIRS[name])
-            assert row[report.BASELINE] == PAIRS[name]
+            assert row[table.BASELINE] == PAIRS[name]
             assert row[gain] == pytest.approx(100 * (given["score"] - base["score"]))
-            assert row[gain + report.LOW] < row[gain] < row[gain + report.HIGH]
-            assert row[report.VERDICT] in ("better", "worse", "no clear difference")
-            assert 0 < row[report.MCNEMAR] <= 1
+            assert row[gain + table.LOW] < row[gain] < row[gain + table.HIGH]
+            assert row[table.VERDICT] in ("better", "worse", "no clear difference")
+            assert 0 < row[table.MCNEMAR] <= 1
         else:
-            assert row[report.BASELINE] == "" and pd.isna(row[gain])
-    assert frame.loc["teacher", report.SPEEDUP] == 1.0
+            assert row[table.BASELINE] == "" and pd.isna(row[gain])
+    assert frame.loc["teacher", table.SPEEDUP] == 1.0
     # +2.25 points on 400 examples with independent errors is within noise; so is -0.75
-    assert frame.loc["kd", report.VERDICT] == "no clear difference"
-    cells = report.format_table(frame.reset_index()).set_index(report.NAME)
+    assert frame.loc["kd", table.VERDICT] == "no clear difference"
+    cells = report.format_table(frame.reset_index()).set_index(table.NAME)
     assert re.fullmatch(r"\+2\.25 \[-?\+?\d+\.\d\d, \+\d+\.\d\d\]", cells.loc["kd", gain])
     assert cells.loc["distilled_lstm", gain].startswith("-0.75 [")
-    assert re.fullmatch(r"2\.00 \(1\.9\d-2\.0\d\)", cells.loc["kd", report.SPEEDUP])
+    assert re.fullmatch(r"2\.00 \(1\.9\d-2\.0\d\)", cells.loc["kd", table.SPEEDUP])
 
 
 def test_a_clear_gain_is_called_better_and_a_clear_loss_worse():
@@ -238,25 +238,25 @@ def test_a_clear_gain_is_called_better_and_a_clear_loss_worse():
     runs["kd"] = eval_json_of("kd", 0.97)
     predictions["distilled_lstm"] = (logits_with_accuracy(0.70, 6), GOLD)  # -14 points
     runs["distilled_lstm"] = eval_json_of("distilled_lstm", 0.70)
-    frame = report.table(teacher, runs, PAIRS, predictions, speed, False).set_index(report.NAME)
-    assert frame.loc["kd", report.VERDICT] == "better"
-    assert frame.loc["distilled_lstm", report.VERDICT] == "worse"
-    assert frame.loc["kd", report.MCNEMAR] < 1e-6
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False).set_index(table.NAME)
+    assert frame.loc["kd", table.VERDICT] == "better"
+    assert frame.loc["distilled_lstm", table.VERDICT] == "worse"
+    assert frame.loc["kd", table.MCNEMAR] < 1e-6
 
 
 def test_with_two_seeds_rows_are_means_with_ranges():
     teacher, runs, predictions, speed = inputs(seeds=2)
     assert "kd_seed1" in runs
-    frame = report.table(teacher, runs, PAIRS, predictions, speed, False).set_index(report.NAME)
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False).set_index(table.NAME)
     assert list(frame.index) == EXPECTED_ORDER                    # one row per student, not per run
     kd = frame.loc["kd"]
-    assert kd[report.SEEDS] == 2
+    assert kd[table.SEEDS] == 2
     assert kd["dev accuracy"] == pytest.approx(100 * (0.88 + 0.89) / 2)
-    assert (kd["dev accuracy" + report.LOW], kd["dev accuracy" + report.HIGH]) == pytest.approx((88, 89))
-    gain = report.gain_column("accuracy")
+    assert (kd["dev accuracy" + table.LOW], kd["dev accuracy" + table.HIGH]) == pytest.approx((88, 89))
+    gain = table.gain_column("accuracy")
     assert kd[gain] == pytest.approx(100 * ((0.88 - 0.8575) + (0.89 - 0.8675)) / 2)
-    assert kd[gain + report.LOW] < kd[gain] < kd[gain + report.HIGH]
-    cells = report.format_table(frame.reset_index()).set_index(report.NAME)
+    assert kd[gain + table.LOW] < kd[gain] < kd[gain + table.HIGH]
+    cells = report.format_table(frame.reset_index()).set_index(table.NAME)
     assert cells.loc["kd", "dev accuracy"] == "88.50 (88.00-89.00)"
     # a student whose baseline has fewer runs cannot be paired
     del runs["bert_small_nokd_seed1"], predictions["bert_small_nokd_seed1"]
@@ -270,9 +270,9 @@ def test_every_metric_of_the_first_split_gets_a_gain():
         acc = result["score"]
         result["metrics"] = {"dev": {"f1": acc, "accuracy": acc}}
         result["metric"] = "f1"
-    frame = report.table(teacher, runs, PAIRS, predictions, speed, False).set_index(report.NAME)
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False).set_index(table.NAME)
     for metric in ("f1", "accuracy"):
-        assert report.gain_column(metric) in frame.columns
+        assert table.gain_column(metric) in frame.columns
     assert report.primary_column(teacher) == "dev f1"
 
 
@@ -291,7 +291,7 @@ def test_markdown_table_parses_back_into_the_same_cells():
 
 
 def test_markdown_escapes_pipes():
-    frame = pd.DataFrame({report.NAME: ["a|b"], report.SPEEDUP: [2.0]})
+    frame = pd.DataFrame({table.NAME: ["a|b"], table.SPEEDUP: [2.0]})
     header, rows = parse_markdown_table(report.markdown_table(frame))
     assert rows == [["a|b", "2.00"]]
 
@@ -309,22 +309,22 @@ def test_selection_columns_hold_each_models_selection_score_steps_and_budget():
         result["selection"] = selection_json(result["score"] + 0.01, step=100 + i, steps_allowed=300)
         result["train_steps"] = 200 + i
     frame = report.table(teacher, runs, PAIRS, predictions, speed, False)
-    assert report.selection_column(teacher["selection"]) == VALIDATION
+    assert table.selection_column(teacher["selection"]) == VALIDATION
     columns = list(frame.columns)       # right after the metric columns, then the warning
-    assert columns[columns.index("dev accuracy" + report.HIGH) + 1:][:2] == [VALIDATION, report.WARNING]
-    assert columns[columns.index(report.STEPS) - 1:][:3] == [report.SELECTED_STEP, report.STEPS,
-                                                              report.STEPS_ALLOWED]
-    frame = frame.set_index(report.NAME)
+    assert columns[columns.index("dev accuracy" + table.HIGH) + 1:][:2] == [VALIDATION, table.WARNING]
+    assert columns[columns.index(table.STEPS) - 1:][:3] == [table.SELECTED_STEP, table.STEPS,
+                                                              table.STEPS_ALLOWED]
+    frame = frame.set_index(table.NAME)
     assert frame.loc["teacher", VALIDATION] == pytest.approx(93)
     kd, first = frame.loc["kd"], list(runs).index("kd")     # kd's runs: 0.88 and 0.89 on dev
     assert kd[VALIDATION] == pytest.approx(100 * ((0.88 + 0.01) + (0.89 + 0.01)) / 2)
-    assert (kd[report.SELECTED_STEP], kd[report.STEPS], kd[report.STEPS_ALLOWED]) == \
+    assert (kd[table.SELECTED_STEP], kd[table.STEPS], kd[table.STEPS_ALLOWED]) == \
         (100 + first, 200 + first, 300)                     # the first run's
-    assert list(frame[report.WARNING]) == [""] * len(EXPECTED_ORDER)
-    cells = report.format_table(frame.reset_index()).set_index(report.NAME)
+    assert list(frame[table.WARNING]) == [""] * len(EXPECTED_ORDER)
+    cells = report.format_table(frame.reset_index()).set_index(table.NAME)
     assert cells.loc["kd", VALIDATION] == "89.50"
-    assert cells.loc["kd", report.SELECTED_STEP] == str(100 + first)
-    assert cells.loc["teacher", report.STEPS_ALLOWED] == "60"
+    assert cells.loc["kd", table.SELECTED_STEP] == str(100 + first)
+    assert cells.loc["teacher", table.STEPS_ALLOWED] == "60"
 
 
 def test_a_collapsed_run_is_flagged_in_the_table_and_the_notes():
@@ -333,10 +333,10 @@ def test_a_collapsed_run_is_flagged_in_the_table_and_the_notes():
         collapsed = run in ("kd", "kd_seed2") or run.startswith("lstm_nokd")
         result["selection"] = selection_json(result["score"], collapsed=collapsed)
     frame = report.table(teacher, runs, PAIRS, predictions, speed, False)
-    assert dict(zip(frame[report.NAME], frame[report.WARNING])) == {
+    assert dict(zip(frame[table.NAME], frame[table.WARNING])) == {
         "teacher": "", "bert_small_nokd": "", "kd": "one class (seeds 0, 2)",
         "lstm_nokd": "one class (every seed)", "distilled_lstm": ""}
-    assert frame[report.SELECTED_STEP].dtype == float and frame[VALIDATION].dtype == float
+    assert frame[table.SELECTED_STEP].dtype == float and frame[VALIDATION].dtype == float
     note = report.notes(teacher, speed, frame)
     assert note.startswith("Warning: the published checkpoint of kd (seeds 0, 2), lstm_nokd (every "
                            "seed) predicts one class")
@@ -365,7 +365,7 @@ def test_the_header_says_which_split_selected_the_checkpoints(mode, words):
     assert title == f"# kdflow report: {TASK}" and line == f"**{header}**" and words in header
     assert ("optimistic" in header) == (mode == "dev")
     split = "dev" if mode == "dev" else "validation"
-    assert [c for c in frame.columns if c.endswith(report.SELECTION)] == [f"{split} accuracy (selection)"]
+    assert [c for c in frame.columns if c.endswith(table.SELECTION)] == [f"{split} accuracy (selection)"]
     assert f"`{split} accuracy (selection)` is the published checkpoint's score" in \
         report.notes(teacher, speed, frame)
     page = report.html_page(TASK, frame, "notes", b"", b"", "accuracy", header)
@@ -380,7 +380,7 @@ def test_models_selected_in_different_ways_are_called_mixed():
     assert header == ("Checkpoints were selected in mixed ways: not recorded for teacher; on dev for "
                       "kd; on validation for bert_small_nokd, distilled_lstm, lstm_nokd. The dev "
                       "scores of the models selected on dev are optimistic.")
-    frame = report.table(teacher, runs, PAIRS, predictions, speed, False).set_index(report.NAME)
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False).set_index(table.NAME)
     dev = "dev accuracy (selection)"
     assert pd.isna(frame.loc["kd", VALIDATION]) and frame.loc["kd", dev] == pytest.approx(50)
     assert pd.isna(frame.loc["lstm_nokd", dev]) and frame.loc["lstm_nokd", VALIDATION] == pytest.approx(50)
@@ -389,10 +389,10 @@ def test_models_selected_in_different_ways_are_called_mixed():
 def test_eval_jsons_without_selection_leave_its_cells_empty():
     teacher, runs, predictions, speed = inputs()
     frame = report.table(teacher, runs, PAIRS, predictions, speed, False)
-    assert not [c for c in frame.columns if c.endswith(report.SELECTION)]
-    assert frame[[report.SELECTED_STEP, report.STEPS_ALLOWED]].isna().all().all()
+    assert not [c for c in frame.columns if c.endswith(table.SELECTION)]
+    assert frame[[table.SELECTED_STEP, table.STEPS_ALLOWED]].isna().all().all()
     cells = report.format_table(frame)
-    for column in (report.SELECTED_STEP, report.STEPS_ALLOWED, report.WARNING):
+    for column in (table.SELECTED_STEP, table.STEPS_ALLOWED, table.WARNING):
         assert set(cells[column]) == {""}
     assert "not recorded" in report.selection_header(teacher, runs)
     note = report.notes(teacher, speed, frame)
@@ -400,9 +400,9 @@ def test_eval_jsons_without_selection_leave_its_cells_empty():
     # only the teacher's eval JSON is older: its cells alone are empty
     for result in runs.values():
         result["selection"] = selection_json(result["score"], step=7)
-    frame = report.table(teacher, runs, PAIRS, predictions, speed, False).set_index(report.NAME)
-    assert pd.isna(frame.loc["teacher", VALIDATION]) and pd.isna(frame.loc["teacher", report.SELECTED_STEP])
-    assert frame.loc["kd", VALIDATION] == pytest.approx(88) and frame.loc["kd", report.SELECTED_STEP] == 7
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False).set_index(table.NAME)
+    assert pd.isna(frame.loc["teacher", VALIDATION]) and pd.isna(frame.loc["teacher", table.SELECTED_STEP])
+    assert frame.loc["kd", VALIDATION] == pytest.approx(88) and frame.loc["kd", table.SELECTED_STEP] == 7
 
 
 # ---- the training curves --------------------------------------------------------------------------
@@ -426,8 +426,8 @@ def test_eval_points_read_eval_score_or_the_older_dev_score(tmp_path):
         path.parent.mkdir()
         train_log(column=column).to_csv(path, index=False)
         [log] = report_script.read_logs([str(path)]).values()       # as the stage reads it
-        for table in (log, train_log(column=column)):
-            steps, scores = plots.eval_points(table)
+        for frame in (log, train_log(column=column)):
+            steps, scores = plots.eval_points(frame)
             assert list(steps) == [10, 20] and list(scores) == pytest.approx([0.6, 0.7])
     steps, scores = plots.eval_points(train_log().drop(columns="eval_score"))
     assert len(steps) == len(scores) == 0
@@ -493,10 +493,10 @@ def test_script_writes_markdown_csv_html_and_both_plots(files, tmp_path, capsys)
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5_000
 
     csv = pd.read_csv(out / "report.csv", keep_default_na=False, na_values=[""])
-    assert list(csv[report.NAME]) == EXPECTED_ORDER
-    gains = dict(zip(csv[report.NAME], csv[report.gain_column("accuracy")]))
+    assert list(csv[table.NAME]) == EXPECTED_ORDER
+    gains = dict(zip(csv[table.NAME], csv[table.gain_column("accuracy")]))
     assert gains["kd"] == pytest.approx(100 * (MODELS["kd"][4] - MODELS["bert_small_nokd"][4]))
-    assert {report.gain_column("accuracy") + report.LOW, report.VERDICT, report.MCNEMAR} <= set(csv.columns)
+    assert {table.gain_column("accuracy") + table.LOW, table.VERDICT, table.MCNEMAR} <= set(csv.columns)
 
     md = (out / "report.md").read_text()
     header, rows = parse_markdown_table(md)
@@ -521,11 +521,11 @@ def test_the_summary_line_counts_collapsed_runs(files, tmp_path, capsys):
     [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("report of")]
     assert "worse); 1 collapsed to one class: kd; wrote" in line
     csv = pd.read_csv(tmp_path / "out" / "report.csv", keep_default_na=False, na_values=[""])
-    assert dict(zip(csv[report.NAME], csv[report.WARNING].fillna(""))) == {
+    assert dict(zip(csv[table.NAME], csv[table.WARNING].fillna(""))) == {
         name: "one class" if name == "kd" else "" for name in EXPECTED_ORDER}
-    for column in (VALIDATION, report.SELECTED_STEP, report.STEPS_ALLOWED):
+    for column in (VALIDATION, table.SELECTED_STEP, table.STEPS_ALLOWED):
         assert csv[column].dtype == float or csv[column].dtype == int, column
-    assert dict(zip(csv[report.NAME], csv[VALIDATION]))["kd"] == pytest.approx(100 * MODELS["kd"][4] - 1)
+    assert dict(zip(csv[table.NAME], csv[VALIDATION]))["kd"] == pytest.approx(100 * MODELS["kd"][4] - 1)
     md = (tmp_path / "out" / "report.md").read_text()
     assert "Warning: the published checkpoint of kd predicts one class" in md
     assert "**Checkpoints were selected on the validation split" in md
@@ -644,17 +644,17 @@ def test_the_report_of_what_evaluate_model_and_measure_speed_wrote(B, tmp_path):
                                "--logs", *[str(tmp_path / n / "train_log.csv") for n in paths],
                                "--speed", str(tmp_path / "speed.json"), "--baselines", json.dumps(pairs),
                                "--out-dir", str(out)]) == 0
-    frame = pd.read_csv(out / "report.csv").set_index(report.NAME)
+    frame = pd.read_csv(out / "report.csv").set_index(table.NAME)
     scores = {name: json.loads(paths[name].read_text())["score"] for name in paths}
     assert scores["kd"] != scores["small_nokd"]
-    assert frame.loc["kd", report.BASELINE] == "small_nokd"
-    gain = report.gain_column("accuracy")
+    assert frame.loc["kd", table.BASELINE] == "small_nokd"
+    gain = table.gain_column("accuracy")
     assert frame.loc["kd", gain] == pytest.approx(100 * (scores["kd"] - scores["small_nokd"]), abs=1e-3)
-    assert frame.loc["small_nokd", report.ROLE] == "baseline" and frame.loc["kd", report.ROLE] == "distilled"
+    assert frame.loc["small_nokd", table.ROLE] == "baseline" and frame.loc["kd", table.ROLE] == "distilled"
     assert frame.loc["kd", "dev accuracy"] == pytest.approx(100 * scores["kd"], abs=1e-3)
     speed = json.loads((tmp_path / "speed.json").read_text())
     assert speed["latency_examples"] == 10 and len(speed["models"]["kd"]["latency_rounds"]) == 2
-    assert frame.loc["kd", report.LATENCY] == pytest.approx(speed["models"]["kd"]["latency_ms_batch1"])
+    assert frame.loc["kd", table.LATENCY] == pytest.approx(speed["models"]["kd"]["latency_ms_batch1"])
 
 
 # ---- the rule -------------------------------------------------------------------------------------

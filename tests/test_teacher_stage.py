@@ -34,15 +34,15 @@ from workflow_scripts import evaluate_model, finetune_teacher
 TASK = "sst2"                                    # binary, metric: accuracy
 BACKEND = "torch" if HAS_TORCH else "oneflow"
 N_TRAIN, N_DEV = 192, 48
-HPARAMS = dict(epochs=6, batch_size=16, lr=3e-3, warmup=0.1, save_seconds=0, shuffle_buffer=64, seed=42,
+SPEC = dict(epochs=6, batch_size=16, lr=3e-3, warmup=0.1, save_seconds=0, shuffle_buffer=64, seed=42,
                eval_every=12, patience=0)      # a validation evaluation per epoch, no early stop
 TOTAL_STEPS = 6 * N_TRAIN // 16                  # 72 steps, 12 an epoch
 
 
-def teacher_argv(data, name, **hparams) -> list[str]:
+def teacher_argv(data, name, **spec) -> list[str]:
     return ["--task", TASK, "--records", str(data / "records"), "--pretrained", str(data / "pretrained"),
             "--out", str(data / name / "teacher"), "--work", str(data / name / "work"),
-            "--hparams", json.dumps({**HPARAMS, **hparams}), "--selection", "validation", "--eval-batch-size", "128",
+            "--spec", json.dumps({**SPEC, **spec}), "--selection", "validation", "--eval-batch-size", "128",
             "--backend", BACKEND, "--device", "cpu", "--precision", "fp32", "--threads", "1"]
 
 
@@ -90,7 +90,7 @@ def test_finetune_teacher_writes_the_checkpoint_and_learns(trained, data, B):
 
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == TOTAL_STEPS and summary["task"] == TASK
-    assert summary["config"] == {**asdict(train.TrainConfig.from_dict({})), **HPARAMS}
+    assert summary["config"] == {**asdict(train.TrainConfig.from_dict({})), **SPEC}
     assert [h["step"] for h in summary["history"]] == [12 * (i + 1) for i in range(6)]
     assert summary["best_score"] == max(h["accuracy"] for h in summary["history"])
     rows = read_log(out / "train_log.csv")
@@ -202,7 +202,7 @@ class Stop(Exception):
     pass
 
 
-def interrupted_run(data, name, monkeypatch, at_step=20, **hparams):
+def interrupted_run(data, name, monkeypatch, at_step=20, **spec):
     """The stage, in this process, stopped at ``at_step`` (a resume state is left in work/)."""
     from kdlib.distill import teacher
 
@@ -219,7 +219,7 @@ def interrupted_run(data, name, monkeypatch, at_step=20, **hparams):
     with monkeypatch.context() as m:
         m.setattr(teacher, "supervised_loss_fn", stopping)
         with pytest.raises(Stop):
-            finetune_teacher.main(teacher_argv(data, name, **hparams))
+            finetune_teacher.main(teacher_argv(data, name, **spec))
     assert (data / name / "work" / resume.STATE_DIR / "state.pkl").is_file()
 
 
@@ -330,17 +330,17 @@ def test_diverging_run_is_one_error_line(data, tmp_path, capsys):
 
 # ---- bad input --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("hparams, needle", [
+@pytest.mark.parametrize("spec, needle", [
     ({"epochs": 1, "learning_rate": 0.1}, "learning_rate"),
     ({"batch_size": "8"}, "batch_size"),
     ({"warmup": 2}, "warmup"),
 ])
-def test_bad_hparams_are_one_error_line(data, capsys, hparams, needle):
+def test_a_bad_spec_is_one_error_line(data, capsys, spec, needle):
     argv = teacher_argv(data, "bad")
-    argv[argv.index("--hparams") + 1] = json.dumps(hparams)
+    argv[argv.index("--spec") + 1] = json.dumps(spec)
     assert finetune_teacher.main(argv) == 1
     errors = error_lines(capsys)
-    assert len(errors) == 1 and needle in errors[0] and "--hparams" in errors[0], errors
+    assert len(errors) == 1 and needle in errors[0] and "--spec" in errors[0], errors
     assert not (data / "bad").exists()
 
 

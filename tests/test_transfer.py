@@ -18,6 +18,7 @@ from kdlib.data import transfer
 from kdlib.data.batching import batches
 from kdlib.data.ofrecord import iter_records, record_file
 from kdlib.distill import ops
+from kdlib.distill.spec import student_spec, transfer_of
 from kdlib.errors import ConfigError, DataError
 from workflow_scripts import ofrecord_bert, ofrecord_transfer, transfer_set
 
@@ -271,23 +272,23 @@ def test_the_config_refuses_a_transfer_set_that_cannot_work():
         config.validate({"transfer": {"raw": {"augment": "eda"}}})
     cfg = config.validate({"transfer": {"raw": {"unlabeled": "builtin"}},
                            "students": {"s": student, "b": {"algorithm": "kd"}}})
-    assert config.student_spec(cfg, "s")["transfer"] == "raw"
-    assert "transfer" not in config.student_spec(cfg, "b")     # nothing changes for the others
+    assert student_spec(cfg, "s")["transfer"] == "raw"
+    assert "transfer" not in student_spec(cfg, "b")     # nothing changes for the others
 
 
 def test_a_set_made_for_some_tasks_leaves_the_others_without_it():
     student = {"algorithm": "kd", "transfer": "raw"}
     cfg = config.validate({"transfer": {"raw": {"unlabeled": "builtin", "tasks": ["tweets", "tweets3"]}},
                            "students": {"s": student}})
-    assert config.student_spec(cfg, "s", "tweets")["transfer"] == "raw"
-    assert config.student_spec(cfg, "s_seed2", "tweets3")["transfer"] == "raw"
-    assert "transfer" not in config.student_spec(cfg, "s", "sst2")
-    assert config.transfer_of(cfg, "s", "sst2") is None and config.transfer_of(cfg, "s", None) == "raw"
+    assert student_spec(cfg, "s", "tweets")["transfer"] == "raw"
+    assert student_spec(cfg, "s_seed2", "tweets3")["transfer"] == "raw"
+    assert "transfer" not in student_spec(cfg, "s", "sst2")
+    assert transfer_of(cfg, "s", "sst2") is None and transfer_of(cfg, "s", None) == "raw"
     with pytest.raises(ConfigError, match=r"transfer.raw.tasks: tweet is no task"):
         config.validate({"transfer": {"raw": {"unlabeled": "builtin", "tasks": ["tweet"]}}})
     shipped = config.load("config.yaml")                     # the default: tweets only, not GLUE
-    assert config.student_spec(shipped, "kd", "tweets")["transfer"] == "tweets_raw"
-    assert "transfer" not in config.student_spec(shipped, "kd", "sst2")
+    assert student_spec(shipped, "kd", "tweets")["transfer"] == "tweets_raw"
+    assert "transfer" not in student_spec(shipped, "kd", "sst2")
     assert transfer.result_settings(shipped["transfer"]["tweets_raw"]).keys().isdisjoint({"tasks"})
 
 

@@ -104,12 +104,12 @@ def task_to_record(args):
     from kdlib.data import custom, tasks
     if args.custom is None:
         return tasks.get_task(args.task)
-    spec = load_hparams(args.custom, "custom_task", "--custom")
+    spec = load_section(args.custom, "custom_task", "--custom")
     return custom.with_labels(tasks.get_task(args.task, {args.task: spec}),
                               log=lambda line: print(line, file=sys.stderr))
 
 
-def load_hparams(text: str, definition: str, flag: str = "--hparams") -> dict:
+def load_section(text: str, definition: str, flag: str) -> dict:
     """A JSON object given on the command line, validated against the schema's ``definition``."""
     from kdlib import config
     return config.validate_section(json_arg(text, flag), definition, flag)

@@ -5,6 +5,7 @@ import sys
 
 from kdlib import config
 from kdlib.data import tasks
+from kdlib.distill.spec import student_spec
 from kdlib.distill.student import distill
 from kdlib.errors import ConfigError
 from workflow_scripts._cli import (
@@ -42,7 +43,7 @@ def parse_args(argv=None):
 
 def read_spec(args) -> dict:
     if args.config:
-        return config.student_spec(config.load(args.config), args.student)
+        return student_spec(config.load(args.config), args.student)
     spec = json_arg(args.spec, "--spec")
     if not isinstance(spec, dict) or not isinstance(spec.get("algorithm"), str):
         raise ConfigError("--spec must be a JSON object with an \"algorithm\" name")

@@ -13,7 +13,7 @@ from workflow_scripts._cli import (
     add_selection_arg,
     backend_from,
     guarded,
-    load_hparams,
+    load_section,
     print_trained,
     stage_parser,
 )
@@ -26,7 +26,7 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="checkpoint folder, e.g. results/sst2/teacher")
     p.add_argument("--work", required=True, help="resume state folder, e.g. work/sst2/teacher")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--hparams", help="training hyperparameters as JSON (what Snakemake passes)")
+    source.add_argument("--spec", help="the teacher's training settings as JSON (what Snakemake passes)")
     source.add_argument("--config", help="read teacher.train (+ per_task) from this config.yaml")
     add_selection_arg(p)
     add_compile_arg(p)
@@ -38,13 +38,13 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     task = tasks.task_of_records(args.records, args.task)
-    if args.hparams is not None:
-        hparams = load_hparams(args.hparams, "train")
+    if args.spec is not None:
+        spec = load_section(args.spec, "train", "--spec")
     else:
-        hparams = config.teacher_train(config.load(args.config), task.name)
+        spec = config.teacher_train(config.load(args.config), task.name)
     B = backend_from(args)
     result = teacher.finetune(B, task, args.records, resolve_pretrained(args.pretrained), args.out,
-                              args.work, train.TrainConfig.from_dict(hparams), args.eval_batch_size,
+                              args.work, train.TrainConfig.from_dict(spec), args.eval_batch_size,
                               args.selection, compile=args.compile)
     print_trained(B, "teacher", task, result, result.seconds, args.out, args.selection)
     return 0

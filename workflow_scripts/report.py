@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kdlib.data import tasks
 from kdlib.errors import ConfigError, DataError
-from kdlib.evaluate import eval_json, report, speed
+from kdlib.evaluate import eval_json, report, speed, table
 from workflow_scripts._cli import guarded, json_arg, stage_parser
 
 OUTPUTS = {"md": "report.md", "csv": "report.csv", "html": "report.html",
@@ -110,11 +110,11 @@ def main(argv=None) -> int:
         members[result["model"]] = result
         predictions[result["model"]] = eval_json.read_predictions(npz, split)
     report.check_consistent(task.name, {"teacher": teacher, **runs}, {"teacher": args.teacher, **paths})
-    students = list(report.group_runs(runs))
+    students = list(table.group_runs(runs))
     pairs = read_pairs(args.baselines, students)
     frame = report.write_report(task.name, teacher, runs, pairs, predictions, speed.read_speed(args.speed),
                                 read_logs(args.logs), task.is_regression, outputs, members)
-    verdicts = frame[report.VERDICT].dropna().tolist() if report.VERDICT in frame else []
+    verdicts = frame[table.VERDICT].dropna().tolist() if table.VERDICT in frame else []
     collapsed = report.collapsed_runs({"teacher": teacher, **runs})
     collapsed = f"; {len(collapsed)} collapsed to one class: {', '.join(collapsed)}" if collapsed else ""
     print(f"report of {task.name}: {len(frame)} models ({len(verdicts)} against a baseline: "

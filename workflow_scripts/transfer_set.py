@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from kdlib.data import augment_tinybert, transfer, validation
-from kdlib.data.tasks import VALIDATION
+from kdlib.data.task import VALIDATION
 from kdlib.models.pretrained import resolve_pretrained
 from workflow_scripts._cli import (
     add_custom_arg,
@@ -15,7 +15,7 @@ from workflow_scripts._cli import (
     backend_from,
     carve_from,
     guarded,
-    load_hparams,
+    load_section,
     stage_parser,
     task_to_record,
 )
@@ -53,7 +53,7 @@ def tinybert_candidates(spec, args):
 def main(argv=None) -> int:
     args = parse_args(argv)
     task = task_to_record(args)
-    spec = transfer.TransferSpec.from_dict(args.name, load_hparams(args.definition, "transfer_set",
+    spec = transfer.TransferSpec.from_dict(args.name, load_section(args.definition, "transfer_set",
                                                                    "--definition"))
 
     carve = carve_from(args)

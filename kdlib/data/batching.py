@@ -19,8 +19,8 @@ from ..errors import DataError
 from .ofrecord import decode_at, iter_payloads
 from .wire import NotCanonical, decode_values, split_record
 
-SEQUENCE_FEATURES = ("input_ids", "input_mask", "segment_ids")  # (B, L) in a batch, trimmed
-SCALAR_FEATURES = ("label_ids", "is_real_example")  # one value per record: (B,) in a batch
+SEQUENCE_FEATURES = ("input_ids", "input_mask", "segment_ids")  # (N, L) in a batch, trimmed
+SCALAR_FEATURES = ("label_ids", "is_real_example")  # one value per record: (N,) in a batch
 
 
 def shuffled(items: Iterable, buffer_size: int, rng: np.random.Generator) -> Iterator:
@@ -45,7 +45,7 @@ def shuffled(items: Iterable, buffer_size: int, rng: np.random.Generator) -> Ite
 
 
 def trim_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Cut the (B, L) sequence features to the batch's longest real sequence (at least 1)."""
+    """Cut the (N, L) sequence features to the batch's longest real sequence (at least 1)."""
     if "input_mask" not in batch or batch["input_mask"].ndim != 2:
         return batch
     real = np.flatnonzero(batch["input_mask"].any(axis=0))  # = mask.sum(1).max() for prefix masks
@@ -58,7 +58,7 @@ def trim_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _collate(path, batch: list[tuple[int, bytes]], trim: bool) -> dict[str, np.ndarray]:
     """Decode a batch of ``(index, payload)`` into stacked arrays.
 
-    Sequence features become (B, L); ``label_ids`` / ``is_real_example`` (B,); ``index`` (B,).
+    Sequence features become (N, L); ``label_ids`` / ``is_real_example`` (N,); ``index`` (N,).
     Values are decoded once per feature for the whole batch.
     """
     columns: dict[str, list] = {}
@@ -163,8 +163,8 @@ def batches(path: str | os.PathLike, batch_size: int, *, shuffle_buffer: int = 0
             shard: tuple[int, int] | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Stream an OFRecord file as numpy batches with bounded memory.
 
-    Each batch maps every feature to a stacked array: (B, L) for lists, (B,) for
-    ``label_ids`` and ``is_real_example``, plus ``index`` int64 (B,), each record's 0-based
+    Each batch maps every feature to a stacked array: (N, L) for lists, (N,) for
+    ``label_ids`` and ``is_real_example``, plus ``index`` int64 (N,), each record's 0-based
     position in the file. With ``shuffle_buffer`` > 0, records pass through a shuffle buffer of
     that many records driven by an RNG seeded from ``(seed, epoch)``: the order is reproducible
     and memory does not grow with the file. With ``bucket`` > 0, batches are cut from

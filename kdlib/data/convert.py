@@ -18,8 +18,10 @@ from tqdm import tqdm
 
 from ..errors import DataError
 from ..io import write_text
+from ..models.families import folder_tokenizer
 from .ofrecord import RecordWriter, record_file
-from .tasks import VALIDATION, Skipped, Task, glue_file
+from .task import VALIDATION, Task
+from .tasks import Skipped, glue_file
 from .validation import Carve, describe, split_chunks, task_mask
 
 PAD, UNK = "<pad>", "<unk>"
@@ -31,15 +33,6 @@ MASK_WORD = "[MASK]"   # the masking token of augmented texts (kdlib.data.transf
 TOKENIZER_JSON, VOCAB_TXT = "tokenizer.json", "vocab.txt"
 # config.json's ``tokenizer`` of a model folder -> the file in the folder that it reads
 TOKENIZER_KINDS = {"wordpiece": VOCAB_TXT, "json": TOKENIZER_JSON, "words": VOCAB_TXT}
-
-
-def folder_tokenizer(folder: str | Path) -> Path | None:
-    """The tokenizer file of a HuggingFace model folder: its ``tokenizer.json`` (exactly what the
-    model was trained with), else its ``vocab.txt``; None when it has neither."""
-    for name in (TOKENIZER_JSON, VOCAB_TXT):
-        if (Path(folder) / name).is_file():
-            return Path(folder) / name
-    return None
 
 
 def subword(path: str | Path, max_length: int):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from ..errors import ConfigError, DataError
+from .task import Task
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,8 +47,7 @@ def dev_names(count: int) -> tuple[str, ...]:
 
 
 def task_from_config(name: str, spec: dict):
-    """The :class:`kdlib.data.tasks.Task` of ``custom_tasks.<name>`` (schema defaults filled)."""
-    from .tasks import Task
+    """The :class:`kdlib.data.task.Task` of ``custom_tasks.<name>`` (schema defaults filled)."""
 
     where = f"custom_tasks.{name}"
     devs = spec["dev"] if isinstance(spec["dev"], list) else [spec["dev"]]

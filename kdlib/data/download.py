@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, DataError, KdflowError
 from ..io import atomic_path
-from .tasks import Task, get_task, glue_file
+from .task import Task
+from .tasks import get_task, glue_file
 
 MRPC_TRAIN = "msr_paraphrase_train.txt"
 MRPC_TEST = "msr_paraphrase_test.txt"

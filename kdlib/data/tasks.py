@@ -3,7 +3,7 @@ quirks; and the tasks of a user's own files (``custom_tasks:``, :mod:`kdlib.data
 :func:`get_task` builds from their definition and :func:`task_of_records` reads back from the
 records' meta.json.
 
-Each :class:`Task` knows its GLUE folder and archive, the columns that hold its text(s) and label in
+Each :class:`~kdlib.data.task.Task` knows its GLUE folder and archive, the columns that hold its text(s) and label in
 each split, the label list (``None`` for the regression task STS-B), its metrics and which metric
 ranks models. :func:`read_split` turns a raw TSV into a table of ``text_a``, ``text_b``, ``label``
 in bounded-memory chunks, and turns every user-data problem into one :class:`DataError` line.
@@ -15,78 +15,18 @@ from __future__ import annotations
 import contextlib
 import csv
 from array import array
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
-
-VALIDATION = "validation"   # the split that selects checkpoints and stops training early
+from .custom import split_table, task_from_config
+from .task import Task
 
 if TYPE_CHECKING:   # pandas itself loads inside read_split: the Snakefile imports this module
     import pandas as pd
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str                      # lower-case id used in paths: sst2, mnli, tweets ...
-    glue_dir: str                  # folder under data/glue/ (GLUE's own spelling)
-    archive: str | None            # zip under data.glue_url; None: not a GLUE download
-    text_a: str | int              # column name, or index for header-less files (CoLA)
-    text_b: str | int | None
-    label: str | int
-    labels: tuple[str, ...] | None  # None: regression
-    metrics: tuple[str, ...]       # the first one ranks models
-    dev_splits: tuple[str, ...] = ("dev",)
-    header: bool = True
-    skip_malformed: bool = False   # skip rows without the header's field count (QQP's train.tsv)
-    note: str = ""
-    # a task defined in config.yaml (kdlib.data.custom): its files, their format, its length
-    files: tuple[tuple[str, str], ...] = ()          # (split, path) pairs
-    fmt: str = "tsv"                                 # tsv | csv | jsonl
-    max_length: int | None = None
-    custom: bool = False
-    predict_splits: tuple[str, ...] = ()             # splits predicted, not scored (a test file)
-    validation_file: bool = False  # the validation split has a file of its own; else carved from train
-
-    @property
-    def is_regression(self) -> bool:
-        return self.labels is None
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.labels is None else len(self.labels)
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        """The splits that have a file of their own: train, validation (where it is not carved from
-        train), the dev splits and any prediction-only split."""
-        own = ("validation",) if self.validation_file else ()
-        return ("train",) + own + self.dev_splits + self.predict_splits
-
-    @property
-    def record_splits(self) -> tuple[str, ...]:
-        """The splits that become records: train, validation (its own file's rows, or those carved
-        from the training file, :mod:`kdlib.data.validation`), the dev splits, any test split."""
-        return ("train", VALIDATION) + self.dev_splits + self.predict_splits
-
-    def to_dict(self) -> dict:
-        """The definition, as the records' meta.json holds it (labels resolved)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Task":
-        names = {f.name for f in fields(cls)}
-        tuples = ("labels", "metrics", "dev_splits", "predict_splits")
-        values = {k: (tuple(v) if k in tuples and v is not None else v) for k, v in d.items() if k in names}
-        values["files"] = tuple(tuple(pair) for pair in d.get("files", ()))
-        return cls(**values)
-
-    @property
-    def metric(self) -> str:
-        return self.metrics[0]
 
 
 TASKS: dict[str, Task] = {t.name: t for t in [
@@ -126,7 +66,6 @@ def get_task(name: str, custom: dict | None = None) -> Task:
     if name in TASKS:
         return TASKS[name]
     if custom and name in custom:
-        from .custom import task_from_config
         return task_from_config(name, custom[name])
     known = ", ".join([*TASKS, *(custom or {})])
     raise ConfigError(f"unknown task {name!r}; known tasks: {known}")
@@ -261,7 +200,6 @@ def read_split(task: Task, path: str | Path, chunksize: int = 50_000,
 
 
 def _read_custom(task: Task, path: Path, split: str) -> Iterator[pd.DataFrame]:
-    from .custom import split_table
     rows = 0
     try:
         for chunk, lines in split_table(task, path, split):

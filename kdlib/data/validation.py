@@ -22,7 +22,8 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DataError
-from .tasks import VALIDATION, Skipped, Task, glue_file, read_split
+from .task import VALIDATION, Task
+from .tasks import Skipped, glue_file, read_split
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.ofrecord import checked_count, record_file
-from ..data.tasks import Task
+from ..data.task import Task
 from ..errors import DataError
 from ..evaluate.ensemble import mean_probabilities
 from ..evaluate.evaluation import predict

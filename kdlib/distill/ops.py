@@ -4,12 +4,13 @@ Every operator is a pure function of backend tensors. They use only tensor *meth
 (``softmax``, ``log_softmax``, ``pow``, ``mean``, ``norm``, ``masked_fill``, ``detach``, ...) that
 PyTorch and OneFlow 0.9 share, so the same code runs on either backend without a library handle.
 
-Model output contract (``kdlib.models``), for a model with L layers:
+Model output contract (``kdlib.models``), for a model with L layers, in kdlib's shape letters (N
+examples in a batch, T tokens, H hidden, C labels, nh heads; ``B`` is always the backend module):
 
-* ``logits``: (B, C), or (B, 1) for a regression task;
-* ``hidden``: list of L + 1 tensors (B, T, H); ``hidden[0]`` is the embeddings output and
+* ``logits``: (N, C), or (N, 1) for a regression task;
+* ``hidden``: list of L + 1 tensors (N, T, H); ``hidden[0]`` is the embeddings output and
   ``hidden[k]`` the output of layer k (1-based);
-* ``attention``: list of L tensors (B, nh, T, T) of *pre-softmax* scores; ``attention[k - 1]``
+* ``attention``: list of L tensors (N, nh, T, T) of *pre-softmax* scores; ``attention[k - 1]``
   belongs to layer k. Masked key positions carry ``MASK_VALUE`` (-10000) added to the score.
 
 Names follow the ``_s`` (student) / ``_t`` (teacher) convention. Teacher tensors are detached
@@ -48,17 +49,17 @@ def soft_cross_entropy(logits_s, logits_t, temperature: float = 1.0, scale_t2: b
     """Soft-label knowledge-distillation loss (Hinton, Vinyals and Dean 2015, "Distilling the
     Knowledge in a Neural Network").
 
-    Classification, ``logits_s`` and ``logits_t`` of shape (B, C)::
+    Classification, ``logits_s`` and ``logits_t`` of shape (N, C)::
 
-        p_t  = softmax(logits_t / T)                     # (B, C) teacher soft labels
+        p_t  = softmax(logits_t / T)                     # (N, C) teacher soft labels
         loss = mean_b [ -sum_c p_t[b, c] * log_softmax(logits_s / T)[b, c] ]   (* T^2 if scale_t2)
 
-    Regression, logits of shape (B, 1) (``regression=True``)::
+    Regression, logits of shape (N, 1) (``regression=True``)::
 
         loss = mean_b (logits_s[b] - logits_t[b])^2       # temperature and scale_t2 are ignored
 
     Args:
-        logits_s: student logits, (B, C); gradients flow into it.
+        logits_s: student logits, (N, C); gradients flow into it.
         logits_t: teacher logits, same shape; detached here.
         temperature: T > 0. T > 1 softens both distributions and exposes the teacher's "dark
             knowledge" about wrong classes.
@@ -67,7 +68,7 @@ def soft_cross_entropy(logits_s, logits_t, temperature: float = 1.0, scale_t2: b
         regression: use the MSE form for one-output regression tasks (e.g. STS-B).
 
     Returns a scalar tensor. Leading dimensions other than the last are all averaged, so
-    (B, T, C) token logits also work.
+    (N, T, C) token logits also work.
     """
     _same_shape("logits", logits_s, logits_t)
     logits_s, logits_t = logits_s.float(), logits_t.detach().float()   # fp32 reductions
@@ -75,8 +76,8 @@ def soft_cross_entropy(logits_s, logits_t, temperature: float = 1.0, scale_t2: b
         return (logits_s - logits_t).pow(2).mean()
     if not temperature > 0:
         raise DistillError(f"temperature must be > 0, got {temperature!r}")
-    p_t = (logits_t / temperature).softmax(dim=-1)                 # (B, C)
-    log_p_s = (logits_s / temperature).log_softmax(dim=-1)         # (B, C)
+    p_t = (logits_t / temperature).softmax(dim=-1)                 # (N, C)
+    log_p_s = (logits_s / temperature).log_softmax(dim=-1)         # (N, C)
     loss = -(p_t * log_p_s).sum(dim=-1).mean()
     if scale_t2:
         loss = loss * (temperature ** 2)
@@ -84,11 +85,11 @@ def soft_cross_entropy(logits_s, logits_t, temperature: float = 1.0, scale_t2: b
 
 
 def hard_loss(F, logits, labels, regression: bool = False, weight=None):
-    """The plain supervised loss on gold labels: cross-entropy of (B, C) ``logits`` against (B,)
-    class ``labels``, or, for a regression task, the MSE of the (B, 1) score against the (B,)
+    """The plain supervised loss on gold labels: cross-entropy of (N, C) ``logits`` against (N,)
+    class ``labels``, or, for a regression task, the MSE of the (N, 1) score against the (N,)
     targets. ``F`` is the library's ``nn.functional``. In fp32, like every operator here.
 
-    With a (B,) 0/1 ``weight``, the mean runs over the rows of weight 1 only (a transfer set's
+    With a (N,) 0/1 ``weight``, the mean runs over the rows of weight 1 only (a transfer set's
     rows, whose labels are placeholders, have weight 0); with none of them the loss is 0 (still
     attached to ``logits``, so a batch of transfer rows alone trains on the other terms)::
 
@@ -100,9 +101,9 @@ def hard_loss(F, logits, labels, regression: bool = False, weight=None):
             return F.mse_loss(logits[:, 0], labels.float())
         return F.cross_entropy(logits, labels)
     if regression:
-        rows = F.mse_loss(logits[:, 0], labels.float(), reduction="none")    # (B,)
+        rows = F.mse_loss(logits[:, 0], labels.float(), reduction="none")    # (N,)
     else:
-        rows = F.cross_entropy(logits, labels, reduction="none")             # (B,)
+        rows = F.cross_entropy(logits, labels, reduction="none")             # (N,)
     weight = weight.float()
     return (rows * weight).sum() / weight.sum().clamp(min=1.0)
 
@@ -115,14 +116,14 @@ def layer_distill(hidden_s: Sequence, hidden_t: Sequence, mapping: Sequence,
 
         loss = sum_{(s, t) in mapping} mean( (proj(hidden_s[s]) - hidden_t[t])^2 )
 
-    The mean runs over all B * T * H_t elements, padded positions included (as in TinyBERT).
+    The mean runs over all N * T * H_t elements, padded positions included (as in TinyBERT).
 
     Args:
-        hidden_s: student hidden states, list of L_s + 1 tensors (B, T, H_s); index 0 = embeddings.
-        hidden_t: teacher hidden states, list of L_t + 1 tensors (B, T, H_t); detached here.
+        hidden_s: student hidden states, list of L_s + 1 tensors (N, T, H_s); index 0 = embeddings.
+        hidden_t: teacher hidden states, list of L_t + 1 tensors (N, T, H_t); detached here.
         mapping: (student_index, teacher_index) pairs into those lists, e.g.
             ``uniform_mapping(n_s, n_t)``.
-        proj: a callable (B, T, H_s) -> (B, T, H_t), typically a learned ``nn.Linear(H_s, H_t)``
+        proj: a callable (N, T, H_s) -> (N, T, H_t), typically a learned ``nn.Linear(H_s, H_t)``
             (TinyBERT's W_h), applied to every student state when it is given. It is required when
             H_s != H_t, and may be None when the widths match.
 
@@ -131,10 +132,10 @@ def layer_distill(hidden_s: Sequence, hidden_t: Sequence, mapping: Sequence,
     pairs = validate_mapping(mapping, len(hidden_s), len(hidden_t))
     loss = None
     for s, t in pairs:
-        h_s = hidden_s[s]                                          # (B, T, H_s)
-        h_t = hidden_t[t].detach().float()                         # (B, T, H_t)
+        h_s = hidden_s[s]                                          # (N, T, H_s)
+        h_t = hidden_t[t].detach().float()                         # (N, T, H_t)
         if proj is not None:
-            h_s = proj(h_s)                                        # (B, T, H_t)
+            h_s = proj(h_s)                                        # (N, T, H_t)
         elif h_s.shape[-1] != h_t.shape[-1]:
             raise DistillError(
                 f"layer_distill: student hidden width {h_s.shape[-1]} differs from teacher width "
@@ -152,12 +153,12 @@ def att_distill(att_s: Sequence, att_t: Sequence, mapping: Sequence):
         A~     = A with every entry <= -1e2 set to 0    # masked keys, in each tensor separately
         loss   = sum_{(s, t) in mapping} mean( (A~_s[s] - A~_t[t])^2 )
 
-    It compares the *pre-softmax* attention scores (B, nh, T, T), as TinyBERT does; the mean runs
-    over all B * nh * T * T entries. (The original OneFlow platform compared post-dropout attention
+    It compares the *pre-softmax* attention scores (N, nh, T, T), as TinyBERT does; the mean runs
+    over all N * nh * T * T entries. (The original OneFlow platform compared post-dropout attention
     probabilities, which mixes dropout noise into the target; that was a mistake not repeated here.)
 
     Args:
-        att_s: student attention scores, list of L_s tensors (B, nh, T, T); ``att_s[k - 1]`` is layer k.
+        att_s: student attention scores, list of L_s tensors (N, nh, T, T); ``att_s[k - 1]`` is layer k.
         att_t: teacher attention scores, list of L_t tensors of the same per-tensor shape; detached.
         mapping: (student_index, teacher_index) pairs into those lists (0-based), e.g.
             ``uniform_att_mapping(n_s, n_t)``.
@@ -168,10 +169,10 @@ def att_distill(att_s: Sequence, att_t: Sequence, mapping: Sequence):
     pairs = validate_mapping(mapping, len(att_s), len(att_t))
     loss = None
     for s, t in pairs:
-        a_s = att_s[s].float()                                     # (B, nh, T, T)
-        a_t = att_t[t].detach().float()                            # (B, nh, T, T)
+        a_s = att_s[s].float()                                     # (N, nh, T, T)
+        a_t = att_t[t].detach().float()                            # (N, nh, T, T)
         if a_s.dim() != 4 or a_t.dim() != 4:
-            raise DistillError(f"att_distill: pair ({s}, {t}) needs (B, nh, T, T) scores, got "
+            raise DistillError(f"att_distill: pair ({s}, {t}) needs (N, nh, T, T) scores, got "
                                f"{tuple(a_s.shape)} and {tuple(a_t.shape)}")
         if a_s.shape[1] != a_t.shape[1]:
             raise DistillError(
@@ -189,15 +190,15 @@ def pkd_distill(hidden_s: Sequence, hidden_t: Sequence, mapping: Sequence):
     """BERT-PKD patient loss (Sun et al. 2019, "Patient Knowledge Distillation for BERT Model
     Compression", eq. 3)::
 
-        c = h[:, 0]                                   # (B, H) the [CLS] state of a layer
+        c = h[:, 0]                                   # (N, H) the [CLS] state of a layer
         n(c) = c / max(||c||_2, 1e-12)                # per example
         loss = sum_{(s, t) in mapping} mean_b || n(c_s[s])[b] - n(c_t[t])[b] ||_2^2
 
     Each term lies in [0, 4]; it is 0 when the two [CLS] states point the same way.
 
     Args:
-        hidden_s: student hidden lists as in the model contract, tensors (B, T, H); the [CLS]
-            state ``[:, 0]`` is taken here. Tensors that are already (B, H) [CLS] states (a cached
+        hidden_s: student hidden lists as in the model contract, tensors (N, T, H); the [CLS]
+            state ``[:, 0]`` is taken here. Tensors that are already (N, H) [CLS] states (a cached
             teacher export) are used as they are.
         hidden_t: teacher hidden states, same conventions; detached here.
         mapping: (student_index, teacher_index) pairs, e.g. ``pkd_mapping(n_s, n_t, "skip")``.
@@ -208,10 +209,10 @@ def pkd_distill(hidden_s: Sequence, hidden_t: Sequence, mapping: Sequence):
     pairs = validate_mapping(mapping, len(hidden_s), len(hidden_t))
     loss = None
     for s, t in pairs:
-        c_s = _cls_state(hidden_s[s], f"student index {s}").float()   # (B, H)
+        c_s = _cls_state(hidden_s[s], f"student index {s}").float()   # (N, H)
         # slice before detach: OneFlow 0.9 loses a view's storage offset when a detached view is
         # sliced again (t[k].detach()[:, 0] reads t[0]); arithmetic on detached views is fine.
-        c_t = _cls_state(hidden_t[t], f"teacher index {t}").detach().float()  # (B, H)
+        c_t = _cls_state(hidden_t[t], f"teacher index {t}").detach().float()  # (N, H)
         _same_shape(f"[CLS] pair ({s}, {t})", c_s, c_t)
         n_s = c_s / c_s.norm(dim=-1, keepdim=True).clamp(min=_NORM_EPS)
         n_t = c_t / c_t.norm(dim=-1, keepdim=True).clamp(min=_NORM_EPS)
@@ -314,9 +315,9 @@ def _check_depths(n_student: int, n_teacher: int, where: str) -> None:
 
 
 def _cls_state(h, who: str):
-    """(B, T, H) -> (B, H) [CLS] state; a (B, H) tensor is already one."""
+    """(N, T, H) -> (N, H) [CLS] state; a (N, H) tensor is already one."""
     if h.dim() == 3:
         return h[:, 0]
     if h.dim() == 2:
         return h
-    raise DistillError(f"pkd_distill: {who} must be (B, T, H) or (B, H), got {tuple(h.shape)}")
+    raise DistillError(f"pkd_distill: {who} must be (N, T, H) or (N, H), got {tuple(h.shape)}")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..data.convert import encoding_of, read_vocab, records_tokenizer
 from ..data.ofrecord import checked_count, record_file
-from ..data.tasks import Task
+from ..data.task import Task
 from ..errors import ConfigError
 from ..evaluate.evaluation import split_evaluator
 from ..io import check_writable, read_json, start_over
@@ -46,7 +46,7 @@ def matched_steps(cfg: train.TrainConfig, n_records: int, students: list[dict]):
     return dataclasses.replace(cfg, epochs=most / per_epoch), most, best
 
 
-def transfer_of(records: Path) -> dict:
+def records_transfer(records: Path) -> dict:
     """The transfer set a record folder holds (``meta.json``'s ``transfer``: name, labelled,
     transfer), or ``{}``."""
     meta = records / "meta.json"
@@ -54,7 +54,7 @@ def transfer_of(records: Path) -> dict:
 
 
 def check_transfer(name: str, spec: dict, records: Path, held: dict) -> None:
-    """The records hold the student's transfer set (``held``, :func:`transfer_of`), or none when it
+    """The records hold the student's transfer set (``held``, :func:`records_transfer`), or none when it
     names none: a student must not train on another set's rows, or on placeholder labels
     unknowingly."""
     held, wanted = held.get("name"), spec.get("transfer")
@@ -69,7 +69,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
             logits: str | Path | None = None, init_dir: str | Path | None = None,
             eval_batch_size: int, match_steps: list[dict] | None = None,
             selection: str = "validation", compile: str = "false") -> list:
-    """Train student ``name`` (``spec`` as built by :func:`kdlib.config.student_spec`). The last
+    """Train student ``name`` (``spec`` as built by :func:`kdlib.distill.spec.student_spec`). The last
     phase is evaluated on the selection split (validation by default,
     :func:`kdlib.distill.train.selection_split`), keeps its best checkpoint there and may stop
     early; earlier phases (TinyBERT's intermediate, Theseus' replacement) run their whole budget
@@ -88,7 +88,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
         raise ConfigError(f"student {name}: algorithm {spec['algorithm']} with a "
                           f"{spec['architecture']['model']} student needs {' and '.join(missing)}")
     records, work_dir = Path(records), Path(work_dir)
-    transfer = transfer_of(records)
+    transfer = records_transfer(records)
     check_transfer(name, spec, records, transfer)
     n_train = checked_count(record_file(records, "train"))
     encoding = encoding_of(records, task)          # the model folder's tokeniser settings

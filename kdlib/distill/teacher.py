@@ -13,7 +13,7 @@ import numpy as np
 from ..data import ofrecord
 from ..data.batching import model_inputs
 from ..data.convert import encoding_of, records_tokenizer
-from ..data.tasks import VALIDATION, Task
+from ..data.task import VALIDATION, Task
 from ..errors import ConfigError
 from ..evaluate.evaluation import predict, split_evaluator
 from ..io import atomic_dir, check_writable, read_json, start_over

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from ..backend import dist_env
 from ..config import validate_section
 from ..data import batching, ofrecord
-from ..data.tasks import VALIDATION
+from ..data.task import VALIDATION
 from ..errors import ConfigError, KdflowError
 from ..io import atomic_dir, remove_orphans, write_text
 from ..models import checkpoint

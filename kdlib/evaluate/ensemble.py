@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.tasks import Task
+from ..data.task import Task
 from .eval_json import read_predictions
 from .metrics import compute
 

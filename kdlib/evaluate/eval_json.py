@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.ofrecord import record_file
-from ..data.tasks import Task
+from ..data.task import Task
 from ..errors import DataError
 from ..io import atomic_path, read_json
 from ..models.checkpoint import load_checkpoint

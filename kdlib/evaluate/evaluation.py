@@ -7,7 +7,7 @@ import numpy as np
 
 from ..data import batching, ofrecord
 from ..data.batching import model_inputs
-from ..data.tasks import Task
+from ..data.task import Task
 from . import metrics
 
 

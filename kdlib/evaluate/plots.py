@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import KdflowError
 from . import stats
+from .table import BASELINE, HIGH, LOW, NAME, ROLE, SPEEDUP, group_runs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,7 +52,6 @@ def _png(fig, plt) -> bytes:
 def metric_errors(frame: pd.DataFrame, runs: dict[str, dict], predictions: dict[str, tuple],
                   teacher: dict, regression: bool) -> dict[str, tuple[float, float]]:
     """``{model: (low, high)}``: the 95% interval (x100) of each model's primary metric."""
-    from .report import NAME, group_runs
     groups = {"teacher": ["teacher"], **group_runs(runs)}
     gold = predictions["teacher"][1]
     return {name: tuple(100 * v for v in stats.metric_interval(
@@ -64,7 +64,6 @@ def accuracy_vs_speedup(frame: pd.DataFrame, task: str, column: str,
     """The metric (x100) against the speed-up at batch 1, one labelled point per model with its
     error bars, baselines and distilled students in different markers, a dotted line from each
     baseline to its students."""
-    from .report import BASELINE, HIGH, LOW, NAME, ROLE, SPEEDUP
     plt = _pyplot()
     from matplotlib.ticker import FuncFormatter
     x, y = frame[SPEEDUP].to_numpy(), frame[column].to_numpy()

@@ -111,17 +111,17 @@ def _bilstm_graph(model):
             self.forward_lstm, self.backward_lstm = direction(""), direction("_reverse")
 
         def forward(self, input_ids, attention_mask):
-            lengths = attention_mask.long().sum(dim=1).clamp(min=1)                # (B,)
-            last = (lengths - 1).unsqueeze(1)                                      # (B, 1)
-            t = torch.cumsum(torch.ones_like(input_ids), dim=1) - 1                # (B, T) positions
-            flip = torch.where(t <= last, last - t, t)                             # (B, T)
-            x = self.embedding(input_ids)                                          # (B, T, E)
-            x_rev = x.gather(1, flip.unsqueeze(2).expand(-1, -1, E))               # (B, T, E)
-            at_last = last.unsqueeze(2).expand(-1, 1, Hl)                          # (B, 1, Hl)
-            h_f = self.forward_lstm(x)[0].gather(1, at_last).squeeze(1)            # (B, Hl)
-            h_b = self.backward_lstm(x_rev)[0].gather(1, at_last).squeeze(1)       # (B, Hl)
-            z = torch.relu(self.fc(torch.cat([h_f, h_b], dim=1)))                  # (B, F)
-            return self.classifier(z)                                              # (B, C)
+            lengths = attention_mask.long().sum(dim=1).clamp(min=1)                # (N,)
+            last = (lengths - 1).unsqueeze(1)                                      # (N, 1)
+            t = torch.cumsum(torch.ones_like(input_ids), dim=1) - 1                # (N, T) positions
+            flip = torch.where(t <= last, last - t, t)                             # (N, T)
+            x = self.embedding(input_ids)                                          # (N, T, E)
+            x_rev = x.gather(1, flip.unsqueeze(2).expand(-1, -1, E))               # (N, T, E)
+            at_last = last.unsqueeze(2).expand(-1, 1, Hl)                          # (N, 1, Hl)
+            h_f = self.forward_lstm(x)[0].gather(1, at_last).squeeze(1)            # (N, Hl)
+            h_b = self.backward_lstm(x_rev)[0].gather(1, at_last).squeeze(1)       # (N, Hl)
+            z = torch.relu(self.fc(torch.cat([h_f, h_b], dim=1)))                  # (N, F)
+            return self.classifier(z)                                              # (N, C)
 
     return BiLstmGraph()
 

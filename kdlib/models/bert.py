@@ -4,11 +4,11 @@ Attribute names equal HuggingFace checkpoint keys (``encoder.layer.3.attention.s
 so a HF ``model.safetensors`` loads by an explicit, shape-checked key map, and layer export, PKD,
 TinyBERT mappings and Theseus replacement all speak the same names.
 
-One encoder layer, for hidden states x (B, T, H), nh heads of size hs = H / nh and the additive mask
-M (B, 1, 1, T) = (1 - attention_mask) * MASK_VALUE::
+One encoder layer, for hidden states x (N, T, H), nh heads of size hs = H / nh and the additive mask
+M (N, 1, 1, T) = (1 - attention_mask) * MASK_VALUE::
 
-    S   = (x Wq^T + bq)(x Wk^T + bk)^T / sqrt(hs) + M        # (B, nh, T, T) returned as the scores
-    ctx = softmax(S) (x Wv^T + bv)                            # (B, nh, T, hs) -> (B, T, H)
+    S   = (x Wq^T + bq)(x Wk^T + bk)^T / sqrt(hs) + M        # (N, nh, T, T) returned as the scores
+    ctx = softmax(S) (x Wv^T + bv)                            # (N, nh, T, hs) -> (N, T, H)
     a   = LayerNorm(ctx Wo^T + bo + x)                        # attention.output
     y   = LayerNorm(gelu(a Wi^T + bi) Wo2^T + bo2 + a)        # intermediate, output; gelu is exact (erf)
 
@@ -77,7 +77,7 @@ class BertConfig:
 
 
 def extended_mask(attention_mask):
-    """(B, T) 1/0 mask -> (B, 1, 1, T) additive mask: 0 for real keys, MASK_VALUE for padding."""
+    """(N, T) 1/0 mask -> (N, 1, 1, T) additive mask: 0 for real keys, MASK_VALUE for padding."""
     return (1.0 - attention_mask.float()).unsqueeze(1).unsqueeze(2) * MASK_VALUE
 
 
@@ -104,7 +104,7 @@ def _classes(B):
             T = input_ids.shape[1]
             positions = lib.arange(self.offset, self.offset + T, device=input_ids.device).unsqueeze(0)  # (1, T)
             x = (self.word_embeddings(input_ids) + self.position_embeddings(positions)
-                 + self.token_type_embeddings(token_type_ids))               # (B, T, H)
+                 + self.token_type_embeddings(token_type_ids))               # (N, T, H)
             return self.dropout(self.LayerNorm(x))
 
     class SelfAttention(nn.Module):
@@ -116,23 +116,23 @@ def _classes(B):
             self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
             self.dropout = nn.Dropout(cfg.attention_probs_dropout_prob)
 
-        def _heads(self, x):  # (B, T, H) -> (B, nh, T, hs)
-            Bsz, T, _ = x.shape
-            return x.reshape(Bsz, T, self.nh, self.hs).permute(0, 2, 1, 3)
+        def _heads(self, x):  # (N, T, H) -> (N, nh, T, hs)
+            N, T, _ = x.shape
+            return x.reshape(N, T, self.nh, self.hs).permute(0, 2, 1, 3)
 
         def forward(self, x, ext_mask, need_scores: bool = False):
-            Bsz, T, H = x.shape
+            N, T, H = x.shape
             q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
             if FUSED and not need_scores:      # the library's fused kernel; the scores stay inside
                 ctx = F.scaled_dot_product_attention(
                     q, k, v, attn_mask=ext_mask.to(q.dtype),
-                    dropout_p=self.dropout.p if self.training else 0.0)  # (B, nh, T, hs)
+                    dropout_p=self.dropout.p if self.training else 0.0)  # (N, nh, T, hs)
                 scores = None
             else:
-                scores = lib.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.hs) + ext_mask  # (B, nh, T, T)
+                scores = lib.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.hs) + ext_mask  # (N, nh, T, T)
                 probs = self.dropout(F.softmax(scores, dim=-1))
-                ctx = lib.matmul(probs, v)                              # (B, nh, T, hs)
-            ctx = ctx.permute(0, 2, 1, 3).reshape(Bsz, T, H)            # (B, T, H)
+                ctx = lib.matmul(probs, v)                              # (N, nh, T, hs)
+            ctx = ctx.permute(0, 2, 1, 3).reshape(N, T, H)            # (N, T, H)
             return ctx, scores
 
     class AddNorm(nn.Module):
@@ -167,7 +167,7 @@ def _classes(B):
 
     class Layer(nn.Module):
         """One encoder layer: ``layer(hidden (B,T,H), ext_mask (B,1,1,T)) -> (hidden, scores)``;
-        ``scores`` (B, nh, T, T) only with ``need_scores`` (else None, and attention may be fused)."""
+        ``scores`` (N, nh, T, T) only with ``need_scores`` (else None, and attention may be fused)."""
 
         def __init__(self, cfg: BertConfig):
             super().__init__()
@@ -189,7 +189,7 @@ def _classes(B):
             super().__init__()
             self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-        def forward(self, hidden):  # (B, T, H) -> (B, H), tanh of the [CLS] state
+        def forward(self, hidden):  # (N, T, H) -> (N, H), tanh of the [CLS] state
             return lib.tanh(self.dense(hidden[:, 0]))
 
     class Bert(nn.Module):
@@ -208,13 +208,13 @@ def _classes(B):
             self.apply(_init_weights)
 
         def embed(self, input_ids, token_type_ids=None):
-            """(B, T) ids -> (B, T, H) embeddings output (hidden state 0)."""
+            """(N, T) ids -> (N, T, H) embeddings output (hidden state 0)."""
             if token_type_ids is None:
                 token_type_ids = lib.zeros_like(input_ids)
             return self.embeddings(input_ids, token_type_ids)
 
         def head(self, last_hidden):
-            """(B, T, H) last hidden states -> (B, num_labels) logits via pooler, dropout, classifier."""
+            """(N, T, H) last hidden states -> (N, num_labels) logits via pooler, dropout, classifier."""
             return self.classifier(self.dropout(self.pooler(last_hidden)))
 
         def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_all: bool = False,
@@ -224,8 +224,8 @@ def _classes(B):
             fused)."""
             if attention_mask is None:
                 attention_mask = lib.ones_like(input_ids)
-            ext = extended_mask(attention_mask)          # (B, 1, 1, T)
-            h = self.embed(input_ids, token_type_ids)   # (B, T, H)
+            ext = extended_mask(attention_mask)          # (N, 1, 1, T)
+            h = self.embed(input_ids, token_type_ids)   # (N, T, H)
             hidden, attention = [h], []
             for layer in self.encoder.layer:
                 h, scores = layer(h, ext, need_scores=output_all)

@@ -45,7 +45,7 @@ def check_folder(folder: str | Path, where: str = "teacher.finetuned") -> dict:
                 f".from_pretrained('{folder}').save_pretrained('{folder}', safe_serialization=True)")
         raise ConfigError(f"{where}: {folder} has no model.safetensors")
     write_one = f"AutoTokenizer.from_pretrained('{folder}').save_pretrained('{folder}')"
-    if _tokenizer_in(folder) is None:
+    if folder_tokenizer(folder) is None:
         raise ConfigError(f"{where}: {folder} has no tokenizer.json (or BERT vocab.txt); write one with {write_one}")
     if not (folder / "tokenizer.json").is_file() and _cased(folder):
         raise ConfigError(f"{where}: {folder} has a cased vocab.txt but no tokenizer.json, and kdflow reads a "
@@ -61,10 +61,10 @@ def check_folder(folder: str | Path, where: str = "teacher.finetuned") -> dict:
     return config
 
 
-def _tokenizer_in(folder: Path) -> Path | None:
-    """The folder's tokenizer.json, else its vocab.txt (kdlib.data.convert.folder_tokenizer, which
-    this module may not import)."""
-    return next((folder / n for n in ("tokenizer.json", "vocab.txt") if (folder / n).is_file()), None)
+def folder_tokenizer(folder: str | Path) -> Path | None:
+    """The tokenizer file of a HuggingFace model folder: its ``tokenizer.json`` (exactly what the
+    model was trained with), else its ``vocab.txt``; None when it has neither."""
+    return next((Path(folder) / n for n in ("tokenizer.json", "vocab.txt") if (Path(folder) / n).is_file()), None)
 
 
 def _cased(folder: Path) -> bool:
@@ -151,26 +151,6 @@ def tokenizer_size(path: str | Path) -> int:
         except Exception as exc:        # tokenizers raises a bare Exception for a bad file
             raise ConfigError(f"{path}: not a tokenizer.json that the tokenizers library reads ({exc})") from None
     return len(path.read_text(encoding="utf-8").splitlines())
-
-
-def resolve_tokenizer(spec: str) -> Path:
-    """A student's ``architecture.tokenizer``: ``builtin:<name>`` (that model's WordPiece
-    ``vocab.txt``, as ``teacher.pretrained`` reads it), a folder (its tokenizer.json, else its
-    vocab.txt) or a tokenizer.json or vocab.txt file."""
-    from .pretrained import resolve_pretrained
-    if str(spec).startswith("builtin:"):
-        return resolve_pretrained(spec) / "vocab.txt"
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        found = _tokenizer_in(path)
-        if found is None:
-            raise ConfigError(f"{path} has no tokenizer.json or vocab.txt")
-        return found
-    if not path.is_file():
-        raise ConfigError(f"{path} is neither a folder nor a file")
-    if path.name not in ("tokenizer.json", "vocab.txt"):
-        raise ConfigError(f"{path}: name a tokenizer.json or a vocab.txt (or the folder that holds one)")
-    return path
 
 
 def vocabulary(path: str | Path) -> dict[str, int]:

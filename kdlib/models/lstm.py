@@ -1,10 +1,10 @@
 """The BiLSTM student (Tang et al. 2019, "Distilling Task-Specific Knowledge from BERT into Simple
 Neural Networks"), written once against a :class:`kdlib.backend.Backend`.
 
-    e = Embedding(ids)                          # (B, T, E), the pad row is zero
-    h_f, h_b = BiLSTM(e, lengths)               # final forward / backward states, (B, Hl) each
-    z = dropout(relu(W_fc [h_f; h_b] + b_fc))   # (B, F)
-    logits = W_c z + b_c                        # (B, num_labels)
+    e = Embedding(ids)                          # (N, T, E), the pad row is zero
+    h_f, h_b = BiLSTM(e, lengths)               # final forward / backward states, (N, Hl) each
+    z = dropout(relu(W_fc [h_f; h_b] + b_fc))   # (N, F)
+    logits = W_c z + b_c                        # (N, num_labels)
 
 Padding is respected by packing the batch: the forward state stops at each sequence's last real
 token and the backward direction starts there, so appended padding never changes the output.
@@ -68,15 +68,15 @@ def _classes(B):
             self.classifier = nn.Linear(cfg.fc_size, cfg.num_labels)
 
         def encode(self, input_ids, attention_mask):
-            """(B, T) right-padded ids -> (B, 2 Hl) concatenated final forward/backward states."""
-            lengths = attention_mask.long().sum(dim=1).clamp(min=1)       # (B,), empty rows read one pad
+            """(N, T) right-padded ids -> (N, 2 Hl) concatenated final forward/backward states."""
+            lengths = attention_mask.long().sum(dim=1).clamp(min=1)       # (N,), empty rows read one pad
             lengths, order = lib.sort(lengths, descending=True)           # OneFlow packs sorted only
             order = order.long()
-            x = self.embedding(input_ids.index_select(0, order))         # (B, T, E) sorted
+            x = self.embedding(input_ids.index_select(0, order))         # (N, T, E) sorted
             packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True,
                                                        enforce_sorted=True)
             _, (h_n, _) = self.lstm(packed)                              # (2, B, Hl)
-            final = lib.cat([h_n[0], h_n[1]], dim=1)                     # (B, 2 Hl) sorted
+            final = lib.cat([h_n[0], h_n[1]], dim=1)                     # (N, 2 Hl) sorted
             return final.index_select(0, lib.argsort(order).long())      # caller's order
 
         def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_all: bool = False,
@@ -84,7 +84,7 @@ def _classes(B):
             """Same call as BERT's forward; ``token_type_ids`` and the ``output_*`` flags are ignored."""
             if attention_mask is None:
                 attention_mask = lib.ones_like(input_ids)
-            z = self.dropout(F.relu(self.fc(self.encode(input_ids, attention_mask))))  # (B, F)
+            z = self.dropout(F.relu(self.fc(self.encode(input_ids, attention_mask))))  # (N, F)
             return {"logits": self.classifier(z)}
 
     return {"BiLstm": BiLstm}

@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..io import read_json
 from .bert import BertConfig, build_bert
-from .families import kdlib_fields
+from .families import folder_tokenizer, kdlib_fields
 from .weights import load_state_numpy, read_safetensors
 
 PRETRAINED_FILES = ("config.json", "model.safetensors", "vocab.txt")
@@ -47,6 +47,25 @@ def resolve_pretrained(spec: str) -> Path:
     if missing:
         raise ConfigError(f"pretrained model {spec}: {folder} lacks {', '.join(missing)}")
     return folder
+
+
+def resolve_tokenizer(spec: str) -> Path:
+    """A student's ``architecture.tokenizer``: ``builtin:<name>`` (that model's WordPiece
+    ``vocab.txt``, as ``teacher.pretrained`` reads it), a folder (its tokenizer.json, else its
+    vocab.txt) or a tokenizer.json or vocab.txt file."""
+    if str(spec).startswith("builtin:"):
+        return resolve_pretrained(spec) / "vocab.txt"
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        found = folder_tokenizer(path)
+        if found is None:
+            raise ConfigError(f"{path} has no tokenizer.json or vocab.txt")
+        return found
+    if not path.is_file():
+        raise ConfigError(f"{path} is neither a folder nor a file")
+    if path.name not in ("tokenizer.json", "vocab.txt"):
+        raise ConfigError(f"{path}: name a tokenizer.json or a vocab.txt (or the folder that holds one)")
+    return path
 
 
 def read_pretrained_config(folder: str | Path) -> dict:
