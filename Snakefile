@@ -21,4 +21,4 @@ include: "rules/export.smk"
 rule all:
     default_target: True
     input:
-        default_targets,
+        PLAN.default_targets,

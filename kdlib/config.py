@@ -254,7 +254,7 @@ def compared_with(config: dict, baseline: str) -> list[str]:
 
 
 # Training settings that cannot change a result, only how a job runs: they reach the stages, but
-# neither rerun a job when they change (rules/common.smk tracks the rest as params) nor keep a
+# neither rerun a job when they change (kdlib.plan tracks the rest as params) nor keep a
 # resume state from being used (kdlib.distill.train.job_identity).
 RUN_ONLY = ("save_seconds",)
 

@@ -148,3 +148,10 @@ def portable_path(path: str | os.PathLike) -> str:
     name that stays true when the checkout moves or is shared (records' metadata)."""
     full, here = Path(os.path.abspath(path)), Path(os.path.abspath(os.curdir))
     return full.relative_to(here).as_posix() if here in full.parents else full.name
+
+
+def folder_tokenizer(folder: str | Path) -> Path | None:
+    """The tokenizer file of a HuggingFace model folder: its ``tokenizer.json`` (exactly what the
+    model was trained with), else its ``vocab.txt``; None when it has neither. (Here, not in
+    ``data`` or ``models``: both read model folders' tokenizers, and neither imports the other.)"""
+    return next((Path(folder) / n for n in ("tokenizer.json", "vocab.txt") if (Path(folder) / n).is_file()), None)

@@ -1,10 +1,10 @@
 # Data stages: GLUE download or the built-in corpus, then OFRecord conversion.
 #
-# Every rule ends its command with the same idiom: the stage's output goes to its log, and its last
-# line (the one-line summary, or on failure the stage's `error: ...` line) is shown on the console.
+# Every rule ends its command with LOG_TAIL (rules/common.smk): the stage's output goes to its log,
+# and its last line (its summary, or on failure its `error: ...` line) is shown on the console.
 #
 # How the download rules fetch (from where, how patiently) does not change what they fetch, so
-# those settings are Untracked params (rules/common.smk): a change does not redo the download and
+# those settings are Untracked params (kdlib.plan.Untracked): a change does not redo the download and
 # everything after it.
 
 
@@ -14,7 +14,7 @@ rule download_glue:
         dev="data/download/{glue_dir}/dev.tsv",
     params:
         python=DATA_PYTHON,
-        task=glue_task_name,
+        task=PLAN.glue_task_name,
         url=Untracked(config["data"]["glue_url"]),
         mrpc_url=Untracked(config["data"]["mrpc_url"]),
         timeout=Untracked(config["data"]["timeout_s"]),
@@ -28,8 +28,7 @@ rule download_glue:
         "{params.python} -m workflow_scripts.download_glue --task {params.task}"
         " --out-root data/download --hand-root data/glue"
         " --url {params.url:q} --mrpc-url {params.mrpc_url:q} --timeout {params.timeout}"
-        " --retries {params.retries}"
-        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --retries {params.retries}" + LOG_TAIL
 
 
 rule download_glue_mnli:
@@ -52,8 +51,7 @@ rule download_glue_mnli:
         "{params.python} -m workflow_scripts.download_glue --task mnli"
         " --out-root data/download --hand-root data/glue"
         " --url {params.url:q} --mrpc-url {params.mrpc_url:q} --timeout {params.timeout}"
-        " --retries {params.retries}"
-        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --retries {params.retries}" + LOG_TAIL
 
 
 rule prepare_builtin:
@@ -74,22 +72,21 @@ rule prepare_builtin:
         "{params.python} -m workflow_scripts.prepare_builtin --task {wildcards.builtin}"
         " --out-dir data/glue/{wildcards.builtin}"
         " --dev-fraction {params.dev_fraction} --max-train {params.max_train}"
-        " --seed {params.seed} --validation {params.validation}"
-        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --seed {params.seed} --validation {params.validation}" + LOG_TAIL
 
 
 rule ofrecord_bert:
     input:
-        tsv=task_tsvs,
-        tokenizer=teacher_tokenizer,  # the teacher's tokenizer.json or vocab.txt (a copy is kept)
+        tsv=PLAN.task_tsvs,
+        tokenizer=PLAN.teacher_tokenizer,  # the teacher's tokenizer.json or vocab.txt (a copy is kept)
     output:
         train="data/ofrecord/{task}/bert{seq}/train.of_record-0",
         meta="data/ofrecord/{task}/bert{seq}/meta.json",
     params:
         python=DATA_PYTHON,
-        glue_root=tsv_root,
-        custom=custom_definition,
-        validation=validation_args,  # how a validation split without a file is carved from train
+        glue_root=PLAN.tsv_root,
+        custom=PLAN.custom_definition,
+        validation=PLAN.validation_args,  # how a validation split without a file is carved from train
     log:
         "logs/{task}/ofrecord_bert{seq}.log",
     benchmark:
@@ -99,22 +96,21 @@ rule ofrecord_bert:
         "{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task} {params.custom}"
         " --glue-root {params.glue_root} {params.validation}"
         " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq}"
-        " --tokenizer {input.tokenizer:q} --max-length {wildcards.seq}"
-        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --tokenizer {input.tokenizer:q} --max-length {wildcards.seq}" + LOG_TAIL
 
 
 rule ofrecord_tokenized:
     input:
-        tsv=task_tsvs,
-        tokenizer=tokenizer_of,  # a student's own tokenizer, or an ensemble teacher's (not the first's)
+        tsv=PLAN.task_tsvs,
+        tokenizer=PLAN.tokenizer_of,  # a student's own tokenizer, or an ensemble teacher's (not the first's)
     output:
         train="data/ofrecord/{task}/bert{seq}-tok_{digest}/train.of_record-0",
         meta="data/ofrecord/{task}/bert{seq}-tok_{digest}/meta.json",
     params:
         python=DATA_PYTHON,
-        glue_root=tsv_root,
-        custom=custom_definition,
-        validation=validation_args,
+        glue_root=PLAN.tsv_root,
+        custom=PLAN.custom_definition,
+        validation=PLAN.validation_args,
     log:
         "logs/{task}/ofrecord_bert{seq}-tok_{digest}.log",
     threads: 1
@@ -122,22 +118,21 @@ rule ofrecord_tokenized:
         "{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task} {params.custom}"
         " --glue-root {params.glue_root} {params.validation}"
         " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq}-tok_{wildcards.digest}"
-        " --tokenizer {input.tokenizer:q} --max-length {wildcards.seq}"
-        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --tokenizer {input.tokenizer:q} --max-length {wildcards.seq}" + LOG_TAIL
 
 
 rule ofrecord_lstm:
     input:
-        tsv=task_tsvs,
+        tsv=PLAN.task_tsvs,
     output:
         train="data/ofrecord/{task}/lstm{seq}/train.of_record-0",
         meta="data/ofrecord/{task}/lstm{seq}/meta.json",
         vocab="data/ofrecord/{task}/lstm{seq}/vocab.txt",
     params:
         python=DATA_PYTHON,
-        glue_root=tsv_root,
-        custom=custom_definition,
-        validation=validation_args,
+        glue_root=PLAN.tsv_root,
+        custom=PLAN.custom_definition,
+        validation=PLAN.validation_args,
         vocab_size=config["data"]["lstm"]["vocab_size"],
     log:
         "logs/{task}/ofrecord_lstm{seq}.log",
@@ -148,5 +143,4 @@ rule ofrecord_lstm:
         "{params.python} -m workflow_scripts.ofrecord_lstm --task {wildcards.task} {params.custom}"
         " --glue-root {params.glue_root} {params.validation}"
         " --out-dir data/ofrecord/{wildcards.task}/lstm{wildcards.seq}"
-        " --max-length {wildcards.seq} --vocab-size {params.vocab_size}"
-        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --max-length {wildcards.seq} --vocab-size {params.vocab_size}" + LOG_TAIL

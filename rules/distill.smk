@@ -4,18 +4,16 @@
 
 rule cache_teacher_logits:
     input:
-        weights="results/{task}/teacher/model.safetensors",
-        records=bert_records_of,
-        members=ensemble_cache_inputs,  # teacher.ensemble: the other teachers and their records
+        weights=TEACHER_WEIGHTS,
+        records=PLAN.bert_records_of,
+        members=PLAN.ensemble_cache_inputs,  # teacher.ensemble: the other teachers and their records
     output:
         "results/{task}/teacher_logits.npz",
     params:
-        members=ensemble_members_arg,
-        python=teacher_python,  # a transformers teacher: the torch runtime
-        backend=teacher_backend,
-        device=config["device"],
-        precision=PRECISION,
-        records=bert_dir_of,
+        members=PLAN.ensemble_members_arg,
+        python=PLAN.teacher_python,  # a transformers teacher: the torch runtime
+        runtime=PLAN.teacher_runtime,
+        records=PLAN.bert_dir_of,
         eval_batch_size=config["eval_batch_size"],
     log:
         "logs/{task}/cache_teacher_logits.log",
@@ -30,41 +28,39 @@ rule cache_teacher_logits:
 
 rule export_teacher_layers:
     input:
-        unpack(init_inputs),
+        unpack(PLAN.init_inputs),
     output:
         weights="results/{task}/init/{student}/model.safetensors",
         config="results/{task}/init/{student}/config.json",
     params:
         python=DATA_PYTHON,
-        layers=student_init_layers,
-        source=init_source,  # init: teacher -> the fine-tuned teacher; pretrained -> teacher.pretrained
+        layers=PLAN.student_init_layers,
+        source=PLAN.init_source,  # init: teacher -> the fine-tuned teacher; pretrained -> teacher.pretrained
     log:
         "logs/{task}/export_teacher_layers_{student}.log",
     threads: 1
     shell:
         "{params.python} -m workflow_scripts.export_teacher_layers {params.source} --layers {params.layers}"
-        " --out results/{wildcards.task}/init/{wildcards.student} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --out results/{wildcards.task}/init/{wildcards.student}" + LOG_TAIL
 
 
 rule distill:
     input:
-        unpack(distill_inputs),
+        unpack(PLAN.distill_inputs),
     output:
-        weights="results/{task}/{student}/model.safetensors",
+        weights=STUDENT_WEIGHTS,
         config="results/{task}/{student}/config.json",
         log_csv="results/{task}/{student}/train_log.csv",
         summary="results/{task}/{student}/train_summary.json",
     params:
         python=launcher,  # interpreter, or N-process launcher (`processes`)
-        backend=BACKEND,
-        device=config["device"],
-        precision=PRECISION,
-        settings=student_settings,  # what changes the student: tracked, so a change reruns it
-        spec=student_spec_json,  # the same plus how the job runs (save_seconds): untracked
+        runtime=RUNTIME,
+        settings=PLAN.student_settings,  # what changes the student: tracked, so a change reruns it
+        spec=PLAN.student_spec_json,  # the same plus how the job runs (save_seconds): untracked
         eval_batch_size=config["eval_batch_size"],
-        records=student_records_dir,
-        sources=distill_sources,
-        match=match_steps,  # a baseline: the students whose steps it matches (equal_steps)
+        records=PLAN.student_records_dir,
+        sources=PLAN.distill_sources,
+        match=PLAN.match_steps,  # a baseline: the students whose steps it matches (equal_steps)
         selection=config["selection"],  # the split that picks the checkpoint: a change reruns it
         compile=COMPILE,
     log:
@@ -82,5 +78,4 @@ rule distill:
         " --work work/{wildcards.task}/{wildcards.student} --selection {params.selection}"
         " --compile {params.compile}"
         " --eval-batch-size {params.eval_batch_size}"
-        " --backend {params.backend}"
-        " --device {params.device} --precision {params.precision} --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " {params.runtime} --threads {threads}" + LOG_TAIL

@@ -8,17 +8,15 @@ if not ENSEMBLE:
 
     rule evaluate_teacher:
         input:
-            weights="results/{task}/teacher/model.safetensors",
-            records=bert_records_of,
+            weights=TEACHER_WEIGHTS,
+            records=PLAN.bert_records_of,
         output:
             json="results/{task}/teacher_eval.json",
             predictions="results/{task}/teacher_predictions.npz",
         params:
-            python=teacher_python,  # a transformers teacher: the torch runtime
-            backend=teacher_backend,
-            device=config["device"],
-            precision=PRECISION,
-            records=bert_dir_of,
+            python=PLAN.teacher_python,  # a transformers teacher: the torch runtime
+            runtime=PLAN.teacher_runtime,
+            records=PLAN.bert_dir_of,
             eval_batch_size=config["eval_batch_size"],
         log:
             "logs/{task}/evaluate_teacher.log",
@@ -31,24 +29,22 @@ if not ENSEMBLE:
             "{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task} --name teacher"
             " --model results/{wildcards.task}/teacher --records {params.records} --out {output.json}"
             " --predictions {output.predictions} --eval-batch-size {params.eval_batch_size}"
-            " --backend {params.backend} --device {params.device} --precision {params.precision}"
-            " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+            " {params.runtime}"
+            " --threads {threads}" + LOG_TAIL
 
 else:
 
     rule evaluate_member:
         input:
-            unpack(member_inputs),
+            unpack(PLAN.member_inputs),
         output:
             json="results/{task}/teacher_{member}_eval.json",
             predictions="results/{task}/teacher_{member}_predictions.npz",
         params:
-            python=member_python,  # a transformers teacher: the torch runtime
-            backend=member_backend,
-            device=config["device"],
-            precision=PRECISION,
-            folder=lambda wildcards: member_folder(wildcards.task, wildcards.member),
-            records=lambda wildcards: member_records_dir(wildcards.task, wildcards.member),
+            python=PLAN.member_python,  # a transformers teacher: the torch runtime
+            runtime=PLAN.member_runtime,
+            folder=PLAN.member_folder_of,
+            records=PLAN.member_records_of,
             eval_batch_size=config["eval_batch_size"],
         log:
             "logs/{task}/evaluate_teacher_{member}.log",
@@ -61,44 +57,41 @@ else:
             "{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task}"
             " --name teacher_{wildcards.member} --model {params.folder} --records {params.records}"
             " --out {output.json} --predictions {output.predictions} --eval-batch-size {params.eval_batch_size}"
-            " --backend {params.backend} --device {params.device} --precision {params.precision}"
-            " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+            " {params.runtime}"
+            " --threads {threads}" + LOG_TAIL
 
     rule evaluate_ensemble:
         input:
             members=expand("results/{{task}}/teacher_{member}_eval.json", member=MEMBERS),
             predictions=expand("results/{{task}}/teacher_{member}_predictions.npz", member=MEMBERS),
-            records=bert_records_of,
+            records=PLAN.bert_records_of,
         output:
             json="results/{task}/teacher_eval.json",
             predictions="results/{task}/teacher_predictions.npz",
         params:
             python=DATA_PYTHON,
-            records=bert_dir_of,
+            records=PLAN.bert_dir_of,
         log:
             "logs/{task}/evaluate_ensemble.log",
         threads: 1
         shell:
             "{params.python} -m workflow_scripts.evaluate_ensemble --task {wildcards.task}"
             " --records {params.records} --members {input.members} --member-predictions {input.predictions}"
-            " --out {output.json} --predictions {output.predictions}"
-            " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+            " --out {output.json} --predictions {output.predictions}" + LOG_TAIL
 
 
 rule evaluate_student:
     input:
-        weights="results/{task}/{student}/model.safetensors",
+        weights=STUDENT_WEIGHTS,
         reference="results/{task}/teacher_eval.json",
-        records=eval_records_of,
+        records=PLAN.eval_records_of,
     output:
         json="results/{task}/{student}_eval.json",
         predictions="results/{task}/{student}_predictions.npz",
     params:
         python=TRAIN_PYTHON,
-        backend=BACKEND,
-        device=config["device"],
-        precision=PRECISION,
-        records=eval_records_dir,
+        runtime=RUNTIME,
+        records=PLAN.eval_records_dir,
         eval_batch_size=config["eval_batch_size"],
     log:
         "logs/{task}/evaluate_{student}.log",
@@ -112,24 +105,22 @@ rule evaluate_student:
         " --name {wildcards.student} --model results/{wildcards.task}/{wildcards.student}"
         " --records {params.records} --reference {input.reference} --out {output.json}"
         " --predictions {output.predictions} --eval-batch-size {params.eval_batch_size}"
-        " --backend {params.backend} --device {params.device} --precision {params.precision}"
-        " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " {params.runtime}"
+        " --threads {threads}" + LOG_TAIL
 
 
 rule measure_speed:
     input:
-        teachers=lambda wildcards: [f"{folder}/model.safetensors" for folder in speed_models(wildcards)],
-        records=speed_record_files,
+        teachers=PLAN.speed_weights,
+        records=PLAN.speed_record_files,
     output:
         "results/{task}/speed.json",
     params:
-        python=teacher_python,  # a transformers teacher: the torch runtime
-        backend=teacher_backend,
-        device=config["device"],
-        precision=PRECISION,
-        models=speed_models,
-        ensemble=speed_ensemble,  # teacher.ensemble: the first models are its teachers
-        records=speed_records,
+        python=PLAN.teacher_python,  # a transformers teacher: the torch runtime
+        runtime=PLAN.teacher_runtime,
+        models=PLAN.speed_models,
+        ensemble=PLAN.speed_ensemble,  # teacher.ensemble: the first models are its teachers
+        records=PLAN.speed_records,
         rounds=config["speed"]["rounds"],
         latency_examples=config["speed"]["latency_examples"],
         throughput_examples=config["speed"]["throughput_examples"],
@@ -146,6 +137,5 @@ rule measure_speed:
         " --models {params.models} --records {params.records} {params.ensemble} --rounds {params.rounds}"
         " --latency-examples {params.latency_examples}"
         " --throughput-examples {params.throughput_examples} --out {output}"
-        " --eval-batch-size {params.eval_batch_size} --backend {params.backend}"
-        " --device {params.device} --precision {params.precision}"
-        " --threads {threads} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --eval-batch-size {params.eval_batch_size} {params.runtime}"
+        " --threads {threads}" + LOG_TAIL

@@ -7,14 +7,14 @@
 rule model_card:
     input:
         config="results/{task}/{model}/config.json",
-        eval=model_eval,  # an ensemble's first teacher: its own evaluation, teacher_0_eval.json
+        eval=PLAN.model_eval,  # an ensemble's first teacher: its own evaluation, teacher_0_eval.json
         teacher_eval="results/{task}/teacher_eval.json",
         speed="results/{task}/speed.json",
     output:
         "results/{task}/{model}/README.md",
     params:
         python=DATA_PYTHON,
-        transfer=model_transfer,
+        transfer=PLAN.model_transfer,
     log:
         "logs/{task}/model_card_{model}.log",
     threads: 1
@@ -22,20 +22,18 @@ rule model_card:
         "{params.python} -m workflow_scripts.model_card --task {wildcards.task}"
         " --model results/{wildcards.task}/{wildcards.model} --eval {input.eval}"
         " --teacher-eval {input.teacher_eval} --speed {input.speed} --transfer '{params.transfer}'"
-        " --out {output} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --out {output}" + LOG_TAIL
 
 
 rule predict:
     input:
-        weights="results/{task}/{model}/model.safetensors",
+        weights=MODEL_WEIGHTS,
         texts=predict_input,
     output:
         "results/{task}/predict/{model}.tsv",
     params:
         python=TRAIN_PYTHON,
-        backend=BACKEND,
-        device=config["device"],
-        precision=PRECISION,
+        runtime=RUNTIME,
         batch_size=config["predict"]["batch_size"],
     log:
         "logs/{task}/predict_{model}.log",
@@ -44,20 +42,18 @@ rule predict:
         gpu=1,
     shell:
         "{params.python} -m kdlib.predict results/{wildcards.task}/{wildcards.model} {input.texts:q}"
-        " --out {output} --batch-size {params.batch_size} --backend {params.backend}"
-        " --device {params.device} --precision {params.precision} --threads {threads}"
-        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --out {output} --batch-size {params.batch_size} {params.runtime} --threads {threads}" + LOG_TAIL
 
 
 rule export_hf:
     input:
-        weights="results/{task}/{model}/model.safetensors",
+        weights=MODEL_WEIGHTS,
         config="results/{task}/{model}/config.json",
     output:
         config="results/{task}/export/{model}/hf/config.json",
         weights="results/{task}/export/{model}/hf/model.safetensors",
     wildcard_constraints:
-        model="|".join(BERT_MODELS),
+        model="|".join(PLAN.bert_models),
     params:
         python=DATA_PYTHON,
     log:
@@ -65,22 +61,21 @@ rule export_hf:
     threads: 1
     shell:
         "{params.python} -m workflow_scripts.export_hf --task {wildcards.task}"
-        " --model results/{wildcards.task}/{wildcards.model} --out results/{wildcards.task}/export/{wildcards.model}/hf"
-        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --model results/{wildcards.task}/{wildcards.model} --out results/{wildcards.task}/export/{wildcards.model}/hf" + LOG_TAIL
 
 
 rule export_onnx:
     input:
-        weights="results/{task}/{model}/model.safetensors",
+        weights=MODEL_WEIGHTS,
         config="results/{task}/{model}/config.json",
-        records=lambda wildcards: f"{model_records_dir(wildcards)}/meta.json",
+        records=PLAN.model_records_of,
     output:
         fp32="results/{task}/export/{model}/onnx/model.onnx",
         int8="results/{task}/export/{model}/onnx/model.int8.onnx",
         check="results/{task}/export/{model}/onnx/check.json",
     params:
         python=DATA_PYTHON,
-        records=model_records_dir,
+        records=PLAN.model_records_dir,
     log:
         "logs/{task}/export_onnx_{model}.log",
     benchmark:
@@ -91,15 +86,14 @@ rule export_onnx:
     shell:
         "{params.python} -m workflow_scripts.export_onnx --task {wildcards.task}"
         " --model results/{wildcards.task}/{wildcards.model} --records {params.records}"
-        " --out results/{wildcards.task}/export/{wildcards.model}/onnx --threads {threads}"
-        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --out results/{wildcards.task}/export/{wildcards.model}/onnx --threads {threads}" + LOG_TAIL
 
 
 rule measure_deployment:
     input:
-        teacher="results/{task}/teacher/model.safetensors",
+        teacher=TEACHER_WEIGHTS,
         checks=expand("results/{{task}}/export/{model}/onnx/check.json", model=MODELS),
-        records=lambda wildcards: sorted({f"{r}/meta.json" for r in deploy_records(wildcards)}),
+        records=PLAN.deploy_record_files,
     output:
         json="results/{task}/deployment.json",
         md="results/{task}/deployment.md",
@@ -107,7 +101,7 @@ rule measure_deployment:
     params:
         python=DATA_PYTHON,
         exports=expand("results/{{task}}/export/{model}/onnx", model=MODELS),
-        records=deploy_records,     # in the order of MODELS: the teacher, then every student
+        records=PLAN.deploy_records,     # in the order of MODELS: the teacher, then every student
         rounds=config["deploy"]["rounds"],
         latency_examples=config["speed"]["latency_examples"],
         throughput_examples=config["speed"]["throughput_examples"],
@@ -122,10 +116,9 @@ rule measure_deployment:
         " --records {params.records} --rounds {params.rounds}"
         " --latency-examples {params.latency_examples}"
         " --throughput-examples {params.throughput_examples} --threads {threads}"
-        " --json {output.json} --md {output.md} --csv {output.csv}"
-        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --json {output.json} --md {output.md} --csv {output.csv}" + LOG_TAIL
 
 
 rule deploy:
     input:
-        deploy_targets,
+        PLAN.deploy_targets,

@@ -21,11 +21,11 @@ rule report:
         teacher="results/{task}/teacher_eval.json",
         students=expand("results/{{task}}/{run}_eval.json", run=RUNS),
         predictions=expand("results/{{task}}/{model}_predictions.npz", model=["teacher", *RUNS]),
-        logs=report_logs,  # the teacher's too where it was fine-tuned here
+        logs=PLAN.report_logs,  # the teacher's too where it was fine-tuned here
         members=expand("results/{{task}}/teacher_{member}_eval.json", member=MEMBERS),  # teacher.ensemble
         member_predictions=expand("results/{{task}}/teacher_{member}_predictions.npz", member=MEMBERS),
         speed="results/{task}/speed.json",
-        records=bert_records_of,
+        records=PLAN.bert_records_of,
     output:
         md=report(
             "results/{task}/report.md",
@@ -76,4 +76,4 @@ rule report:
         " --members {input.members:q} --member-predictions {input.member_predictions:q}"
         " --speed {input.speed} --baselines {params.baselines:q}"
         " --md {output.md} --csv {output.csv} --html {output.html} --png {output.png}"
-        " --curves {output.curves} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --curves {output.curves}" + LOG_TAIL

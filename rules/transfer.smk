@@ -1,31 +1,31 @@
 # Transfer sets (config.yaml `transfer:`): text the teacher labels for the students that name one.
 # A set becomes a TSV, then a copy of the task's record folders with the set mixed into training
 # (bert<L>+<set>/, lstm<L>+<set>/), then the teacher's logits on it; a student with `transfer:`
-# reads those instead of the plain records and logits (rules/common.smk, student_records_dir).
+# reads those instead of the plain records and logits (kdlib.plan, Plan.student_records_dir).
 
 
 rule transfer_set:
     input:
-        unpack(transfer_inputs),
+        unpack(PLAN.transfer_inputs),
     output:
         "data/transfer/{task}/{transfer}.tsv",
     params:
-        python=transfer_python,  # augment: tinybert: the backend's runtime (it may run a masked LM)
-        glue_root=tsv_root,
-        custom=custom_definition,
-        validation=validation_args,  # the carved validation rows are kept out too
-        definition=transfer_definition,
-        model=transfer_model_args,  # augment: tinybert: --pretrained, --backend, ...; else nothing
+        python=PLAN.transfer_python,  # augment: tinybert: the backend's runtime (it may run a masked LM)
+        glue_root=PLAN.tsv_root,
+        custom=PLAN.custom_definition,
+        validation=PLAN.validation_args,  # the carved validation rows are kept out too
+        definition=PLAN.transfer_definition,
+        model=PLAN.transfer_model_args,  # augment: tinybert: --pretrained, --backend, ...; else nothing
     log:
         "logs/{task}/transfer_set_{transfer}.log",
     benchmark:
         "benchmarks/{task}/transfer_set_{transfer}.tsv"
-    threads: transfer_threads
+    threads: PLAN.transfer_threads
     shell:
         "{params.python} -m workflow_scripts.transfer_set --task {wildcards.task} {params.custom}"
         " --glue-root {params.glue_root} {params.validation} --name {wildcards.transfer} --definition {params.definition:q}"
         " {params.model} --threads {threads}"
-        " --out {output} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --out {output}" + LOG_TAIL
 
 
 rule ofrecord_transfer:
@@ -47,24 +47,21 @@ rule ofrecord_transfer:
         "{params.python} -m workflow_scripts.ofrecord_transfer --task {wildcards.task}"
         " --records data/ofrecord/{wildcards.task}/{wildcards.records}"
         " --transfer {input.tsv} --name {wildcards.transfer} --seed {params.seed}"
-        " --out-dir data/ofrecord/{wildcards.task}/{wildcards.records}+{wildcards.transfer}"
-        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
+        " --out-dir data/ofrecord/{wildcards.task}/{wildcards.records}+{wildcards.transfer}" + LOG_TAIL
 
 
 rule cache_transfer_logits:
     input:
-        weights="results/{task}/teacher/model.safetensors",
-        records=lambda wildcards: f"{bert_dir_of(wildcards)}+{wildcards.transfer}/meta.json",
-        members=lambda wildcards: ensemble_cache_inputs(wildcards, wildcards.transfer),
+        weights=TEACHER_WEIGHTS,
+        records=PLAN.transfer_records_of,
+        members=PLAN.ensemble_cache_inputs,
     output:
         "results/{task}/teacher_logits+{transfer}.npz",
     params:
-        members=lambda wildcards: ensemble_members_arg(wildcards, wildcards.transfer),
-        python=teacher_python,  # a transformers teacher: the torch runtime
-        backend=teacher_backend,
-        device=config["device"],
-        precision=PRECISION,
-        records=lambda wildcards: f"{bert_dir_of(wildcards)}+{wildcards.transfer}",
+        members=PLAN.ensemble_members_arg,
+        python=PLAN.teacher_python,  # a transformers teacher: the torch runtime
+        runtime=PLAN.teacher_runtime,
+        records=PLAN.transfer_records_dir,
         eval_batch_size=config["eval_batch_size"],
     log:
         "logs/{task}/cache_teacher_logits+{transfer}.log",

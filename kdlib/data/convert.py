@@ -17,8 +17,7 @@ from tokenizers import BertWordPieceTokenizer, Tokenizer, normalizers, pre_token
 from tqdm import tqdm
 
 from ..errors import DataError
-from ..io import write_text
-from ..models.families import folder_tokenizer
+from ..io import folder_tokenizer, write_text
 from .ofrecord import RecordWriter, record_file
 from .task import VALIDATION, Task
 from .tasks import Skipped, glue_file

@@ -20,10 +20,10 @@ import numpy as np
 from ..data.batching import model_inputs
 from ..data.convert import records_tokenizer
 from ..errors import ConfigError
-from ..io import file_digest
+from ..io import file_digest, folder_tokenizer
 from ..models.bert import BertConfig, build_bert, extended_mask
 from ..models.checkpoint import load_checkpoint, read_checkpoint_config
-from ..models.families import folder_tokenizer, tokenizer_size
+from ..models.families import tokenizer_size
 from ..models.lstm import LstmConfig, build_bilstm
 from . import ops, train
 from .layers import first_layers, skip_layers

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
-from ..io import read_json
+from ..io import folder_tokenizer, read_json
 
 KDLIB_FAMILIES = ("bert", "roberta", "xlm-roberta")    # model_type values kdlib's BERT loads
 ROBERTA_FAMILIES = ("roberta", "xlm-roberta")          # positions from pad_token_id + 1, no pooler
@@ -59,12 +59,6 @@ def check_folder(folder: str | Path, where: str = "teacher.finetuned") -> dict:
                           "is it a HuggingFace model folder?")
     teacher_labels(config, folder, where)
     return config
-
-
-def folder_tokenizer(folder: str | Path) -> Path | None:
-    """The tokenizer file of a HuggingFace model folder: its ``tokenizer.json`` (exactly what the
-    model was trained with), else its ``vocab.txt``; None when it has neither."""
-    return next((Path(folder) / n for n in ("tokenizer.json", "vocab.txt") if (Path(folder) / n).is_file()), None)
 
 
 def _cased(folder: Path) -> bool:

@@ -11,9 +11,9 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..io import read_json
+from ..io import folder_tokenizer, read_json
 from .bert import BertConfig, build_bert
-from .families import folder_tokenizer, kdlib_fields
+from .families import kdlib_fields
 from .weights import load_state_numpy, read_safetensors
 
 PRETRAINED_FILES = ("config.json", "model.safetensors", "vocab.txt")
