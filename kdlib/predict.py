@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .data import batching
 from .data.batching import model_inputs
-from .data.convert import TOKENIZER_KINDS, bert_arrays, read_vocab, subword, word_arrays
+from .data.convert import TOKENIZER_KINDS, bert_arrays, read_word_vocab, subword, word_arrays
 from .errors import DataError, KdflowError
 from .io import atomic_path
 from .models.checkpoint import CONFIG_FILE, load_checkpoint, read_checkpoint_config
@@ -86,7 +86,7 @@ class Encoder:
         if kind != "words":
             self.tokenizer = subword(vocab, length)
         else:
-            self.index = {w: i for i, w in enumerate(read_vocab(vocab))}
+            self.index = {w: i for i, w in enumerate(read_word_vocab(vocab))}
 
     def __call__(self, texts: list) -> dict[str, np.ndarray]:
         if self.kind != "words":

@@ -57,7 +57,7 @@ def records_of(folder, texts, tmp_path, pair=False):
     if config["tokenizer"] == "wordpiece":
         convert.convert_bert(task, [chunk], out, convert.wordpiece(folder / "vocab.txt", LENGTH))
     else:
-        convert.convert_lstm(task, [chunk], out, convert.read_vocab(folder / "vocab.txt"), LENGTH)
+        convert.convert_lstm(task, [chunk], out, convert.read_word_vocab(folder / "vocab.txt"), LENGTH)
     return out
 
 

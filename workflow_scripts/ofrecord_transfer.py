@@ -38,7 +38,7 @@ def convert_transfer(task, meta: dict, records: Path, tsv: str, out: Path) -> in
     chunks = transfer.read_transfer(tsv, pairs, label)
     desc = f"{task.name} transfer"
     if meta.get("kind") == "lstm":
-        vocab = convert.read_vocab(records / "vocab.txt")
+        vocab = convert.read_word_vocab(records / "vocab.txt")
         return convert.convert_lstm(task, chunks, out, vocab, int(meta["max_length"]), desc, labelled=False)
     if meta.get("kind") == "bert":
         tokenizer = convert.subword(convert.records_tokenizer(records), int(meta["max_length"]))

@@ -160,7 +160,8 @@ def write_vocab(vocab: list[str], path: str | Path) -> None:
     write_text(path, "\n".join(vocab) + "\n")
 
 
-def read_vocab(path: str | Path) -> list[str]:
+def read_word_vocab(path: str | Path) -> list[str]:
+    """A BiLSTM's word vocabulary (vocab.txt of its records): one word per line, PAD and UNK first."""
     vocab = Path(path).read_text(encoding="utf-8").splitlines()
     if vocab[:2] != [PAD, UNK]:
         raise DataError(f"{path}: a word vocabulary must start with {PAD} and {UNK}")

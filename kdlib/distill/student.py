@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ..data.convert import encoding_of, read_vocab, records_tokenizer
+from ..data.convert import encoding_of, read_word_vocab, records_tokenizer
 from ..data.ofrecord import checked_count, record_file
 from ..data.task import Task
 from ..errors import ConfigError
@@ -99,7 +99,7 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
         start_over(out_dir)
     vocab_size = None
     if spec["architecture"]["model"] == "bilstm":
-        vocab_size = len(read_vocab(vocab))
+        vocab_size = len(read_word_vocab(vocab))
     ctx = Context(B, task, records, teacher_dir=Path(teacher_dir) if teacher_dir else None,
                   init_dir=Path(init_dir) if init_dir else None, vocab_size=vocab_size)
     if recipe.needs_logits:
