@@ -1,4 +1,5 @@
-"""Shared fixtures: the repository root as working directory, and the backend of this runtime."""
+"""Shared fixtures: the repository root as working directory, the backend of this runtime, and a GLUE
+mirror on 127.0.0.1 for the workflow tests (tests/workflows.py)."""
 import importlib.util
 from pathlib import Path
 
@@ -22,6 +23,18 @@ def B():
     """The backend this interpreter holds: torch in .venv, oneflow in .venv-oneflow."""
     from kdlib import backend
     return backend.load("torch" if HAS_TORCH else "oneflow", "cpu")
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    """The address of a GLUE mirror served on 127.0.0.1 that holds the tiny SST-2.zip."""
+    from localhttp import serve
+    from workflows import sst2_zip
+
+    root = tmp_path_factory.mktemp("mirror")
+    (root / "SST-2.zip").write_bytes(sst2_zip())
+    with serve(root) as (_, url):
+        yield url
 
 
 def error_lines_of(text: str) -> list[str]:

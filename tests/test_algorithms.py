@@ -24,11 +24,13 @@ import numpy as np
 import pytest
 import tinydata
 from conftest import HAS_TORCH, ONEFLOW_PYTHON, REPO, error_lines
+from tinydata import write_word_records
+from tinyrecipes import BATCH, N_DEV, N_TRAIN, STUDENTS, TEACHER, TRAIN, make_config, spec_of
 
 from kdlib import config
 from kdlib.data import batching
-from kdlib.data.convert import read_vocab
-from kdlib.data.ofrecord import RecordWriter, iter_records, record_file
+from kdlib.data.convert import read_word_vocab
+from kdlib.data.ofrecord import iter_records, record_file
 from kdlib.data.tasks import get_task
 from kdlib.distill import logit_cache, recipes, train
 from kdlib.distill.layers import export_layers
@@ -42,55 +44,12 @@ from workflow_scripts import distill as distill_script
 
 TASK = get_task("sst2")                       # binary, metric accuracy
 BACKEND = "torch" if HAS_TORCH else "oneflow"
-N_TRAIN, N_DEV, BATCH = 32, 16, 8             # 4 steps an epoch
-TEACHER = dict(num_hidden_layers=4, hidden_size=32, num_attention_heads=4, intermediate_size=64)
-TRAIN = dict(epochs=1, batch_size=BATCH, lr=1e-3, warmup=0.1, eval_every=2, save_seconds=0,
-             shuffle_buffer=16, seed=0)
-STUDENTS = {
-    "nokd": {"algorithm": "none", "architecture": {"layers": 2, "hidden": 16}},
-    "kd": {"algorithm": "kd", "architecture": {"layers": 2, "hidden": 16, "heads": 4, "intermediate": 32},
-           "hyperparameters": {"alpha": 0.7, "temperature": 2}},
-    "lstm": {"algorithm": "distilled_lstm",
-             "architecture": {"model": "bilstm", "hidden": 16, "intermediate": 16, "embedding": 16}},
-    "pkd": {"algorithm": "bert_pkd", "architecture": {"layers": 2, "init": "teacher"},
-            "hyperparameters": {"beta": 10}},
-    "tiny": {"algorithm": "tinybert", "architecture": {"layers": 2, "hidden": 16},
-             "first_phase_train": {"lr": 5e-3}},
-    "theseus": {"algorithm": "theseus", "architecture": {"layers": 2, "init": "teacher"},
-                "hyperparameters": {"compress_ratio": 2}},
-}
 # name -> (model_type, layers, hidden) of the trained student
 EXPECTED = {"nokd": ("bert", 2, 16), "kd": ("bert", 2, 16), "lstm": ("bilstm", None, 16),
             "pkd": ("bert", 2, 32), "tiny": ("bert", 2, 16), "theseus": ("bert", 2, 32)}
 
 
-def make_config(students: dict, **train) -> dict:
-    return config.validate({"students_train": {**TRAIN, **train}, "students": students})
-
-
-def spec_of(name: str, students: dict | None = None, **overrides) -> dict:
-    """``name``'s spec through the config defaults; ``overrides`` merge into its config entry."""
-    students = students or STUDENTS
-    return student_spec(make_config({name: config.merge(students[name], overrides)}), name)
-
-
 # ---- fixtures: teacher, records, logits -------------------------------------------------------------
-
-def write_word_records(bert_dir, out_dir) -> None:
-    """Word records of the same examples in the same order (word ``w{i}`` -> id ``i + 2``)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tinydata.write_record_meta(out_dir, "lstm", ["<pad>", "<unk>"] + tinydata.VOCAB[tinydata.FIRST_WORD:])
-    shift = tinydata.FIRST_WORD - 2
-    for split in ("train", "validation", "dev"):
-        with RecordWriter(record_file(out_dir, split)) as w:
-            for rec in iter_records(record_file(bert_dir, split)):
-                words = [int(i) - shift for i in rec["input_ids"] if i >= tinydata.FIRST_WORD]
-                ids = np.zeros(tinydata.MAX_LENGTH, np.int32)
-                mask = np.zeros(tinydata.MAX_LENGTH, np.int32)
-                ids[:len(words)], mask[:len(words)] = words, 1
-                w.write({"input_ids": ids, "input_mask": mask, "label_ids": rec["label_ids"],
-                         "is_real_example": rec["is_real_example"]})
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, B):
@@ -127,7 +86,7 @@ def context(B, data, spec, name="s", logits=None):
     lstm = spec["architecture"]["model"] == "bilstm"
     records = data / ("lstm" if lstm else "bert")
     ctx = recipes.Context(B, TASK, records, teacher_dir=data / "teacher",
-                             vocab_size=len(read_vocab(records / "vocab.txt")) if lstm else None)
+                             vocab_size=len(read_word_vocab(records / "vocab.txt")) if lstm else None)
     ctx.logits = logits if logits is not None else logit_cache.load_logits(data / "logits.npz", records, TASK)
     if spec["architecture"]["init"] == "teacher":
         layers = recipes.init_layers(spec, TEACHER["num_hidden_layers"])
@@ -231,7 +190,7 @@ def test_every_recipe_trains_end_to_end(name, data, teacher_cfg, B, tmp_path):
     if model_type == "bert":
         assert model.config.num_hidden_layers == layers == len(model.encoder.layer)
     else:
-        assert model.config.vocab_size == len(read_vocab(records / "vocab.txt"))
+        assert model.config.vocab_size == len(read_word_vocab(records / "vocab.txt"))
     from kdlib.evaluate.evaluation import predict
     logits, labels = predict(B, model, record_file(records, "dev"))
     assert logits.shape == (N_DEV, 2) and np.isfinite(logits).all()

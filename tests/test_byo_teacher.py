@@ -12,19 +12,27 @@ import shutil
 
 import numpy as np
 import pytest
-import yaml
 
 pytest.importorskip("transformers")
 
 import hfteachers  # noqa: E402
-import tinydata  # noqa: E402
 from conftest import ONEFLOW_PYTHON, TORCH_PYTHON, error_lines  # noqa: E402
+from workflows import (  # noqa: E402
+    BERT_STUDENT,
+    DROP,
+    LSTM_STUDENT,
+    copy_workflow,
+    merged,
+    planned,
+    snakemake,
+    write_config,
+)
 
 from kdlib import backend  # noqa: E402
 from kdlib.errors import ConfigError  # noqa: E402
 from kdlib.models import families  # noqa: E402
 from kdlib.models.checkpoint import load_checkpoint  # noqa: E402
-from kdlib.models.pretrained import resolve_pretrained  # noqa: E402
+from kdlib.models.pretrained import resolve_pretrained, resolve_tokenizer  # noqa: E402
 from workflow_scripts import import_teacher, ofrecord_bert  # noqa: E402
 
 NON_BERT = ("roberta", "deberta-v2", "electra", "distilbert")
@@ -187,22 +195,15 @@ def test_a_label_mismatch_stops_the_import_naming_both_lists(built, tmp_path, ca
 # ---- the workflow --------------------------------------------------------------------------------
 
 def workflow_config(work, task, teacher, students, *, teacher_config=None, **extra) -> None:
-    from localhttp import dead_port
-    tinydata.write_pretrained(work / "tiny_bert", num_hidden_layers=2)
+    """The tiny config (tests/workflows.py) on the task ``reviews`` in fp32, the teacher of
+    ``teacher_config`` (else the folder ``teacher``, fine-tuned) and no teacher training settings,
+    ``students`` trained for 15 epochs; ``extra``, more top-level keys."""
     teacher_config = teacher_config or {"finetuned": str(teacher)}
-    config = {"backend": "torch", "device": "cpu", "precision": "fp32",
-              "runtimes": {"torch": str(TORCH_PYTHON), "oneflow": str(ONEFLOW_PYTHON)},
-              "tasks": ["reviews"], "custom_tasks": {"reviews": task},
-              "data": {"glue_url": f"http://127.0.0.1:{dead_port()}/glue", "retries": 0,
-                       "max_length": {"default": 16}},
-              "teacher": {"pretrained": str(work / "tiny_bert"), **teacher_config},
-              "students_train": {"epochs": 15, "batch_size": 8, "lr": 3.0e-3},
-              "students": students, "speed": {"rounds": 1, "latency_examples": 5}, **extra}
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    write_config(work, **merged({"precision": "fp32", "tasks": ["reviews"], "custom_tasks": {"reviews": task},
+                                 "teacher": {"train": DROP, **teacher_config}, "students_train": {"epochs": 15},
+                                 "students": students}, extra))
 
 
-BERT_STUDENT = {"model": "bert", "layers": 1, "hidden": 16, "heads": 4, "intermediate": 32}
-LSTM_STUDENT = {"model": "bilstm", "hidden": 16, "embedding": 16, "intermediate": 16}
 KD_AND_LSTM = {"kd": {"algorithm": "kd", "architecture": BERT_STUDENT},
                "lstm": {"algorithm": "distilled_lstm", "architecture": LSTM_STUDENT}}
 
@@ -210,7 +211,6 @@ KD_AND_LSTM = {"kd": {"algorithm": "kd", "architecture": BERT_STUDENT},
 @pytest.mark.slow
 @pytest.mark.parametrize("family", NON_BERT)
 def test_the_workflow_distils_kd_and_distilled_lstm_from_a_teacher_of_any_family(built, family, tmp_path):
-    from test_workflow_e2e import copy_workflow, snakemake
     work = copy_workflow(tmp_path)
     workflow_config(work, built[1], built[2][family], KD_AND_LSTM)
     snakemake(work)
@@ -265,7 +265,6 @@ def check_hf_export(folder, predictions, texts):
      "student s (algorithm none) needs layers copied into it (init: pretrained)"),
 ])
 def test_a_recipe_that_needs_layers_stops_before_anything_runs(built, tmp_path, student, says):
-    from test_workflow_e2e import copy_workflow, snakemake
     work = copy_workflow(tmp_path)
     workflow_config(work, built[1], built[2]["deberta-v2"], {"s": student})
     out = snakemake(work, "-n", check=False)
@@ -275,7 +274,6 @@ def test_a_recipe_that_needs_layers_stops_before_anything_runs(built, tmp_path, 
 
 @pytest.mark.slow
 def test_a_pickle_only_teacher_stops_the_workflow_in_one_line(built, tmp_path):
-    from test_workflow_e2e import copy_workflow, snakemake
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     shutil.copy(built[2]["roberta"] / "config.json", pickled / "config.json")
@@ -290,7 +288,7 @@ def test_a_pickle_only_teacher_stops_the_workflow_in_one_line(built, tmp_path):
 # ---- several teachers ----------------------------------------------------------------------------
 
 def tokenized_name(tokenizer) -> str:
-    """The record folder of another tokenizer than the teacher's (rules/common.smk, tokenized_dir)."""
+    """The record folder of another tokenizer than the teacher's (kdlib.plan, Plan.tokenized_dir)."""
     from kdlib.io import file_digest
     return f"bert16-tok_{file_digest(tokenizer)[:12]}"
 
@@ -322,7 +320,6 @@ def test_an_ensemble_runs_its_teachers_in_turn():
 def test_an_ensemble_of_two_teachers_caches_their_mean_probabilities(built, tmp_path):
     """RoBERTa (byte-level BPE) and ELECTRA (WordPiece, its labels in the other order): each reads
     records of its own tokenizer, row i the same example."""
-    from test_workflow_e2e import copy_workflow, snakemake
     work = copy_workflow(tmp_path)
     teachers = [built[2]["roberta"], built[2]["electra"]]
     own = {**BERT_STUDENT, "tokenizer": "builtin:minilm-l6"}     # a student with its own tokenizer
@@ -371,7 +368,6 @@ def test_an_ensemble_of_two_teachers_caches_their_mean_probabilities(built, tmp_
 ])
 def test_an_ensemble_that_cannot_work_stops_before_anything_runs(built, tmp_path, teacher_config, students, says):
     """Family names stand for the built teachers' folders."""
-    from test_workflow_e2e import copy_workflow, snakemake
     work = copy_workflow(tmp_path)
     folders = {k: str(v) for k, v in built[2].items()}
     resolved = {key: [folders.get(v, v) for v in value] if isinstance(value, list) else folders[value]
@@ -407,14 +403,15 @@ def test_a_fine_tuned_bert_teacher_runs_in_kdlib_on_oneflow(built, tmp_path):
 
 def test_a_students_own_tokenizer_is_resolved_and_refused_where_it_cannot_work(built, tmp_path):
     from kdlib import config
-    assert families.resolve_tokenizer("builtin:minilm-l6").name == "vocab.txt"
-    assert families.resolve_tokenizer(str(built[2]["roberta"])) == built[2]["roberta"] / "tokenizer.json"
-    assert families.resolve_tokenizer(str(built[2]["roberta"] / "tokenizer.json")).name == "tokenizer.json"
+    from kdlib.distill.spec import check_students
+    assert resolve_tokenizer("builtin:minilm-l6").name == "vocab.txt"
+    assert resolve_tokenizer(str(built[2]["roberta"])) == built[2]["roberta"] / "tokenizer.json"
+    assert resolve_tokenizer(str(built[2]["roberta"] / "tokenizer.json")).name == "tokenizer.json"
     with pytest.raises(ConfigError, match="neither a folder nor a file"):
-        families.resolve_tokenizer(str(tmp_path / "nowhere"))
+        resolve_tokenizer(str(tmp_path / "nowhere"))
     (tmp_path / "spm.model").write_bytes(b"")
     with pytest.raises(ConfigError, match="name a tokenizer.json or a vocab.txt"):
-        families.resolve_tokenizer(str(tmp_path / "spm.model"))
+        resolve_tokenizer(str(tmp_path / "spm.model"))
     teacher = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64, "num_hidden_layers": 2,
                "vocab_size": 100}
     for student in ({"algorithm": "tinybert", "architecture": {"layers": 1, "tokenizer": "builtin:minilm-l6"}},
@@ -422,7 +419,7 @@ def test_a_students_own_tokenizer_is_resolved_and_refused_where_it_cannot_work(b
                                                                      "tokenizer": "builtin:minilm-l6"}}):
         cfg = config.validate({"students": {"s": student}})
         with pytest.raises(ConfigError, match="architecture.tokenizer gives a BERT from scratch records"):
-            config.check_students(cfg, teacher)
+            check_students(cfg, teacher)
 
 
 @pytest.mark.slow
@@ -430,7 +427,6 @@ def test_a_fine_tuned_roberta_teaches_the_layer_based_recipes_in_kdlib(built, tm
     """kdlib's BERT holds a RoBERTa (positions after the padding id, its head as pooler and
     classifier), so bert_pkd, tinybert and theseus learn from its layers; a student that copied
     its embeddings exports as a RobertaForSequenceClassification."""
-    from test_workflow_e2e import copy_workflow, snakemake
     work = copy_workflow(tmp_path)
     students = {"pkd": {"algorithm": "bert_pkd", "architecture": {"layers": 2, "init": "teacher"}},
                 "tiny": {"algorithm": "tinybert", "architecture": BERT_STUDENT},
@@ -452,8 +448,6 @@ def test_a_fine_tuned_roberta_teaches_the_layer_based_recipes_in_kdlib(built, tm
 def test_a_students_folder_predicts_with_its_teachers_tokenizer(built, tmp_path):
     """kdlib.predict reads the tokenizer.json a student of a BPE teacher carries, and gives the
     logits its evaluation gave the same dev texts."""
-    from test_workflow_e2e import copy_workflow, snakemake
-
     from kdlib.predict import Predictor
     work = copy_workflow(tmp_path)
     workflow_config(work, built[1], built[2]["deberta-v2"], {"kd": KD_AND_LSTM["kd"]})
@@ -468,7 +462,6 @@ def test_a_students_folder_predicts_with_its_teachers_tokenizer(built, tmp_path)
 def test_teachers_differ_by_task_and_a_transformers_teacher_runs_beside_oneflow_students(built, tmp_path):
     """teacher.finetuned as {task: folder}: that task imports its teacher, another fine-tunes one
     here; with backend oneflow, the stages that run a transformers teacher use the torch runtime."""
-    from test_workflow_e2e import copy_workflow, planned, snakemake
     if not ONEFLOW_PYTHON.exists():
         pytest.skip(f"{ONEFLOW_PYTHON} is missing (run 'make setup' to build the OneFlow runtime)")
     work = copy_workflow(tmp_path)
@@ -505,7 +498,7 @@ def test_a_cased_vocab_without_tokenizer_json_is_refused(built, tmp_path):
 ])
 def test_the_un_fine_tuned_check_compares_with_the_majority_label_or_the_mean(monkeypatch, regression, logits,
                                                                              labels, fine):
-    from kdlib.data.tasks import Task
+    from kdlib.data.task import Task
     from kdlib.distill import teacher
     task = Task(name="t", glue_dir="t", archive=None, text_a="a", text_b=None, label="y",
                 labels=None if regression else ("neg", "pos"), metrics=("pearson",) if regression else ("accuracy",))

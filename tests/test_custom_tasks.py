@@ -3,9 +3,7 @@ and JSON Lines, one clear line for each kind of bad data, and the whole workflow
 CSV task and a pair task in JSON Lines."""
 from __future__ import annotations
 
-import csv
 import json
-import random
 from pathlib import Path
 
 import numpy as np
@@ -13,45 +11,13 @@ import pytest
 import tinydata
 import yaml
 from conftest import CARVE_ARGS, error_lines_of
+from tinydata import CLASSES, write_pairs, write_tickets
 
 from kdlib import config
 from kdlib.data import ofrecord, tasks
+from kdlib.data.task import Task
 from kdlib.errors import ConfigError
 from workflow_scripts import ofrecord_bert, ofrecord_lstm
-
-CLASSES = ["billing", "bug", "feature", "login", "refund"]      # five classes, not sorted by index
-
-
-def ticket_text(label: int, rng: random.Random) -> str:
-    """Words of the tiny vocabulary: mostly from the class's own band of 15, some noise."""
-    own = [f"w{15 * label + rng.randrange(15)}" for _ in range(rng.randint(3, 6))]
-    noise = [f"w{75 + rng.randrange(20)}" for _ in range(rng.randint(0, 2))]
-    return " ".join(own + noise)
-
-
-def write_tickets(path: Path, n: int, seed: int, with_label: bool = True) -> list[str]:
-    """A CSV of support tickets in five classes (texts with commas and quotes, as CSV allows)."""
-    rng = random.Random(seed)
-    labels = [CLASSES[i % 5] for i in range(n)]
-    rng.shuffle(labels)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "body", "category"] if with_label else ["id", "body"])
-        for i, label in enumerate(labels):
-            text = ticket_text(CLASSES.index(label), rng) + (', "urgent"' if i % 7 == 0 else "")
-            writer.writerow([i, text, label] if with_label else [i, text])
-    return labels
-
-
-def write_pairs(path: Path, n: int, seed: int) -> None:
-    """JSON Lines of question pairs: a duplicate shares its band of words."""
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as fh:
-        for i in range(n):
-            a = rng.randrange(5)
-            b = a if i % 2 == 0 else (a + 1 + rng.randrange(4)) % 5
-            fh.write(json.dumps({"q1": ticket_text(a, rng), "q2": ticket_text(b, rng),
-                                 "duplicate": int(a == b)}) + "\n")
 
 
 def spec(**values) -> dict:
@@ -93,7 +59,7 @@ def test_the_definition_reads_the_config(tmp_path, monkeypatch):
     assert tsv.fmt == "tsv" and tsv.labels == ("b", "a")
     assert config.max_length(config.load("config.yaml", {"custom_tasks": {"p": {
         "train": "t.tsv", "dev": "d.tsv", "text_a": "q", "label": "s", "max_length": 40}}}), "p") == 40
-    assert tasks.Task.from_dict(json.loads(json.dumps(task.to_dict()))) == task
+    assert Task.from_dict(json.loads(json.dumps(task.to_dict()))) == task
 
 
 @pytest.mark.parametrize("name, changes, message", [

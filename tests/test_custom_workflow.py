@@ -11,15 +11,11 @@ import re
 
 import numpy as np
 import pytest
-import yaml
 
 pytest.importorskip("snakemake")
 
-import tinydata  # noqa: E402
-from conftest import ONEFLOW_PYTHON, TORCH_PYTHON  # noqa: E402
-from localhttp import dead_port  # noqa: E402
-from test_custom_tasks import CLASSES, write_pairs, write_tickets  # noqa: E402
-from test_workflow_e2e import copy_workflow, planned, snakemake  # noqa: E402
+from tinydata import CLASSES, write_pairs, write_tickets  # noqa: E402
+from workflows import BERT_STUDENT, copy_workflow, override, planned, snakemake, write_config  # noqa: E402
 
 pytestmark = pytest.mark.slow
 TICKETS_CHAIN = {"ofrecord_bert": 1, "finetune_teacher": 1, "evaluate_teacher": 1,
@@ -30,7 +26,6 @@ TICKETS_CHAIN = {"ofrecord_bert": 1, "finetune_teacher": 1, "evaluate_teacher": 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     work = copy_workflow(tmp_path_factory.mktemp("custom"))
-    tinydata.write_pretrained(work / "tiny_bert", num_hidden_layers=2)
     own = work / "own"                     # the tickets by relative path, the pairs by absolute path
     own.mkdir()
     write_tickets(own / "tickets_train.csv", 150, 1)
@@ -39,26 +34,12 @@ def work(tmp_path_factory):
     pairs = tmp_path_factory.mktemp("pairs")
     write_pairs(pairs / "train.jsonl", 120, 4)
     write_pairs(pairs / "dev.jsonl", 40, 5)
-    student = {"model": "bert", "layers": 1, "hidden": 16, "heads": 4, "intermediate": 32}
-    config = {
-        "backend": "torch", "device": "cpu",
-        "runtimes": {"torch": str(TORCH_PYTHON), "oneflow": str(ONEFLOW_PYTHON)},
-        "tasks": ["tickets", "pairs"],
-        "custom_tasks": {
-            "tickets": {"train": "own/tickets_train.csv", "dev": "own/tickets_dev.csv",
-                        "test": "own/tickets_test.csv", "text_a": "body", "label": "category"},
-            "pairs": {"train": str(pairs / "train.jsonl"), "dev": str(pairs / "dev.jsonl"),
-                      "text_a": "q1", "text_b": "q2", "label": "duplicate", "max_length": 12},
-        },
-        "data": {"glue_url": f"http://127.0.0.1:{dead_port()}/glue", "retries": 0,
-                 "max_length": {"default": 16}},
-        "teacher": {"pretrained": str(work / "tiny_bert"),
-                    "train": {"epochs": 3, "batch_size": 8, "lr": 3.0e-3}},
-        "students_train": {"epochs": 3, "batch_size": 8, "lr": 3.0e-3},
-        "students": {"kd": {"algorithm": "kd", "architecture": student}},
-        "speed": {"rounds": 1, "latency_examples": 5},
-    }
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    write_config(work, tasks=["tickets", "pairs"], custom_tasks={
+        "tickets": {"train": "own/tickets_train.csv", "dev": "own/tickets_dev.csv",
+                    "test": "own/tickets_test.csv", "text_a": "body", "label": "category"},
+        "pairs": {"train": str(pairs / "train.jsonl"), "dev": str(pairs / "dev.jsonl"),
+                  "text_a": "q1", "text_b": "q2", "label": "duplicate", "max_length": 12},
+    }, students={"kd": {"algorithm": "kd", "architecture": BERT_STUDENT}})
     return work
 
 
@@ -94,6 +75,5 @@ def test_custom_tasks_run_end_to_end_and_rerun_only_their_own_jobs(work):
     assert "task=pairs" not in dry.stdout + dry.stderr
     # and a change to the tickets' definition reruns its records as well
     dev.write_text("\n".join(dev.read_text().splitlines()[:-1]) + "\n")
-    changed = work / "changed.yaml"
-    changed.write_text(yaml.safe_dump({"custom_tasks": {"tickets": {"labels": CLASSES}}}))
-    assert planned(work, "--configfile", str(work / "config.yaml"), str(changed)) == TICKETS_CHAIN
+    changed = override(work, "changed", {"custom_tasks": {"tickets": {"labels": CLASSES}}})
+    assert planned(work, *changed) == TICKETS_CHAIN

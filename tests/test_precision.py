@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tinydata
+import tinyrecipes
 from conftest import HAS_TORCH, error_lines
-from test_train import Interrupted, stop_at_call
+from interrupt import Interrupted, stop_at_call
 
 from kdlib import backend
 from kdlib.data import ofrecord
@@ -220,24 +221,23 @@ def test_the_eval_json_records_its_precision(records, tmp_path):
 @pytest.mark.parametrize("name", ["nokd", "kd", "lstm", "pkd", "tiny", "theseus"])
 def test_every_recipe_trains_in_bf16(name, tmp_path, tmp_path_factory):
     """Every algorithm, the BiLSTM included, runs its phases under bf16 autocast and publishes an
-    fp32 student (the recipes' data of tests/test_algorithms.py)."""
-    import test_algorithms as ta
-
+    fp32 student (the recipes' data of tests/tinyrecipes.py)."""
     from kdlib.distill import layers, logit_cache, recipes
     from kdlib.distill.student import distill
+    from kdlib.models.pretrained import load_pretrained_bert
 
     B = bf16()
     root = tmp_path_factory.getbasetemp() / "bf16_recipes"
     if not (root / "logits.npz").exists():
         root.mkdir(exist_ok=True)
-        tinydata.write_pretrained(root / "pretrained", seed=0, **ta.TEACHER)
-        model, _ = ta.load_pretrained_bert(B, root / "pretrained", TASK.num_labels, log=lambda m: None)
+        tinydata.write_pretrained(root / "pretrained", seed=0, **tinyrecipes.TEACHER)
+        model, _ = load_pretrained_bert(B, root / "pretrained", TASK.num_labels, log=lambda m: None)
         checkpoint.save_checkpoint(model, root / "teacher", {"task": TASK.name, "role": "teacher"})
-        tinydata.write_records(root / "bert", n_train=ta.N_TRAIN, n_dev=ta.N_DEV, seed=0)
-        ta.write_word_records(root / "bert", root / "lstm")
+        tinydata.write_records(root / "bert", n_train=tinyrecipes.N_TRAIN, n_dev=tinyrecipes.N_DEV, seed=0)
+        tinydata.write_word_records(root / "bert", root / "lstm")
         logit_cache.cache_logits(B, TASK, root / "teacher", root / "bert", root / "logits.npz",
                                  batch_size=16)
-    spec = ta.spec_of(name)
+    spec = tinyrecipes.spec_of(name)
     recipe = recipes.get_recipe(spec["algorithm"])
     lstm = spec["architecture"]["model"] == "bilstm"
     init_dir = None

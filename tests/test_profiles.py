@@ -19,7 +19,9 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 from conftest import HAS_SNAKEMAKE, ONEFLOW_PYTHON, REPO, TORCH_PYTHON
+from workflows import RUNTIMES, copy_workflow, job_counts, make_workdir
 
 from kdlib import backend
 from workflow_scripts import _cli
@@ -125,22 +127,17 @@ def needs_slurm_plugin() -> None:
         pytest.skip("snakemake-executor-plugin-slurm is not installed: run 'make setup-cluster'")
 
 
-def copy_workflow(work) -> None:
+def default_workflow(work) -> None:
     """The workflow, its profiles and config.yaml (with this checkout's runtimes) in ``work``."""
-    import yaml
-
-    for item in ("Snakefile", "rules", "report", "profiles"):
-        src = REPO / item
-        if src.exists():
-            (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+    copy_workflow(work, "profiles")
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["runtimes"] = {"torch": str(TORCH_PYTHON), "oneflow": str(ONEFLOW_PYTHON)}
+    config["runtimes"] = dict(RUNTIMES)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
 
 
 def test_profiles_plan_the_users_target_with_the_launcher(tmp_path):
     needs_slurm_plugin()
-    copy_workflow(tmp_path)
+    default_workflow(tmp_path)
     target = "results/sst2/tinybert_eval.json"
     slurm = ["--profile", str(REPO / "profiles" / "slurm")]
 
@@ -193,7 +190,7 @@ GPU_RULES = ("finetune_teacher", "distill", "cache_teacher_logits", "cache_trans
 @pytest.mark.parametrize("profile", SLURM_PROFILES)
 def test_slurm_profiles_run_the_short_stages_as_one_job_per_task(tmp_path, profile):
     needs_slurm_plugin()
-    copy_workflow(tmp_path)
+    default_workflow(tmp_path)
     text = dry_run(tmp_path, "--profile", f"profiles/{profile}", "--", "results/tweets/report.md",
                    "results/sst2/report.md")
     groups, alone = planned_jobs(text)
@@ -217,7 +214,7 @@ def readme_commands(profile: str) -> list[list[str]]:
 
 def test_the_readme_slurm_commands_plan_without_cores(tmp_path):
     needs_slurm_plugin()
-    copy_workflow(tmp_path)
+    default_workflow(tmp_path)
     commands = {profile: readme_commands(profile) for profile in SLURM_PROFILES}
     assert all(commands.values()), f"docs/scaling.md gives no command for a profile: {commands}"
     for profile, profile_commands in commands.items():
@@ -243,8 +240,6 @@ def tiny(tmp_path_factory):
     """The end-to-end test's tiny workflow (sst2 from a mirror that is never asked), with the profiles."""
     if not HAS_SNAKEMAKE:
         pytest.skip("needs Snakemake (the workflow runtime, .venv)")
-    from test_workflow_e2e import make_workdir
-
     work = make_workdir(tmp_path_factory, "http://127.0.0.1:9")
     shutil.copytree(REPO / "profiles", work / "profiles")
     return work
@@ -304,13 +299,6 @@ def with_teacher_inputs(work) -> None:
     for path in files:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("stand-in\n")
-
-
-def job_counts(text: str) -> dict[str, int]:
-    """The jobs of a dry run, from Snakemake's 'Job stats' table."""
-    table = text.split("Job stats:")[1].split("\n\n")[0]
-    return {name: int(count) for name, count in (line.split() for line in table.splitlines()[3:])
-            if name != "total"}
 
 
 @pytest.mark.parametrize("profile", SLURM_PROFILES)

@@ -13,16 +13,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 pytest.importorskip("snakemake")
 pytest.importorskip("onnxruntime")
 
-import tinydata  # noqa: E402
-from conftest import ONEFLOW_PYTHON, TORCH_PYTHON  # noqa: E402
-from localhttp import dead_port  # noqa: E402
-from test_custom_tasks import CLASSES, write_tickets  # noqa: E402
-from test_workflow_e2e import copy_workflow, planned, snakemake  # noqa: E402
+from tinydata import CLASSES, write_tickets  # noqa: E402
+from workflows import BERT_STUDENT, LSTM_STUDENT, copy_workflow, planned, snakemake, write_config  # noqa: E402
 
 pytestmark = pytest.mark.slow
 MODELS = ["teacher", "kd", "lstm"]
@@ -31,7 +27,6 @@ MODELS = ["teacher", "kd", "lstm"]
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     work = copy_workflow(tmp_path_factory.mktemp("ship"))
-    tinydata.write_pretrained(work / "tiny_bert", num_hidden_layers=2)
     own = work / "own"
     own.mkdir()
     write_tickets(own / "train.csv", 120, 1)
@@ -39,27 +34,14 @@ def work(tmp_path_factory):
     with open(own / "dev.csv", newline="", encoding="utf-8") as fh:
         texts = [row["body"] for row in csv.DictReader(fh)]
     (own / "texts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
-    bert = {"model": "bert", "layers": 1, "hidden": 16, "heads": 4, "intermediate": 32}
-    lstm = {"model": "bilstm", "hidden": 16, "intermediate": 16, "embedding": 16}
-    config = {
-        "backend": "torch", "device": "cpu", "precision": "fp32",
-        "runtimes": {"torch": str(TORCH_PYTHON), "oneflow": str(ONEFLOW_PYTHON)},
-        "tasks": ["tickets"],
-        "custom_tasks": {"tickets": {"train": "own/train.csv", "dev": "own/dev.csv", "text_a": "body",
-                                     "label": "category"}},
-        "data": {"glue_url": f"http://127.0.0.1:{dead_port()}/glue", "retries": 0,
-                 "max_length": {"default": 16}, "lstm": {"max_length": 16}},
-        "teacher": {"pretrained": str(work / "tiny_bert"),
-                    "train": {"epochs": 3, "batch_size": 8, "lr": 3.0e-3}},
-        "students_train": {"epochs": 2, "batch_size": 16, "lr": 3.0e-3},
-        "students": {"kd": {"algorithm": "kd", "architecture": bert},
-                     "lstm": {"algorithm": "distilled_lstm", "architecture": lstm}},
-        "equal_steps": False,
-        "speed": {"rounds": 1, "latency_examples": 5},
-        "deploy": {"rounds": 1},
-        "predict": {"input": "own/texts.txt"},
-    }
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    write_config(work, precision="fp32", tasks=["tickets"],
+                 custom_tasks={"tickets": {"train": "own/train.csv", "dev": "own/dev.csv", "text_a": "body",
+                                           "label": "category"}},
+                 data={"lstm": {"max_length": 16}},
+                 students_train={"epochs": 2, "batch_size": 16},
+                 students={"kd": {"algorithm": "kd", "architecture": BERT_STUDENT},
+                           "lstm": {"algorithm": "distilled_lstm", "architecture": LSTM_STUDENT}},
+                 equal_steps=False, deploy={"rounds": 1}, predict={"input": "own/texts.txt"})
     snakemake(work, "deploy", "results/tickets/predict/kd.tsv", "results/tickets/predict/lstm.tsv")
     return work
 

@@ -15,6 +15,7 @@ import parity_worker
 import pytest
 import tinydata
 from conftest import HAS_TORCH, ONEFLOW_PYTHON, REPO
+from interrupt import Interrupted, stop_at_call
 
 from kdlib.data import batching, ofrecord
 from kdlib.data.tasks import get_task
@@ -201,10 +202,6 @@ def test_fit_is_seeded_and_deterministic(B, records, tmp_path, one_thread):
     assert any(not np.array_equal(w1[k], w3[k]) for k in w1)
 
 
-class Interrupted(Exception):
-    pass
-
-
 def test_fit_resumes_exactly_after_an_interruption(B, records, tmp_path, one_thread):
     """Stop inside epoch 2 (state saved at step 9), resume, and match an uninterrupted run."""
     cfg = small_config()
@@ -372,20 +369,6 @@ def test_fit_raises_training_diverged_naming_the_step(B, records, tmp_path):
     message = str(info.value)
     assert "step 3 " in message and "inf" in message and "\n" not in message
     assert isinstance(info.value, KdflowError)                      # the CLIs turn it into one line
-
-
-def stop_at_call(n):
-    """A loss wrapper that raises Interrupted on the n-th step."""
-    def wrapper(loss_fn):
-        calls = [0]
-
-        def wrapped(batch):
-            calls[0] += 1
-            if calls[0] == n:
-                raise Interrupted
-            return loss_fn(batch)
-        return wrapped
-    return wrapper
 
 
 def assert_same(w1, w2):

@@ -11,15 +11,19 @@ import json
 
 import pandas as pd
 import pytest
-import yaml
 
 pytest.importorskip("snakemake")
 
-import tinydata  # noqa: E402
-from conftest import ONEFLOW_PYTHON, TORCH_PYTHON  # noqa: E402
-from localhttp import dead_port  # noqa: E402
-from test_custom_tasks import ticket_text, write_tickets  # noqa: E402
-from test_workflow_e2e import copy_workflow, override, planned, snakemake  # noqa: E402
+from tinydata import ticket_text, write_tickets  # noqa: E402
+from workflows import (  # noqa: E402
+    BERT_STUDENT,
+    LSTM_STUDENT,
+    copy_workflow,
+    override,
+    planned,
+    snakemake,
+    write_config,
+)
 
 from kdlib.data import transfer  # noqa: E402
 
@@ -36,7 +40,6 @@ def work(tmp_path_factory):
     import random
 
     work = copy_workflow(tmp_path_factory.mktemp("transfer"))
-    tinydata.write_pretrained(work / "tiny_bert", num_hidden_layers=2)
     own = work / "own"
     own.mkdir()
     write_tickets(own / "train.csv", 120, 1)
@@ -45,29 +48,19 @@ def work(tmp_path_factory):
     dev_texts = dev_bodies(own / "dev.csv")[:3]
     raw = [ticket_text(i % 5, rng) for i in range(150)] + dev_texts      # three dev texts slipped in
     (own / "raw.txt").write_text("\n".join(raw) + "\n", encoding="utf-8")
-    bert = {"model": "bert", "layers": 1, "hidden": 16, "heads": 4, "intermediate": 32}
-    lstm = {"model": "bilstm", "hidden": 16, "intermediate": 16, "embedding": 16}
-    config = {
-        "backend": "torch", "device": "cpu",
-        "runtimes": {"torch": str(TORCH_PYTHON), "oneflow": str(ONEFLOW_PYTHON)},
-        "tasks": ["tickets"],
-        "custom_tasks": {"tickets": {"train": "own/train.csv", "dev": "own/dev.csv", "text_a": "body",
-                                     "label": "category"}},
-        "data": {"glue_url": f"http://127.0.0.1:{dead_port()}/glue", "retries": 0,
-                 "max_length": {"default": 16}, "lstm": {"max_length": 16}},
-        "teacher": {"pretrained": str(work / "tiny_bert"),
-                    "train": {"epochs": 3, "batch_size": 8, "lr": 3.0e-3, "patience": 0}},
-        "students_train": {"epochs": 1, "batch_size": 16, "lr": 3.0e-3, "patience": 0},   # whole budgets
-        "transfer": {"raw": {"unlabeled": "own/raw.txt", "max_examples": 100},
-                     "aug": {"augment": "tang", "variants": 2}},
-        "students": {"kd": {"algorithm": "kd", "architecture": bert, "transfer": "raw"},
-                     "small_nokd": {"algorithm": "none", "architecture": bert},
-                     "distilled_lstm": {"algorithm": "distilled_lstm", "architecture": lstm,
-                                        "transfer": "aug"},
-                     "lstm_nokd": {"algorithm": "none", "architecture": lstm}},
-        "speed": {"rounds": 1, "latency_examples": 5},
-    }
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    write_config(work, tasks=["tickets"],
+                 custom_tasks={"tickets": {"train": "own/train.csv", "dev": "own/dev.csv", "text_a": "body",
+                                           "label": "category"}},
+                 data={"lstm": {"max_length": 16}},
+                 teacher={"train": {"patience": 0}},
+                 students_train={"epochs": 1, "batch_size": 16, "patience": 0},     # whole budgets
+                 transfer={"raw": {"unlabeled": "own/raw.txt", "max_examples": 100},
+                           "aug": {"augment": "tang", "variants": 2}},
+                 students={"kd": {"algorithm": "kd", "architecture": BERT_STUDENT, "transfer": "raw"},
+                           "small_nokd": {"algorithm": "none", "architecture": BERT_STUDENT},
+                           "distilled_lstm": {"algorithm": "distilled_lstm", "architecture": LSTM_STUDENT,
+                                              "transfer": "aug"},
+                           "lstm_nokd": {"algorithm": "none", "architecture": LSTM_STUDENT}})
     return work
 
 

@@ -5,15 +5,12 @@ Runs in the workflow runtime (.venv) only: it drives Snakemake.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -21,9 +18,8 @@ import yaml
 
 pytest.importorskip("snakemake")
 
-import tinydata  # noqa: E402
-from conftest import ONEFLOW_PYTHON, REPO, TORCH_PYTHON  # noqa: E402
-from localhttp import dead_port, serve  # noqa: E402
+from conftest import ONEFLOW_PYTHON, REPO  # noqa: E402
+from workflows import make_workdir, offline_url, override, planned, snakemake, sst2_tsv  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CHAIN = {"download_glue": 1, "ofrecord_bert": 1, "finetune_teacher": 1, "evaluate_teacher": 1,
@@ -31,99 +27,9 @@ CHAIN = {"download_glue": 1, "ofrecord_bert": 1, "finetune_teacher": 1, "evaluat
 TARGET = "results/sst2/tinybert_eval.json"
 
 
-def sst2_tsv(n: int, seed: int) -> str:
-    """An SST-2 TSV whose sentences use the tiny vocabulary's words (w0 .. w94)."""
-    rows = ["sentence\tlabel"]
-    ex = tinydata.make_examples(n, seed)
-    for ids, mask, label in zip(ex["input_ids"], ex["input_mask"], ex["label_ids"]):
-        words = [tinydata.VOCAB[i] for i in ids[mask == 1][1:-1]]
-        rows.append(f"{' '.join(words)}\t{label}")
-    return "\n".join(rows) + "\n"
-
-
-def sst2_zip() -> bytes:
-    """A GLUE-layout SST-2.zip whose sentences use the tiny vocabulary's words (w0 .. w94)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("SST-2/train.tsv", sst2_tsv(160, 1))
-        z.writestr("SST-2/dev.tsv", sst2_tsv(48, 2))
-        z.writestr("SST-2/test.tsv", "index\tsentence\n0\tw1 w2\n")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def mirror(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mirror")
-    (root / "SST-2.zip").write_bytes(sst2_zip())
-    with serve(root) as (_, url):
-        yield url
-
-
-def copy_workflow(work: Path) -> Path:
-    """The workflow's own files (Snakefile, rules/, report/) into the working directory ``work``."""
-    for item in ("Snakefile", "rules", "report"):
-        src = REPO / item
-        if src.is_dir():
-            shutil.copytree(src, work / item)
-        elif src.is_file():
-            shutil.copy(src, work / item)
-    return work
-
-
-def make_workdir(tmp_path_factory, mirror, backend="torch"):
-    work = copy_workflow(tmp_path_factory.mktemp("workflow"))
-    tinydata.write_pretrained(work / "tiny_bert", num_hidden_layers=2)
-    tiny_student = {"model": "bert", "layers": 1, "hidden": 16, "heads": 4, "intermediate": 32}
-    config = {
-        "backend": backend, "device": "cpu",
-        "runtimes": {"torch": str(TORCH_PYTHON), "oneflow": str(ONEFLOW_PYTHON)},
-        "tasks": ["sst2"],
-        "data": {"glue_url": mirror, "retries": 0, "timeout_s": 10, "max_length": {"default": 16}},
-        "teacher": {"pretrained": str(work / "tiny_bert"),
-                    "train": {"epochs": 5, "batch_size": 8, "lr": 3.0e-3, "save_seconds": 0}},
-        "students_train": {"epochs": 4, "batch_size": 8, "lr": 3.0e-3, "save_seconds": 0},
-        "students": {"tinybert": {"algorithm": "tinybert", "architecture": tiny_student},
-                     "kd": {"algorithm": "kd", "architecture": tiny_student}},
-    }
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    return work
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, mirror):
     return make_workdir(tmp_path_factory, mirror)
-
-
-def snakemake(work: Path, *args, check=True, env=None) -> subprocess.CompletedProcess:
-    cmd = [str(REPO / ".venv" / "bin" / "snakemake"), "--cores", "4", "-s", str(work / "Snakefile"),
-           "--directory", str(work), *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=work, timeout=600, env=env)
-    if check and out.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return out
-
-
-def override(work: Path, name: str, values: dict) -> list[str]:
-    """Arguments that add a config file on top of config.yaml (Snakemake merges them key by key;
-    nested values given with --config on the command line would arrive as strings)."""
-    path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(values))
-    return ["--configfile", str(work / "config.yaml"), str(path)]
-
-
-def planned(work: Path, *args) -> dict[str, int]:
-    """Job counts of a dry run, from Snakemake's 'Job stats' table."""
-    out = snakemake(work, "-n", *args)
-    text = out.stdout + out.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:")[1].split("\n\n")[0]
-    jobs = {}
-    for line in table.splitlines()[3:]:
-        name, count = line.split()
-        if name != "total":
-            jobs[name] = int(count)
-    return jobs
 
 
 def test_user_command_builds_exactly_the_chain_and_reruns_only_what_changed(workdir):
@@ -228,10 +134,6 @@ RECORDS = "data/ofrecord/sst2/bert16/meta.json"
 HAND_HINT = "place train.tsv and dev.tsv in data/glue/SST-2/ by hand and rerun"
 
 
-def offline() -> str:
-    return f"http://127.0.0.1:{dead_port()}/glue"
-
-
 def place(work: Path, **splits: str) -> dict[str, Path]:
     folder = work / "data" / "glue" / "SST-2"
     folder.mkdir(parents=True, exist_ok=True)
@@ -241,7 +143,7 @@ def place(work: Path, **splits: str) -> dict[str, Path]:
 
 
 def test_a_failed_download_keeps_a_file_placed_by_hand_and_shows_its_error(tmp_path_factory):
-    url = offline()
+    url = offline_url()
     work = make_workdir(tmp_path_factory, url)
     train = place(work, train=sst2_tsv(40, 3))["train"]
     before = train.read_bytes()
@@ -263,8 +165,8 @@ def test_download_settings_are_not_rerun_triggers(tmp_path_factory, mirror):
     snakemake(work, RECORDS)
     assert (work / "data/download/SST-2/train.tsv").is_file()
     assert not (work / "data/glue").exists()
-    for changed in ({"retries": 1}, {"glue_url": offline()}, {"timeout_s": 5},
-                    {"mrpc_url": offline()}):
+    for changed in ({"retries": 1}, {"glue_url": offline_url()}, {"timeout_s": 5},
+                    {"mrpc_url": offline_url()}):
         assert planned(work, RECORDS, *override(work, "settings", {"data": changed})) == {}, changed
     # only the data itself triggers what follows the download: a newer file with the same content
     # does not (Snakemake compares the checksum it recorded), a changed one does
@@ -277,11 +179,11 @@ def test_download_settings_are_not_rerun_triggers(tmp_path_factory, mirror):
 
 
 def test_files_placed_after_a_failed_download_are_used_as_they_are(tmp_path_factory):
-    work = make_workdir(tmp_path_factory, offline())
+    work = make_workdir(tmp_path_factory, offline_url())
     assert snakemake(work, RECORDS, check=False).returncode != 0
     placed = place(work, train=sst2_tsv(40, 3), dev=sst2_tsv(12, 4))
     before = {split: path.read_bytes() for split, path in placed.items()}
-    another = override(work, "another_url", {"data": {"glue_url": offline()}})
+    another = override(work, "another_url", {"data": {"glue_url": offline_url()}})
     assert planned(work, RECORDS, *another) == {"ofrecord_bert": 1}
     snakemake(work, RECORDS, *another)
     meta = json.loads((work / RECORDS).read_text())

@@ -2,8 +2,8 @@
 setting gives a clean run's weights, a failing stage shows its one-line error on the console, a
 failed rerun leaves no stale outputs, and a broken teacher config is one line naming the file.
 
-Runs in the workflow runtime (.venv) only: it drives Snakemake on the tiny config of
-tests/test_workflow_e2e.py against a GLUE mirror served on 127.0.0.1.
+Runs in the workflow runtime (.venv) only: it drives Snakemake on the end-to-end tests' tiny config
+(tests/workflows.py, make_workdir) against a GLUE mirror served on 127.0.0.1.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import yaml
 pytest.importorskip("snakemake")
 
 from conftest import TORCH_PYTHON  # noqa: E402
-from test_workflow_e2e import make_workdir, mirror, override, planned, snakemake  # noqa: E402,F401
+from workflows import make_workdir, override, planned, snakemake  # noqa: E402
 
 from kdlib.backend import resolve_precision  # noqa: E402
 
@@ -28,7 +28,7 @@ KD = "results/sst2/kd_eval.json"
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, mirror):  # noqa: F811
+def workdir(tmp_path_factory, mirror):
     work = make_workdir(tmp_path_factory, mirror)
     snakemake(work, KD)
     return work
@@ -37,10 +37,11 @@ def workdir(tmp_path_factory, mirror):  # noqa: F811
 def kd_spec(work, *configs) -> str:
     """The kd student's resolved settings, as the distill rule passes them (config files merged)."""
     from kdlib import config
+    from kdlib.distill.spec import student_spec
     merged = {}
     for path in configs:
         merged = config.merge(merged, yaml.safe_load(path.read_text()))
-    return json.dumps(config.student_spec(config.validate(merged), "kd"), sort_keys=True)
+    return json.dumps(student_spec(config.validate(merged), "kd"), sort_keys=True)
 
 
 def test_a_changed_student_lr_retrains_that_student_like_a_clean_run(workdir, tmp_path):
@@ -99,7 +100,7 @@ def test_a_failing_stage_shows_its_error_line_and_leaves_no_stale_outputs(workdi
     (lambda cfg: {k: v for k, v in cfg.items() if k != "hidden_size"}, "lacks hidden_size"),
     (None, "not a readable JSON file"),
 ])
-def test_a_broken_teacher_config_is_one_line_naming_it(tmp_path_factory, mirror, broken, fragment):  # noqa: F811
+def test_a_broken_teacher_config_is_one_line_naming_it(tmp_path_factory, mirror, broken, fragment):
     work = make_workdir(tmp_path_factory, mirror)
     path = work / "tiny_bert" / "config.json"
     if broken is None:
@@ -133,7 +134,7 @@ def test_adding_a_seed_plans_only_the_new_runs(workdir):
     assert spec["train"]["seed"] == json.loads(kd_spec(workdir, workdir / "config.yaml"))["train"]["seed"] + 1
 
 
-def test_jobs_side_by_side_give_the_results_of_jobs_in_turn(tmp_path_factory, mirror):  # noqa: F811
+def test_jobs_side_by_side_give_the_results_of_jobs_in_turn(tmp_path_factory, mirror):
     """On the CPU every training and evaluation job computes with one thread (rules/common.smk,
     JOB_THREADS), so Snakemake runs as many side by side as it has cores, and neither the core
     count nor what runs beside a job changes what it makes: --cores 3 (the two students train

@@ -6,10 +6,16 @@
 * :func:`write_records` writes BERT OFRecord ``train``, ``validation`` and ``dev`` files with a learnable
   bag-of-words rule: ``label = 1`` exactly when most words are "positive" (ids in
   :data:`POSITIVE`). The data is a pure function of the seed.
+* :func:`write_word_records` turns BERT records into the BiLSTM's word records of the same examples.
+* :func:`write_tickets` and :func:`write_pairs` write a task of the user's own files: a CSV of
+  support tickets in five :data:`CLASSES`, JSON Lines of question pairs (:func:`ticket_text`'s
+  words of the tiny vocabulary, each class from its own band).
 """
 from __future__ import annotations
 
+import csv
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +152,58 @@ def write_record_meta(folder: str | Path, kind: str, vocab: list[str]) -> None:
     folder = Path(folder)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     (folder / "meta.json").write_text(json.dumps({"kind": kind, "max_length": MAX_LENGTH}), encoding="utf-8")
+
+
+def write_word_records(bert_dir, out_dir) -> None:
+    """Word records of the same examples in the same order (word ``w{i}`` -> id ``i + 2``)."""
+    from kdlib.data.ofrecord import RecordWriter, iter_records, record_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_record_meta(out_dir, "lstm", ["<pad>", "<unk>"] + VOCAB[FIRST_WORD:])
+    shift = FIRST_WORD - 2
+    for split in ("train", "validation", "dev"):
+        with RecordWriter(record_file(out_dir, split)) as w:
+            for rec in iter_records(record_file(bert_dir, split)):
+                words = [int(i) - shift for i in rec["input_ids"] if i >= FIRST_WORD]
+                ids = np.zeros(MAX_LENGTH, np.int32)
+                mask = np.zeros(MAX_LENGTH, np.int32)
+                ids[:len(words)], mask[:len(words)] = words, 1
+                w.write({"input_ids": ids, "input_mask": mask, "label_ids": rec["label_ids"],
+                         "is_real_example": rec["is_real_example"]})
+
+
+# ---- a task of the user's own files ---------------------------------------------------------------
+
+CLASSES = ["billing", "bug", "feature", "login", "refund"]      # five classes, not sorted by index
+
+
+def ticket_text(label: int, rng: random.Random) -> str:
+    """Words of the tiny vocabulary: mostly from the class's own band of 15, some noise."""
+    own = [f"w{15 * label + rng.randrange(15)}" for _ in range(rng.randint(3, 6))]
+    noise = [f"w{75 + rng.randrange(20)}" for _ in range(rng.randint(0, 2))]
+    return " ".join(own + noise)
+
+
+def write_tickets(path: Path, n: int, seed: int, with_label: bool = True) -> list[str]:
+    """A CSV of support tickets in five classes (texts with commas and quotes, as CSV allows)."""
+    rng = random.Random(seed)
+    labels = [CLASSES[i % 5] for i in range(n)]
+    rng.shuffle(labels)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "body", "category"] if with_label else ["id", "body"])
+        for i, label in enumerate(labels):
+            text = ticket_text(CLASSES.index(label), rng) + (', "urgent"' if i % 7 == 0 else "")
+            writer.writerow([i, text, label] if with_label else [i, text])
+    return labels
+
+
+def write_pairs(path: Path, n: int, seed: int) -> None:
+    """JSON Lines of question pairs: a duplicate shares its band of words."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(n):
+            a = rng.randrange(5)
+            b = a if i % 2 == 0 else (a + 1 + rng.randrange(4)) % 5
+            fh.write(json.dumps({"q1": ticket_text(a, rng), "q2": ticket_text(b, rng),
+                                 "duplicate": int(a == b)}) + "\n")
