@@ -559,10 +559,21 @@ class Plan:
         models = self.students if self.finetuned_folder(w.task) else ["teacher", *self.students]
         return [f"{MODEL.format(task=w.task, model=m)}/train_log.csv" for m in models]
 
+    def weights(self, task: str) -> list[str]:
+        """The weights of every model the task's report reads: each teacher (every teacher of an
+        ensemble) and every run. Targets of their own, so that a model a failed rerun removed is
+        trained again, though the eval JSONs and the report made from it still exist (Snakemake
+        does not rerun a job whose output exists for an intermediate file that is missing)."""
+        teachers = [self.member_folder(task, k) for k in self.members] or [TEACHER.format(task=task)]
+        return [f"{folder}/{WEIGHTS}" for folder in teachers] + [
+            STUDENT_WEIGHTS.format(task=task, student=run) for run in self.runs]
+
     def default_targets(self, w) -> list[str]:
-        """Every task's report and the model card of each of its model folders."""
+        """Every task's report, the model card of each of its model folders and every model's
+        weights (:meth:`weights`)."""
         return [path for task in self.config["tasks"] for path in (
-            f"results/{task}/report.md", *[f"{MODEL.format(task=task, model=m)}/README.md" for m in self.models])]
+            f"results/{task}/report.md", *[f"{MODEL.format(task=task, model=m)}/README.md" for m in self.models],
+            *self.weights(task))]
 
     # ---- shipping (rules/export.smk) --------------------------------------------------------------
     def model_records_dir(self, w) -> str:
@@ -590,7 +601,7 @@ class Plan:
             f"results/{task}/deployment.md",
             *[f"results/{task}/export/{m}/hf/config.json" for m in self.bert_models
               if m != "teacher" or not self.member_is_hf(task, 0)],
-            *[f"{MODEL.format(task=task, model=m)}/README.md" for m in self.models])]
+            *[f"{MODEL.format(task=task, model=m)}/README.md" for m in self.models], *self.weights(task))]
 
     def deploy_records(self, w) -> list[str]:
         """Each model's record folder, in the order of ``models`` (an ensemble's first teacher's:

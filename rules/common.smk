@@ -1,5 +1,6 @@
 # Config validation, the runtime of each stage, the plan (kdlib.plan: which files each job reads
 # and which arguments it gets; the rules call its methods) and the wildcards' constraints.
+import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -59,8 +60,8 @@ JOB_THREADS = 1 if SHARED_CPU else COMPUTE_THREADS
 COMPILE = kdlib.distill.compiling.parse(config["compile"])
 # Training and evaluation run in the runtime that holds the backend; data stages and reports in the
 # workflow runtime.
-TRAIN_PYTHON = config["runtimes"][BACKEND]
-DATA_PYTHON = config["runtimes"]["torch"]
+TRAIN_PYTHON = shlex.quote(config["runtimes"][BACKEND])   # quoted: a path reaches the shell
+DATA_PYTHON = shlex.quote(config["runtimes"]["torch"])
 
 
 def launcher(wildcards):

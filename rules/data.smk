@@ -94,7 +94,7 @@ rule ofrecord_bert:
     threads: 2
     shell:
         "{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task} {params.custom}"
-        " --glue-root {params.glue_root} {params.validation}"
+        " --glue-root {params.glue_root:q} {params.validation}"
         " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq}"
         " --tokenizer {input.tokenizer:q} --max-length {wildcards.seq}" + LOG_TAIL
 
@@ -116,7 +116,7 @@ rule ofrecord_tokenized:
     threads: 1
     shell:
         "{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task} {params.custom}"
-        " --glue-root {params.glue_root} {params.validation}"
+        " --glue-root {params.glue_root:q} {params.validation}"
         " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq}-tok_{wildcards.digest}"
         " --tokenizer {input.tokenizer:q} --max-length {wildcards.seq}" + LOG_TAIL
 
@@ -141,6 +141,6 @@ rule ofrecord_lstm:
     threads: 1
     shell:
         "{params.python} -m workflow_scripts.ofrecord_lstm --task {wildcards.task} {params.custom}"
-        " --glue-root {params.glue_root} {params.validation}"
+        " --glue-root {params.glue_root:q} {params.validation}"
         " --out-dir data/ofrecord/{wildcards.task}/lstm{wildcards.seq}"
         " --max-length {wildcards.seq} --vocab-size {params.vocab_size}" + LOG_TAIL

@@ -23,7 +23,7 @@ rule transfer_set:
     threads: PLAN.transfer_threads
     shell:
         "{params.python} -m workflow_scripts.transfer_set --task {wildcards.task} {params.custom}"
-        " --glue-root {params.glue_root} {params.validation} --name {wildcards.transfer} --definition {params.definition:q}"
+        " --glue-root {params.glue_root:q} {params.validation} --name {wildcards.transfer} --definition {params.definition:q}"
         " {params.model} --threads {threads}"
         " --out {output}" + LOG_TAIL
 
