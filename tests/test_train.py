@@ -635,8 +635,8 @@ def test_torch_and_oneflow_agree_on_forward_gradients_and_adamw_steps(tmp_path):
     # AdamW moves a weight by about lr * g / (|g| + eps) with eps = 1e-8, nearly lr whatever the
     # size of g. Where g is rounding noise (the key bias cannot change softmax, so its gradient is 0
     # up to ~1e-9), the two libraries take different, equally valid steps of up to lr. Elements
-    # whose gradients agree to 0.1% must agree within 1e-5 after the step; the others (under 1% of
-    # all) only within that bound.
+    # whose gradients agree to 0.1% must agree within 1e-5 after the step; the others only within
+    # that bound.
     before = read_safetensors(tmp_path / "ckpt" / "model.safetensors")
     noisy_total = sizes = 0
     for name in before:
@@ -652,7 +652,10 @@ def test_torch_and_oneflow_agree_on_forward_gradients_and_adamw_steps(tmp_path):
                 moved = np.abs(ours[key] - before[name])[np.abs(g_ours) > 1e-5]
                 assert moved.min(initial=1) > 0.5 * parity_worker.LR, f"{name}: AdamW did not step"
         noisy_total, sizes = noisy_total + noisy.sum(), sizes + noisy.size
-    assert noisy_total < 0.01 * sizes
+    # The loose bound must stay the exception, or the 1e-5 check above would check little: about 1%
+    # of elements here (the key biases' pure-noise gradients, and elements whose second gradient
+    # moved with them), varying with the threads' summation order; 5% keeps a wide margin.
+    assert noisy_total < 0.05 * sizes, f"{noisy_total} of {sizes} elements differ beyond rounding"
     # decoupled weight decay alone moves the rows of words absent from the batch: w (1 - lr wd)
     unused = np.setdiff1d(np.arange(PARITY_BERT["vocab_size"]), inputs["input_ids"])
     assert len(unused) > 50
