@@ -171,6 +171,22 @@ def test_garbage_weights(B, saved_bert):
     _one_line_error(B, saved_bert, path)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "missing"])
+def test_unreadable_weights_in_results_say_to_delete_the_folder_and_rerun(B, tmp_path, damage):
+    """A damaged model.safetensors fails every rerun (the folder is up to date for Snakemake): the
+    one line names the file and says how to recover."""
+    folder = save_checkpoint(build_models(B, 0)["bilstm"], tmp_path / "results" / "sst2" / "kd")
+    path = folder / "model.safetensors"
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "garbage":
+        path.write_bytes(b"not safetensors at all")
+    else:
+        path.unlink()
+    reason = "file not found" if damage == "missing" else "not a readable safetensors file"
+    _one_line_error(B, folder, f"{path}: {reason}", f"; delete {folder}/ and rerun to retrain it")
+
+
 def test_missing_files(B, saved_bert):
     (saved_bert / "model.safetensors").unlink()
     _one_line_error(B, saved_bert, saved_bert / "model.safetensors", "not found")

@@ -57,14 +57,24 @@ def read_checkpoint_config(folder: str | Path) -> dict:
     return config
 
 
+def read_weights(folder: str | Path) -> dict:
+    """The arrays of a model folder's ``model.safetensors``. A missing or unreadable file is one
+    DataError that says how to recover: a stage made the folder, so deleting it makes the workflow
+    make it again (it would otherwise fail on every rerun, the folder being up to date)."""
+    try:
+        return read_safetensors(Path(folder) / WEIGHTS_FILE)
+    except DataError as exc:
+        raise DataError(f"{exc}; delete {folder}/ and rerun to retrain it") from None
+
+
 def load_checkpoint(B, folder: str | Path):
     """Rebuild the model saved in ``folder`` on backend ``B``; returns ``(model, config_dict)``.
 
     The model is on ``B.device`` in eval mode. A teacher folder of an encoder family that kdlib does
     not build (config.json ``kdflow_runtime: transformers``) loads through
-    :mod:`kdlib.models.hf_teacher`. Missing files, unreadable or truncated weights, an
-    unknown ``model_type``, bad config fields and key or shape mismatches are one-line DataErrors
-    naming the file.
+    :mod:`kdlib.models.hf_teacher`. Missing files, unreadable or truncated weights (with the way
+    to recover, :func:`read_weights`), an unknown ``model_type``, bad config fields and key or
+    shape mismatches are one-line DataErrors naming the file.
     """
     folder = Path(folder)
     config = read_checkpoint_config(folder)
@@ -80,7 +90,7 @@ def load_checkpoint(B, folder: str | Path):
         cfg = cfg_cls.from_dict(config)
     except (ConfigError, TypeError) as exc:
         raise DataError(f"{folder / CONFIG_FILE}: {exc}") from None
-    arrays = read_safetensors(folder / WEIGHTS_FILE)
+    arrays = read_weights(folder)
     model = build(B, cfg)
     load_state_numpy(model, arrays, strict=True, source=folder / WEIGHTS_FILE)
     model.eval()
