@@ -21,7 +21,7 @@ rule model_card:
     shell:
         "{params.python} -m workflow_scripts.model_card --task {wildcards.task}"
         " --model results/{wildcards.task}/{wildcards.model} --eval {input.eval}"
-        " --teacher-eval {input.teacher_eval} --speed {input.speed} --transfer {params.transfer:q}"
+        " --teacher-eval {input.teacher_eval} --speed {input.speed} --transfer '{params.transfer}'"
         " --out {output}" + LOG_TAIL
 
 
