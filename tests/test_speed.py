@@ -109,3 +109,16 @@ def test_the_stage_writes_the_speed_json_and_refuses_bad_input(models, tmp_path,
     (tmp_path / "bad.json").write_text(json.dumps({"models": {"a": {}}}))
     with pytest.raises(speed.DataError, match="not the speed stage's JSON"):
         speed.read_speed(tmp_path / "bad.json")
+
+
+def test_a_model_size_counts_the_model_not_its_training_log_or_card(tmp_path):
+    folder = tmp_path / "kd"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"w" * 1000)
+    (folder / "config.json").write_text("{}")
+    (folder / "vocab.txt").write_text("[PAD]\n")
+    model = speed.folder_size(folder)
+    assert model == 1000 + 2 + 6
+    for name, size in (("train_log.csv", 10), ("train_summary.json", 20), ("README.md", 30)):
+        (folder / name).write_text("x" * size)            # a run's timings, the card
+        assert speed.folder_size(folder) == model

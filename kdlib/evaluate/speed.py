@@ -41,8 +41,16 @@ def count_parameters(model) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
+# What a model folder holds besides the model: its training's log and summary (their timings vary
+# from run to run) and its card (written from the evaluation).
+NOT_THE_MODEL = ("train_log.csv", "train_summary.json", "README.md")
+
+
 def folder_size(folder: str | Path) -> int:
-    return int(sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()))
+    """The bytes of the model a folder ships: weights, config and tokenizer files, not
+    :data:`NOT_THE_MODEL`, so two runs that train the same weights report the same size."""
+    return int(sum(f.stat().st_size for f in Path(folder).rglob("*")
+                   if f.is_file() and f.name not in NOT_THE_MODEL))
 
 
 def _one_by_one(path: Path, indices: set[int]) -> list[dict]:
