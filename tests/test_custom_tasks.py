@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tinydata
 import yaml
-from conftest import CARVE_ARGS, error_lines_of
+from conftest import CARVE_ARGS, error_lines, error_lines_of
 from tinydata import CLASSES, write_pairs, write_tickets
 
 from kdlib import config
@@ -69,6 +69,7 @@ def test_the_definition_reads_the_config(tmp_path, monkeypatch):
     ("x", {"regression": True, "metrics": ["accuracy"]}, "accuracy does not fit a regression"),
     ("x", {"regression": True, "labels": ["a"]}, "a regression task has no labels"),
     ("x", {"labels": ["a", "a"]}, "repeats a label"),
+    ("x", {"labels": ["a", "NaN"]}, r"custom_tasks.x.labels: \['a', 'NaN'\]: an empty or NaN label"),
     ("x", {"dev": "d.tsv"}, r"custom_tasks.x: its files have different formats \(csv, tsv\)"),
     ("x", {"train": "t.txt", "dev": "d.txt"}, r"custom_tasks.x.train: t.txt: cannot tell the format"),
     ("x", {"metrics": ["bleu"]}, "custom_tasks.x.metrics.0: 'bleu' is not one of"),
@@ -168,6 +169,19 @@ BAD = {  # name: (train text, dev text, format, extra definition, the line expec
     "missing file": (None, "body,category\nw2,bug\n", "csv", {}, "file not found", "train"),
     "not UTF-8": ("body,category\nw1,bug\n", b"body,category\nw1,bug\n\xff\xfe,bug\n", "csv", {},
                   "bytes that are not UTF-8", "dev:3"),
+    "not UTF-8 where the labels are read": (b"body,category\nw1,bug\nw2,bug\nw\xe9,login\n",
+                                            "body,category\nw1,bug\n", "csv", {}, "bytes that are not UTF-8",
+                                            "train:4"),
+    "not UTF-8 in JSON Lines where the labels are read": (
+        b'{"body": "w1", "category": "bug"}\n{"body": "w\xe9", "category": "bug"}\n',
+        '{"body": "w1", "category": "bug"}\n', "jsonl", {}, "bytes that are not UTF-8", "train:2"),
+    "5 MB without a line break, labels read": ("w1 " * 1_700_000, "body,category\nw2,bug\n", "csv", {},
+                                               "malformed CSV header: field larger than field limit", "train:1"),
+    "100 KB without a line break": ("w1 " * 34_000, "body,category\nw2,bug\n", "csv", {},
+                                    f"(it has {'w1 ' * 13}w...)", "train"),
+    "5 MB without a line break, labels given": ("w1 " * 1_700_000, "body\tcategory\nw2\tbug\n", "tsv",
+                                                {"labels": ["bug"]},
+                                                "malformed TSV header: field larger than field limit", "train:1"),
 }
 
 
@@ -192,6 +206,67 @@ def test_bad_data_is_one_line_naming_the_file_and_line(case, stage, tmp_path, vo
     located = f"{paths[split]}:{line}:" if line else f"{paths[split]}:"
     assert located in lines[0] and message in lines[0], lines[0]
     assert not (tmp_path / "out").exists()
+
+
+MISSING = {  # format, the line of a row whose label is missing, what the error line says of it
+    "NaN in a CSV": ("csv", "w9,NaN", "no label ('NaN', a missing value)"),
+    "nan in a TSV": ("tsv", "w9\tnan", "no label ('nan', a missing value)"),
+    "an empty CSV cell": ("csv", "w9,", "no label (an empty cell)"),
+    "an empty TSV cell": ("tsv", "w9\t", "no label (an empty cell)"),
+    "NaN in JSON Lines": ("jsonl", '{"body": "w9", "category": NaN}', "no label ('nan', a missing value)"),
+    "null in JSON Lines": ("jsonl", '{"body": "w9", "category": null}', "no label (an empty or null value)"),
+}
+
+
+def rows_of(fmt: str, rows: list[tuple[str, str]], header=("body", "category")) -> str:
+    if fmt == "jsonl":
+        return "".join(json.dumps(dict(zip(header, row))) + "\n" for row in rows)
+    sep = "\t" if fmt == "tsv" else ","
+    return "".join(sep.join(row) + "\n" for row in [header, *rows])
+
+
+@pytest.mark.parametrize("case", list(MISSING))
+@pytest.mark.parametrize("where", ["train", "dev"])
+@pytest.mark.parametrize("labels", [[], ["bug", "login"]], ids=["labels read", "labels given"])
+def test_an_empty_or_nan_label_is_one_line_naming_the_line_never_a_class(case, where, labels, tmp_path, vocab,
+                                                                          capsys):
+    fmt, bad, says = MISSING[case]
+    good = [("w1", "bug"), ("w2", "login"), ("w3", "bug"), ("w4", "login")]
+    paths = {split: tmp_path / f"{split}.{fmt}" for split in ("train", "dev")}
+    for split, path in paths.items():
+        text = rows_of(fmt, good)
+        if split == where:                                 # line 3's label is missing
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[:2] + [bad + "\n"] + lines[2:])
+        path.write_text(text)
+    definition = spec(train=str(paths["train"]), dev=str(paths["dev"]), text_a="body", label="category",
+                      labels=labels)
+    assert convert(ofrecord_bert, "tickets", definition, tmp_path / "out", vocab) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    read = [line for line in err.splitlines() if "labels read from" in line]           # never a class
+    assert read == ([] if labels or where == "train" else [f"tickets: labels read from {paths['train']}: bug, login"])
+    assert error_lines_of(err) == [f"error: {paths[where]}:3: {says}; give every row one, or remove the row"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fmt, bad, says", [
+    ("tsv", "w9\tNaN", "no label ('NaN', a missing value)"),
+    ("csv", "w9,", "no label (an empty cell)"),
+    ("jsonl", '{"body": "w9", "score": NaN}', "no label ('nan', a missing value)"),
+    ("tsv", "w9\tinf", "label 'inf' is not a finite number"),
+])
+def test_a_nan_or_infinite_score_of_a_regression_task_is_one_line_naming_the_line(fmt, bad, says, tmp_path, vocab,
+                                                                                   capsys):
+    text = rows_of(fmt, [("w1", "0.5"), ("w2", "1.5")], header=("body", "score"))
+    lines = text.splitlines(keepends=True)
+    (tmp_path / f"train.{fmt}").write_text("".join(lines[:2] + [bad + "\n"] + lines[2:]))   # line 3
+    (tmp_path / f"dev.{fmt}").write_text(text)
+    definition = spec(train=str(tmp_path / f"train.{fmt}"), dev=str(tmp_path / f"dev.{fmt}"), text_a="body",
+                      label="score", regression=True)
+    assert convert(ofrecord_lstm, "scores", definition, tmp_path / "out", vocab) == 1
+    assert error_lines(capsys) == [f"error: {tmp_path / f'train.{fmt}'}:3: {says}"
+                                   + ("; give every row one, or remove the row" if "no label" in says else "")]
 
 
 def test_a_dev_label_never_in_training_is_a_warning_when_labels_are_given(tmp_path, vocab, capsys):

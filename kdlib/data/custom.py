@@ -9,12 +9,15 @@ that every later stage agrees. ``regression: true`` reads a numeric label.
 
 :func:`read_table` streams a file as tables of its raw columns with the file line of each row, and
 turns every problem with the file into one :class:`DataError` line naming the file (and line):
-a missing or empty file, duplicated column names, a missing column, a line that is not JSON.
+a missing or empty file, bytes that are not UTF-8, a field too long for a CSV or TSV (a quote never
+closed, or no line breaks), duplicated column names, a missing column, a line that is not JSON. An
+empty or NaN label (:func:`missing_labels`) is an error too, never a class of its own.
 """
 from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -22,12 +25,15 @@ from ..errors import ConfigError, DataError
 from .task import Task
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "f1", "mcc")
 REGRESSION_METRICS = ("pearson", "spearman")
 BINARY_ONLY = ("f1", "mcc")
+# a missing label: an empty cell (JSON's null reads as one) or NaN, as pandas or JSON write it
+MISSING_LABEL = r"\s*([+-]?nan)?\s*"
 
 
 def file_format(path: str | Path, given: str | None = None) -> str:
@@ -59,6 +65,9 @@ def task_from_config(name: str, spec: dict):
         raise ConfigError(f"config error at {where}.labels: a regression task has no labels")
     if labels is not None and len(set(labels)) != len(labels):
         raise ConfigError(f"config error at {where}.labels: {list(labels)} repeats a label")
+    if labels and any(re.fullmatch(MISSING_LABEL, label, re.IGNORECASE) for label in labels):
+        raise ConfigError(f"config error at {where}.labels: {list(labels)}: an empty or NaN label "
+                          "stands for a missing one; name every class")
     allowed = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
     metrics = tuple(spec["metrics"] or (("pearson", "spearman") if regression else ("accuracy", "macro_f1")))
     wrong = [m for m in metrics if m not in allowed]
@@ -97,16 +106,47 @@ def _duplicates(names: list[str]) -> list[str]:
     return sorted({n for n in names if names.count(n) > 1})
 
 
+def not_utf8(path: Path) -> DataError:
+    """The error of a file that holds bytes that are not UTF-8, naming the first such line."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return DataError(f"{path}:{lineno}: bytes that are not UTF-8 ({exc})")
+    return DataError(f"{path}: bytes that are not UTF-8")
+
+
 def read_table(task, path: Path, needed: list[str], chunksize: int = 50_000) -> Iterator[tuple]:
     """``(table of the needed columns as strings, their file lines)`` chunks of a custom task's
     TSV, CSV or JSON Lines file, in file order."""
-    if task.fmt == "jsonl":
-        yield from _jsonl(path, needed, chunksize)
-        return
+    try:
+        if task.fmt == "jsonl":
+            yield from _jsonl(path, needed, chunksize)
+        else:
+            yield from _delimited(task, path, needed, chunksize)
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+
+
+def _header(task, path: Path, sep: str) -> list[str] | None:
+    """The first row of a TSV or CSV file; a field longer than the csv module takes (a quote never
+    closed, or a file without line breaks) is one line."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        try:
+            return next(reader, None)
+        except csv.Error as exc:
+            hint = (" (a quote never closed, or not a file of one row per line?)"
+                    if "field limit" in str(exc) else "")
+            raise DataError(f"{path}:{max(1, reader.line_num)}: malformed {task.fmt.upper()} header: "
+                            f"{exc}{hint}") from None
+
+
+def _delimited(task, path: Path, needed: list[str], chunksize: int) -> Iterator[tuple]:
     import pandas as pd
     sep = "\t" if task.fmt == "tsv" else ","
-    with open(path, encoding="utf-8", newline="") as fh:
-        header = next(csv.reader(fh, delimiter=sep), None)
+    header = _header(task, path, sep)
     if not header:
         raise DataError(f"{path}: the file is empty")
     twice = _duplicates(header)
@@ -129,7 +169,13 @@ def _check_columns(task, path, have, needed):
     missing = [str(c) for c in needed if c not in have]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; {task.name} expects "
-                        f"{', '.join(map(str, needed))} (it has {', '.join(map(str, have))})")
+                        f"{', '.join(map(str, needed))} (it has {_listed(have)})")
+
+
+def _listed(names: list, most: int = 12, width: int = 40) -> str:
+    """``names`` for an error line, each cut to ``width`` characters, the first ``most`` of them."""
+    shown = [n if len(n) <= width else n[:width] + "..." for n in map(str, names[:most])]
+    return ", ".join(shown) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _jsonl(path: Path, needed: list[str], chunksize: int):
@@ -169,12 +215,29 @@ def _jsonl(path: Path, needed: list[str], chunksize: int):
         yield pd.DataFrame(rows, columns=needed), lines
 
 
+def missing_labels(values: pd.Series) -> np.ndarray:
+    """Which label cells (strings) are missing: empty or NaN (:data:`MISSING_LABEL`)."""
+    return values.str.fullmatch(MISSING_LABEL, case=False).to_numpy(dtype=bool)
+
+
+def missing_label(task, path: Path, line: int, value: str) -> DataError:
+    """The error of a row whose label is missing (:func:`missing_labels`)."""
+    what = (f"{value.strip()!r}, a missing value" if value.strip() else
+            "an empty or null value" if task.fmt == "jsonl" else "an empty cell")
+    return DataError(f"{path}:{line}: no label ({what}); give every row one, or remove the row")
+
+
 def infer_labels(task, path: Path) -> tuple[str, ...]:
-    """The distinct labels of a training file, sorted: as numbers when all are integers."""
+    """The distinct labels of a training file, sorted: as numbers when all are integers. A missing
+    label is an error, not a class."""
     seen: set[str] = set()
-    for chunk, _ in read_table(task, path, [task.label]):
-        seen.update(chunk[task.label].tolist())
-    seen.discard("")
+    for chunk, lines in read_table(task, path, [task.label]):
+        values = chunk[task.label]
+        missing = missing_labels(values)
+        if missing.any():
+            i = int(missing.argmax())
+            raise missing_label(task, path, lines[i], values.iloc[i])
+        seen.update(values.tolist())
     if not seen:
         raise DataError(f"{path}: no labels in column {task.label}")
     if all(v.lstrip("-").isdigit() for v in seen):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .custom import split_table, task_from_config
+from .custom import missing_label, missing_labels, not_utf8, split_table, task_from_config
 from .task import Task
 
 if TYPE_CHECKING:   # pandas itself loads inside read_split: the Snakefile imports this module
@@ -85,16 +85,6 @@ def task_of_records(records: str | Path, name: str) -> Task:
     if task.name != name:
         raise DataError(f"{Path(records) / 'meta.json'}: records of task {task.name!r}, not {name!r}")
     return task
-
-
-def _first_bad_utf8_line(path: Path) -> tuple[int, str]:
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return lineno, str(exc)
-    return 0, "unknown position"
 
 
 @dataclass
@@ -188,8 +178,7 @@ def read_split(task: Task, path: str | Path, chunksize: int = 50_000,
                 yield _normalise(task, path, chunk, lines)
                 rows += len(chunk)
         except UnicodeDecodeError:
-            lineno, why = _first_bad_utf8_line(path)
-            raise DataError(f"{path}:{lineno}: bytes that are not UTF-8 ({why})") from None
+            raise not_utf8(path) from None
         except pd.errors.EmptyDataError:
             raise DataError(f"{path}: the file is empty") from None
         except pd.errors.ParserError as exc:
@@ -201,20 +190,17 @@ def read_split(task: Task, path: str | Path, chunksize: int = 50_000,
 
 def _read_custom(task: Task, path: Path, split: str) -> Iterator[pd.DataFrame]:
     rows = 0
-    try:
-        for chunk, lines in split_table(task, path, split):
-            rows += len(chunk)
-            yield _normalise(task, path, chunk, lines, scored=split not in task.predict_splits)
-    except UnicodeDecodeError:
-        lineno, why = _first_bad_utf8_line(path)
-        raise DataError(f"{path}:{lineno}: bytes that are not UTF-8 ({why})") from None
+    for chunk, lines in split_table(task, path, split):
+        rows += len(chunk)
+        yield _normalise(task, path, chunk, lines, scored=split not in task.predict_splits)
     if rows == 0:
         raise DataError(f"{path}: no rows after the header")
 
 
 def _normalise(task: Task, path: Path, chunk: pd.DataFrame, lines, scored: bool = True) -> pd.DataFrame:
     """The chunk's task columns; ``lines[i]`` is the file line of row ``i``, for errors. A split
-    that is not ``scored`` (predicted only) gets label -1."""
+    that is not ``scored`` (predicted only) gets label -1. A custom file's empty or NaN label is "no label",
+    and a score must be a finite number."""
     import pandas as pd
 
     wanted = [c for c in (task.text_a, task.text_b, task.label if scored else None) if c is not None]
@@ -231,18 +217,25 @@ def _normalise(task: Task, path: Path, chunk: pd.DataFrame, lines, scored: bool 
         out["label"] = np.full(len(chunk), -1, dtype="float32" if task.is_regression else "int64")
         return out
     raw = chunk[task.label]
+    # a custom file's empty or NaN label is no label; a GLUE file's is a label not in its list
+    unlabelled = missing_labels(raw) if task.custom else np.zeros(len(raw), dtype=bool)
     if task.is_regression:
-        values = pd.to_numeric(raw, errors="coerce")
-        bad = values.isna().to_numpy()
-        out["label"] = values.to_numpy(dtype="float32")
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype="float64")
+        bad = unlabelled | ~np.isfinite(values)
+        out["label"] = values.astype("float32")
     else:
         index = {label: i for i, label in enumerate(task.labels)}
         values = raw.map(index)
-        bad = values.isna().to_numpy()
+        bad = unlabelled | values.isna().to_numpy()
         out["label"] = values.fillna(-1).to_numpy(dtype="int64")
     if bad.any():
         i = int(bad.argmax())
-        expected = "a number" if task.is_regression else f"one of {', '.join(task.labels)}"
+        if unlabelled[i]:
+            raise missing_label(task, path, lines[i], raw.iloc[i])
+        if task.is_regression:
+            expected = "a finite number" if np.isinf(values[i]) else "a number"
+        else:
+            expected = f"one of {', '.join(task.labels)}"
         raise DataError(f"{path}:{lines[i]}: label {raw.iloc[i]!r} is not {expected}")
     return out
 
