@@ -14,7 +14,8 @@ from pathlib import Path
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder, records each request path, answers 500 to the first N requests of a path."""
+    """Serves a folder, records each request path, answers 500 to the first N requests of a path,
+    and sends only the first N bytes of a cut path's file (declaring its whole length)."""
 
     def log_message(self, *args):  # keep pytest's output clean
         pass
@@ -25,15 +26,24 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.server.failures[self.path] -= 1
             self.send_error(500)
             return
+        if self.path in self.server.cut:
+            data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:self.server.cut[self.path]])
+            self.close_connection = True
+            return
         super().do_GET()
 
 
 @contextlib.contextmanager
-def serve(directory: Path, failures: dict[str, int] | None = None):
-    """An HTTP server on 127.0.0.1 (a free port) serving ``directory`` from a thread."""
+def serve(directory: Path, failures: dict[str, int] | None = None, cut: dict[str, int] | None = None):
+    """An HTTP server on 127.0.0.1 (a free port) serving ``directory`` from a thread; ``failures``:
+    path -> requests answered 500 first; ``cut``: path -> bytes sent before the connection closes."""
     handler = functools.partial(_Handler, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.requests, server.failures = [], dict(failures or {})
+    server.requests, server.failures, server.cut = [], dict(failures or {}), dict(cut or {})
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:

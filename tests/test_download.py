@@ -489,6 +489,31 @@ def test_cli_unreachable_prints_one_error_line(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("broken, shown, says", [
+    ("cut after its headers", "0%", "(the connection closed {size} bytes before the end)"),
+    ("not a zip", "100%", "SST-2.zip from http://127.0.0.1:"),
+])
+def test_a_failed_download_s_error_line_is_a_line_of_its_own_after_the_progress_bar(broken, shown, says,
+                                                                                       tmp_path, capsys):
+    """The progress bar (0% of a transfer cut short, or 100% of a file that is no zip) ends its
+    line, so the error line starts one of its own, as the rule's tail of the log shows it."""
+    site = tmp_path / "site"
+    if broken == "not a zip":
+        site.mkdir()
+        (site / "SST-2.zip").write_bytes(b"not a zip archive\n" * 100)
+    else:
+        make_zip(site / "SST-2.zip", sst2_files())
+    with serve(site, cut={"/SST-2.zip": 0} if broken != "not a zip" else None) as (_, url):
+        rc = download_glue.main(["--task", "sst2", "--out-root", str(tmp_path / "glue"), "--url", url,
+                                 "--mrpc-url", url, "--timeout", "5", "--retries", "0"])
+    err = capsys.readouterr().err
+    before, _, _ = err.partition("error:")
+    assert rc == 1 and f"{shown}|" in before and "SST-2.zip" in before        # the bar was drawn
+    errors = [line for line in err.split("\n") if "error:" in line]          # \r is no line break
+    assert len(errors) == 1 and errors[0].startswith("error: "), repr(err)
+    assert says.format(size=(site / "SST-2.zip").stat().st_size) in errors[0] and "Traceback" not in err
+
+
 def test_cli_success(tmp_path, capsys):
     site, out = tmp_path / "site", tmp_path / "glue"
     members = sst2_files()

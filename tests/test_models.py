@@ -9,11 +9,12 @@ import math
 
 import numpy as np
 import pytest
+import tinydata
 
 from kdlib.errors import ConfigError, DataError
 from kdlib.models.bert import MASK_VALUE, BertConfig, build_bert, build_layer, extended_mask
 from kdlib.models.lstm import LstmConfig, build_bilstm
-from kdlib.models.pretrained import load_pretrained_bert, resolve_pretrained
+from kdlib.models.pretrained import load_pretrained_bert, read_pretrained_config, resolve_pretrained
 from kdlib.models.weights import load_state_numpy, state_dict_numpy
 
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -315,6 +316,24 @@ def test_load_pretrained_maps_keys_and_checks_shapes(B, tmp_path):
     (tmp_path / "hf" / "config.json").write_text("{not json")
     with pytest.raises(DataError, match="config.json"):
         load_pretrained_bert(B, folder, 2, log=lines.append)
+
+
+SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+         "max_position_embeddings", "type_vocab_size")
+
+
+@pytest.mark.parametrize("key", SIZES)
+@pytest.mark.parametrize("bad", ["text", 0, 3.5, True], ids=["a string", "zero", "a fraction", "true"])
+def test_a_pretrained_size_that_is_not_a_positive_integer_is_one_line_naming_the_key(key, bad, B, tmp_path):
+    folder = tinydata.write_pretrained(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config[key] = str(config[key]) if bad == "text" else bad          # e.g. "hidden_size": "32"
+    (folder / "config.json").write_text(json.dumps(config))
+    shown = json.dumps(config[key])
+    for read in (read_pretrained_config, lambda f: load_pretrained_bert(B, f, 2, log=print)):
+        with pytest.raises(DataError) as err:
+            read(folder)
+        assert str(err.value) == f"{folder / 'config.json'}: {key} must be a positive integer, got {shown}"
 
 
 # ---- BiLSTM --------------------------------------------------------------------------------------

@@ -170,3 +170,15 @@ def test_bad_folders_and_arguments_are_one_error_line(B, tmp_path, capsys):
         lines = err.strip().splitlines()
         assert code == 1 and out == "" and len(lines) == 1, err
         assert lines[0].startswith("error: ") and fragment in lines[0]
+
+
+@pytest.mark.parametrize("kind", ["bert", "lstm"])
+def test_a_vocab_txt_of_random_bytes_is_one_error_line_naming_it(kind, B, tmp_path, capsys):
+    folder = make_folder(B, tmp_path / "model", kind)
+    noise = np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    (folder / "vocab.txt").write_bytes(b"[PAD]\n" + noise.replace(b"\n", b" "))    # line 2 is not UTF-8
+    (tmp_path / "t.txt").write_text("w1\n", encoding="utf-8")
+    code, out, err = run(capsys, folder, tmp_path / "t.txt")
+    lines = err.strip().splitlines()
+    assert code == 1 and out == "" and len(lines) == 1, err
+    assert lines[0].startswith(f"error: {folder / 'vocab.txt'}:2: bytes that are not UTF-8"), lines[0]

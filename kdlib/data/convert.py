@@ -58,9 +58,24 @@ def wordpiece(vocab: str | Path, max_length: int) -> BertWordPieceTokenizer:
     vocab = Path(vocab)
     if not vocab.is_file():
         raise DataError(f"{vocab}: vocabulary file not found")
-    tok = BertWordPieceTokenizer(str(vocab), lowercase=True)
+    read_utf8(vocab)
+    try:
+        tok = BertWordPieceTokenizer(str(vocab), lowercase=True)
+    except Exception as exc:        # tokenizers raises its own Exception for a bad file
+        raise DataError(f"{vocab}: not a WordPiece vocab.txt that the tokenizers library reads ({exc})") from None
     tok.enable_truncation(max_length=max_length)
     return tok
+
+
+def read_utf8(path: str | Path) -> str:
+    """A vocabulary file's text; bytes that are not UTF-8 are one DataError naming the file and line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{line}: bytes that are not UTF-8 (byte 0x{data[exc.start]:02x}); "
+                        "a vocabulary holds one UTF-8 token per line") from None
 
 
 def _labels(task: Task, chunk) -> np.ndarray:
@@ -162,7 +177,7 @@ def write_vocab(vocab: list[str], path: str | Path) -> None:
 
 def read_word_vocab(path: str | Path) -> list[str]:
     """A BiLSTM's word vocabulary (vocab.txt of its records): one word per line, PAD and UNK first."""
-    vocab = Path(path).read_text(encoding="utf-8").splitlines()
+    vocab = read_utf8(path).splitlines()
     if vocab[:2] != [PAD, UNK]:
         raise DataError(f"{path}: a word vocabulary must start with {PAD} and {UNK}")
     return vocab

@@ -116,6 +116,8 @@ def _reason(exc: BaseException, timeout: float) -> str:
         exc = exc.reason
     if isinstance(exc, TimeoutError):
         return f"timed out after {timeout:g} s"
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"the connection closed {exc.expected} bytes before the end"
     if isinstance(exc, urllib.error.URLError):
         text = str(exc.reason)
     elif isinstance(exc, OSError) and exc.strerror:
@@ -160,8 +162,10 @@ class _Fetcher:
         with urllib.request.urlopen(url, timeout=self.timeout) as resp, open(dest, "wb") as fh:
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+            # leave=True: the bar ends its line, so the next one (an error line above all) starts
+            # a line of its own in the console and in the stage's log
             bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                       desc=url.rsplit("/", 1)[-1], disable=total is None, leave=False)
+                       desc=url.rsplit("/", 1)[-1], disable=total is None, leave=True)
             with bar:
                 received = 0
                 while chunk := resp.read(_CHUNK):

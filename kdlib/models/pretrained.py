@@ -5,6 +5,7 @@ shape-checked key map."""
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -68,13 +69,23 @@ def resolve_tokenizer(spec: str) -> Path:
     return path
 
 
+# the sizes of a BERT's config.json: each a positive integer (JSON's 384, never "384" or 384.0)
+SIZE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+             "max_position_embeddings", "type_vocab_size")
+
+
 def read_pretrained_config(folder: str | Path) -> dict:
     """The pretrained teacher's ``config.json``, checked to describe a BERT that kdflow can build;
-    invalid JSON, a missing size or an impossible one is one DataError naming the file."""
+    invalid JSON, a missing size, one that is not a positive integer or an impossible one is one
+    DataError naming the file (and the key)."""
     path = Path(folder) / "config.json"
     config = read_json(path)
     if not isinstance(config, dict):
         raise DataError(f"{path}: expected a JSON object")
+    for key in SIZE_KEYS:
+        value = config.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DataError(f"{path}: {key} must be a positive integer, got {json.dumps(value)}")
     config = kdlib_fields(config)
     try:
         BertConfig.from_dict(config)
@@ -110,10 +121,6 @@ def _summarise(keys: list[str], limit: int = 8) -> str:
     return shown + (f" ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def read_hf_config(folder: Path) -> dict:
-    return kdlib_fields(read_json(Path(folder) / "config.json"))
-
-
 def load_pretrained_bert(B, folder, num_labels: int, log: Callable[[str], None] = print,
                          classifier_rows: list[int] | None = None):
     """Build a BERT classifier from a HF folder (``config.json`` + ``model.safetensors``).
@@ -128,7 +135,7 @@ def load_pretrained_bert(B, folder, num_labels: int, log: Callable[[str], None] 
 
     folder = Path(folder)
     try:
-        cfg = BertConfig.from_dict({**read_hf_config(folder), "num_labels": num_labels})
+        cfg = BertConfig.from_dict({**read_pretrained_config(folder), "num_labels": num_labels})
     except ConfigError as exc:
         raise DataError(f"{folder / 'config.json'}: {exc}") from None
     weights_path = folder / "model.safetensors"
