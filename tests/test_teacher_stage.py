@@ -126,7 +126,8 @@ def test_evaluate_model_writes_the_eval_json(trained, data, B, tmp_path, capsys)
         result["selection"]["score"])
     weights = read_safetensors(out / "model.safetensors")
     assert result["parameters"] == sum(v.size for v in weights.values())
-    assert result["size_bytes"] == sum(f.stat().st_size for f in out.iterdir())
+    assert result["size_bytes"] == sum(f.stat().st_size for f in out.iterdir()     # the model, not its log
+                                       if f.name not in ("train_log.csv", "train_summary.json"))
     assert result["train_seconds"] == summary["train_seconds"] > 0
     assert "retained" not in result and "latency_ms_batch1" not in result   # speed: measure_speed
     assert "wrote" in capsys.readouterr().err
