@@ -6,6 +6,7 @@ import functools
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -56,12 +57,12 @@ def atomic_dir(path: str | os.PathLike):
     try:
         yield tmp
         _usual_permissions(tmp)
-        if path.exists():
+        if path.exists() or path.is_symlink():
             old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
+            remove(old)
+            os.replace(path, old)               # a link is moved as a link, and then unlinked
             os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            remove(old)
         else:
             os.replace(tmp, path)
     except BaseException:
@@ -89,16 +90,73 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def remove(path: str | os.PathLike) -> None:
+    """Delete ``path`` without ever following a link: a link (to a folder too) is unlinked and what
+    it points to is left alone; a folder goes with everything in it (``shutil.rmtree`` unlinks the
+    links inside, never entering them). Nothing there is fine."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def own_folder(path: str | os.PathLike) -> bool:
+    """Make ``path`` a folder of its own, to write and later delete: a link there (to a folder
+    elsewhere, or to nothing) is unlinked, never followed, and a real folder made in its place.
+    Returns whether a link was replaced."""
+    path = Path(path)
+    linked = path.is_symlink()
+    if linked:
+        print(f"{path} was a link to {os.readlink(path)}; replaced by a folder of its own (what the "
+              "link points to is left alone)", file=sys.stderr)
+        remove(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return linked
+
+
 def remove_orphans(folder: str | os.PathLike) -> None:
     """Delete what killed atomic writes left in ``folder``: ``.<name>.*.tmp`` files and folders.
-    Only for a folder that one job owns (a training job's work folder)."""
+    Only for a folder that one job owns (a training job's work folder, :func:`own_folder`); a
+    link is never entered."""
     folder = Path(folder)
+    if folder.is_symlink():
+        return
     for item in folder.glob(".*.tmp"):
-        if item.is_dir() and not item.is_symlink():
-            shutil.rmtree(item, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                item.unlink()
+        remove(item)
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike):
+    """Hold ``folder`` (a job's work folder, made :func:`own_folder`) for as long as the block
+    runs: an exclusive ``flock`` on its ``.lock`` file, which the system releases when this process
+    ends, however it ends. While another process holds it this is one KdflowError naming the
+    folder and that process's id (written into the file): two jobs never share a work folder."""
+    import fcntl
+
+    from .errors import KdflowError
+    folder = Path(folder)
+    own_folder(folder)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise KdflowError(f"{folder} is in use by another running job (pid {pid}); wait for it "
+                              "or stop it (docs/configuring.md, Troubleshooting)") from None
+        except OSError as exc:                   # a file system without locks (Lustre without flock)
+            print(f"warning: cannot lock {folder} ({exc.strerror}); nothing stops a second job from "
+                  "using it at the same time", file=sys.stderr)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)                             # releases the lock
 
 
 def check_writable(folder: str | os.PathLike, what: str = "output folder") -> None:
@@ -123,8 +181,9 @@ def check_writable(folder: str | os.PathLike, what: str = "output folder") -> No
 def start_over(folder: str | os.PathLike) -> None:
     """Remove the model folder a stage is about to replace whole, so that a job that fails leaves
     none of the old one (Snakemake removes only the files a rule declares; a folder's tokenizer
-    file is not among them)."""
-    shutil.rmtree(folder, ignore_errors=True)
+    file is not among them). A link there is unlinked, never followed (:func:`remove`)."""
+    remove(folder)
+
 
 def file_digest(path: str | os.PathLike) -> str:
     """The SHA-256 digest (hex) of a file's content (what ``sha256sum`` prints); remembered per

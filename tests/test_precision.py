@@ -156,8 +156,9 @@ def test_a_bf16_fine_tune_scores_like_fp32_and_keeps_fp32_weights(records, tmp_p
     assert all(p.dtype == bf16().lib.float32 for p in model16.parameters())
     saved = read_safetensors(tmp_path / "bf16" / train.BEST_DIR / checkpoint.WEIGHTS_FILE)
     assert {a.dtype for a in saved.values()} == {np.dtype(np.float32)}
-    state = dict(np.load(tmp_path / "bf16" / resume.STATE_DIR / "weights.npz"))
-    assert {a.dtype for a in state.values()} == {np.dtype(np.float32)}
+    for name in (resume.WEIGHTS, resume.MOMENTS):
+        state = read_safetensors(tmp_path / "bf16" / resume.STATE_DIR / name)
+        assert {a.dtype for a in state.values()} == {np.dtype(np.float32)}, name
 
 
 @needs_torch

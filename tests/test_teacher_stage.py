@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import pickle
 import shutil
 import signal
 import subprocess
@@ -153,13 +152,12 @@ def test_finetune_teacher_resumes_exactly_after_sigkill(trained, data):
     uninterrupted run."""
     cmd = [sys.executable, "-m", "workflow_scripts.finetune_teacher", *teacher_argv(data, "killed")]
     work, out = data / "killed" / "work", data / "killed" / "teacher"
-    state = work / resume.STATE_DIR / "state.pkl"
+    state = work / resume.STATE_DIR / resume.META
 
     def saved_step() -> int:
         try:
-            with open(state, "rb") as fh:
-                return pickle.load(fh)["meta"]["step"]
-        except (OSError, EOFError, pickle.UnpicklingError, KeyError):
+            return json.loads(state.read_text())["meta"]["step"]
+        except (OSError, ValueError, KeyError):
             return 0                     # not written yet, or being replaced right now
 
     with open(data / "killed.log", "wb") as log:
@@ -221,7 +219,7 @@ def interrupted_run(data, name, monkeypatch, at_step=20, **spec):
         m.setattr(teacher, "supervised_loss_fn", stopping)
         with pytest.raises(Stop):
             finetune_teacher.main(teacher_argv(data, name, **spec))
-    assert (data / name / "work" / resume.STATE_DIR / "state.pkl").is_file()
+    assert (data / name / "work" / resume.STATE_DIR / resume.META).is_file()
 
 
 def assert_same_checkpoint(a, b):
@@ -269,6 +267,56 @@ def test_changed_data_or_pretrained_weights_after_a_kill_retrain_from_scratch(da
     capsys.readouterr()
     assert finetune_teacher.main(argv) == 0
     assert "input changed: pretrained weights" in capsys.readouterr().err
+
+
+HOLD_LOCK = """
+import sys, time
+from kdlib.io import folder_lock
+with folder_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_work_folder_in_use_is_refused_in_one_line_until_its_job_ends(data, capsys):
+    """A stage left running (Snakemake killed, then --unlock, then a rerun) holds its work folder: a
+    second run on it is one error line naming the folder and the holder's pid, and touches neither
+    the work folder nor the old output. Once the holder dies (SIGKILL: no cleanup) the rerun trains."""
+    work, out = data / "busy" / "work", data / "busy" / "teacher"
+    work.mkdir(parents=True)
+    out.mkdir()
+    (work / "notes.txt").write_text("the first job's")
+    (out / "model.safetensors").write_text("the old output")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(work)], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        before = {p: p.read_bytes() for p in (data / "busy").rglob("*") if p.is_file()}
+        assert finetune_teacher.main(teacher_argv(data, "busy", epochs=1)) == 1
+        errors = error_lines(capsys)
+        assert errors == [f"error: {work} is in use by another running job (pid {holder.pid}); wait for it "
+                          "or stop it (docs/configuring.md, Troubleshooting)"], errors
+        assert {p: p.read_bytes() for p in (data / "busy").rglob("*") if p.is_file()} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert finetune_teacher.main(teacher_argv(data, "busy", epochs=1)) == 0
+    assert checkpoint.read_checkpoint_config(out)["role"] == "teacher" and not work.exists()
+
+
+def test_a_work_folder_that_is_a_link_keeps_what_it_points_to(data, tmp_path, capsys):
+    """The stage's work folder is a link to a folder outside holding a file and an old resume state:
+    the stage trains in a folder of its own and deletes neither."""
+    outside = tmp_path / "outside"
+    (outside / resume.STATE_DIR).mkdir(parents=True)
+    (outside / "keep.txt").write_text("not kdflow's")
+    (outside / resume.STATE_DIR / resume.META).write_text('{"meta": {"step": 3}}')
+    (data / "linked").mkdir()
+    (data / "linked" / "work").symlink_to(outside, target_is_directory=True)
+    assert finetune_teacher.main(teacher_argv(data, "linked", epochs=1)) == 0
+    assert (outside / "keep.txt").read_text() == "not kdflow's"
+    assert (outside / resume.STATE_DIR / resume.META).read_text() == '{"meta": {"step": 3}}'
+    assert not (data / "linked" / "work").exists() and (data / "linked" / "teacher" / "model.safetensors").exists()
 
 
 def test_unwritable_outputs_fail_before_training(data, tmp_path, capsys):
@@ -378,6 +426,7 @@ def test_corrupt_checkpoint_weights_are_one_error_line(trained, data, tmp_path, 
     assert evaluate_model.main(_eval_argv(broken, data, tmp_path / "eval.json")) == 1
     errors = error_lines(capsys)
     assert len(errors) == 1 and str(weights) in errors[0], errors
+    assert errors[0].endswith(f"delete {broken}/ and rerun to retrain it"), errors   # how to recover
     assert not (tmp_path / "eval.json").exists()
 
 

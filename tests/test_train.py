@@ -433,7 +433,7 @@ def test_after_divergence_a_lower_lr_starts_over(B, records, tmp_path, one_threa
     work = tmp_path / "work"
     with pytest.raises(train.TrainingDiverged, match="lower the learning rate"):
         run_fit(B, records, work, small_config(lr=1e6))
-    assert (work / resume.STATE_DIR / "state.pkl").is_file()          # the diverged run saved one
+    assert (work / resume.STATE_DIR / resume.META).is_file()          # the diverged run saved one
     capsys.readouterr()
     _, weights = run_fit(B, records, work, small_config(lr=3e-3))
     assert "starting over" in capsys.readouterr().err
@@ -537,6 +537,104 @@ def test_fit_removes_what_killed_atomic_writes_left(B, records, tmp_path):
     (work / f".{train.LOG_CSV}.ab.tmp").write_text("step\n")
     run_fit(B, records, work, small_config(epochs=1))
     assert not list(work.glob(".*.tmp"))
+
+
+class Planted:
+    """A pickle whose loading creates ``marker``: what a crafted state.pkl could do (run a command)."""
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_planted_state_pkl_is_never_unpickled_and_the_job_runs(B, records, tmp_path, one_thread, capsys):
+    """state.pkl (what kdflow wrote before) in every place a state was read from: the run ignores it,
+    says so, and trains from scratch exactly like a clean run; the file is never unpickled."""
+    import pickle
+
+    work, marker = tmp_path / "work", tmp_path / "unpickled"
+    for folder in (work / resume.STATE_DIR, work / f".{resume.STATE_DIR}.old", work):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "state.pkl").write_bytes(pickle.dumps({"meta": {"step": 6}, "x": Planted(marker)}))
+    pickle.loads((work / "state.pkl").read_bytes())          # the plant works: unpickling it runs code
+    assert marker.exists()
+    marker.unlink()
+    result, weights = run_fit(B, records, work, small_config())
+    assert not marker.exists()
+    assert "an older kdflow pickled it, and kdflow never unpickles; starting over" in capsys.readouterr().err
+    clean, clean_weights = run_fit(B, records, tmp_path / "clean", small_config())
+    assert result.steps == 12 and result.history == clean.history
+    assert_same(weights, clean_weights)
+    assert sorted(p.name for p in (work / resume.STATE_DIR).iterdir()) == sorted(
+        [resume.WEIGHTS, resume.MOMENTS, resume.META])       # safetensors and JSON, nothing else
+
+
+def test_no_deletion_follows_a_link(B, tmp_path):
+    """Every helper that deletes, handed a link to a folder outside (or a folder holding one),
+    removes the link (remove_orphans leaves it) and leaves the outside folder's files alone."""
+    from kdlib import io
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    files = [outside / "keep.txt", outside / ".keep.x1.tmp", outside / resume.STATE_DIR / resume.META]
+    for path in files:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("not kdflow's")
+
+    def linked(name):
+        (tmp_path / name).symlink_to(outside, target_is_directory=True)
+        return tmp_path / name
+
+    deletions = {
+        "remove": io.remove,
+        "start_over": io.start_over,
+        "remove_orphans": io.remove_orphans,
+        "clear": lambda link: resume.clear(B, link),
+        "own_folder": io.own_folder,
+    }
+    for name, delete in deletions.items():
+        delete(linked(name))
+        assert all(path.read_text() == "not kdflow's" for path in files), name
+        assert (tmp_path / name).is_symlink() == (name == "remove_orphans"), name   # it never enters one
+    with io.atomic_dir(linked("replaced")) as tmp:           # an output written where a link was
+        (tmp / "new.txt").write_text("new")
+    assert not (tmp_path / "replaced").is_symlink() and (tmp_path / "replaced" / "new.txt").exists()
+    # a link inside a work folder is unlinked, not entered
+    work = tmp_path / "work"
+    (work / resume.STATE_DIR).mkdir(parents=True)
+    (work / "best").symlink_to(outside, target_is_directory=True)
+    (work / ".best.x2.tmp").symlink_to(outside, target_is_directory=True)
+    io.remove_orphans(work)
+    resume.clear(B, work)
+    assert list(work.iterdir()) == []
+    # publishing clears the job's work folder
+    phase = tmp_path / "phase"
+    checkpoint.save_checkpoint(tiny_model(B), phase / train.BEST_DIR)
+    (phase / train.LOG_CSV).write_text("step\n")
+    train.publish(tmp_path / "out", phase, train.FitResult(0.5, 1, 1, 0.1, []), small_config(),
+                  work_dir=linked("publish"))
+    assert not (tmp_path / "publish").exists() and (tmp_path / "out" / train.LOG_CSV).exists()
+    assert all(path.read_text() == "not kdflow's" for path in files)
+
+
+def test_training_in_a_work_folder_that_is_a_link_leaves_what_it_points_to(B, records, tmp_path, one_thread,
+                                                                         capsys):
+    """The work folder is a link to a folder outside that holds a file and another job's resume state:
+    the run neither reads, empties nor writes that folder; it trains in a folder of its own."""
+    outside, work = tmp_path / "outside", tmp_path / "work"
+    with pytest.raises(Interrupted):                  # another job's state, in the outside folder
+        run_fit(B, records, outside, small_config(lr=1e-3), stop_at_call(8))
+    (outside / "keep.txt").write_text("not kdflow's")
+    before = {p: p.read_bytes() for p in outside.rglob("*") if p.is_file()}
+    work.symlink_to(outside, target_is_directory=True)
+    result, weights = run_fit(B, records, work, small_config())
+    assert {p: p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before
+    assert "replaced by a folder of its own" in capsys.readouterr().err
+    assert not work.is_symlink() and (work / resume.STATE_DIR / resume.META).is_file()
+    _, clean = run_fit(B, records, tmp_path / "clean", small_config())
+    assert result.steps == 12
+    assert_same(weights, clean)
 
 
 def test_a_record_file_cut_at_a_record_boundary_is_refused(B, tmp_path):

@@ -81,7 +81,7 @@ def test_no_training_stage_reads_dev_records(tmp_path_factory, mirror):
 def test_interrupted_training_resumes(workdir):
     target = "results/sst2/kd_eval.json"
     snakemake(workdir, "results/sst2/teacher_eval.json", "results/sst2/teacher_logits.npz")
-    state = workdir / "work/sst2/kd/train/state/state.pkl"
+    state = workdir / "work/sst2/kd/train/state/state.json"
     longer = override(workdir, "longer", {"students_train": {"epochs": 60, "patience": 0}})
     # no early end, and long enough to be still training when the interrupt lands on a loaded machine
     cmd = [str(REPO / ".venv" / "bin" / "snakemake"), "--cores", "4", "-s", str(workdir / "Snakefile"),

@@ -3,7 +3,9 @@
 Every ``save_seconds`` of training :func:`kdlib.distill.train.fit` writes the work folder's resume state
 (atomically): the weights of every trained module, the optimizer moments, the step and the best
 score so far (:func:`save_state`). The data order and every step's randomness are functions of the
-seed and the step, so nothing else is needed to continue bit-for-bit.
+seed and the step, so nothing else is needed to continue bit-for-bit. Tensors go into safetensors
+files and the rest into JSON: nothing is pickled, so a state file planted in a work folder can
+never run code (an old ``state.pkl`` is not even opened).
 
 A state records the *identity* of the job that wrote it (:func:`job_identity`): its resolved
 settings, the digests of its input files and of kdlib's code. :func:`load_state` uses a state only
@@ -15,8 +17,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
-import pickle
-import shutil
+import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -24,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import result_settings
-from ..io import atomic_dir, atomic_path, file_digest
-from ..models.weights import load_state_numpy, state_dict_numpy
+from ..io import LOCK_FILE, atomic_dir, atomic_path, file_digest, own_folder, remove
+from ..models.weights import load_state_numpy, read_safetensors, state_dict_numpy
 
 STATE_DIR = "state"
 
@@ -45,12 +46,14 @@ def job_identity(B, cfg, train_path, settings: dict | None = None,
     """Everything that determines a training run's result: the job's ``settings`` (JSON-able), the
     phase's training config, the backend, device and precision (all without the keys that only
     say how the job runs, :data:`kdlib.config.RUN_ONLY`), the digests of the training records and
-    of every other input file (``inputs``: name -> path) and the code's version."""
+    of every other input file (``inputs``: name -> path) and the code's version. As JSON reads it
+    back (tuples are lists), so that it equals the identity a saved state holds."""
     files = {"training records": train_path, **(inputs or {})}
-    return {"settings": result_settings({**(settings or {}), "train": asdict(cfg), "backend": B.name,
-                                         "device": B.device_name, "precision": B.precision}),
-            "inputs": {name: file_digest(path) for name, path in files.items()},
-            "code": code_version()}
+    return json.loads(json.dumps({
+        "settings": result_settings({**(settings or {}), "train": asdict(cfg), "backend": B.name,
+                                     "device": B.device_name, "precision": B.precision}),
+        "inputs": {name: file_digest(path) for name, path in files.items()},
+        "code": code_version()}))
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -84,41 +87,79 @@ def identity_change(old: dict | None, new: dict) -> str | None:
     return "; ".join(reasons) or "its job identity differs"
 
 
-def tree(obj, fn):
-    """Apply ``fn`` to every leaf of nested dicts/lists/tuples."""
+WEIGHTS = "weights.safetensors"      # every trained module's weights, "<module>.<key>"
+MOMENTS = "optimizer.safetensors"    # the optimizer's tensors, named by their place in its state
+META = "state.json"                  # the rest: the step, scores, identity; the optimizer's layout
+LEGACY = "state.pkl"                 # what kdflow wrote before: a pickle, never read
+
+
+def _pack(obj, tensors: dict, to_numpy, name: str = "") -> object:
+    """``obj`` (an optimizer's state dict: nested dicts, lists, tuples, numbers, tensors) as JSON,
+    its tensors moved into ``tensors`` (name -> numpy array, for safetensors): a tensor becomes
+    ``{"tensor": name}``, a tuple ``{"tuple": [...]}`` and a dict ``{"dict": [[key, value], ...]}``,
+    so that integer keys stay integers. :func:`_unpack` turns it back."""
+    if hasattr(obj, "detach") or isinstance(obj, np.ndarray):
+        tensors[name] = np.ascontiguousarray(to_numpy(obj) if hasattr(obj, "detach") else obj)
+        return {"tensor": name}
     if isinstance(obj, dict):
-        return {k: tree(v, fn) for k, v in obj.items()}
+        return {"dict": [[k, _pack(v, tensors, to_numpy, f"{name}/{k}")] for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(tree(v, fn) for v in obj)
-    return fn(obj)
+        items = [_pack(v, tensors, to_numpy, f"{name}/{i}") for i, v in enumerate(obj)]
+        return {"tuple": items} if isinstance(obj, tuple) else items
+    return obj                                   # a number, a string, a bool or None
+
+
+def _unpack(obj, tensors: dict, to_tensor) -> object:
+    if isinstance(obj, list):
+        return [_unpack(v, tensors, to_tensor) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    (kind, value), = obj.items()
+    if kind == "tensor":
+        return to_tensor(tensors[value])
+    if kind == "tuple":
+        return tuple(_unpack(v, tensors, to_tensor) for v in value)
+    return {k: _unpack(v, tensors, to_tensor) for k, v in value}
 
 
 def save_state(B, work_dir: Path, modules: dict, optimizer, meta: dict) -> None:
+    """Write the resume state into ``work_dir/state`` at once (:func:`kdlib.io.atomic_dir`): the
+    modules' weights and the optimizer's tensors as safetensors, ``meta`` (JSON-able) and the
+    optimizer's layout as JSON. Nothing is pickled."""
+    from safetensors.numpy import save_file
+
     with atomic_dir(work_dir / STATE_DIR) as tmp:
-        weights = {f"{name}.{k}": v for name, m in modules.items()
-                   for k, v in state_dict_numpy(m).items()}
-        np.savez(tmp / "weights.npz", **weights)
-        opt = tree(optimizer.state_dict(), lambda x: B.to_numpy(x) if hasattr(x, "detach") else x)
-        with open(tmp / "state.pkl", "wb") as fh:
-            pickle.dump({"meta": meta, "optimizer": opt}, fh)
+        save_file({f"{name}.{k}": v for name, m in modules.items() for k, v in state_dict_numpy(m).items()},
+                  str(tmp / WEIGHTS))
+        moments: dict = {}
+        layout = _pack(optimizer.state_dict(), moments, B.to_numpy)
+        save_file(moments, str(tmp / MOMENTS))
+        (tmp / META).write_text(json.dumps({"meta": meta, "optimizer": layout}), encoding="utf-8")
 
 
 def load_state(B, work_dir: Path, modules: dict, optimizer, identity: dict, desc: str) -> dict:
-    folder = work_dir / STATE_DIR
-    if not (folder / "state.pkl").is_file():
-        folder = work_dir / f".{STATE_DIR}.old"   # killed while atomic_dir swapped the folders
-        if not (folder / "state.pkl").is_file():
-            return {}
+    """Load the resume state of ``work_dir`` into ``modules`` and ``optimizer`` and return its meta,
+    if the job ``identity`` wrote it; else (or with none, or a damaged one) clear the folder, saying
+    why, and return ``{}``. An old pickled state (``state.pkl``) is never read."""
+    folder = next((f for f in (work_dir / STATE_DIR, work_dir / f".{STATE_DIR}.old")  # .old: killed
+                   if (f / META).is_file()), None)                               # mid-swap
+    if folder is None:
+        legacy = [f / LEGACY for f in (work_dir / STATE_DIR, work_dir / f".{STATE_DIR}.old")]
+        if any(path.exists() for path in legacy):
+            print(f"{desc}: ignoring the resume state in {work_dir / STATE_DIR}: an older kdflow pickled "
+                  "it, and kdflow never unpickles; starting over", file=sys.stderr)
+            clear(B, work_dir)
+        return {}
     try:
-        with open(folder / "state.pkl", "rb") as fh:
-            saved = pickle.load(fh)
-        weights = dict(np.load(folder / "weights.npz"))
+        saved = json.loads((folder / META).read_text(encoding="utf-8"))
+        weights, moments = read_safetensors(folder / WEIGHTS), read_safetensors(folder / MOMENTS)
+        meta, written_by = saved["meta"], saved["meta"].get("identity")
     except Exception as exc:   # a damaged state is not worth a crash: start over, loudly
         print(f"warning: ignoring unreadable resume state in {folder} ({exc}); starting over",
               file=sys.stderr)
         clear(B, work_dir)
         return {}
-    why = identity_change(saved["meta"].get("identity"), identity)
+    why = identity_change(written_by, identity)
     if why is not None:
         print(f"{desc}: the resume state in {folder} belongs to another job ({why}); "
               "starting over", file=sys.stderr)
@@ -126,22 +167,23 @@ def load_state(B, work_dir: Path, modules: dict, optimizer, identity: dict, desc
         return {}
     for name, m in modules.items():
         prefix = f"{name}."
-        load_state_numpy(m, {k[len(prefix):]: v for k, v in weights.items()
-                                        if k.startswith(prefix)})
-    optimizer.load_state_dict(tree(saved["optimizer"],
-                                    lambda x: B.tensor(x) if isinstance(x, np.ndarray) else x))
-    return saved["meta"]
+        load_state_numpy(m, {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)},
+                         source=folder / WEIGHTS)
+    optimizer.load_state_dict(_unpack(saved["optimizer"], moments, B.tensor))
+    return meta
 
 
 def clear(B, work_dir: Path) -> None:
-    """Empty a work folder (resume state, best weights, log) before starting over; rank 0 only."""
+    """Empty a work folder (resume state, best weights, log) before starting over; rank 0 only.
+    Its lock file stays (:func:`kdlib.io.folder_lock`: the job still holds it); a link is
+    unlinked, never followed (:func:`kdlib.io.remove`)."""
     if B.rank != 0:
         return
+    if own_folder(work_dir):                     # it was a link: nothing of ours to empty
+        return
     for item in work_dir.iterdir():
-        if item.is_dir() and not item.is_symlink():
-            shutil.rmtree(item)
-        else:
-            item.unlink()
+        if item.name != LOCK_FILE:
+            remove(item)
 
 
 def truncate_log(path: Path, step: int) -> None:

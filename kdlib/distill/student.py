@@ -12,7 +12,7 @@ from ..data.ofrecord import checked_count, record_file
 from ..data.task import Task
 from ..errors import ConfigError
 from ..evaluate.evaluation import split_evaluator
-from ..io import check_writable, read_json, start_over
+from ..io import read_json
 from ..models import checkpoint
 from . import compiling, train
 from .logit_cache import load_logits
@@ -93,68 +93,65 @@ def distill(B, task: Task, name: str, spec: dict, *, records: str | Path, out_di
     n_train = checked_count(record_file(records, "train"))
     encoding = encoding_of(records, task)          # the model folder's tokeniser settings
     vocab = records_tokenizer(records)             # the tokenizer file the model folder carries
-    if B.rank == 0:                              # before the training, not after it
-        check_writable(out_dir)
-        check_writable(work_dir, "work folder")
-        start_over(out_dir)
-    vocab_size = None
-    if spec["architecture"]["model"] == "bilstm":
-        vocab_size = len(read_word_vocab(vocab))
-    ctx = Context(B, task, records, teacher_dir=Path(teacher_dir) if teacher_dir else None,
-                  init_dir=Path(init_dir) if init_dir else None, vocab_size=vocab_size)
-    if recipe.needs_logits:
-        ctx.logits = load_logits(logits, records, task)
-    cfgs = phase_configs(spec, recipe)
-    matched = {}
-    if match_steps and spec["algorithm"] == "none":
-        cfgs[-1], steps, like = matched_steps(cfgs[-1], n_train, match_steps)
-        if like:
-            matched = {"matched_steps_of": like}
-            print(f"{name}: {steps} steps ({cfgs[-1].epochs:.2f} epochs), as many as {like}",
-                  file=sys.stderr)
-    B.seed(cfgs[0].seed)
-    student = recipe.build(ctx, spec)
-    compiled = compiling.apply(compile, B, student, spec["architecture"]["model"],
-                               sum(train.total_steps(n_train, cfg) for cfg in cfgs))
-    meta = {"task": task.name, "labels": list(task.labels or []), "role": "student",
-            "student": name, "algorithm": spec["algorithm"], **encoding}
-    split, keep = train.selection_split(selection, task)
-    scored = record_file(records, split)
-    evaluate = split_evaluator(B, student, task, scored, eval_batch_size)
-    inputs = {f"{split} records": scored}        # what the resume state is keyed to, with spec
-    if teacher_dir:
-        inputs["teacher weights"] = Path(teacher_dir) / checkpoint.WEIGHTS_FILE
-    if logits:
-        inputs["teacher logits"] = logits
-    if init_dir:
-        inputs["initial weights"] = Path(init_dir) / checkpoint.WEIGHTS_FILE
-    if vocab_size:
-        inputs["word vocabulary"] = vocab
-    results = []
-    phases = recipe.phases(ctx, spec, student, cfgs)
-    for k, phase in enumerate(phases):
-        if phase.setup:
-            phase.setup()
-        print(f"{name}: phase {phase.name}", file=sys.stderr)
-        final = k == len(phases) - 1             # only the last phase selects and stops early
-        results.append(train.fit(
-            B, phase.modules, phase.loss_fn, train_path=record_file(records, "train"), cfg=phase.cfg,
-            work_dir=work_dir / phase.name, evaluate=evaluate if final else None,
-            keep=keep if final else "last", save_config=meta, student="student",
-            desc=f"{name} {phase.name}",
-            settings={"task": task.name, "student": name, "spec": spec, "phase": phase.name,
-                      "compiled": compiled},
-            inputs=inputs))
-    if B.rank == 0:                              # data parallel: rank 0 writes the outputs
-        total = train.FitResult(results[-1].best_score, results[-1].best_step,
-                                sum(r.steps for r in results), sum(r.seconds for r in results),
-                                results[-1].history, results[-1].processes)
-        train.publish(out_dir, work_dir / phase.name, total, cfgs[-1], work_dir=work_dir,
-                      extra_files=[vocab], task=task.name, student=name, algorithm=spec["algorithm"],
-                      training_rows=n_train, transfer_rows=int(transfer.get("transfer", 0)), **matched,
-                      compiled=compiled,
-                      selection=train.selection_summary(results, cfgs[-1], selection, split, task.metric),
-                      phases=[{"steps": r.steps, "allowed": r.allowed, "seconds": round(r.seconds, 2),
-                               "best_score": r.best_score, "skipped_steps": r.skipped_steps}
-                              for r in results])
-    return results
+    with train.running(B, out_dir, work_dir):    # checked, locked and cleared before training
+        vocab_size = None
+        if spec["architecture"]["model"] == "bilstm":
+            vocab_size = len(read_word_vocab(vocab))
+        ctx = Context(B, task, records, teacher_dir=Path(teacher_dir) if teacher_dir else None,
+                      init_dir=Path(init_dir) if init_dir else None, vocab_size=vocab_size)
+        if recipe.needs_logits:
+            ctx.logits = load_logits(logits, records, task)
+        cfgs = phase_configs(spec, recipe)
+        matched = {}
+        if match_steps and spec["algorithm"] == "none":
+            cfgs[-1], steps, like = matched_steps(cfgs[-1], n_train, match_steps)
+            if like:
+                matched = {"matched_steps_of": like}
+                print(f"{name}: {steps} steps ({cfgs[-1].epochs:.2f} epochs), as many as {like}",
+                      file=sys.stderr)
+        B.seed(cfgs[0].seed)
+        student = recipe.build(ctx, spec)
+        compiled = compiling.apply(compile, B, student, spec["architecture"]["model"],
+                                   sum(train.total_steps(n_train, cfg) for cfg in cfgs))
+        meta = {"task": task.name, "labels": list(task.labels or []), "role": "student",
+                "student": name, "algorithm": spec["algorithm"], **encoding}
+        split, keep = train.selection_split(selection, task)
+        scored = record_file(records, split)
+        evaluate = split_evaluator(B, student, task, scored, eval_batch_size)
+        inputs = {f"{split} records": scored}        # what the resume state is keyed to, with spec
+        if teacher_dir:
+            inputs["teacher weights"] = Path(teacher_dir) / checkpoint.WEIGHTS_FILE
+        if logits:
+            inputs["teacher logits"] = logits
+        if init_dir:
+            inputs["initial weights"] = Path(init_dir) / checkpoint.WEIGHTS_FILE
+        if vocab_size:
+            inputs["word vocabulary"] = vocab
+        results = []
+        phases = recipe.phases(ctx, spec, student, cfgs)
+        for k, phase in enumerate(phases):
+            if phase.setup:
+                phase.setup()
+            print(f"{name}: phase {phase.name}", file=sys.stderr)
+            final = k == len(phases) - 1             # only the last phase selects and stops early
+            results.append(train.fit(
+                B, phase.modules, phase.loss_fn, train_path=record_file(records, "train"), cfg=phase.cfg,
+                work_dir=work_dir / phase.name, evaluate=evaluate if final else None,
+                keep=keep if final else "last", save_config=meta, student="student",
+                desc=f"{name} {phase.name}",
+                settings={"task": task.name, "student": name, "spec": spec, "phase": phase.name,
+                          "compiled": compiled},
+                inputs=inputs))
+        if B.rank == 0:                          # data parallel: rank 0 writes the outputs
+            total = train.FitResult(results[-1].best_score, results[-1].best_step,
+                                    sum(r.steps for r in results), sum(r.seconds for r in results),
+                                    results[-1].history, results[-1].processes)
+            train.publish(out_dir, work_dir / phase.name, total, cfgs[-1], work_dir=work_dir,
+                          extra_files=[vocab], task=task.name, student=name, algorithm=spec["algorithm"],
+                          training_rows=n_train, transfer_rows=int(transfer.get("transfer", 0)), **matched,
+                          compiled=compiled,
+                          selection=train.selection_summary(results, cfgs[-1], selection, split, task.metric),
+                          phases=[{"steps": r.steps, "allowed": r.allowed, "seconds": round(r.seconds, 2),
+                                   "best_score": r.best_score, "skipped_steps": r.skipped_steps}
+                                  for r in results])
+        return results

@@ -57,34 +57,31 @@ def finetune(B, task: Task, records: str | Path, pretrained: str | Path, out_dir
     default) in ``out_dir`` (with its vocab, training log and summary), then clear ``work_dir``.
     ``compile``: :func:`kdlib.distill.compiling.should_compile`."""
     records, pretrained, work_dir = Path(records), Path(pretrained), Path(work_dir)
-    if B.rank == 0:                              # before the training, not after it
-        check_writable(out_dir)
-        check_writable(work_dir, "work folder")
-        start_over(out_dir)
-    B.seed(cfg.seed)
-    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    model, bert_cfg = load_pretrained_bert(B, pretrained, task.num_labels, log=log)
-    check_length(records, bert_cfg.max_position_embeddings - bert_cfg.position_offset, pretrained)
-    split, keep = train.selection_split(selection, task)
-    scored = ofrecord.record_file(records, split)
-    n_train = ofrecord.checked_count(ofrecord.record_file(records, "train"))
-    compiled = compiling.apply(compile, B, model, "bert", train.total_steps(n_train, cfg))
-    meta = {"task": task.name, "labels": list(task.labels or []), "role": "teacher",
-            "pretrained": str(pretrained), **encoding_of(records, task)}
-    result = train.fit(B, {"model": model}, supervised_loss_fn(B, model, task.is_regression),
-                       train_path=ofrecord.record_file(records, "train"), cfg=cfg, work_dir=work_dir,
-                       evaluate=split_evaluator(B, model, task, scored, eval_batch_size), keep=keep,
-                       save_config=meta, desc=f"teacher {task.name}",
-                       settings={"task": task.name, "compiled": compiled},
-                       inputs={f"{split} records": scored,
-                               "pretrained weights": pretrained / "model.safetensors",
-                               "pretrained config": pretrained / "config.json"})
-    if B.rank == 0:                              # data parallel: rank 0 writes the outputs
-        train.publish(out_dir, work_dir, result, cfg, work_dir=work_dir,
-                      extra_files=[pretrained / "vocab.txt"], task=task.name,
-                      training_rows=n_train, transfer_rows=0, compiled=compiled,
-                      selection=train.selection_summary([result], cfg, selection, split, task.metric))
-    return result
+    with train.running(B, out_dir, work_dir):    # checked, locked and cleared before training
+        B.seed(cfg.seed)
+        log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+        model, bert_cfg = load_pretrained_bert(B, pretrained, task.num_labels, log=log)
+        check_length(records, bert_cfg.max_position_embeddings - bert_cfg.position_offset, pretrained)
+        split, keep = train.selection_split(selection, task)
+        scored = ofrecord.record_file(records, split)
+        n_train = ofrecord.checked_count(ofrecord.record_file(records, "train"))
+        compiled = compiling.apply(compile, B, model, "bert", train.total_steps(n_train, cfg))
+        meta = {"task": task.name, "labels": list(task.labels or []), "role": "teacher",
+                "pretrained": str(pretrained), **encoding_of(records, task)}
+        result = train.fit(B, {"model": model}, supervised_loss_fn(B, model, task.is_regression),
+                           train_path=ofrecord.record_file(records, "train"), cfg=cfg, work_dir=work_dir,
+                           evaluate=split_evaluator(B, model, task, scored, eval_batch_size), keep=keep,
+                           save_config=meta, desc=f"teacher {task.name}",
+                           settings={"task": task.name, "compiled": compiled},
+                           inputs={f"{split} records": scored,
+                                   "pretrained weights": pretrained / "model.safetensors",
+                                   "pretrained config": pretrained / "config.json"})
+        if B.rank == 0:                          # data parallel: rank 0 writes the outputs
+            train.publish(out_dir, work_dir, result, cfg, work_dir=work_dir,
+                          extra_files=[pretrained / "vocab.txt"], task=task.name,
+                          training_rows=n_train, transfer_rows=0, compiled=compiled,
+                          selection=train.selection_summary([result], cfg, selection, split, task.metric))
+        return result
 
 
 def import_finetuned(B, task: Task, folder: str | Path, records: str | Path, out_dir: str | Path,

@@ -22,6 +22,7 @@ of ``(seed, step, rank)``.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -41,7 +42,7 @@ from ..config import validate_section
 from ..data import batching, ofrecord
 from ..data.task import VALIDATION
 from ..errors import ConfigError, KdflowError
-from ..io import atomic_dir, remove_orphans, write_text
+from ..io import atomic_dir, check_writable, folder_lock, own_folder, remove, remove_orphans, start_over, write_text
 from ..models import checkpoint
 from . import resume
 
@@ -258,7 +259,7 @@ def fit(B, modules: dict, loss_fn: Callable, *, train_path: str | Path, cfg: Tra
     B.dist_init()
     rank0 = B.rank == 0
     if rank0:
-        work_dir.mkdir(parents=True, exist_ok=True)
+        own_folder(work_dir)                     # a link there is replaced, never written through
         remove_orphans(work_dir)                 # what a killed atomic write left behind
     n_records = ofrecord.checked_count(train_path)
     if n_records == 0:
@@ -436,7 +437,25 @@ def publish(out_dir: str | Path, phase_dir: Path, result: FitResult, cfg: TrainC
         for path in extra_files:                 # copied now: newer than the job's inputs
             shutil.copyfile(path, tmp / Path(path).name)
         write_summary(tmp / "train_summary.json", result, cfg, **summary)
-    shutil.rmtree(work_dir, ignore_errors=True)
+    remove(work_dir)
+
+
+@contextlib.contextmanager
+def running(B, out_dir: str | Path, work_dir: str | Path):
+    """What a training stage holds while it runs, on rank 0 (the rank that writes): it checks
+    first that ``out_dir`` and ``work_dir`` can be written (not after hours of training), then
+    holds the work folder (:func:`kdlib.io.folder_lock`: a second job on it, say one started while
+    an orphaned one still trains, is refused at once and touches nothing), and removes the
+    ``out_dir`` it will replace (:func:`kdlib.io.start_over`), so a failed job leaves none of the
+    old model behind."""
+    if B.rank != 0:
+        yield
+        return
+    check_writable(out_dir)
+    check_writable(work_dir, "work folder")
+    with folder_lock(work_dir):
+        start_over(out_dir)
+        yield
 
 
 SELECTIONS = ("validation", "dev", "last")   # config.yaml `selection`
