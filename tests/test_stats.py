@@ -96,3 +96,74 @@ def test_verdicts_and_pooled_seeds():
                                [rng.normal(size=(500, 1))], gold.astype(float), True, resamples=2000)
     assert regression["verdict"] == "better" and regression["mcnemar_p"] is None
     assert math.isfinite(regression["low"])
+
+
+def test_the_interval_is_the_central_95_percent_of_the_bootstrap_values():
+    """Bootstrap values 0.00, 0.01, ..., 100.00 (shuffled, with NaNs left out): their 2.5th and
+    97.5th percentiles are exactly 2.5 and 97.5; a 90% interval would be (5, 95), a 99% one
+    (0.5, 99.5)."""
+    values = np.random.default_rng(5).permutation(np.arange(10_001) / 100)
+    values = np.concatenate([values, [np.nan, np.nan]])
+    assert stats.interval(values) == pytest.approx((2.5, 97.5), abs=1e-9)
+
+
+def _one_hot(pred):
+    out = np.zeros((len(pred), 2))
+    out[np.arange(len(pred)), pred] = 1.0
+    return out
+
+
+def test_the_reported_intervals_are_as_wide_as_95_percent_normal_intervals():
+    """On 4,000 examples the bootstrap distribution of an accuracy (or of a paired gain) is close
+    to normal, with the standard error of the mean of the per-example outcomes: a 95% interval
+    spans 2 x 1.96 standard errors (a 90% one 2 x 1.645, a 99% one 2 x 2.576). The intervals
+    compare() and metric_interval() report must span 1.78 to 2.25 standard errors each side,
+    bounds halfway between 95% and its neighbours (over data seeds 0-7, 95% gives 1.91 to 1.97,
+    90% 1.60 to 1.66, 99% 2.54 to 2.58), and sit on the observed value."""
+    rng = np.random.default_rng(6)
+    n = 4000
+    gold = rng.integers(0, 2, n)
+    right_a, right_b = rng.random(n) < 0.8, rng.random(n) < 0.75
+    pred_a, pred_b = np.where(right_a, gold, 1 - gold), np.where(right_b, gold, 1 - gold)
+    d = right_a.astype(float) - right_b.astype(float)                 # per-example gain
+    se_gain = math.sqrt(d.var() / n)
+    result = stats.compare("accuracy", [_one_hot(pred_a)], [_one_hot(pred_b)], gold, False)
+    half = (result["high"] - result["low"]) / 2
+    assert 1.78 <= half / se_gain <= 2.25, half / se_gain
+    assert abs((result["high"] + result["low"]) / 2 - d.mean()) < 0.3 * se_gain
+
+    p = right_a.mean()
+    se_acc = math.sqrt(p * (1 - p) / n)
+    low, high = stats.metric_interval("accuracy", [_one_hot(pred_a)], gold, False)
+    assert 1.78 <= (high - low) / 2 / se_acc <= 2.25, (high - low) / 2 / se_acc
+    assert abs((high + low) / 2 - p) < 0.3 * se_acc
+
+
+def _outcomes(only_a: int, only_b: int, both: int, neither: int):
+    """Right/wrong vectors of two models with the given counts of each kind of example."""
+    a = np.array([1] * only_a + [0] * only_b + [1] * both + [0] * neither, bool)
+    b = np.array([0] * only_a + [1] * only_b + [1] * both + [0] * neither, bool)
+    return a, b
+
+
+def test_the_pooled_mcnemar_p_is_the_largest_over_the_seeds():
+    """Seed 0's pair: 3 examples only the student gets right, 9 only the baseline, so p =
+    2 x 299 / 4096 (about 0.146). Seed 1's pair: 20 against 0, p = 2 / 2^20. Pooled over the
+    seeds, p must be the most cautious of the two, in either order of the seeds."""
+    n = 40
+    gold = np.array([0, 1] * (n // 2))
+
+    def logits(right):
+        return _one_hot(np.where(right, gold, 1 - gold))
+
+    weak_a, weak_b = _outcomes(3, 9, 20, 8)
+    strong_a, strong_b = _outcomes(20, 0, 12, 8)
+    cautious, confident = 2 * 299 / 4096, 2 / 2 ** 20
+    alone = stats.compare("accuracy", [logits(strong_a)], [logits(strong_b)], gold, False)
+    assert alone["mcnemar_p"] == pytest.approx(confident)
+    for order in ((0, 1), (1, 0)):
+        runs = [(logits(weak_a), logits(weak_b)), (logits(strong_a), logits(strong_b))]
+        runs = [runs[k] for k in order]
+        pooled = stats.compare("accuracy", [a for a, _ in runs], [b for _, b in runs], gold, False,
+                               resamples=200)
+        assert pooled["seeds"] == 2 and pooled["mcnemar_p"] == pytest.approx(cautious), order
