@@ -1,7 +1,8 @@
 """ONNX export (kdlib.export.onnx, workflow_scripts/export_onnx.py): onnxruntime's fp32 logits are
 kdlib's for batch and sequence sizes other than the export's, padded rows and (BiLSTM) an
-all-padding row included; the int8 graph runs and stays close; the check over a record file gives
-the task's metrics; bad input is one line. Needs torch, onnx and onnxruntime (the .venv runtime)."""
+all-padding row included; the int8 graph is quantised, runs and stays close; the check over a
+record file gives the task's metrics and refuses an fp32 graph beyond its tolerance; bad input is
+one line. Needs torch, onnx and onnxruntime (the .venv runtime)."""
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ from kdlib.export import onnx as kx
 from kdlib.models import checkpoint
 from kdlib.models.bert import BertConfig, build_bert
 from kdlib.models.lstm import LstmConfig, build_bilstm
+from kdlib.models.weights import read_safetensors
 from workflow_scripts import export_onnx as stage
 
 for _needed in ("torch", "onnx", "onnxruntime"):     # the .venv runtime; .venv-oneflow skips
@@ -141,6 +143,62 @@ def test_an_onnx_graph_of_other_weights_fails_the_check(root):
     records = record_file(root / "bert_records", "dev")
     with pytest.raises(DataError, match="differ from kdlib's by .* more than the tolerance 0.0001"):
         kx.check_onnx(root / "bert_onnx", root / "bert_other", records, TASK)
+
+
+def _shifted(root, kind: str, delta: float, out):
+    """A copy of model folder ``kind`` whose classifier bias is ``delta`` higher: every logit of it is
+    ``delta`` above the ONNX graph's (exported from the unshifted folder), up to float rounding."""
+    from safetensors.numpy import save_file
+    shutil.copytree(root / kind, out)
+    weights = read_safetensors(out / "model.safetensors")
+    weights["classifier.bias"] = weights["classifier.bias"] + np.float32(delta)
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "kdflow"})
+    return out
+
+
+@pytest.mark.parametrize("kind", ["bert", "bilstm"])
+@pytest.mark.parametrize("tolerance", [None, 1e-2])
+def test_the_check_refuses_logits_ten_times_its_tolerance_away_and_passes_those_within_it(
+        root, kind, tolerance, tmp_path):
+    """The exact export differs from kdlib by float rounding (below 1e-6 here); a kdlib model whose
+    logits all sit 10 x the tolerance away must be refused, naming that tolerance, and one 0.3 x
+    the tolerance away must pass, reporting that difference. The default tolerance (1e-4) and a
+    given one (1e-2)."""
+    limit = 1e-4 if tolerance is None else tolerance
+    given = {} if tolerance is None else {"tolerance": tolerance}
+    records = record_file(root / ("bert_records" if kind == "bert" else "lstm_records"), "dev")
+    far = _shifted(root, kind, 10 * limit, tmp_path / "far")
+    with pytest.raises(DataError, match=f"more than the tolerance {limit:.3g}$"):
+        kx.check_onnx(root / f"{kind}_onnx", far, records, TASK, batch_size=8, threads=1, **given)
+    near = _shifted(root, kind, 0.3 * limit, tmp_path / "near")
+    result = kx.check_onnx(root / f"{kind}_onnx", near, records, TASK, batch_size=8, threads=1, **given)
+    assert result["max_abs_diff_fp32"] == pytest.approx(0.3 * limit, abs=0.05 * limit)
+
+
+@pytest.mark.parametrize("kind", ["bert", "bilstm"])
+def test_the_int8_graph_holds_its_weights_as_8_bit_integers(root, kind):
+    """model.int8.onnx is quantised, not a copy of model.onnx: most of its weights' elements are
+    8-bit integers (none of the fp32 graph's are), its weights take under 0.4 of the fp32 graph's
+    bytes (int8 with float scales: about 0.3 here), and BERT's file is clearly smaller (0.73 here;
+    the tiny BiLSTM's files are mostly graph, not weights)."""
+    import onnx
+    from onnx import numpy_helper
+
+    def weights(path):
+        """(elements of 8-bit initialisers, elements of all, bytes of all) of an ONNX file."""
+        arrays = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer]
+        eight = sum(a.size for a in arrays if a.dtype in (np.int8, np.uint8))
+        return eight, sum(a.size for a in arrays), sum(a.nbytes for a in arrays)
+
+    out = root / f"{kind}_onnx"
+    eight_fp32, _, bytes_fp32 = weights(out / "model.onnx")
+    eight, elements, bytes_int8 = weights(out / "model.int8.onnx")
+    assert eight_fp32 == 0
+    assert eight >= 0.8 * elements, (eight, elements)
+    assert bytes_int8 < 0.4 * bytes_fp32, (bytes_int8, bytes_fp32)
+    if kind == "bert":
+        size_fp32, size_int8 = ((out / name).stat().st_size for name in ("model.onnx", "model.int8.onnx"))
+        assert size_int8 < 0.85 * size_fp32, (size_int8, size_fp32)
 
 
 def test_records_outside_the_vocabulary_are_one_line(root):
