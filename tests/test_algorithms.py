@@ -498,6 +498,55 @@ def test_tinybert_prediction_phase_continues_from_the_intermediate_phase(B, data
         np.testing.assert_allclose(final[key], after_phase_1[key], atol=1e-6, rtol=0, err_msg=key)
 
 
+def test_theseus_successor_phase_continues_from_the_replacement_phase(B, data, tmp_path):
+    """The successor phase must fine-tune the layers the replacement phase trained, not the
+    teacher's layers the student was initialised with: with a vanishing successor lr, the
+    published student is the replacement phase's."""
+    spec = spec_of("theseus", train={"lr": 1e-12})
+    after_phase_1, _ = run_phase(B, data, spec, 0, tmp_path / "phase1", name="theseus")
+    after_phase_1 = state_dict_numpy(after_phase_1)
+    init_dir = export_layers(data / "teacher", recipes.init_layers(spec, 4), tmp_path / "init")
+    initial = read_safetensors(init_dir / "model.safetensors")
+    distill(B, TASK, "theseus", spec, records=data / "bert", out_dir=tmp_path / "out",
+            work_dir=tmp_path / "work", teacher_dir=data / "teacher", init_dir=init_dir,
+            eval_batch_size=16)
+    final = read_safetensors(tmp_path / "out" / "model.safetensors")
+    assert final.keys() == initial.keys() == after_phase_1.keys()
+    moved = max(float(np.abs(after_phase_1[k] - initial[k]).max()) for k in final)
+    assert moved > 1e-3                                           # phase 1 trained something
+    for key in final:
+        np.testing.assert_allclose(final[key], after_phase_1[key], atol=1e-6, rtol=0, err_msg=key)
+
+
+@pytest.mark.parametrize("name", ["nokd", "tiny"])
+def test_the_published_student_is_the_one_that_scored_best_not_the_last(name, B, data, tmp_path, monkeypatch):
+    """The validation score peaks at the 2nd of 4 evaluations (scripted; the weights each one saw
+    are recorded): the model folder distill() publishes must hold those weights, not the last
+    step's, and its summary must name that step (after TinyBERT's 4-step first phase)."""
+    from kdlib.distill import student as student_module
+    scores, shown = iter([0.6, 0.9, 0.7, 0.65]), []
+
+    def scripted(B_, model, task, path, batch_size=128):
+        def run():
+            shown.append(state_dict_numpy(model))
+            score = next(scores)
+            return score, {"accuracy": score, "classes_predicted": 2}
+        return run
+    monkeypatch.setattr(student_module, "split_evaluator", scripted)
+    spec = spec_of(name, train={"eval_every": 1, "patience": 0})
+    distill(B, TASK, name, spec, records=data / "bert", out_dir=tmp_path / "out", work_dir=tmp_path / "work",
+            teacher_dir=data / "teacher", logits=data / "logits.npz", eval_batch_size=16)
+    assert len(shown) == 4
+    published = read_safetensors(tmp_path / "out" / "model.safetensors")
+    assert published.keys() == shown[1].keys()
+    for key in published:
+        np.testing.assert_array_equal(published[key], shown[1][key], err_msg=key)
+    assert any(not np.array_equal(published[k], shown[-1][k]) for k in published)   # training moved on
+    selection = json.loads((tmp_path / "out" / "train_summary.json").read_text())["selection"]
+    first = 4 if name == "tiny" else 0
+    assert (selection["phase_step"], selection["step"], selection["score"]) == (2, first + 2, 0.9)
+
+
 def test_theseus_linear_schedule_rises_at_every_step():
     hp = {"scheduler": "linear", "replace_rate": 0.5}
     rates = [recipes.replacement_rate(hp, step, 10) for step in range(12)]
@@ -804,6 +853,22 @@ def test_a_baseline_matches_the_most_steps_of_its_students_and_never_trains_fewe
     more = train.TrainConfig.from_dict({**TRAIN, "epochs": 5})           # 20 steps already
     assert matched_steps(more, N_TRAIN, [two_phases, transfer]) == (more, 20, None)
     assert matched_steps(cfg, N_TRAIN, []) == (cfg, 4, None)
+
+
+def test_a_baseline_matches_every_phase_of_a_theseus_student(data):
+    """Theseus' replacement phase (2 epochs of batch 4 over 32 rows: 16 steps) and successor phase
+    (1 epoch of batch 8: 4 steps) are 20 steps; the baseline (4 steps of its own) must match all
+    20, not the last phase's 4 (no more than its own) nor the first's 16."""
+    from kdlib.distill.student import matched_steps
+    spec = spec_of("theseus", first_phase_train={"epochs": 2, "batch_size": 4},
+                   train={"epochs": 1, "batch_size": BATCH})
+    student = {"student": "theseus", "records": str(data / "bert"),
+               "phases": [{"epochs": spec[p]["epochs"], "batch_size": spec[p]["batch_size"]}
+                          for p in ("first_phase_train", "train")]}
+    cfg = train.TrainConfig.from_dict({**TRAIN, "epochs": 1})             # 32 rows: 4 steps
+    out, steps, like = matched_steps(cfg, N_TRAIN, [student])
+    assert (steps, like) == (20, "theseus") and train.total_steps(N_TRAIN, out) == 20
+    assert out.epochs == pytest.approx(5.0) and out.batch_size == BATCH
 
 
 def test_distill_script_trains_a_baseline_for_its_students_steps(data, tmp_path, capsys):

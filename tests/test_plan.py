@@ -53,6 +53,21 @@ def test_a_baseline_matches_the_steps_of_its_students_only_under_equal_steps():
     assert make_plan(students, equal_steps=False).match_steps(W(task="sst2", student="base")) == ""
 
 
+def test_a_two_phase_students_steps_hold_both_phases_first_phase_first():
+    """Theseus trains a replacement phase before its successor phase: the baseline's --match-steps
+    must carry both phases' epochs and batch sizes (first_phase_train, then train), or the
+    baseline would match only the last phase's steps."""
+    students = {"theseus": {"algorithm": "theseus", "architecture": {"model": "bert", "layers": 3, "init": "teacher"},
+                            "hyperparameters": {"compress_ratio": 2},
+                            "first_phase_train": {"epochs": 2, "batch_size": 4},
+                            "train": {"epochs": 3, "batch_size": 16}},
+                "base": {"algorithm": "none", "architecture": {"model": "bert", "layers": 3, "init": "pretrained"}}}
+    matched = make_plan(students).match_steps(W(task="sst2", student="base"))
+    (theseus,) = json.loads(shlex.split(matched)[1])
+    assert theseus["student"] == "theseus"
+    assert theseus["phases"] == [{"epochs": 2, "batch_size": 4}, {"epochs": 3, "batch_size": 16}]
+
+
 def test_seed_runs_are_wildcards_and_train_with_their_own_seed():
     p = make_plan({"kd": {"algorithm": "kd", "architecture": BERT}}, seeds=3)
     assert p.runs == ["kd", "kd_seed1", "kd_seed2"] and p.models == ["teacher", "kd"]
