@@ -13,12 +13,13 @@ import tinydata
 
 from kdlib import predict
 from kdlib.data import convert
-from kdlib.data.ofrecord import record_file
+from kdlib.data.ofrecord import iter_records, record_file
 from kdlib.data.tasks import TASKS
 from kdlib.evaluate.evaluation import predict as evaluate_records
 from kdlib.models import checkpoint
 from kdlib.models.bert import BertConfig, build_bert
 from kdlib.models.lstm import LstmConfig, build_bilstm
+from kdlib.models.weights import read_safetensors
 
 WORDS = [f"w{i}" for i in range(95)]
 TEXTS = ["w1 w2 w3", "w4", " ".join(WORDS[:40]), "W5 w6, w7!", "w8 w9 w10 w11 w12", "zzz unknown",
@@ -88,6 +89,87 @@ def test_predict_equals_evaluation_of_the_same_texts_as_records(kind, B, tmp_pat
     p = np.exp(want) / np.exp(want).sum(1, keepdims=True)
     np.testing.assert_allclose(table["probability"], p.max(1), atol=2e-6)
     assert "truncated, as in training" in err.splitlines()[-1]
+
+
+def lively(folder, seed=1):
+    """Redraw the folder's weights (but its LayerNorms') from N(0, 1): at its initialisation a random
+    model gives nearly the same logits for every text, which would hide rows swapped or cut
+    differently."""
+    from safetensors.numpy import save_file
+    rng = np.random.default_rng(seed)
+    weights = read_safetensors(folder / "model.safetensors")
+    weights = {k: v if "LayerNorm" in k or v.dtype.kind != "f" else rng.normal(0.0, 1.0, v.shape).astype(v.dtype)
+               for k, v in weights.items()}
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "kdflow"})
+    return folder
+
+
+def alone(B, folder, texts) -> np.ndarray:
+    """Each text's logits predicted on its own (a batch of one: no sorting, no padding)."""
+    predictor = predict.Predictor(B, folder, batch_size=1)
+    return np.stack([predictor([text])[0] for text in texts])
+
+
+@pytest.mark.parametrize("kind", ["bert", "lstm"])
+def test_rows_come_out_in_input_order_across_batches_and_chunks(kind, B, tmp_path, capsys, monkeypatch):
+    """Seven texts of unsorted lengths, run two to a batch (sorted by length inside each chunk) in
+    chunks of three lines: row i of the table must be text i's own prediction."""
+    folder = lively(make_folder(B, tmp_path / "model", kind))
+    texts = ["w1 w2 w3 w4 w5 w6", "w7", "w8 w9 w10", "w11 w12 w13 w14 w15 w16 w17 w18", "w19 w20",
+             "w21 w22 w23 w24", "w25"]
+    want = alone(B, folder, texts)                                                   # (7, 2)
+    gaps = [np.abs(want[i] - want[j]).max() for i in range(len(texts)) for j in range(i)]
+    assert min(gaps) > 1e-2                              # every text's logits are its own
+    monkeypatch.setattr(predict, "CHUNK", 3)
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    code, out, err = run(capsys, folder, tmp_path / "texts.txt", "--batch-size", 2)
+    assert code == 0, err
+    got = read_table(out)[["logit_neg", "logit_pos"]].to_numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)     # padding: OneFlow differs by ~1e-5
+
+
+@pytest.mark.parametrize("kind, pair", [("bert", False), ("bert", True), ("lstm", False)])
+def test_a_text_longer_than_max_length_is_cut_as_its_records_are(kind, pair, B, tmp_path, capsys):
+    """With max_length 10: a BERT keeps [CLS], the first 8 pieces and [SEP]; a pair of 8 and 6
+    pieces is cut longest first, each text losing its tail (7 pieces fit: 4 and 3); a BiLSTM keeps
+    the first 10 words. The encoding must be that, equal to the records' rows, and the long text
+    must be predicted as its kept part is. The summary counts the two texts that fill all 10
+    positions, not the one that fills 9."""
+    folder = lively(make_folder(B, tmp_path / "model", kind, pair=pair))
+    ids = {w: i for i, w in enumerate(tinydata.VOCAB)}
+    if pair:
+        long = (" ".join(WORDS[1:9]), " ".join(WORDS[9:15]))           # 8 and 6 pieces
+        kept = (" ".join(WORDS[1:5]), " ".join(WORDS[9:12]))           # 4 and 3
+        pieces = [tinydata.CLS, *(ids[f"w{i}"] for i in range(1, 5)), tinydata.SEP,
+                  *(ids[f"w{i}"] for i in range(9, 12)), tinydata.SEP]
+        segments = [0] * 6 + [1] * 4
+    elif kind == "bert":
+        long, kept = " ".join(WORDS[1:20]), " ".join(WORDS[1:9])
+        pieces = [tinydata.CLS, *(ids[f"w{i}"] for i in range(1, 9)), tinydata.SEP]
+    else:
+        long, kept = " ".join(WORDS[1:20]), " ".join(WORDS[1:11])
+        pieces = [2 + i for i in range(1, 11)]                       # [PAD], [UNK], then w0, w1, ...
+    short = ("w1", "w2") if pair else "w1 w2"
+    one_short = ("w1 w2 w3 w4", "w5 w6") if pair else " ".join(WORDS[1:(8 if kind == "bert" else 10)])
+    texts = [long, kept, short, one_short]                    # one_short: one position left free
+    config = checkpoint.read_checkpoint_config(folder)
+    arrays = predict.Encoder(folder, config)(texts)
+    assert arrays["input_ids"].shape == (4, LENGTH) and arrays["input_mask"][3].sum() == LENGTH - 1
+    assert arrays["input_ids"][0].tolist() == pieces and arrays["input_mask"][0].tolist() == [1] * LENGTH
+    if pair:
+        assert arrays["segment_ids"][0].tolist() == segments
+    records = list(iter_records(records_of(folder, texts, tmp_path, pair=pair)))
+    for name, column in arrays.items():
+        np.testing.assert_array_equal(column, np.stack([r[name] for r in records]), err_msg=name)
+    logits = alone(B, folder, texts)
+    np.testing.assert_allclose(logits[0], logits[1], rtol=0, atol=1e-4)
+    assert np.abs(logits[0] - logits[2]).max() > 1e-2               # a prediction that depends on the text
+    lines = "".join(("\t".join(t) if pair else t) + "\n" for t in texts)
+    (tmp_path / "texts.txt").write_text(lines, encoding="utf-8")
+    code, out, err = run(capsys, folder, tmp_path / "texts.txt")
+    assert code == 0, err
+    assert f"; 2 filled all {LENGTH} positions" in err.splitlines()[-1]   # the long text and its kept part
+    assert len(read_table(out)) == 4
 
 
 def test_a_copied_model_folder_still_predicts(B, tmp_path, capsys):
