@@ -4,6 +4,9 @@ logit cache (kdlib.distill.logit_cache, workflow_scripts/cache_teacher_logits.py
 An exported layer is the teacher's layer, bit for bit: fed the teacher's hidden state below it, it
 gives the teacher's output. The cache holds one row per record of every split, in file order, and
 refuses (one line naming the file) a cache that does not line up with the records a student reads.
+
+The deployment table (kdlib.export.deploy, from given timings: nothing here is timed) marks the
+figures whose rounds disagree or that a busy machine measured, and every speed-up made from them.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from kdlib.distill.layers import (
 )
 from kdlib.errors import ConfigError, DataError
 from kdlib.evaluate.evaluation import predict
+from kdlib.export import deploy
 from kdlib.models import checkpoint
 from kdlib.models.bert import extended_mask
 from kdlib.models.pretrained import load_pretrained_bert
@@ -271,3 +275,65 @@ def test_cache_script(data, tmp_path, capsys):
     lines = error_lines(capsys)
     assert len(lines) == 1 and "nowhere" in lines[0], lines
     assert not (tmp_path / "bad.npz").exists()
+
+
+# ---- the deployment table's warnings ---------------------------------------------------------------
+
+COLUMNS = ["model", "runtime", "dev accuracy", "vs fp32", "latency b1 (ms)", "throughput b32 (ex/s)",
+           "x teacher b1", "x teacher b32", "x eager teacher b1"]
+
+
+def runner(latency, throughput=(500.0, 500.0, 500.0)) -> dict:
+    return {"latency_ms_batch1": float(np.median(latency)), "throughput_batch32": float(np.median(throughput)),
+            "latency_rounds": list(latency), "throughput_rounds": list(throughput)}
+
+
+def deployment(eager=(10.0, 10.0, 10.0), machine=None) -> tuple[dict, dict]:
+    """A deployment JSON of the teacher and kd, and their check.json metrics."""
+    result = {"models": {"teacher": {"torch_fp32": runner(eager, (100.0, 100.0, 100.0)),
+                                     "onnx_fp32": runner([6.0] * 3), "onnx_int8": runner([3.5] * 3)},
+                         "kd": {"onnx_fp32": runner([3.0] * 3), "onnx_int8": runner([2.0] * 3)}},
+              "rounds": 3, "latency_examples": 100, "throughput_examples": 256, "dev_examples": 400,
+              "threads": 2, "device": "cpu", "versions": {"onnxruntime": "1.0", "torch": "2.0"}}
+    if machine is not None:
+        result["machine"] = machine
+    metrics = {k: {"accuracy": 0.9} for k in ("kdlib_fp32", "onnx_fp32", "onnx_int8")}
+    return result, {"teacher": {"metrics": metrics}, "kd": {"metrics": metrics}}
+
+
+def test_a_sound_deployment_table_keeps_its_columns_and_warns_of_nothing():
+    result, checks = deployment()
+    frame = deploy.table(result, checks, "accuracy")
+    assert list(frame.columns) == COLUMNS + ["warning"]
+    assert list(frame["warning"]) == [""] * 5
+    assert frame["x eager teacher b1"].tolist() == pytest.approx([1.0, 10 / 6, 10 / 3.5, 10 / 3, 5.0])
+    page = deploy.markdown("sst2", frame, result)
+    assert "Warning" not in page and "medians of 3 rounds" in page
+
+
+def test_an_eager_teacher_whose_rounds_disagree_marks_every_speed_up_over_it():
+    result, checks = deployment(eager=(10.0, 591.0, 10.8))          # the loaded run of issue 24
+    frame = deploy.table(result, checks, "accuracy").set_index(["model", "runtime"])
+    assert frame.loc[("teacher", "PyTorch eager fp32"), "warning"] == \
+        "unreliable: latency b1, x teacher b1, x eager teacher b1"
+    assert frame.loc[("kd", "onnxruntime int8"), "warning"] == "unreliable: x eager teacher b1"
+    assert frame.loc[("teacher", "onnxruntime fp32"), "warning"] == "unreliable: x eager teacher b1"
+    page = deploy.markdown("sst2", frame.reset_index(), result)
+    assert page.startswith("# sst2: deployment\n\n**Warning: the figures named in `warning` are "
+                           "unreliable, and so is every speed-up computed from them: the rounds of "
+                           "teacher PyTorch eager fp32 latency")
+    assert "| kd | onnxruntime int8 |" in page and "unreliable: x eager teacher b1 |" in page
+    assert deploy.unreliable_reasons(result) and "teacher PyTorch eager fp32 latency" in \
+        deploy.unreliable_reasons(result)[0]
+
+
+def test_a_busy_machine_marks_every_deployment_figure():
+    machine = {"usable_cpus": 2, "load_average_start": [2.0, 1.0, 0.5], "load_average_end": [2.4, 1.2, 0.6],
+               "others_cpu_share": 0.55, "busy": True, "no_spin_waiting": True}
+    result, checks = deployment(machine=machine)
+    frame = deploy.table(result, checks, "accuracy")
+    assert list(frame["warning"]) == ["unreliable: every figure"] * 5
+    page = deploy.markdown("sst2", frame, result)
+    assert "other processes used 55% of the 2 usable CPUs' time while the rounds ran" in page
+    assert "the 1-minute load average was 2.00 at the start and 2.40 at the end" in page
+    assert "Idle threads of every library slept instead of spin-waiting." in page

@@ -682,3 +682,52 @@ def test_the_workflow_plans_the_report(tmp_path):
     assert "rule measure_speed:" in plan
     assert f"--png results/{TASK}/accuracy_vs_speedup.png" in command
     assert f"--curves results/{TASK}/training_curves.png" in command
+
+
+# ---- speed figures that know when they are unreliable (given rounds, never measured ones) ---------
+
+def test_sound_speed_figures_carry_no_speed_warning():
+    teacher, runs, predictions, speed = inputs()
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False)
+    assert list(frame[table.SPEED_WARNING]) == [""] * len(EXPECTED_ORDER)
+    assert "unreliable:" not in report.notes(teacher, speed, frame)
+
+
+def test_rounds_that_disagree_mark_the_models_speed_figures_and_the_notes_say_why():
+    teacher, runs, predictions, speed = inputs()
+    speed["models"]["kd"]["latency_rounds"] = [4.0, 12.0, 4.0]            # a burst caught one round
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False)
+    assert dict(zip(frame[table.NAME], frame[table.SPEED_WARNING])) == {
+        "teacher": "", "bert_small_nokd": "", "kd": "unreliable: latency, speed-up", "lstm_nokd": "",
+        "distilled_lstm": ""}
+    note = report.notes(teacher, speed, frame)
+    assert note.startswith("Warning: the speed figures named in `speed warning` are unreliable: the "
+                           "rounds of kd latency 200% disagree by more than 25%")
+    # the teacher's latency makes every speed-up unreliable
+    speed["models"]["teacher"]["throughput_rounds"] = [100.0, 100.0, 300.0]
+    speed["models"]["teacher"]["latency_rounds"] = [8.0, 8.0, 16.0]
+    frame = report.table(teacher, runs, PAIRS, predictions, speed, False).set_index(table.NAME)
+    assert frame.loc["teacher", table.SPEED_WARNING] == "unreliable: latency, throughput"
+    assert frame.loc["lstm_nokd", table.SPEED_WARNING] == "unreliable: speed-up"
+
+
+def test_a_busy_machine_marks_every_speed_figure_and_the_report_says_so(files, tmp_path):
+    pytest.importorskip("matplotlib")
+    speed = json.loads(files["speed"].read_text())
+    speed["machine"] = {"usable_cpus": 2, "load_average_start": [2.1, 1.5, 0.9],
+                        "load_average_end": [2.6, 1.7, 1.0], "others_cpu_share": 0.45, "busy": True,
+                        "no_spin_waiting": True}
+    files["speed"].write_text(json.dumps(speed))
+    assert run_script(files, tmp_path / "out") == 0
+    csv = pd.read_csv(tmp_path / "out" / "report.csv", keep_default_na=False)
+    assert dict(zip(csv[table.NAME], csv[table.SPEED_WARNING])) == {
+        name: "unreliable: latency, throughput" + ("" if name == "teacher" else ", speed-up")
+        for name in EXPECTED_ORDER}
+    assert csv[table.LATENCY].dtype == float                       # the figures themselves stay
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Warning: the speed figures named in `speed warning` are unreliable: other processes used " \
+           "45% of the 2 usable CPUs' time while the rounds ran" in md
+    assert "the 1-minute load average was 2.10 at the start and 2.60 at the end" in md
+    header, rows = parse_markdown_table(md)
+    assert rows[EXPECTED_ORDER.index("kd")][header.index(table.SPEED_WARNING)] == \
+        "unreliable: latency, throughput, speed-up"

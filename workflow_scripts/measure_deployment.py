@@ -1,7 +1,9 @@
 """Stage measure_deployment: every model's ONNX export timed under onnxruntime fp32 and int8, side
 by side in one process with the teacher in eager PyTorch fp32 (:func:`kdlib.export.deploy.measure`),
 and the task's deployment table (Markdown and CSV) with each export's dev scores (its check.json).
-A model is named by its export folder (``results/<task>/export/<model>/onnx``)."""
+A model is named by its export folder (``results/<task>/export/<model>/onnx``). No library's idle threads
+spin-wait (:func:`kdlib.evaluate.speed.no_spin_waiting`, before torch is imported); the table marks
+unreliable figures, and the summary line says why."""
 from __future__ import annotations
 
 import json
@@ -12,6 +14,7 @@ from kdlib.backend import usable_cpus
 from kdlib.data import tasks
 from kdlib.data.ofrecord import record_file
 from kdlib.errors import ConfigError
+from kdlib.evaluate import speed
 from kdlib.export import deploy
 from kdlib.io import read_json, write_text
 from workflow_scripts._cli import guarded, stage_parser
@@ -35,6 +38,7 @@ def parse_args(argv=None):
 
 @guarded
 def main(argv=None) -> int:
+    no_spin = speed.no_spin_waiting()               # first: before torch is imported
     args = parse_args(argv)
     if len(args.exports) != len(args.records):
         raise ConfigError(f"--exports gives {len(args.exports)} folders, --records {len(args.records)}")
@@ -47,6 +51,7 @@ def main(argv=None) -> int:
     threads = max(1, min(args.threads, usable_cpus()))     # no more than this process may use
     result = deploy.measure(dict(zip(names, map(Path, args.exports))), records, Path(args.teacher),
                             threads, args.rounds, args.latency_examples, args.throughput_examples)
+    result["machine"]["no_spin_waiting"] = no_spin
     checks = {n: read_json(Path(e) / "check.json") for n, e in zip(names, args.exports)}
     frame = deploy.table(result, checks, task.metric)
     write_text(args.json, json.dumps(result, indent=2) + "\n")
@@ -56,8 +61,10 @@ def main(argv=None) -> int:
     best = students.loc[students["x eager teacher b1"].idxmax()] if len(students) else None
     fastest = "" if best is None else \
         f"; fastest int8 at batch 1: {best.model} ({best['x eager teacher b1']:.1f}x the eager teacher)"
+    reasons = deploy.unreliable_reasons(result)
     print(f"deployment of {len(names)} models on {task.name} ({args.rounds} rounds, {threads} threads)"
-          f"{fastest}; wrote {args.md}", file=sys.stderr)
+          f"{fastest}; wrote {args.md}"
+          + (f"; WARNING: unreliable figures: {'; '.join(reasons)}" if reasons else ""), file=sys.stderr)
     return 0
 
 

@@ -2,7 +2,9 @@
 
 Latency at batch 1 over a fixed sample of distinct dev examples and throughput at batch 32 over a
 fixed sample of the dev split's batches, taking turns input by input, in the run's backend, device and precision
-(:func:`kdlib.evaluate.speed.side_by_side`). A model is named by its folder.
+(:func:`kdlib.evaluate.speed.side_by_side`). A model is named by its folder. No library's idle threads
+spin-wait (:func:`kdlib.evaluate.speed.no_spin_waiting`, before the tensor library is imported); the
+JSON says when figures are unreliable, and so does the summary line.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ def parse_args(argv=None):
 
 @guarded
 def main(argv=None) -> int:
+    no_spin = speed.no_spin_waiting()               # first: before torch or OneFlow is imported
     args = parse_args(argv)
     task = tasks.task_of_records(args.records[0], args.task)
     if len(args.models) != len(args.records):
@@ -54,13 +57,16 @@ def main(argv=None) -> int:
     if args.ensemble:
         speed.run_in_turn(result, names[:args.ensemble])
     result["threads"] = result["threads"] or args.threads or backend.usable_cpus()  # OneFlow: no count
+    result["machine"]["no_spin_waiting"] = no_spin
     write_text(args.out, json.dumps(result, indent=2) + "\n")
+    reasons = speed.unreliable_reasons(result["models"], result["machine"])
     teacher = "teacher"
     fastest = max(result["models"], key=lambda n: result["models"][n]["throughput_batch32"])
     print(f"speed of {len(models)} models on {task.name} ({result['rounds']} rounds, "
           f"{result['threads']} threads, {B.precision}): {teacher} "
           f"{result['models'][teacher]['latency_ms_batch1']:.2f} ms at batch 1; fastest at batch 32: "
-          f"{fastest}; wrote {args.out}", file=sys.stderr)
+          f"{fastest}; wrote {args.out}"
+          + (f"; WARNING: unreliable figures: {'; '.join(reasons)}" if reasons else ""), file=sys.stderr)
     return 0
 
 

@@ -28,7 +28,11 @@ Units of the table (the eval JSONs hold fractions and bytes):
   label) they say how much training a gain cost: a student that trains more steps than its
   baseline may owe part of its gain to the steps alone;
 - ``warning`` says ``one class`` when a model's published checkpoint predicts one class for every
-  example of its selection split (``one class (seeds 0, 2)`` when only some of its runs do).
+  example of its selection split (``one class (seeds 0, 2)`` when only some of its runs do);
+- ``speed warning`` names the model's speed figures that are unreliable
+  (:func:`kdlib.evaluate.speed.unreliable_figures`: their rounds disagree, or the machine was busy
+  while they were measured), its speed-up too when its latency or the teacher's is; the notes say
+  why.
 
 Eval JSONs without ``selection`` (written before it) leave those cells empty.
 
@@ -48,6 +52,7 @@ from ..config import BASELINE_ALGORITHM, run_of
 from ..errors import DataError
 from ..io import atomic_path, write_text
 from . import stats
+from .speed import BUSY_BOUND, SPREAD_BOUND, machine_words, unreliable_figures, unreliable_reasons
 from .table import (
     ALGORITHM,
     ARCHITECTURE,
@@ -71,6 +76,7 @@ from .table import (
     SELECTED_STEP,
     SELECTION,
     SIZE,
+    SPEED_WARNING,
     SPEEDUP,
     STEPS,
     STEPS_ALLOWED,
@@ -198,6 +204,17 @@ def _speedups(speed: dict, name: str) -> list[float]:
     return [t / m for t, m in zip(teacher, speed["models"][name]["latency_rounds"])]
 
 
+def speed_warning(speed: dict, name: str) -> str:
+    """The ``speed warning`` cell of model ``name``: ``unreliable: <figures>``, its latency and
+    throughput where unreliable, its speed-up where its latency or the teacher's is; empty when
+    all are sound."""
+    machine = speed.get("machine")
+    mine = unreliable_figures(speed["models"][name], machine)
+    teacher = unreliable_figures(speed["models"]["teacher"], machine)
+    figures = mine + (["speed-up"] if name != "teacher" and "latency" in mine + teacher else [])
+    return f"unreliable: {', '.join(figures)}" if figures else ""
+
+
 def table(teacher: dict, runs: dict[str, dict], pairs: dict[str, str], predictions: dict[str, tuple],
           speed: dict, regression: bool, members: dict[str, dict] | None = None) -> pd.DataFrame:
     """One row for the teacher, each member of an ensemble teacher (``members``: name -> eval
@@ -253,6 +270,7 @@ def table(teacher: dict, runs: dict[str, dict], pairs: dict[str, str], predictio
         row[LATENCY], row[THROUGHPUT] = timing["latency_ms_batch1"], timing["throughput_batch32"]
         ups = _speedups(speed, name)
         row[SPEEDUP], row[SPEEDUP + LOW], row[SPEEDUP + HIGH] = statistics.median(ups), min(ups), max(ups)
+        row[SPEED_WARNING] = speed_warning(speed, name)
         seconds = [r.get("train_seconds") for r in results if r.get("train_seconds") is not None]
         row[TRAIN] = statistics.mean(seconds) if seconds else None
         # the first run's (the others may stop early at other steps); None in older eval JSONs
@@ -394,9 +412,20 @@ def selection_header(teacher: dict, runs: dict[str, dict]) -> str:
     return f"Checkpoints were selected in mixed ways: {'; '.join(parts)}.{optimistic}"
 
 
+def speed_caution(speed: dict) -> str:
+    """The notes' warning on unreliable speed figures, with why (empty when all are sound)."""
+    reasons = unreliable_reasons(speed["models"], speed.get("machine"))
+    if not reasons:
+        return ""
+    return ("Warning: the speed figures named in `speed warning` are unreliable: "
+            f"{'; '.join(reasons)}. Measure again on a quiet machine (`snakemake --cores 4 "
+            "--forcerun measure_speed`) before quoting them. ")
+
+
 def notes(teacher: dict, speed: dict, frame: pd.DataFrame) -> str:
-    """The paragraph above the table: collapsed models first, then units, definitions (the
-    selection columns among them) and how speed was measured. ``frame`` is :func:`table`'s."""
+    """The paragraph above the table: collapsed models and unreliable speed figures first, then
+    units, definitions (the selection columns among them) and how speed was measured. ``frame``
+    is :func:`table`'s."""
     seeds = int(frame[SEEDS].max())
     warned = [f"{name} {cell.removeprefix('one class').strip()}".strip()
               for name, cell in zip(frame[NAME], frame[WARNING]) if cell]
@@ -413,7 +442,8 @@ def notes(teacher: dict, speed: dict, frame: pd.DataFrame) -> str:
                  "budget (the first run, all phases): fewer steps run than allowed is an early "
                  "stop." if chosen else "")
     rounds = f"{speed['rounds']} interleaved round" + ("s" if speed["rounds"] != 1 else "")
-    return (f"{collapse}Task metrics are x100. `retained (%)` and the gains use "
+    machine = machine_words(speed.get("machine"))
+    return (f"{collapse}{speed_caution(speed)}Task metrics are x100. `retained (%)` and the gains use "
             f"{primary_column(teacher)}; a gain is in points over the student's no-KD baseline (the "
             f"`algorithm: none` student of the same architecture) with its 95% paired bootstrap "
             f"interval over the dev examples ({stats.RESAMPLES:,} resamples); the verdict is "
@@ -424,7 +454,10 @@ def notes(teacher: dict, speed: dict, frame: pd.DataFrame) -> str:
             f"batch 1, throughput over {speed['throughput_examples']} of the {speed['dev_examples']} dev "
             "examples at batch 32 (whole batches, a seeded sample); "
             "`speed-up` is the teacher's latency over the model's, with its range over the rounds. "
-            "Sizes are on disk, MB = 10^6 bytes.")
+            f"`speed warning` names the figures whose rounds disagree by more than "
+            f"{100 * SPREAD_BOUND:.0f}% ((max - min) / median), or every figure when other processes "
+            f"used more than {100 * BUSY_BOUND:.0f}% of the CPUs' time while the rounds ran. "
+            + (f"{machine} " if machine else "") + "Sizes are on disk, MB = 10^6 bytes.")
 
 
 def markdown(task: str, frame: pd.DataFrame, note: str, png_name: str, curves_name: str,

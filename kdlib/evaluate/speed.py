@@ -7,7 +7,7 @@ order drawn for each input, so that load from elsewhere on the machine falls on 
 and no model always follows the teacher (which evicts the caches; that costs the next model about
 3%):
 
-- latency at batch 1: the mean over a fixed, seeded sample of distinct dev examples (200 by
+- latency at batch 1: the mean over a fixed, seeded sample of distinct dev examples (100 by
   default), each trimmed to its own length;
 - throughput at batch 32: the dev split's batches of 32 in file order, each trimmed to its longest
   example as evaluation runs them, of which a fixed, seeded sample (enough batches for 256
@@ -16,11 +16,22 @@ and no model always follows the teacher (which evicts the caches; that costs the
 
 Each model's figure is the median over the rounds; the rounds themselves are kept, so the report
 can show the spread. Measured this way, two models of the same architecture come out within a few
-per cent of each other, which one fixed example timed in separate processes did not give.
+per cent of each other, which one fixed example timed in separate processes did not give. Before
+the timed rounds every model runs every input once, untimed: in earlier runs the first timed round
+was the slowest of five for most figures (by up to 30%), each input's shape running for the first
+time.
+
+A figure knows when it is unreliable (:func:`unreliable_figures`): when its rounds disagree by more
+than :data:`SPREAD_BOUND`, or when other processes used more than :data:`BUSY_BOUND` of the CPUs
+while the rounds ran (:func:`machine_during`, which also keeps the load average at the start and
+the end). The stages that time side by side call :func:`no_spin_waiting` before any tensor library
+is imported, so that no library's idle threads spin and steal the CPU from the runner timed next.
 """
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +46,162 @@ from ..io import read_json
 SPEED_KEYS = ("models", "rounds", "latency_examples", "throughput_examples", "dev_examples", "threads",
               "backend", "device", "precision")
 MODEL_KEYS = ("latency_ms_batch1", "throughput_batch32", "latency_rounds", "throughput_rounds")
+FIGURES = ("latency", "throughput")
+
+# A figure is unreliable when its rounds disagree by more than this ((max - min) / median). In four
+# earlier runs of the default on the 2-core development machine the rounds after the first spread by
+# 1% to 24% (about 6% typically); a burst of load that catches one round of three ([10, 30, 10] ms) spreads
+# them by 200%. The bound sits above the quiet spreads, so a flag means something happened.
+SPREAD_BOUND = 0.25
+# Every figure of a run is unreliable when other processes used more than this share of the usable
+# CPUs' time while the rounds ran. A runner that needs every core then lost at least that share of
+# its CPU time, near the 15% by which a figure may move before it misleads (bench/bench_load.py), and
+# more where a thread descheduled at a barrier holds up its peers; a quiet machine's own background
+# (the workflow manager, the system) should stay within a few per cent. Steady load (a busy loop on
+# every core) slows every round alike, so the rounds' spread alone cannot see it. The load average is
+# kept but not used: it trails the last minute, so right after the workflow's training jobs it reads
+# busy on a machine that is quiet now.
+BUSY_BOUND = 0.10
+
+# Environment settings that keep idle worker threads from spin-waiting for work. Spinning threads of
+# one runner take the CPU from the runner timed next, and under load a spinning thread waits for a
+# peer that is descheduled: the eager teacher measured 591 ms a text with a busy loop on both cores
+# against 10.8 ms quiet. Each library reads them once, when it is loaded.
+NO_SPIN = {
+    # GNU OpenMP (libgomp, which torch's wheels ship; their intra-op pool, MKL and oneDNN run on it):
+    # a waiting thread sleeps at once instead of spinning 300,000 times first
+    "OMP_WAIT_POLICY": "PASSIVE",
+    # Intel and LLVM OpenMP (builds of torch that ship libiomp5 or libomp): no spinning after a region
+    "KMP_BLOCKTIME": "0",
+    # OpenBLAS's own threads (OneFlow 0.9 links it in): sleep after 2^4 cycles, its least, not 2^28
+    "OPENBLAS_THREAD_TIMEOUT": "4",
+}
+# The libraries that read NO_SPIN when loaded (onnxruntime's sessions are told in their options:
+# kdlib.export.onnx.session).
+SPINNING_LIBRARIES = ("torch", "oneflow")
+
+
+def no_spin_waiting() -> bool:
+    """Set :data:`NO_SPIN` in this process's environment, over any value there, before a tensor
+    library is imported: the speed and deployment stages call it first. True when it takes effect;
+    False, leaving the environment alone, where torch or OneFlow is loaded already (each read its
+    settings when it was loaded)."""
+    if any(name in sys.modules for name in SPINNING_LIBRARIES):
+        return False
+    os.environ.update(NO_SPIN)
+    return True
+
+
+def spread(rounds: list[float]) -> float:
+    """How far a figure's rounds disagree: ``(max - min) / median`` (0 for one round)."""
+    middle = statistics.median(rounds)
+    return (max(rounds) - min(rounds)) / middle if middle else 0.0
+
+
+def unreliable_figures(timing: dict, machine: dict | None = None) -> list[str]:
+    """Which of a model's figures (``latency``, ``throughput``; ``timing`` is its entry in the
+    stage's JSON) are not sound: every one when ``machine`` (the JSON's ``machine``) says the machine
+    was busy, else those whose rounds disagree by more than :data:`SPREAD_BOUND`. A JSON written
+    before ``machine`` existed is judged by its rounds alone."""
+    busy = bool(machine and machine.get("busy"))
+    return [f for f in FIGURES if busy or spread(timing[f"{f}_rounds"]) > SPREAD_BOUND]
+
+
+def unreliable_reasons(models: dict[str, dict], machine: dict | None = None) -> list[str]:
+    """Why figures of ``models`` (name -> its entry in the JSON) are unreliable, one phrase per
+    reason (none when every figure is sound): the machine was busy; the rounds of some figures
+    disagree."""
+    reasons = []
+    if machine and machine.get("busy"):
+        reasons.append(f"other processes used {100 * machine['others_cpu_share']:.0f}% of the "
+                       f"{machine['usable_cpus']} usable CPUs' time while the rounds ran (more than "
+                       f"{100 * BUSY_BOUND:.0f}%)")
+    spreads = [f"{name} {figure} {100 * spread(timing[f'{figure}_rounds']):.0f}%"
+               for name, timing in models.items() for figure in FIGURES
+               if spread(timing[f"{figure}_rounds"]) > SPREAD_BOUND]
+    if spreads:
+        reasons.append(f"the rounds of {', '.join(spreads)} disagree by more than {100 * SPREAD_BOUND:.0f}% "
+                       "((max - min) / median)")
+    return reasons
+
+
+def machine_words(machine: dict | None) -> str:
+    """A sentence on the machine while the rounds ran, for the report and the deployment table
+    (empty for a JSON written before ``machine`` existed)."""
+    if not machine:
+        return ""
+    start, end = (machine.get(k) for k in ("load_average_start", "load_average_end"))
+    load = " and ".join(f"{v[0]:.2f} at the {when}" for v, when in ((start, "start"), (end, "end")) if v)
+    share = machine.get("others_cpu_share")
+    others = "" if share is None else \
+        f"other processes used {100 * share:.0f}% of the {machine['usable_cpus']} usable CPUs' time"
+    spin = {True: " Idle threads of every library slept instead of spin-waiting.",
+            False: " The tensor library kept its idle threads' default spin-waiting (it was loaded "
+                   "before the stage could set it)."}.get(machine.get("no_spin_waiting"), "")
+    parts = [p for p in (f"the 1-minute load average was {load}" if load else "", others) if p]
+    text = f"While the rounds ran, {'; '.join(parts)}." if parts else ""
+    return (text + spin).strip()
+
+
+def _usable_cpu_ids() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return set(range(os.cpu_count() or 1))
+
+
+def _busy_seconds(cpus: set[int]) -> float | None:
+    """Seconds the CPUs ``cpus`` have been busy since boot (user, nice, system, irq, softirq and
+    steal time in /proc/stat); None where /proc/stat cannot be read (not Linux)."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    ticks, found = 0, False
+    for fields in map(str.split, lines):
+        name = fields[0] if fields else ""
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            v = [int(x) for x in fields[1:]] + [0] * 8
+            ticks += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+            found = True
+    return ticks / os.sysconf("SC_CLK_TCK") if found else None
+
+
+def machine_now() -> dict:
+    """A reading of the machine for :func:`machine_during`: the clock, this process's CPU time, the
+    busy time of the CPUs it may use and the load average."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    cpus = _usable_cpu_ids()
+    return {"wall": time.perf_counter(), "own": time.process_time(), "busy": _busy_seconds(cpus),
+            "cpus": len(cpus), "load": load}
+
+
+def machine_during(start: dict, end: dict) -> dict:
+    """What the machine did between two :func:`machine_now` readings: the load average at each
+    (1, 5 and 15 minutes), the usable CPUs, the share of their time that other processes used
+    (busy time less this process's CPU time, over the wall time of every CPU; None where unknown),
+    and ``busy``: that share above :data:`BUSY_BOUND`."""
+    others = None
+    if start["busy"] is not None and end["busy"] is not None:
+        capacity = (end["wall"] - start["wall"]) * start["cpus"]
+        used = (end["busy"] - start["busy"]) - (end["own"] - start["own"])
+        others = round(min(1.0, max(0.0, used / capacity)), 4) if capacity > 0 else None
+    return {"usable_cpus": start["cpus"], "load_average_start": start["load"], "load_average_end": end["load"],
+            "others_cpu_share": others, "busy": others is not None and others > BUSY_BOUND}
+
+
+def _figures(latency: list[float], throughput: list[float], machine: dict | None) -> dict:
+    """A model's entry in the JSON: the medians of its rounds, the rounds, their spreads and the
+    figures that are unreliable (judged from the rounds as the JSON keeps them, as its readers do)."""
+    timing = {"latency_ms_batch1": round(statistics.median(latency), 4),
+              "throughput_batch32": round(statistics.median(throughput), 2),
+              "latency_rounds": [round(v, 4) for v in latency],
+              "throughput_rounds": [round(v, 2) for v in throughput]}
+    spreads = {f"{f}_spread": round(spread(timing[f"{f}_rounds"]), 4) for f in FIGURES}
+    return {**timing, **spreads, "unreliable": unreliable_figures(timing, machine)}
 
 
 def count_parameters(model) -> int:
@@ -101,8 +268,10 @@ def time_side_by_side(runners: dict[str, tuple], rounds: int = 5, latency_exampl
     record file)``: ``run(prepare(numpy batch))`` is what is timed; ``prepare`` is not), measured
     as the module docstring says; any runtime (a kdlib model, an onnxruntime session) can be
     timed beside any other. The files must hold the same examples in the same order. Returns
-    ``{"models": {name: {latency_ms_batch1, throughput_batch32, latency_rounds,
-    throughput_rounds}}, "rounds", "latency_examples", "throughput_examples", "dev_examples"}``."""
+    ``{"models": {name: {latency_ms_batch1, throughput_batch32, latency_rounds, throughput_rounds,
+    latency_spread, throughput_spread, unreliable}}, "rounds", "latency_examples",
+    "throughput_examples", "dev_examples", "machine"}`` (``machine``: :func:`machine_during` over
+    the timed rounds; ``unreliable``: :func:`unreliable_figures`)."""
     counts = {name: checked_count(path) for name, (_, _, path) in runners.items()}
     n = min(counts.values())
     if len(set(counts.values())) > 1:
@@ -117,24 +286,23 @@ def time_side_by_side(runners: dict[str, tuple], rounds: int = 5, latency_exampl
     timed = sum(len(b["index"]) for b in sampled)
     timings = {name: {"latency": [], "throughput": []} for name in runners}
     names = list(runners)
-    for name in names:                                             # warm-up
-        run, ones, full = feeds[name]
-        for inputs in ones[:10] + full[:2]:
-            run(inputs)
+    ones = {name: (feeds[name][0], feeds[name][1]) for name in names}
+    full = {name: (feeds[name][0], feeds[name][2]) for name in names}
+    warm = np.random.default_rng(seed + 2)
+    _interleaved(ones, warm, sync)                                  # warm-up: every input once
+    _interleaved(full, warm, sync)
     order = np.random.default_rng(seed + 1)
+    start = machine_now()
     for _ in range(rounds):
-        latency = _interleaved({name: (feeds[name][0], feeds[name][1]) for name in names}, order, sync)
-        throughput = _interleaved({name: (feeds[name][0], feeds[name][2]) for name in names}, order, sync)
+        latency = _interleaved(ones, order, sync)
+        throughput = _interleaved(full, order, sync)
         for name in names:
             timings[name]["latency"].append(1000 * latency[name] / len(feeds[name][1]))
             timings[name]["throughput"].append(timed / throughput[name])
-    return {"models": {name: {"latency_ms_batch1": round(statistics.median(t["latency"]), 4),
-                              "throughput_batch32": round(statistics.median(t["throughput"]), 2),
-                              "latency_rounds": [round(v, 4) for v in t["latency"]],
-                              "throughput_rounds": [round(v, 2) for v in t["throughput"]]}
-                       for name, t in timings.items()},
+    machine = machine_during(start, machine_now())
+    return {"models": {name: _figures(t["latency"], t["throughput"], machine) for name, t in timings.items()},
             "rounds": rounds, "latency_examples": len(sample), "throughput_examples": timed,
-            "dev_examples": n}
+            "dev_examples": n, "machine": machine}
 
 
 def side_by_side(B, models: dict[str, tuple[object, Path]], rounds: int = 5,
@@ -165,10 +333,7 @@ def run_in_turn(result: dict, names: list[str], into: str = "teacher") -> dict:
     models = result["models"]
     latency = [sum(v) for v in zip(*(models[n]["latency_rounds"] for n in names))]
     throughput = [1 / sum(1 / t for t in v) for v in zip(*(models[n]["throughput_rounds"] for n in names))]
-    models[into] = {"latency_ms_batch1": round(statistics.median(latency), 4),
-                    "throughput_batch32": round(statistics.median(throughput), 2),
-                    "latency_rounds": [round(v, 4) for v in latency],
-                    "throughput_rounds": [round(v, 2) for v in throughput], "members": list(names)}
+    models[into] = {**_figures(latency, throughput, result.get("machine")), "members": list(names)}
     return result
 
 

@@ -14,9 +14,10 @@ SPEEDUP, TRAIN, BACKEND, DEVICE = "speed-up", "training time (s)", "backend", "d
 PRECISION, SEEDS = "precision", "seeds"
 STEPS, ROWS, TRANSFER_ROWS = "training steps", "training rows", "of them transfer"
 SELECTED_STEP, STEPS_ALLOWED, WARNING = "selected at step", "steps allowed", "warning"
+SPEED_WARNING = "speed warning"  # which of a row's speed figures are unreliable
 SELECTION = " (selection)"       # suffix of the selection score's column: "validation accuracy" + it
 TEXT_COLUMNS = (NAME, ROLE, ALGORITHM, ARCHITECTURE, BASELINE, VERDICT, BACKEND, DEVICE, PRECISION,
-                WARNING)
+                WARNING, SPEED_WARNING)
 DECIMALS = {PARAMETERS: 2, SIZE: 1, RETAINED: 1, LATENCY: 2, THROUGHPUT: 1, SPEEDUP: 2, TRAIN: 0,
             STEPS: 0, SELECTED_STEP: 0, STEPS_ALLOWED: 0, ROWS: 0, TRANSFER_ROWS: 0, MCNEMAR: 4,
             SEEDS: 0}

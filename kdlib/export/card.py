@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..data.convert import TOKENIZER_KINDS
 from ..evaluate.eval_json import read_eval
-from ..evaluate.speed import read_speed
+from ..evaluate.speed import read_speed, unreliable_reasons
 from ..models.families import width
 
 TOKENS = {"wordpiece": "WordPiece pieces", "json": "tokens", "words": "words"}
@@ -54,8 +54,11 @@ def _speed(speed: dict, name: str) -> str:
     if name != "teacher":
         text += (f" ({teacher['latency_ms_batch1'] / mine['latency_ms_batch1']:.2f}x and "
                  f"{mine['throughput_batch32'] / teacher['throughput_batch32']:.2f}x the teacher)")
+    compared = {name: mine} if name == "teacher" else {name: mine, "teacher": teacher}
+    reasons = unreliable_reasons(compared, speed.get("machine"))
+    caution = f"; WARNING: unreliable figures ({'; '.join(reasons)})" if reasons else ""
     return (f"{text}; {speed['backend']} {speed['precision']} on {speed['device']}, "
-            f"{speed['threads']} threads, measured side by side with the other models")
+            f"{speed['threads']} threads, measured side by side with the other models{caution}")
 
 
 def _metrics(result: dict) -> str:

@@ -6,6 +6,10 @@ the reference the speed-up targets are stated against) take turns input by input
 speed stage's models do (:func:`kdlib.evaluate.speed.time_side_by_side`): latency at batch 1 over
 a seeded sample of dev examples, throughput at batch 32 over the dev split, medians of the rounds.
 The dev scores come from each export's ``check.json`` (:func:`kdlib.export.onnx.check_onnx`).
+
+A figure the speed stage's rules call unreliable (:func:`kdlib.evaluate.speed.unreliable_figures`:
+rounds that disagree, a busy machine) is named in the row's ``warning``, with every speed-up
+computed from it, and the page says why above the table.
 """
 from __future__ import annotations
 
@@ -62,8 +66,9 @@ def measure(onnx_dirs: dict[str, Path], records: dict[str, Path], teacher_dir: P
 def table(deployment: dict, checks: dict[str, dict], metric: str) -> pd.DataFrame:
     """One row per model and runtime (the teacher's eager row first): the dev ``metric`` (%) as
     each runtime scores it, int8's change against fp32, latency at batch 1 and throughput at
-    batch 32, the speed-ups over the teacher in the same runtime and over the eager teacher."""
-    models = deployment["models"]
+    batch 32, the speed-ups over the teacher in the same runtime and over the eager teacher, and
+    the ``warning`` on unreliable figures (:func:`warning`)."""
+    models, machine = deployment["models"], deployment.get("machine")
     eager = models["teacher"][EAGER]
     rows = []
     for name, runtimes in models.items():
@@ -79,10 +84,41 @@ def table(deployment: dict, checks: dict[str, dict], metric: str) -> pd.DataFram
                 "latency b1 (ms)": t["latency_ms_batch1"], "throughput b32 (ex/s)": t["throughput_batch32"],
                 "x teacher b1": ref["latency_ms_batch1"] / t["latency_ms_batch1"],
                 "x teacher b32": t["throughput_batch32"] / ref["throughput_batch32"],
-                "x eager teacher b1": eager["latency_ms_batch1"] / t["latency_ms_batch1"]})
+                "x eager teacher b1": eager["latency_ms_batch1"] / t["latency_ms_batch1"],
+                "warning": warning(t, ref, eager, machine)})
     return pd.DataFrame(rows)
 
 
+# The columns each figure of a row's own and of its references' makes (their units left out).
+OWN = {"latency": ("latency b1", "x teacher b1", "x eager teacher b1"),
+       "throughput": ("throughput b32", "x teacher b32")}
+SAME_RUNTIME_TEACHER = {"latency": ("x teacher b1",), "throughput": ("x teacher b32",)}
+EAGER_TEACHER = {"latency": ("x eager teacher b1",), "throughput": ()}
+
+
+def warning(timing: dict, teacher: dict, eager: dict, machine: dict | None) -> str:
+    """The ``warning`` cell of a row of ``timing``, beside the teacher in the same runtime and the
+    eager teacher: ``unreliable: <columns>``, the columns that an unreliable figure makes (its
+    own, or a speed-up over a teacher figure that is), ``unreliable: every figure`` when that is
+    all of them; empty when all are sound."""
+    columns = [c for t, made in ((timing, OWN), (teacher, SAME_RUNTIME_TEACHER), (eager, EAGER_TEACHER))
+               for figure in speed.unreliable_figures(t, machine) for c in made[figure]]
+    order = [c for made in OWN.values() for c in made]
+    columns = sorted(set(columns), key=order.index)
+    if columns == order:
+        return "unreliable: every figure"
+    return f"unreliable: {', '.join(columns)}" if columns else ""
+
+
+def unreliable_reasons(deployment: dict) -> list[str]:
+    """Why figures of the deployment JSON are unreliable (:func:`kdlib.evaluate.speed.unreliable_reasons`),
+    each runner named ``<model> <runtime>``."""
+    runners = {f"{name} {RUNTIME_NAMES[runtime]}": timing
+               for name, runtimes in deployment["models"].items() for runtime, timing in runtimes.items()}
+    return speed.unreliable_reasons(runners, deployment.get("machine"))
+
+
+TEXT = ("model", "runtime", "warning")
 DECIMALS = {"vs fp32": 2, "latency b1 (ms)": 2, "throughput b32 (ex/s)": 0, "x teacher b1": 2,
             "x teacher b32": 2, "x eager teacher b1": 2}
 
@@ -90,7 +126,7 @@ DECIMALS = {"vs fp32": 2, "latency b1 (ms)": 2, "throughput b32 (ex/s)": 0, "x t
 def markdown(task: str, frame: pd.DataFrame, deployment: dict) -> str:
     """The deployment table of ``task`` as a Markdown page, with how it was measured."""
     def cell(column, value):
-        if column in ("model", "runtime"):
+        if column in TEXT:
             return value
         if value is None or value != value:
             return ""
@@ -98,8 +134,14 @@ def markdown(task: str, frame: pd.DataFrame, deployment: dict) -> str:
 
     cells = pd.DataFrame({c: [cell(c, v) for v in frame[c].tolist()] for c in frame.columns})
     v = deployment["versions"]
-    return (f"# {task}: deployment\n\n"
-            + markdown_cells(cells, [c for c in frame.columns if c not in ("model", "runtime")])
+    reasons = unreliable_reasons(deployment)
+    warned = "" if not reasons else (
+        "**Warning: the figures named in `warning` are unreliable, and so is every speed-up computed "
+        f"from them: {'; '.join(reasons)}. Measure again on a quiet machine (`snakemake --cores 4 "
+        "--forcerun measure_deployment deploy`) before quoting them.**\n\n")
+    machine = speed.machine_words(deployment.get("machine"))
+    return (f"# {task}: deployment\n\n{warned}"
+            + markdown_cells(cells, [c for c in frame.columns if c not in TEXT])
             + f"\nEvery model exported to ONNX (`results/{task}/export/<model>/onnx/`) and run by "
             f"onnxruntime {v['onnxruntime']} on the CPU with {deployment['threads']} threads, in fp32 and "
             "with int8 weights (dynamic quantisation); the teacher also in eager PyTorch "
@@ -107,7 +149,10 @@ def markdown(task: str, frame: pd.DataFrame, deployment: dict) -> str:
             "side in one process, taking turns input by input: latency over "
             f"{deployment['latency_examples']} dev examples at batch 1, throughput over "
             f"{deployment['throughput_examples']} of the {deployment['dev_examples']} dev examples "
-            "at batch 32, medians of {deployment['rounds']} "
+            f"at batch 32, medians of {deployment['rounds']} "
             "rounds. `x teacher` compares with the teacher in the same runtime. Dev scores are each "
-            "runtime's own, on the whole dev split.\n")
+            "runtime's own, on the whole dev split. `warning` names the figures whose rounds disagree "
+            f"by more than {100 * speed.SPREAD_BOUND:.0f}% ((max - min) / median), or every figure when "
+            f"other processes used more than {100 * speed.BUSY_BOUND:.0f}% of the CPUs' time while the "
+            f"rounds ran. {machine}".rstrip() + "\n")
 
