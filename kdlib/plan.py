@@ -463,14 +463,29 @@ class Plan:
                              "phases": [{"epochs": p["epochs"], "batch_size": p["batch_size"]} for p in phases]})
         return f"--match-steps {shlex.quote(json.dumps(students, sort_keys=True))}" if students else ""
 
+    def distill_spec(self, run: str, task: str) -> dict:
+        """What the distill stage gets: the run's :func:`student_spec`, and for a BERT student that
+        does not run the teacher, the teacher's widths it follows (``teacher_widths``, with the
+        vocabulary of its own tokenizer where it has one). They come from the teacher's config,
+        known before the teacher trains, so retraining the teacher (more epochs) does not retrain
+        a baseline that learns nothing from it; a change of the widths does (a param)."""
+        spec = student_spec(self.config, run, task)
+        if spec["architecture"]["model"] == "bert" and not self.recipe(run).needs_teacher:
+            shape = self.teacher_shape(task)[0]
+            widths = {k: shape[k] for k in recipes.TEACHER_WIDTHS if k in shape}
+            own = self.student_tokenizer_file(run)
+            if own is not None and self.digest(own) != self.digest(self.teacher_tokenizer_file(task)):
+                widths["vocab_size"] = families.tokenizer_size(own)
+            spec["teacher_widths"] = widths
+        return spec
+
     def student_settings(self, w) -> str:
         """What changes a student: a param, so changing one reruns only this student."""
-        spec = student_spec(self.config, w.student, w.task)
-        return json.dumps(kdconfig.result_settings(spec), sort_keys=True)
+        return json.dumps(kdconfig.result_settings(self.distill_spec(w.student, w.task)), sort_keys=True)
 
     def student_spec_json(self, w) -> Untracked:
         """The student's resolved settings as JSON, for the stage (untracked)."""
-        return Untracked(json.dumps(student_spec(self.config, w.student, w.task), sort_keys=True))
+        return Untracked(json.dumps(self.distill_spec(w.student, w.task), sort_keys=True))
 
     def init_inputs(self, w) -> dict:
         """What a student's initial layers come from: the fine-tuned teacher (init: teacher), or
@@ -495,7 +510,7 @@ class Plan:
         """What a student's distill job reads: its records, and what its recipe needs from the
         teacher (:meth:`kdlib.distill.recipes.Recipe.needs`, the one place that decides it)."""
         task, run = w.task, w.student
-        needs = self.recipe(run).needs(student_spec(self.config, run, task))
+        needs = self.recipe(run).needs(self.distill_spec(run, task))
         inputs = {"records": self.student_records_of(w)}
         compared = sorted({f"{self.records_dir(task, s)}/meta.json" for s in self.compared(run)})
         if compared:

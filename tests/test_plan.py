@@ -142,3 +142,17 @@ def test_a_missing_pretrained_folder_or_tokenizer_is_one_error_naming_the_key(tm
 
 def test_untracked_formats_as_its_value():
     assert str(plan.Untracked(3)) == "3" and f"{plan.Untracked('a b')}" == "a b"
+
+
+def test_a_bert_student_that_does_not_run_the_teacher_follows_its_widths_without_its_folder(default):
+    from kdlib.distill import recipes
+    from kdlib.models.pretrained import read_pretrained_config
+    pretrained = read_pretrained_config(default.teacher_dir)
+    for student in ("bert_small_nokd", "kd"):
+        spec = default.distill_spec(student, "tweets")
+        assert spec["teacher_widths"]["hidden_size"] == pretrained["hidden_size"]
+        assert recipes.student_config(spec, spec["teacher_widths"], 2) == recipes.student_config(spec, pretrained, 2)
+        assert "teacher" not in default.distill_inputs(W(task="tweets", student=student))
+    assert "teacher_widths" not in default.distill_spec("tinybert", "tweets")   # it runs the teacher
+    assert "teacher_widths" not in default.distill_spec("lstm_nokd", "tweets")
+

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("snakemake")
 
 from tinydata import write_tickets  # noqa: E402
-from workflows import BERT_STUDENT, copy_workflow, planned, snakemake, write_config  # noqa: E402
+from workflows import BERT_STUDENT, copy_workflow, override, planned, snakemake, write_config  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def test_a_hostile_or_spaced_path_in_the_config_reaches_the_shell_as_one_quoted_
     assert not list(work.rglob("PWNED*")) and not list(tmp_path.rglob("PWNED*"))
 
 
-def test_a_model_that_a_failed_rerun_removed_is_trained_again(tmp_path):
+def test_a_removed_model_is_trained_again_and_a_longer_trained_teacher_retrains_no_baseline(tmp_path):
     """A complete run, then the student's weights gone (a rerun killed after Snakemake removed its
     incomplete outputs): the default target trains it again and remakes what was made from it,
     though its eval JSON and the report still exist."""
@@ -48,9 +48,14 @@ def test_a_model_that_a_failed_rerun_removed_is_trained_again(tmp_path):
     write_config(work, tasks=["tickets"], custom_tasks={
         "tickets": {"train": "train.csv", "dev": "dev.csv", "text_a": "body", "label": "category"}},
         teacher={"train": {"epochs": 1}}, students_train={"epochs": 1},
-        students={"kd": {"algorithm": "kd", "architecture": BERT_STUDENT}})
+        students={"kd": {"algorithm": "kd", "architecture": BERT_STUDENT},
+                  "base": {"algorithm": "none", "architecture": BERT_STUDENT}})
     snakemake(work)
     assert planned(work) == {}
+    # a teacher trained longer retrains the student it teaches, not the baseline, which follows
+    # only its widths (known before it trains)
+    longer = override(work, "longer", {"teacher": {"train": {"epochs": 2}}})
+    assert planned(work, *longer).get("distill") == 1
     (work / "results/tickets/kd/model.safetensors").unlink()
     again = planned(work)
     assert again.get("distill") == 1 and again.get("evaluate_student") == 1 and again.get("report") == 1, again

@@ -50,6 +50,12 @@ def read_spec(args) -> dict:
     for key, definition in (("architecture", "architecture"), ("hyperparameters", "hyperparameters"),
                             ("train", "train"), ("first_phase_train", "train")):
         spec[key] = config.validate_section(spec.get(key, {}), definition, f"--spec.{key}")
+    widths = spec.get("teacher_widths")
+    if widths is not None and not (
+            isinstance(widths, dict) and {"hidden_size", "num_attention_heads", "vocab_size"} <= widths.keys()
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in widths.values())):
+        raise ConfigError("--spec.teacher_widths must map the teacher's config fields (hidden_size, "
+                          "num_attention_heads, vocab_size, ...) to numbers")
     return spec
 
 

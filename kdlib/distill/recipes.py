@@ -80,6 +80,13 @@ class Context:
 
 # ---- architecture ------------------------------------------------------------------------------
 
+# The teacher config's fields a BERT student's config follows (student_config): those it copies,
+# and the widths it takes where its architecture leaves them unset.
+COPIED_FROM_TEACHER = ("vocab_size", "max_position_embeddings", "type_vocab_size", "layer_norm_eps",
+                       "hidden_dropout_prob", "attention_probs_dropout_prob")
+TEACHER_WIDTHS = COPIED_FROM_TEACHER + ("hidden_size", "num_attention_heads", "intermediate_size")
+
+
 def student_config(spec: dict, teacher: dict, num_labels: int, vocab_size: int | None = None):
     """BertConfig or LstmConfig of a student from its ``architecture`` and the teacher's config."""
     arch = spec["architecture"]
@@ -92,9 +99,7 @@ def student_config(spec: dict, teacher: dict, num_labels: int, vocab_size: int |
     intermediate = arch["intermediate"] or (teacher.get("intermediate_size") if arch["hidden"] is None
                                             else None) or 4 * hidden
     return BertConfig.from_dict({
-        **{k: teacher[k] for k in ("vocab_size", "max_position_embeddings", "type_vocab_size",
-                                   "layer_norm_eps", "hidden_dropout_prob",
-                                   "attention_probs_dropout_prob") if k in teacher},
+        **{k: teacher[k] for k in COPIED_FROM_TEACHER if k in teacher},
         "hidden_size": hidden, "num_hidden_layers": arch["layers"],
         "num_attention_heads": arch["heads"] or teacher["num_attention_heads"],
         "intermediate_size": intermediate, "num_labels": num_labels})
@@ -123,9 +128,12 @@ class Recipe:
         """What a student's job reads besides its records, the one place that says it (the rules
         and :func:`kdlib.distill.student.distill` both ask): the cached teacher ``logits``; the
         fine-tuned ``teacher`` folder (the live teacher, or the widths a BERT student follows);
-        its ``init`` layers exported from the teacher or the pretrained folder."""
+        its ``init`` layers exported from the teacher or the pretrained folder. A BERT student whose
+        spec carries the ``teacher_widths`` (:meth:`kdlib.plan.Plan.distill_spec`) needs no
+        teacher folder for them."""
         arch = spec["architecture"]
-        return {"logits": self.needs_logits, "teacher": self.needs_teacher or arch["model"] == "bert",
+        widths = arch["model"] == "bert" and "teacher_widths" not in spec
+        return {"logits": self.needs_logits, "teacher": self.needs_teacher or widths,
                 "init": arch["init"] != "random"}
 
     def default_layers(self, n_student: int, n_teacher: int) -> list[int]:
@@ -169,12 +177,14 @@ class Recipe:
             model, _ = load_checkpoint(ctx.B, ctx.init_dir)
             model.train()
             return model
-        teacher = read_checkpoint_config(ctx.teacher_dir)
-        # a teacher of another family: the BERT widths and vocabulary it stands for (its import)
-        teacher = teacher.get("student_shape", teacher)
-        own = records_tokenizer(ctx.records)         # architecture.tokenizer: not the teacher's
-        if file_digest(own) != file_digest(folder_tokenizer(ctx.teacher_dir) or own):
-            teacher = {**teacher, "vocab_size": tokenizer_size(own)}
+        teacher = spec.get("teacher_widths")
+        if teacher is None:                          # read from the fine-tuned teacher's folder
+            teacher = read_checkpoint_config(ctx.teacher_dir)
+            # a teacher of another family: the BERT widths and vocabulary it stands for (its import)
+            teacher = teacher.get("student_shape", teacher)
+            own = records_tokenizer(ctx.records)     # architecture.tokenizer: not the teacher's
+            if file_digest(own) != file_digest(folder_tokenizer(ctx.teacher_dir) or own):
+                teacher = {**teacher, "vocab_size": tokenizer_size(own)}
         return build_bert(ctx.B, student_config(spec, teacher, ctx.task.num_labels))
 
     def phases(self, ctx: Context, spec: dict, student, cfgs: list) -> list[Phase]:
