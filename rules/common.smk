@@ -85,6 +85,11 @@ RUNTIME = f"--backend {BACKEND} --device {config['device']} --precision {PRECISI
 # one-line summary, or on failure the stage's `error: ...` line) is shown on the console.
 LOG_TAIL = " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
 
+
+def logged(command):
+    """A rule's shell command with LOG_TAIL at its end."""
+    return command + LOG_TAIL
+
 try:
     PLAN = kdlib.plan.Plan(config, backend=BACKEND, precision=PRECISION, train_python=TRAIN_PYTHON,
                            data_python=DATA_PYTHON, job_threads=JOB_THREADS)
@@ -101,10 +106,10 @@ wildcard_constraints:
 
 # The teacher-logit cache of a record folder (cache_teacher_logits, cache_transfer_logits); with
 # teacher.ensemble, --members names the other teachers and their records.
-CACHE_LOGITS_SHELL = (
+CACHE_LOGITS_SHELL = logged(
     "{params.python} -m workflow_scripts.cache_teacher_logits --task {wildcards.task}"
     " --teacher results/{wildcards.task}/teacher --records {params.records} {params.members} --out {output}"
-    " --eval-batch-size {params.eval_batch_size} {params.runtime} --threads {threads}" + LOG_TAIL)
+    " --eval-batch-size {params.eval_batch_size} {params.runtime} --threads {threads}")
 
 
 def predict_input(wildcards):

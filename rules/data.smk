@@ -1,6 +1,6 @@
 # Data stages: GLUE download or the built-in corpus, then OFRecord conversion.
 #
-# Every rule ends its command with LOG_TAIL (rules/common.smk): the stage's output goes to its log,
+# Every rule's command is logged(...) (rules/common.smk, LOG_TAIL): the stage's output goes to its log,
 # and its last line (its summary, or on failure its `error: ...` line) is shown on the console.
 #
 # How the download rules fetch (from where, how patiently) does not change what they fetch, so
@@ -25,10 +25,10 @@ rule download_glue:
     resources:
         downloads=1,
     shell:
-        "{params.python} -m workflow_scripts.download_glue --task {params.task}"
-        " --out-root data/download --hand-root data/glue"
-        " --url {params.url:q} --mrpc-url {params.mrpc_url:q} --timeout {params.timeout}"
-        " --retries {params.retries}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.download_glue --task {params.task}"
+               " --out-root data/download --hand-root data/glue"
+               " --url {params.url:q} --mrpc-url {params.mrpc_url:q} --timeout {params.timeout}"
+               " --retries {params.retries}")
 
 
 rule download_glue_mnli:
@@ -48,10 +48,10 @@ rule download_glue_mnli:
     resources:
         downloads=1,
     shell:
-        "{params.python} -m workflow_scripts.download_glue --task mnli"
-        " --out-root data/download --hand-root data/glue"
-        " --url {params.url:q} --mrpc-url {params.mrpc_url:q} --timeout {params.timeout}"
-        " --retries {params.retries}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.download_glue --task mnli"
+               " --out-root data/download --hand-root data/glue"
+               " --url {params.url:q} --mrpc-url {params.mrpc_url:q} --timeout {params.timeout}"
+               " --retries {params.retries}")
 
 
 rule prepare_builtin:
@@ -69,10 +69,10 @@ rule prepare_builtin:
         "logs/{builtin}/prepare_builtin.log",
     threads: 1
     shell:
-        "{params.python} -m workflow_scripts.prepare_builtin --task {wildcards.builtin}"
-        " --out-dir data/glue/{wildcards.builtin}"
-        " --dev-fraction {params.dev_fraction} --max-train {params.max_train}"
-        " --seed {params.seed} --validation {params.validation}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.prepare_builtin --task {wildcards.builtin}"
+               " --out-dir data/glue/{wildcards.builtin}"
+               " --dev-fraction {params.dev_fraction} --max-train {params.max_train}"
+               " --seed {params.seed} --validation {params.validation}")
 
 
 rule ofrecord_bert:
@@ -93,10 +93,10 @@ rule ofrecord_bert:
         "benchmarks/{task}/ofrecord_bert{seq}.tsv"
     threads: 2
     shell:
-        "{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task} {params.custom}"
-        " --glue-root {params.glue_root:q} {params.validation}"
-        " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq}"
-        " --tokenizer {input.tokenizer:q} --max-length {wildcards.seq}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task} {params.custom}"
+               " --glue-root {params.glue_root:q} {params.validation}"
+               " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq}"
+               " --tokenizer {input.tokenizer:q} --max-length {wildcards.seq}")
 
 
 rule ofrecord_tokenized:
@@ -115,10 +115,10 @@ rule ofrecord_tokenized:
         "logs/{task}/ofrecord_bert{seq}-tok_{digest}.log",
     threads: 1
     shell:
-        "{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task} {params.custom}"
-        " --glue-root {params.glue_root:q} {params.validation}"
-        " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq}-tok_{wildcards.digest}"
-        " --tokenizer {input.tokenizer:q} --max-length {wildcards.seq}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.ofrecord_bert --task {wildcards.task} {params.custom}"
+               " --glue-root {params.glue_root:q} {params.validation}"
+               " --out-dir data/ofrecord/{wildcards.task}/bert{wildcards.seq}-tok_{wildcards.digest}"
+               " --tokenizer {input.tokenizer:q} --max-length {wildcards.seq}")
 
 
 rule ofrecord_lstm:
@@ -140,7 +140,7 @@ rule ofrecord_lstm:
         "benchmarks/{task}/ofrecord_lstm{seq}.tsv"
     threads: 1
     shell:
-        "{params.python} -m workflow_scripts.ofrecord_lstm --task {wildcards.task} {params.custom}"
-        " --glue-root {params.glue_root:q} {params.validation}"
-        " --out-dir data/ofrecord/{wildcards.task}/lstm{wildcards.seq}"
-        " --max-length {wildcards.seq} --vocab-size {params.vocab_size}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.ofrecord_lstm --task {wildcards.task} {params.custom}"
+               " --glue-root {params.glue_root:q} {params.validation}"
+               " --out-dir data/ofrecord/{wildcards.task}/lstm{wildcards.seq}"
+               " --max-length {wildcards.seq} --vocab-size {params.vocab_size}")

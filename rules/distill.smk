@@ -40,8 +40,8 @@ rule export_teacher_layers:
         "logs/{task}/export_teacher_layers_{student}.log",
     threads: 1
     shell:
-        "{params.python} -m workflow_scripts.export_teacher_layers {params.source} --layers {params.layers}"
-        " --out results/{wildcards.task}/init/{wildcards.student}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.export_teacher_layers {params.source} --layers {params.layers}"
+               " --out results/{wildcards.task}/init/{wildcards.student}")
 
 
 rule distill:
@@ -72,10 +72,10 @@ rule distill:
         gpu=config["processes"],
         mem_mb=8000,
     shell:
-        "{params.python} -m workflow_scripts.distill --task {wildcards.task}"
-        " --student {wildcards.student} --spec {params.spec:q} --records {params.records}"
-        " {params.sources} {params.match} --out results/{wildcards.task}/{wildcards.student}"
-        " --work work/{wildcards.task}/{wildcards.student} --selection {params.selection}"
-        " --compile {params.compile}"
-        " --eval-batch-size {params.eval_batch_size}"
-        " {params.runtime} --threads {threads}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.distill --task {wildcards.task}"
+               " --student {wildcards.student} --spec {params.spec:q} --records {params.records}"
+               " {params.sources} {params.match} --out results/{wildcards.task}/{wildcards.student}"
+               " --work work/{wildcards.task}/{wildcards.student} --selection {params.selection}"
+               " --compile {params.compile}"
+               " --eval-batch-size {params.eval_batch_size}"
+               " {params.runtime} --threads {threads}")

@@ -26,11 +26,11 @@ if not ENSEMBLE:
         resources:
             gpu=1,
         shell:
-            "{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task} --name teacher"
-            " --model results/{wildcards.task}/teacher --records {params.records} --out {output.json}"
-            " --predictions {output.predictions} --eval-batch-size {params.eval_batch_size}"
-            " {params.runtime}"
-            " --threads {threads}" + LOG_TAIL
+            logged("{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task} --name teacher"
+                   " --model results/{wildcards.task}/teacher --records {params.records} --out {output.json}"
+                   " --predictions {output.predictions} --eval-batch-size {params.eval_batch_size}"
+                   " {params.runtime}"
+                   " --threads {threads}")
 
 else:
 
@@ -54,11 +54,11 @@ else:
         resources:
             gpu=1,
         shell:
-            "{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task}"
-            " --name teacher_{wildcards.member} --model {params.folder} --records {params.records}"
-            " --out {output.json} --predictions {output.predictions} --eval-batch-size {params.eval_batch_size}"
-            " {params.runtime}"
-            " --threads {threads}" + LOG_TAIL
+            logged("{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task}"
+                   " --name teacher_{wildcards.member} --model {params.folder} --records {params.records}"
+                   " --out {output.json} --predictions {output.predictions} --eval-batch-size {params.eval_batch_size}"
+                   " {params.runtime}"
+                   " --threads {threads}")
 
     rule evaluate_ensemble:
         input:
@@ -75,9 +75,9 @@ else:
             "logs/{task}/evaluate_ensemble.log",
         threads: 1
         shell:
-            "{params.python} -m workflow_scripts.evaluate_ensemble --task {wildcards.task}"
-            " --records {params.records} --members {input.members} --member-predictions {input.predictions}"
-            " --out {output.json} --predictions {output.predictions}" + LOG_TAIL
+            logged("{params.python} -m workflow_scripts.evaluate_ensemble --task {wildcards.task}"
+                   " --records {params.records} --members {input.members} --member-predictions {input.predictions}"
+                   " --out {output.json} --predictions {output.predictions}")
 
 
 rule evaluate_student:
@@ -101,12 +101,12 @@ rule evaluate_student:
     resources:
         gpu=1,
     shell:
-        "{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task}"
-        " --name {wildcards.student} --model results/{wildcards.task}/{wildcards.student}"
-        " --records {params.records} --reference {input.reference} --out {output.json}"
-        " --predictions {output.predictions} --eval-batch-size {params.eval_batch_size}"
-        " {params.runtime}"
-        " --threads {threads}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.evaluate_model --task {wildcards.task}"
+               " --name {wildcards.student} --model results/{wildcards.task}/{wildcards.student}"
+               " --records {params.records} --reference {input.reference} --out {output.json}"
+               " --predictions {output.predictions} --eval-batch-size {params.eval_batch_size}"
+               " {params.runtime}"
+               " --threads {threads}")
 
 
 rule measure_speed:
@@ -133,9 +133,9 @@ rule measure_speed:
     resources:
         gpu=1,
     shell:
-        "{params.python} -m workflow_scripts.measure_speed --task {wildcards.task}"
-        " --models {params.models} --records {params.records} {params.ensemble} --rounds {params.rounds}"
-        " --latency-examples {params.latency_examples}"
-        " --throughput-examples {params.throughput_examples} --out {output}"
-        " --eval-batch-size {params.eval_batch_size} {params.runtime}"
-        " --threads {threads}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.measure_speed --task {wildcards.task}"
+               " --models {params.models} --records {params.records} {params.ensemble} --rounds {params.rounds}"
+               " --latency-examples {params.latency_examples}"
+               " --throughput-examples {params.throughput_examples} --out {output}"
+               " --eval-batch-size {params.eval_batch_size} {params.runtime}"
+               " --threads {threads}")

@@ -19,10 +19,10 @@ rule model_card:
         "logs/{task}/model_card_{model}.log",
     threads: 1
     shell:
-        "{params.python} -m workflow_scripts.model_card --task {wildcards.task}"
-        " --model results/{wildcards.task}/{wildcards.model} --eval {input.eval}"
-        " --teacher-eval {input.teacher_eval} --speed {input.speed} --transfer '{params.transfer}'"
-        " --out {output}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.model_card --task {wildcards.task}"
+               " --model results/{wildcards.task}/{wildcards.model} --eval {input.eval}"
+               " --teacher-eval {input.teacher_eval} --speed {input.speed} --transfer '{params.transfer}'"
+               " --out {output}")
 
 
 rule predict:
@@ -41,8 +41,8 @@ rule predict:
     resources:
         gpu=1,
     shell:
-        "{params.python} -m kdlib.predict results/{wildcards.task}/{wildcards.model} {input.texts:q}"
-        " --out {output} --batch-size {params.batch_size} {params.runtime} --threads {threads}" + LOG_TAIL
+        logged("{params.python} -m kdlib.predict results/{wildcards.task}/{wildcards.model} {input.texts:q}"
+               " --out {output} --batch-size {params.batch_size} {params.runtime} --threads {threads}")
 
 
 rule export_hf:
@@ -60,8 +60,8 @@ rule export_hf:
         "logs/{task}/export_hf_{model}.log",
     threads: 1
     shell:
-        "{params.python} -m workflow_scripts.export_hf --task {wildcards.task}"
-        " --model results/{wildcards.task}/{wildcards.model} --out results/{wildcards.task}/export/{wildcards.model}/hf" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.export_hf --task {wildcards.task}"
+               " --model results/{wildcards.task}/{wildcards.model} --out results/{wildcards.task}/export/{wildcards.model}/hf")
 
 
 rule export_onnx:
@@ -84,9 +84,9 @@ rule export_onnx:
     resources:
         mem_mb=8000,
     shell:
-        "{params.python} -m workflow_scripts.export_onnx --task {wildcards.task}"
-        " --model results/{wildcards.task}/{wildcards.model} --records {params.records}"
-        " --out results/{wildcards.task}/export/{wildcards.model}/onnx --threads {threads}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.export_onnx --task {wildcards.task}"
+               " --model results/{wildcards.task}/{wildcards.model} --records {params.records}"
+               " --out results/{wildcards.task}/export/{wildcards.model}/onnx --threads {threads}")
 
 
 rule measure_deployment:
@@ -111,12 +111,12 @@ rule measure_deployment:
         "benchmarks/{task}/measure_deployment.tsv"
     threads: COMPUTE_THREADS
     shell:
-        "{params.python} -m workflow_scripts.measure_deployment --task {wildcards.task}"
-        " --teacher results/{wildcards.task}/teacher --exports {params.exports}"
-        " --records {params.records} --rounds {params.rounds}"
-        " --latency-examples {params.latency_examples}"
-        " --throughput-examples {params.throughput_examples} --threads {threads}"
-        " --json {output.json} --md {output.md} --csv {output.csv}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.measure_deployment --task {wildcards.task}"
+               " --teacher results/{wildcards.task}/teacher --exports {params.exports}"
+               " --records {params.records} --rounds {params.rounds}"
+               " --latency-examples {params.latency_examples}"
+               " --throughput-examples {params.throughput_examples} --threads {threads}"
+               " --json {output.json} --md {output.md} --csv {output.csv}")
 
 
 rule deploy:

@@ -70,10 +70,10 @@ rule report:
         "logs/{task}/report.log",
     threads: 1
     shell:
-        "{params.python} -m workflow_scripts.report --task {wildcards.task} --records {params.records}"
-        " --teacher {input.teacher}"
-        " --students {input.students:q} --predictions {input.predictions:q} --logs {input.logs:q}"
-        " --members {input.members:q} --member-predictions {input.member_predictions:q}"
-        " --speed {input.speed} --baselines {params.baselines:q}"
-        " --md {output.md} --csv {output.csv} --html {output.html} --png {output.png}"
-        " --curves {output.curves}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.report --task {wildcards.task} --records {params.records}"
+               " --teacher {input.teacher}"
+               " --students {input.students:q} --predictions {input.predictions:q} --logs {input.logs:q}"
+               " --members {input.members:q} --member-predictions {input.member_predictions:q}"
+               " --speed {input.speed} --baselines {params.baselines:q}"
+               " --md {output.md} --csv {output.csv} --html {output.html} --png {output.png}"
+               " --curves {output.curves}")

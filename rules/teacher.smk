@@ -33,13 +33,13 @@ rule finetune_teacher:
         gpu=config["processes"],
         mem_mb=8000,
     shell:
-        "{params.python} -m workflow_scripts.finetune_teacher --task {wildcards.task}"
-        " --records {params.records} --pretrained {params.pretrained:q}"
-        " --out results/{wildcards.task}/teacher --work work/{wildcards.task}/teacher"
-        " --spec {params.spec:q} --selection {params.selection} --compile {params.compile}"
-        " --eval-batch-size {params.eval_batch_size}"
-        " {params.runtime}"
-        " --threads {threads}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.finetune_teacher --task {wildcards.task}"
+               " --records {params.records} --pretrained {params.pretrained:q}"
+               " --out results/{wildcards.task}/teacher --work work/{wildcards.task}/teacher"
+               " --spec {params.spec:q} --selection {params.selection} --compile {params.compile}"
+               " --eval-batch-size {params.eval_batch_size}"
+               " {params.runtime}"
+               " --threads {threads}")
 
 
 rule import_teacher:
@@ -66,11 +66,11 @@ rule import_teacher:
     resources:
         gpu=1,
     shell:
-        "{params.python} -m workflow_scripts.import_teacher --task {wildcards.task}"
-        " --finetuned {params.folder:q} --records {params.records} --label-map {params.label_map:q}"
-        " --out results/{wildcards.task}/teacher --eval-batch-size {params.eval_batch_size}"
-        " {params.runtime}"
-        " --threads {threads}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.import_teacher --task {wildcards.task}"
+               " --finetuned {params.folder:q} --records {params.records} --label-map {params.label_map:q}"
+               " --out results/{wildcards.task}/teacher --eval-batch-size {params.eval_batch_size}"
+               " {params.runtime}"
+               " --threads {threads}")
 
 
 rule import_member:
@@ -94,8 +94,8 @@ rule import_member:
     resources:
         gpu=1,
     shell:
-        "{params.python} -m workflow_scripts.import_teacher --task {wildcards.task}"
-        " --finetuned {params.folder:q} --records {params.records} --label-map {params.label_map:q}"
-        " --out results/{wildcards.task}/teacher_{wildcards.member} --eval-batch-size {params.eval_batch_size}"
-        " {params.runtime}"
-        " --threads {threads}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.import_teacher --task {wildcards.task}"
+               " --finetuned {params.folder:q} --records {params.records} --label-map {params.label_map:q}"
+               " --out results/{wildcards.task}/teacher_{wildcards.member} --eval-batch-size {params.eval_batch_size}"
+               " {params.runtime}"
+               " --threads {threads}")

@@ -22,10 +22,10 @@ rule transfer_set:
         "benchmarks/{task}/transfer_set_{transfer}.tsv"
     threads: PLAN.transfer_threads
     shell:
-        "{params.python} -m workflow_scripts.transfer_set --task {wildcards.task} {params.custom}"
-        " --glue-root {params.glue_root:q} {params.validation} --name {wildcards.transfer} --definition {params.definition:q}"
-        " {params.model} --threads {threads}"
-        " --out {output}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.transfer_set --task {wildcards.task} {params.custom}"
+               " --glue-root {params.glue_root:q} {params.validation} --name {wildcards.transfer} --definition {params.definition:q}"
+               " {params.model} --threads {threads}"
+               " --out {output}")
 
 
 rule ofrecord_transfer:
@@ -44,10 +44,10 @@ rule ofrecord_transfer:
         "benchmarks/{task}/ofrecord_{records}+{transfer}.tsv"
     threads: 1
     shell:
-        "{params.python} -m workflow_scripts.ofrecord_transfer --task {wildcards.task}"
-        " --records data/ofrecord/{wildcards.task}/{wildcards.records}"
-        " --transfer {input.tsv} --name {wildcards.transfer} --seed {params.seed}"
-        " --out-dir data/ofrecord/{wildcards.task}/{wildcards.records}+{wildcards.transfer}" + LOG_TAIL
+        logged("{params.python} -m workflow_scripts.ofrecord_transfer --task {wildcards.task}"
+               " --records data/ofrecord/{wildcards.task}/{wildcards.records}"
+               " --transfer {input.tsv} --name {wildcards.transfer} --seed {params.seed}"
+               " --out-dir data/ofrecord/{wildcards.task}/{wildcards.records}+{wildcards.transfer}")
 
 
 rule cache_transfer_logits:
