@@ -78,9 +78,6 @@ def launcher(wildcards):
             " --master_port $((20000 + RANDOM % 20000))")
 
 
-# The --backend, --device and --precision of a training or evaluation stage: a param, so a change
-# reruns it (a stage that runs a transformers teacher: PLAN.teacher_runtime).
-RUNTIME = f"--backend {BACKEND} --device {config['device']} --precision {PRECISION}"
 # The end of every rule's command: the stage's output goes to its log, and its last line (the
 # one-line summary, or on failure the stage's `error: ...` line) is shown on the console.
 LOG_TAIL = " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}; tail -n 1 {log}"
@@ -96,6 +93,9 @@ try:
 except kdlib.errors.KdflowError as exc:
     raise WorkflowError(str(exc))
 TEACHER_DIR = PLAN.teacher_dir
+# The --backend, --device and --precision of a training or evaluation stage: a param, so a change
+# reruns it (a stage that runs a transformers teacher: PLAN.teacher_runtime).
+RUNTIME = PLAN.runtime_args()
 STUDENTS, RUNS, MODELS = PLAN.students, PLAN.runs, PLAN.models
 ENSEMBLE, MEMBERS = PLAN.ensemble, PLAN.members
 
