@@ -63,16 +63,22 @@ SPREAD_BOUND = 0.25
 # busy on a machine that is quiet now.
 BUSY_BOUND = 0.10
 
-# Environment settings that keep idle worker threads from spin-waiting for work. Spinning threads of
-# one runner take the CPU from the runner timed next, and under load a spinning thread waits for a
-# peer that is descheduled: the eager teacher measured 591 ms a text with a busy loop on both cores
-# against 10.8 ms quiet. Each library reads them once, when it is loaded.
+# Environment settings that bound how long idle worker threads spin-wait for work. Spinning threads
+# of one runner take the CPU from the runner timed next, and under load a spinning thread waits for
+# a peer that is descheduled: the eager teacher measured 591 ms a text with a busy loop on both
+# cores against 10.8 ms quiet. Not spinning at all costs more than it saves: with
+# OMP_WAIT_POLICY=PASSIVE every operator wakes its sleeping peers, and the quiet default's eager
+# teacher took 12.2 ms a text at batch 1 against 4.7 ms, a BiLSTM 5.7 ms against 1.25 ms; a spin of
+# 10,000 iterations took 5.1 ms and 1.5 ms (BENCHMARKS.md, "Measurements that know when they are
+# unreliable"). Each library reads them once, when it is loaded.
 NO_SPIN = {
     # GNU OpenMP (libgomp, which torch's wheels ship; their intra-op pool, MKL and oneDNN run on it):
-    # a waiting thread sleeps at once instead of spinning 300,000 times first
-    "OMP_WAIT_POLICY": "PASSIVE",
-    # Intel and LLVM OpenMP (builds of torch that ship libiomp5 or libomp): no spinning after a region
-    "KMP_BLOCKTIME": "0",
+    # a waiting thread spins 10,000 times, not 300,000 (or without end under OMP_WAIT_POLICY=ACTIVE,
+    # which no_spin_waiting removes), then sleeps
+    "GOMP_SPINCOUNT": "10000",
+    # Intel and LLVM OpenMP (builds of torch that ship libiomp5 or libomp): spin 1 ms after a
+    # region, not 200 (not measured here: this machine's wheel ships libgomp)
+    "KMP_BLOCKTIME": "1",
     # OpenBLAS's own threads (OneFlow 0.9 links it in): sleep after 2^4 cycles, its least, not 2^28
     "OPENBLAS_THREAD_TIMEOUT": "4",
 }
@@ -88,6 +94,7 @@ def no_spin_waiting() -> bool:
     settings when it was loaded)."""
     if any(name in sys.modules for name in SPINNING_LIBRARIES):
         return False
+    os.environ.pop("OMP_WAIT_POLICY", None)         # ACTIVE spins without end, PASSIVE never spins
     os.environ.update(NO_SPIN)
     return True
 
