@@ -336,4 +336,4 @@ def test_a_busy_machine_marks_every_deployment_figure():
     page = deploy.markdown("sst2", frame, result)
     assert "other processes used 55% of the 2 usable CPUs' time while the rounds ran" in page
     assert "the 1-minute load average was 2.00 at the start and 2.40 at the end" in page
-    assert "Idle threads of every library slept instead of spin-waiting." in page
+    assert "Idle threads of every library spun briefly, then slept (bounded spin-waiting)." in page

@@ -1,7 +1,7 @@
 """kdlib.evaluate.speed.side_by_side and the measure_speed stage: every model timed in one
 process, interleaved, on the same dev examples, with the rounds kept; bad input is one line. A
 figure whose rounds disagree, or that a busy machine measured, is flagged (from given numbers, never
-from measured ones), and the stages stop every library's threads spin-waiting before torch loads."""
+from measured ones), and the stages bound every library's spin-waiting before torch loads."""
 from __future__ import annotations
 
 import json

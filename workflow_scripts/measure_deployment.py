@@ -2,7 +2,7 @@
 by side in one process with the teacher in eager PyTorch fp32 (:func:`kdlib.export.deploy.measure`),
 and the task's deployment table (Markdown and CSV) with each export's dev scores (its check.json).
 A model is named by its export folder (``results/<task>/export/<model>/onnx``). No library's idle threads
-spin-wait (:func:`kdlib.evaluate.speed.no_spin_waiting`, before torch is imported); the table marks
+spin-wait for long (:func:`kdlib.evaluate.speed.no_spin_waiting`, before torch is imported); the table marks
 unreliable figures, and the summary line says why."""
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Latency at batch 1 over a fixed sample of distinct dev examples and throughput at batch 32 over a
 fixed sample of the dev split's batches, taking turns input by input, in the run's backend, device and precision
 (:func:`kdlib.evaluate.speed.side_by_side`). A model is named by its folder. No library's idle threads
-spin-wait (:func:`kdlib.evaluate.speed.no_spin_waiting`, before the tensor library is imported); the
+spin-wait for long (:func:`kdlib.evaluate.speed.no_spin_waiting`, before the tensor library is imported); the
 JSON says when figures are unreliable, and so does the summary line.
 """
 from __future__ import annotations

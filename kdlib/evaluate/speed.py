@@ -25,7 +25,8 @@ A figure knows when it is unreliable (:func:`unreliable_figures`): when its roun
 than :data:`SPREAD_BOUND`, or when other processes used more than :data:`BUSY_BOUND` of the CPUs
 while the rounds ran (:func:`machine_during`, which also keeps the load average at the start and
 the end). The stages that time side by side call :func:`no_spin_waiting` before any tensor library
-is imported, so that no library's idle threads spin and steal the CPU from the runner timed next.
+is imported, so that no library's idle threads spin for long and steal the CPU from the runner
+timed next (:data:`NO_SPIN`).
 """
 from __future__ import annotations
 
@@ -142,7 +143,7 @@ def machine_words(machine: dict | None) -> str:
     share = machine.get("others_cpu_share")
     others = "" if share is None else \
         f"other processes used {100 * share:.0f}% of the {machine['usable_cpus']} usable CPUs' time"
-    spin = {True: " Idle threads of every library slept instead of spin-waiting.",
+    spin = {True: " Idle threads of every library spun briefly, then slept (bounded spin-waiting).",
             False: " The tensor library kept its idle threads' default spin-waiting (it was loaded "
                    "before the stage could set it)."}.get(machine.get("no_spin_waiting"), "")
     parts = [p for p in (f"the 1-minute load average was {load}" if load else "", others) if p]
