@@ -187,6 +187,21 @@ def test_unreadable_weights_in_results_say_to_delete_the_folder_and_rerun(B, tmp
     _one_line_error(B, folder, f"{path}: {reason}", f"; delete {folder}/ and rerun to retrain it")
 
 
+def test_the_stages_that_read_a_model_folder_s_weights_give_the_same_way_out(saved_bert):
+    """Exporting a teacher's layers and the HuggingFace export read the weights without loading
+    the model: a damaged file says how to recover there too."""
+    from kdlib.distill.layers import export_layers
+    from kdlib.export.hf import hf_weights
+    from kdlib.models.bert import BertConfig
+    from kdlib.models.checkpoint import read_checkpoint_config
+    cfg = BertConfig.from_dict(read_checkpoint_config(saved_bert))
+    (saved_bert / "model.safetensors").write_bytes(b"not safetensors at all")
+    for read in (lambda: export_layers(saved_bert, [1], saved_bert.parent / "init"),
+                 lambda: hf_weights(cfg, saved_bert)):
+        with pytest.raises(DataError, match=f"; delete {saved_bert}/ and rerun to retrain it$"):
+            read()
+
+
 def test_missing_files(B, saved_bert):
     (saved_bert / "model.safetensors").unlink()
     _one_line_error(B, saved_bert, saved_bert / "model.safetensors", "not found")

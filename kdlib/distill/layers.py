@@ -23,8 +23,8 @@ from safetensors.numpy import save_file
 
 from ..errors import ConfigError
 from ..io import atomic_dir
-from ..models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, model_config_dict, read_checkpoint_config
-from ..models.weights import read_safetensors, state_dict_numpy
+from ..models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, model_config_dict, read_checkpoint_config, read_weights
+from ..models.weights import state_dict_numpy
 
 HEAD_SEED = 0       # the draw of a pretrained export's classifier (and pooler, if the folder has none)
 
@@ -68,7 +68,7 @@ def export_layers(teacher_dir: str | Path, layers: list[int], out_dir: str | Pat
     """Write a BERT checkpoint made of the teacher's ``layers`` into ``out_dir``."""
     teacher_dir = Path(teacher_dir)
     config = read_checkpoint_config(teacher_dir)
-    arrays = read_safetensors(teacher_dir / WEIGHTS_FILE)
+    arrays = read_weights(teacher_dir)
     return _write(arrays, {**config, **(extra or {}), "init": "teacher"}, layers, out_dir)
 
 

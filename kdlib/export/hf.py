@@ -29,8 +29,7 @@ from pathlib import Path
 from ..errors import ConfigError, DataError
 from ..io import atomic_dir
 from ..models.bert import INIT_STD, BertConfig
-from ..models.checkpoint import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, read_checkpoint_config
-from ..models.weights import read_safetensors
+from ..models.checkpoint import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, read_checkpoint_config, read_weights
 
 SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
                   "cls_token": "[CLS]", "mask_token": "[MASK]"}
@@ -131,9 +130,10 @@ def hf_config(cfg: BertConfig, config: dict, path: Path) -> dict:
             "kdflow": {k: config[k] for k in METADATA if k in config}}
 
 
-def hf_weights(cfg: BertConfig, path: Path) -> dict:
-    """The weights file's arrays under HF names, after checking every key and shape against ``cfg``."""
-    arrays = read_safetensors(path)
+def hf_weights(cfg: BertConfig, model_dir: Path) -> dict:
+    """The model folder's weights under HF names, after checking every key and shape against ``cfg``
+    (an unreadable file says how to recover, :func:`kdlib.models.checkpoint.read_weights`)."""
+    arrays, path = read_weights(model_dir), model_dir / WEIGHTS_FILE
     expected = bert_shapes(cfg)
     missing = sorted(set(expected) - set(arrays))
     unexpected = sorted(set(arrays) - set(expected))
@@ -206,7 +206,7 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, *, task: str | None = 
         raise DataError(f"{config_path}: a model of task {config.get('task')!r}, not {task!r}")
     max_length = record_length(cfg, config, config_path)
     hf = hf_config(cfg, config, config_path)
-    arrays = hf_weights(cfg, model_dir / WEIGHTS_FILE)
+    arrays = hf_weights(cfg, model_dir)
     if config.get("tokenizer") == "json":          # the teacher's tokenizer.json, as it is
         tok, special = read_json_tokenizer(model_dir / "tokenizer.json", max_length, cfg.vocab_size)
         settings = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length,
