@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..errors import DataError
 from ..io import folder_tokenizer, write_text
+from .custom import not_utf8
 from .ofrecord import RecordWriter, record_file
 from .task import VALIDATION, Task
 from .tasks import Skipped, glue_file
@@ -68,14 +69,12 @@ def wordpiece(vocab: str | Path, max_length: int) -> BertWordPieceTokenizer:
 
 
 def read_utf8(path: str | Path) -> str:
-    """A vocabulary file's text; bytes that are not UTF-8 are one DataError naming the file and line."""
-    data = Path(path).read_bytes()
+    """A vocabulary file's text; bytes that are not UTF-8 are one DataError naming the file and line
+    (:func:`kdlib.data.custom.not_utf8`, as for a task's files)."""
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}:{line}: bytes that are not UTF-8 (byte 0x{data[exc.start]:02x}); "
-                        "a vocabulary holds one UTF-8 token per line") from None
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{not_utf8(Path(path))}; a vocabulary holds one UTF-8 token per line") from None
 
 
 def _labels(task: Task, chunk) -> np.ndarray:
