@@ -177,7 +177,6 @@ def check_writable(folder: str | os.PathLike, what: str = "output folder") -> No
         raise DataError(f"{folder}: cannot write the {what} there ({reason})") from None
 
 
-
 def start_over(folder: str | os.PathLike) -> None:
     """Remove the model folder a stage is about to replace whole, so that a job that fails leaves
     none of the old one (Snakemake removes only the files a rule declares; a folder's tokenizer

@@ -87,6 +87,7 @@ def logged(command):
     """A rule's shell command with LOG_TAIL at its end."""
     return command + LOG_TAIL
 
+
 try:
     PLAN = kdlib.plan.Plan(config, backend=BACKEND, precision=PRECISION, train_python=TRAIN_PYTHON,
                            data_python=DATA_PYTHON, job_threads=JOB_THREADS)
