@@ -16,6 +16,7 @@ include: "rules/distill.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 include: "rules/export.smk"
+include: "rules/search.smk"
 
 
 rule all:

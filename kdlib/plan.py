@@ -27,6 +27,7 @@ from .distill.spec import check_students, student_spec, transfer_of
 from .errors import ConfigError
 from .io import file_digest, folder_tokenizer
 from .models import families, pretrained
+from .search import space
 
 # Path templates: every rule's pattern and every function here use these.
 TEACHER = "results/{task}/teacher"                        # the task's teacher, a model folder
@@ -41,7 +42,7 @@ RECORDS = "data/ofrecord/{task}"                          # a task's record fold
 HAND_ROOT = "data/glue"           # a task's files placed by hand (or prepared: the built-in tweets)
 DOWNLOAD_ROOT = "data/download"   # ... else downloaded (download_glue)
 # Names a student may not take: they are other files of results/<task>/.
-RESERVED_NAMES = ("teacher", "init", "report", "accuracy_vs_speedup", "speed", "training_curves")
+RESERVED_NAMES = ("teacher", "init", "report", "accuracy_vs_speedup", "speed", "training_curves", "search")
 
 
 class Untracked:
@@ -85,10 +86,16 @@ class Plan:
         self.transfer = config["transfer"]
         self.students = list(config["students"])
         for name in self.students:
-            if name in RESERVED_NAMES or kdconfig.SEED_SUFFIX.match(name) or re.fullmatch(r"teacher_\d+", name):
+            if name in RESERVED_NAMES or kdconfig.SEED_SUFFIX.match(name) or re.fullmatch(r"teacher_\d+", name) \
+                    or name.startswith(space.PREFIX):
                 raise ConfigError(f"students.{name}: the name is reserved (or ends like a seed run, "
-                                  "_seed<k>, or names an ensemble's teacher, teacher_<k>); choose another")
+                                  "_seed<k>, names an ensemble's teacher, teacher_<k>, or starts like a "
+                                  f"search's candidate, {space.PREFIX}); choose another")
         self.runs = [run for s in self.students for run in kdconfig.runs(config, s)]
+        # the students a run's settings are looked up in: the configured ones and every search
+        # candidate with its baseline (kdlib.search.space); only the configured ones are paired
+        # with baselines by architecture (kdconfig.compared_with reads self.config)
+        self.spec_config = {**config, "students": dict(config["students"])}
         self.ensemble = config["teacher"]["ensemble"]
         self.members = list(range(len(self.ensemble)))
         self.models = ["teacher", *self.students]       # model folders: the teacher, each student's first run
@@ -106,6 +113,12 @@ class Plan:
             self.member_config(k)
         for run in self.students:                    # every student's own tokenizer exists
             self.student_tokenizer_file(run)
+        self.search_tasks = [t for t in config["tasks"] if space.settings(config, t)]
+        self.candidates = {task: self._search_candidates(task) for task in self.search_tasks}
+        self.searched = [name for task in self.search_tasks for c in self.candidates[task][0]
+                         for name in (c.name, c.baseline)]
+        self.search_runs = [run for name in dict.fromkeys(self.searched) for run in kdconfig.runs(config, name)]
+        self.exportable_bert = [*self.bert_models, *[n for n in dict.fromkeys(self.searched) if not self.is_lstm(n)]]
 
     # ---- wildcard constraints ---------------------------------------------------------------------
     @property
@@ -115,8 +128,9 @@ class Plan:
         return {"task": _any_or_none([*TASKS, *self.custom]), "transfer": _any_or_none(self.transfer),
                 "builtin": "|".join(BUILTIN_TASKS), "glue_dir": "|".join(one_dev),
                 "seq": r"\d+", "member": r"\d+", "digest": r"[0-9a-f]{12}",
-                "records": r"(bert|lstm)\d+(-tok_[0-9a-f]{12})?", "student": _any_or_none(self.runs),
-                "model": "|".join(self.models)}
+                "records": r"(bert|lstm)\d+(-tok_[0-9a-f]{12})?",
+                "student": _any_or_none([*self.runs, *self.search_runs]),
+                "model": "|".join([*self.models, *dict.fromkeys(self.searched)])}
 
     @property
     def imported_re(self) -> str:
@@ -389,7 +403,7 @@ class Plan:
     def student_tokenizer_file(self, run: str) -> Path | None:
         """A BERT student's own tokenizer file (architecture.tokenizer), or None: the teacher's."""
         student = kdconfig.run_of(run)[0]
-        spec = self.config["students"][student].get("architecture") or {}
+        spec = self.spec_config["students"][student].get("architecture") or {}
         if not spec.get("tokenizer"):
             return None
         try:
@@ -410,17 +424,17 @@ class Plan:
     # ---- students ---------------------------------------------------------------------------------
     def recipe(self, run: str) -> recipes.Recipe:
         student = kdconfig.run_of(run)[0]
-        return recipes.get_recipe(self.config["students"][student]["algorithm"], student)
+        return recipes.get_recipe(self.spec_config["students"][student]["algorithm"], student)
 
     def is_lstm(self, run: str) -> bool:
-        return self.config["students"][kdconfig.run_of(run)[0]]["architecture"]["model"] == "bilstm"
+        return self.spec_config["students"][kdconfig.run_of(run)[0]]["architecture"]["model"] == "bilstm"
 
     def init(self, run: str) -> str:
-        return student_spec(self.config, run)["architecture"]["init"]
+        return student_spec(self.spec_config, run)["architecture"]["init"]
 
     def transfer_of(self, run: str, task: str) -> str | None:
         """The transfer set a run trains with on ``task`` (a set's ``tasks`` may leave it out)."""
-        return transfer_of(self.config, run, task)
+        return transfer_of(self.spec_config, run, task)
 
     def records_dir(self, task: str, run: str, transfer: bool = True) -> str:
         """A run's record folder: its architecture's (a BERT's of its tokenizer), or with
@@ -450,14 +464,17 @@ class Plan:
         """The distilled students a baseline run must match in steps (config ``equal_steps``)."""
         if not self.config["equal_steps"] or self.recipe(run).name != kdconfig.BASELINE_ALGORITHM:
             return []
-        return kdconfig.compared_with(self.config, kdconfig.run_of(run)[0])
+        student = kdconfig.run_of(run)[0]
+        if student.startswith(space.PREFIX):             # a candidate's baseline: that candidate's steps
+            return [student.removesuffix(space.BASELINE_SUFFIX)]
+        return kdconfig.compared_with(self.config, student)
 
     def match_steps(self, w) -> str:
         """A baseline's --match-steps: each compared student's records and its phases' epochs and
         batch sizes (a param: a change to them reruns the baseline; its records are inputs)."""
         students = []
         for student in self.compared(w.student):
-            spec = student_spec(self.config, student, w.task)
+            spec = student_spec(self.spec_config, student, w.task)
             phases = [spec[p] for p in ("first_phase_train", "train") if p in spec]
             students.append({"student": student, "records": self.records_dir(w.task, student),
                              "phases": [{"epochs": p["epochs"], "batch_size": p["batch_size"]} for p in phases]})
@@ -469,7 +486,7 @@ class Plan:
         vocabulary of its own tokenizer where it has one). They come from the teacher's config,
         known before the teacher trains, so retraining the teacher (more epochs) does not retrain
         a baseline that learns nothing from it; a change of the widths does (a param)."""
-        spec = student_spec(self.config, run, task)
+        spec = student_spec(self.spec_config, run, task)
         if spec["architecture"]["model"] == "bert" and not self.recipe(run).needs_teacher:
             shape = self.teacher_shape(task)[0]
             widths = {k: shape[k] for k in recipes.TEACHER_WIDTHS if k in shape}
@@ -503,7 +520,7 @@ class Plan:
     def student_init_layers(self, w) -> str:
         """The teacher layers copied into the student, as the export stage's --layers."""
         source = self.teacher_config if self.init(w.student) == "pretrained" else self.teacher_shape(w.task)[0]
-        layers = recipes.init_layers(student_spec(self.config, w.student), int(source["num_hidden_layers"]))
+        layers = recipes.init_layers(student_spec(self.spec_config, w.student), int(source["num_hidden_layers"]))
         return ",".join(str(t) for t in layers)
 
     def distill_inputs(self, w) -> dict:
@@ -625,3 +642,165 @@ class Plan:
 
     def deploy_record_files(self, w) -> list[str]:
         return sorted({f"{r}/meta.json" for r in self.deploy_records(w)})
+
+    # ---- the search (rules/search.smk) ------------------------------------------------------------
+    # Candidates are students (kdlib.search.space) looked up in spec_config; the feasible ones and
+    # the pick are known only once checkpoints ran, so the rules read their JSONs and hand the
+    # paths to these methods.
+    def _search_candidates(self, task: str) -> tuple[list, dict]:
+        """The task's candidates and the grid's students that are none (name -> why); each
+        candidate and its baseline join ``spec_config``."""
+        settings = space.settings(self.config, task)
+        own = "space" in (self.config["search"]["per_task"].get(task) or {})
+        space.check_recipes(self.config, settings["space"], f"search.per_task.{task}.space" if own else "search.space")
+        teacher, family = self.teacher_shape(task)
+        kept, skipped = space.candidates(self.config, task, teacher, family)
+        for c in kept:
+            self.spec_config["students"][c.name] = c.student
+            self.spec_config["students"][c.baseline] = space.baseline_student(self.config, c)
+        if not kept:
+            raise ConfigError(f"search ({task}): no student of the space can learn from the teacher: "
+                              + "; ".join(f"{n}: {why}" for n, why in list(skipped.items())[:3]))
+        return kept, skipped
+
+    def search_target(self, w) -> dict:
+        return space.settings(self.config, w.task)["target"]
+
+    def search_target_json(self, w) -> str:
+        """The target as the feasibility stage's --target (a param: a change measures again)."""
+        return json.dumps(self.search_target(w), sort_keys=True)
+
+    def search_candidates_json(self, w) -> str:
+        """Each candidate's recipe, algorithm, architecture, transfer set and record folder, and the
+        grid's students that are none, as the feasibility stage's --candidates (a param: a change of
+        the space measures again; training stays cached by name)."""
+        kept, skipped = self.candidates[w.task]
+        return json.dumps({"candidates": {c.name: {
+            "recipe": c.recipe, "records": self.records_dir(w.task, c.name, transfer=False),
+            "spec": {k: v for k, v in student_spec(self.spec_config, c.name, w.task).items()
+                     if k in ("algorithm", "architecture", "transfer")}} for c in kept},
+            "skipped": skipped}, sort_keys=True)
+
+    def feasibility_inputs(self, w) -> dict:
+        """The teacher and every candidate's record folder (the validation split is timed)."""
+        records = {self.bert_dir(w.task)} | {self.records_dir(w.task, c.name, transfer=False)
+                                             for c in self.candidates[w.task][0]}
+        return {"teacher": TEACHER_WEIGHTS.format(task=w.task),
+                "records": sorted(f"{r}/meta.json" for r in records)}
+
+    def search_onnx(self, w) -> bool:
+        return self.search_target(w)["runtime"] == "onnx_int8"
+
+    def feasibility_python(self, w) -> str:
+        """onnx_int8 runs in the workflow runtime (onnxruntime, the teacher in eager PyTorch); kdlib in
+        the teacher's runtime, as the speed stage."""
+        return self.data_python if self.search_onnx(w) else self.teacher_python(w)
+
+    def feasibility_runtime(self, w) -> str:
+        return "--backend torch --device cpu --precision fp32" if self.search_onnx(w) else self.teacher_runtime(w)
+
+    @staticmethod
+    def _read(path) -> dict:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+
+    def search_summaries(self, w, feasibility: str) -> list[str]:
+        """The training summaries of the candidates the feasibility JSON kept (trained, cached)."""
+        return [f"{MODEL.format(task=w.task, model=name)}/train_summary.json"
+                for name, c in self._read(feasibility)["candidates"].items() if c["feasible"]]
+
+    def search_pick(self, pick: str) -> tuple[str, str]:
+        """``(the pick, its baseline)`` of a search's pick.json."""
+        chosen = self._read(pick)
+        return chosen["pick"], chosen["baseline"]
+
+    def search_speed_models(self, w, pick: str) -> list[str]:
+        """The search's speed stage times the teacher, the pick and its baseline."""
+        return [TEACHER.format(task=w.task)] + [MODEL.format(task=w.task, model=m) for m in self.search_pick(pick)]
+
+    def search_speed_records(self, w, pick: str) -> list[str]:
+        return [self.bert_dir(w.task)] + [self.records_dir(w.task, m, transfer=False) for m in self.search_pick(pick)]
+
+    def search_report_inputs(self, w, pick: str) -> dict:
+        """What the search's report reads of the pick: every run of it and of its baseline (eval
+        JSONs, predictions), and what ships with it (its card, ONNX export, and HuggingFace export
+        for a BERT)."""
+        task, (chosen, baseline) = w.task, self.search_pick(pick)
+        runs = [r for m in (chosen, baseline) for r in kdconfig.runs(self.config, m)]
+        exports = [f"results/{task}/export/{chosen}/onnx/check.json"]
+        if not self.is_lstm(chosen):
+            exports.append(f"results/{task}/export/{chosen}/hf/config.json")
+        return {"evals": [f"results/{task}/{r}_eval.json" for r in runs],
+                "predictions": [f"results/{task}/{r}_predictions.npz" for r in runs],
+                "card": f"{MODEL.format(task=task, model=chosen)}/README.md", "exports": exports}
+
+    def model_speed(self, w) -> str:
+        """The speed JSON a model card quotes: a search candidate's is its search's."""
+        return f"results/{w.task}/search/speed.json" if w.model.startswith(space.PREFIX) \
+            else f"results/{w.task}/speed.json"
+
+    def search_targets(self, w) -> list[str]:
+        """``search``: every searched task's search.md (which ships the pick)."""
+        if not self.search_tasks:
+            raise ConfigError("snakemake search needs search.target in config.yaml (e.g. {metric: speedup_batch1, "
+                              "bound: 4, runtime: onnx_int8}) and search.space.recipes")
+        return [f"results/{task}/search.md" for task in self.search_tasks]
+
+
+class SearchInputs:
+    """The inputs and params of the search's rules that depend on its two checkpoints (Snakemake's
+    ``checkpoints``): the feasible candidates (search_feasibility) and the pick (search_select).
+    Asking for one before its checkpoint ran makes Snakemake run the checkpoint first."""
+
+    def __init__(self, plan: Plan, checkpoints):
+        self.plan, self.checkpoints = plan, checkpoints
+
+    def feasibility(self, w) -> str:
+        return self.checkpoints.search_feasibility.get(task=w.task).output[0]
+
+    def pick(self, w) -> str:
+        return self.checkpoints.search_select.get(task=w.task).output[0]
+
+    def feasible_summaries(self, w) -> list[str]:
+        return self.plan.search_summaries(w, self.feasibility(w))
+
+    def speed_models(self, w) -> list[str]:
+        return self.plan.search_speed_models(w, self.pick(w))
+
+    def speed_weights(self, w) -> list[str]:
+        return [f"{folder}/{WEIGHTS}" for folder in self.speed_models(w)]
+
+    def speed_records(self, w) -> list[str]:
+        return self.plan.search_speed_records(w, self.pick(w))
+
+    def speed_record_files(self, w) -> list[str]:
+        return sorted({f"{records}/meta.json" for records in self.speed_records(w)})
+
+    def exports(self, w) -> list[str]:
+        """The ONNX folders of the search's deployment table: the teacher's and the pick's."""
+        chosen = self.plan.search_pick(self.pick(w))[0]
+        return [f"results/{w.task}/export/{m}/onnx" for m in ("teacher", chosen)]
+
+    def export_checks(self, w) -> list[str]:
+        return [f"{folder}/check.json" for folder in self.exports(w)]
+
+    def export_records(self, w) -> list[str]:
+        return self.speed_records(w)[:2]
+
+    def evals(self, w) -> list[str]:
+        return self.plan.search_report_inputs(w, self.pick(w))["evals"]
+
+    def predictions(self, w) -> list[str]:
+        return self.plan.search_report_inputs(w, self.pick(w))["predictions"]
+
+    def shipped(self, w) -> list[str]:
+        """What ships with the pick: its model card, ONNX export and (a BERT) HuggingFace export."""
+        inputs = self.plan.search_report_inputs(w, self.pick(w))
+        return [inputs["card"], *inputs["exports"]]
+
+    def pick_weights(self, w) -> str:
+        """The pick's weights file in the target's runtime: its size is what size_mb bounds."""
+        chosen = self.plan.search_pick(self.pick(w))[0]
+        if self.plan.search_onnx(w):
+            return f"results/{w.task}/export/{chosen}/onnx/model.int8.onnx"
+        return f"{MODEL.format(task=w.task, model=chosen)}/{WEIGHTS}"

@@ -94,6 +94,8 @@ try:
 except kdlib.errors.KdflowError as exc:
     raise WorkflowError(str(exc))
 TEACHER_DIR = PLAN.teacher_dir
+# The search's inputs that its checkpoints decide (rules/search.smk).
+SEARCH = kdlib.plan.SearchInputs(PLAN, checkpoints)
 # The --backend, --device and --precision of a training or evaluation stage: a param, so a change
 # reruns it (a stage that runs a transformers teacher: PLAN.teacher_runtime).
 RUNTIME = PLAN.runtime_args()

@@ -9,7 +9,7 @@ rule model_card:
         config="results/{task}/{model}/config.json",
         eval=PLAN.model_eval,  # an ensemble's first teacher: its own evaluation, teacher_0_eval.json
         teacher_eval="results/{task}/teacher_eval.json",
-        speed="results/{task}/speed.json",
+        speed=PLAN.model_speed,  # a search's pick: the search's speed JSON
     output:
         "results/{task}/{model}/README.md",
     params:
@@ -53,7 +53,7 @@ rule export_hf:
         config="results/{task}/export/{model}/hf/config.json",
         weights="results/{task}/export/{model}/hf/model.safetensors",
     wildcard_constraints:
-        model="|".join(PLAN.bert_models),
+        model="|".join(PLAN.exportable_bert),  # every BERT model folder, search candidates included
     params:
         python=DATA_PYTHON,
     log:

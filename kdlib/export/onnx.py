@@ -168,17 +168,25 @@ def write_onnx(model_dir: str | Path, folder: str | Path) -> dict:
     "int8_bytes"}``."""
     _need("torch", "onnx", "onnxruntime")
     model, config = _torch_model(model_dir)
+    written = write_model(model, folder)
+    for name in _copied(Path(model_dir)):
+        shutil.copyfile(Path(model_dir) / name, Path(folder) / name)
+    return {"model_type": config["model_type"], **written}
+
+
+def write_model(model, folder: str | Path) -> dict:
+    """Write ``model.onnx`` and ``model.int8.onnx`` of a kdlib model on torch/CPU/fp32 (trained or
+    not: the search times untrained ones) into the existing ``folder``; returns ``{"export_s",
+    "quantize_s", "fp32_bytes", "int8_bytes"}``."""
+    _need("torch", "onnx", "onnxruntime")
     folder = Path(folder)
     start = time.perf_counter()
     _export_fp32(model, folder / FP32_FILE)
     exported = time.perf_counter()
     _quantize_int8(folder / FP32_FILE, folder / INT8_FILE)
     quantized = time.perf_counter()
-    for name in _copied(Path(model_dir)):
-        shutil.copyfile(Path(model_dir) / name, folder / name)
-    return {"model_type": config["model_type"], "export_s": exported - start,
-            "quantize_s": quantized - exported, "fp32_bytes": (folder / FP32_FILE).stat().st_size,
-            "int8_bytes": (folder / INT8_FILE).stat().st_size}
+    return {"export_s": exported - start, "quantize_s": quantized - exported,
+            "fp32_bytes": (folder / FP32_FILE).stat().st_size, "int8_bytes": (folder / INT8_FILE).stat().st_size}
 
 
 def export_onnx(model_dir: str | Path, out_dir: str | Path) -> Path:
