@@ -187,6 +187,33 @@ GPU_RULES = ("finetune_teacher", "distill", "cache_teacher_logits", "cache_trans
              "evaluate_teacher", "evaluate_student")
 
 
+def rules_declaring_a_gpu() -> set[str]:
+    """Every rule (or checkpoint) of rules/*.smk whose resources declare ``gpu=``."""
+    names = set()
+    for path in (REPO / "rules").glob("*.smk"):
+        for block in re.split(r"\n(?=\s*(?:rule|checkpoint) \w+:)", path.read_text()):
+            match = re.match(r"\s*(?:rule|checkpoint) (\w+):", block)
+            if match and re.search(r"^\s+gpu=", block, flags=re.M):
+                names.add(match[1])
+    return names
+
+
+@pytest.mark.parametrize("profile", SLURM_PROFILES)
+def test_every_rule_that_declares_a_gpu_gets_the_gpu_partition_or_none(profile):
+    """A rule's `gpu=1` becomes `sbatch --gpus=1`: on the GPU profile it must go to the GPU partition
+    (the default partition is a CPU one), on the CPU profile `gpu: 0` must remove it (a cluster
+    without GPUs refuses the request)."""
+    declared = rules_declaring_a_gpu()
+    assert {"distill", "measure_speed", "search_feasibility"} <= declared
+    resources = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())["set-resources"]
+    for rule in sorted(declared):
+        assert rule in resources, f"profiles/{profile}: {rule} declares a GPU but has no set-resources"
+        if profile == "slurm-cpu":
+            assert resources[rule].get("gpu") == 0, rule
+        else:
+            assert resources[rule].get("slurm_partition") == "gpu", rule
+
+
 @pytest.mark.parametrize("profile", SLURM_PROFILES)
 def test_slurm_profiles_run_the_short_stages_as_one_job_per_task(tmp_path, profile):
     needs_slurm_plugin()
