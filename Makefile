@@ -3,7 +3,7 @@ SNAKEMAKE := .venv/bin/snakemake
 # one training job per core on the CPU (rules/common.smk, JOB_THREADS)
 CORES ?= $(shell nproc 2>/dev/null || echo 4)
 
-.PHONY: setup setup-cluster run deploy test lint bench clean-results
+.PHONY: setup setup-cluster run deploy search test lint bench clean-results
 
 setup:  ## create any missing runtime (.venv, .venv-oneflow); a no-op when they are current
 	@bash scripts/setup.sh
@@ -17,6 +17,9 @@ run: setup  ## run the embedded default: results/tweets/report.md
 
 deploy: setup  ## after run: HuggingFace and ONNX (fp32, int8) exports, results/tweets/deployment.md
 	$(SNAKEMAKE) --cores $(CORES) deploy
+
+search: setup  ## distil to a budget: config.yaml's search (trains what it needs), results/tweets/search.md
+	$(SNAKEMAKE) --cores $(CORES) search
 
 test: setup setup-cluster lint  ## every test, in both runtimes
 	@bash scripts/test.sh
