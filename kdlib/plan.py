@@ -113,8 +113,15 @@ class Plan:
             self.member_config(k)
         for run in self.students:                    # every student's own tokenizer exists
             self.student_tokenizer_file(run)
+        # the search (make search): a mistake in search: is found here but said only when a search
+        # is asked for (search_targets), so that it never stops a run that does not search
         self.search_tasks = [t for t in config["tasks"] if space.settings(config, t)]
-        self.candidates = {task: self._search_candidates(task) for task in self.search_tasks}
+        self.candidates, self.search_errors = {}, {}
+        for task in self.search_tasks:
+            try:
+                self.candidates[task] = self._search_candidates(task)
+            except ConfigError as exc:
+                self.candidates[task], self.search_errors[task] = ([], {}), str(exc)
         self.searched = [name for task in self.search_tasks for c in self.candidates[task][0]
                          for name in (c.name, c.baseline)]
         self.search_runs = [run for name in dict.fromkeys(self.searched) for run in kdconfig.runs(config, name)]
@@ -414,7 +421,7 @@ class Plan:
     def tokenizer_of(self, w) -> str:
         """The tokenizer file whose digest names a record folder (a student's or an ensemble
         teacher's)."""
-        candidates = [self.student_tokenizer_file(s) for s in self.students] + [
+        candidates = [self.student_tokenizer_file(s) for s in self.spec_config["students"]] + [
             self.member_tokenizer_file(w.task, k) for k in self.members[1:]]
         for path in candidates:
             if path is not None and self.digest(path) == w.digest:
@@ -650,6 +657,9 @@ class Plan:
     def _search_candidates(self, task: str) -> tuple[list, dict]:
         """The task's candidates and the grid's students that are none (name -> why); each
         candidate and its baseline join ``spec_config``."""
+        if self.config["selection"] == "dev":
+            raise ConfigError("search: a search picks its student on validation, and selection: dev would "
+                              "select every candidate's checkpoint on dev; set selection: validation")
         settings = space.settings(self.config, task)
         own = "space" in (self.config["search"]["per_task"].get(task) or {})
         space.check_recipes(self.config, settings["space"], f"search.per_task.{task}.space" if own else "search.space")
@@ -741,6 +751,8 @@ class Plan:
 
     def search_targets(self, w) -> list[str]:
         """``search``: every searched task's search.md (which ships the pick)."""
+        for error in self.search_errors.values():
+            raise ConfigError(error)
         if not self.search_tasks:
             raise ConfigError("snakemake search needs search.target in config.yaml (e.g. {metric: speedup_batch1, "
                               "bound: 4, runtime: onnx_int8}) and search.space.recipes")

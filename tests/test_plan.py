@@ -156,3 +156,51 @@ def test_a_bert_student_that_does_not_run_the_teacher_follows_its_widths_without
     assert "teacher_widths" not in default.distill_spec("tinybert", "tweets")   # it runs the teacher
     assert "teacher_widths" not in default.distill_spec("lstm_nokd", "tweets")
 
+
+
+# ---- the search ---------------------------------------------------------------------------------
+
+class FakeCheckpoints:
+    """Snakemake's ``checkpoints`` after both search checkpoints ran, writing into ``folder``."""
+
+    def __init__(self, folder):
+        self.search_feasibility = W(get=lambda task: W(output=[str(folder / f"{task}-feasibility.json")]))
+        self.search_select = W(get=lambda task: W(output=[str(folder / f"{task}-pick.json")]))
+
+
+def test_the_search_inputs_follow_the_checkpoints_jsons(tmp_path, default):
+    kept = [c.name for c in default.candidates["tweets"][0]]
+    bert, lstm = (next(n for n in kept if ("lstm" in n) == want) for want in (False, True))
+    (tmp_path / "tweets-feasibility.json").write_text(json.dumps({"candidates": {
+        bert: {"feasible": True}, lstm: {"feasible": False}}}))
+    inputs = plan.SearchInputs(default, FakeCheckpoints(tmp_path))
+    w = W(task="tweets")
+    assert inputs.feasible_summaries(w) == [f"results/tweets/{bert}/train_summary.json"]
+    for chosen, is_lstm in ((bert, False), (lstm, True)):
+        (tmp_path / "tweets-pick.json").write_text(json.dumps({"pick": chosen, "baseline": chosen + "_nokd"}))
+        assert inputs.speed_models(w) == ["results/tweets/teacher", f"results/tweets/{chosen}",
+                                          f"results/tweets/{chosen}_nokd"]
+        assert inputs.exports(w) == ["results/tweets/export/teacher/onnx", f"results/tweets/export/{chosen}/onnx"]
+        assert inputs.evals(w) == [f"results/tweets/{chosen}_eval.json", f"results/tweets/{chosen}_nokd_eval.json"]
+        # the default searches in onnxruntime int8: the pick's size is its int8 file
+        assert inputs.pick_weights(w) == f"results/tweets/export/{chosen}/onnx/model.int8.onnx"
+        shipped = inputs.shipped(w)
+        assert f"results/tweets/{chosen}/README.md" in shipped
+        assert (f"results/tweets/export/{chosen}/hf/config.json" in shipped) is not is_lstm   # no HF BiLSTM
+        assert default.model_speed(W(task="tweets", model=chosen)) == "results/tweets/search/speed.json"
+    assert default.model_speed(W(task="tweets", model="kd")) == "results/tweets/speed.json"
+
+
+def test_a_mistake_in_the_search_stops_only_a_search():
+    students = {"kd": {"algorithm": "kd", "architecture": BERT}}
+    broken = make_plan(students, search={"target": {"metric": "size_mb", "bound": 1, "runtime": "kdlib"},
+                                         "space": {"recipes": ["missing"]}})
+    assert broken.default_targets(W()) == make_plan(students).default_targets(W())
+    with pytest.raises(ConfigError, match="search.space.recipes: no student 'missing'"):
+        broken.search_targets(W())
+    with pytest.raises(ConfigError, match="needs search.target"):
+        make_plan(students).search_targets(W())
+    on_dev = make_plan(students, selection="dev", search={
+        "target": {"metric": "size_mb", "bound": 1, "runtime": "kdlib"}, "space": {"recipes": ["kd"]}})
+    with pytest.raises(ConfigError, match="selection: dev"):
+        on_dev.search_targets(W())
