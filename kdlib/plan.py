@@ -685,10 +685,10 @@ class Plan:
         grid's students that are none, as the feasibility stage's --candidates (a param: a change of
         the space measures again; training stays cached by name)."""
         kept, skipped = self.candidates[w.task]
-        return json.dumps({"candidates": {c.name: {
-            "recipe": c.recipe, "records": self.records_dir(w.task, c.name, transfer=False),
+        return json.dumps({"candidates": [{        # a list: the search's seeded order
+            "name": c.name, "recipe": c.recipe, "records": self.records_dir(w.task, c.name, transfer=False),
             "spec": {k: v for k, v in student_spec(self.spec_config, c.name, w.task).items()
-                     if k in ("algorithm", "architecture", "transfer")}} for c in kept},
+                     if k in ("algorithm", "architecture", "transfer")}} for c in kept],
             "skipped": skipped}, sort_keys=True)
 
     def feasibility_inputs(self, w) -> dict:

@@ -25,7 +25,7 @@ def parse_args(argv=None):
     p.add_argument("--teacher-records", required=True, help="the teacher's record folder")
     p.add_argument("--target", required=True, help="the target as JSON (config.yaml search.target)")
     p.add_argument("--candidates", required=True,
-                   help='JSON {"candidates": {name: {"recipe", "records", "spec"}}, "skipped": {name: why}}')
+                   help='JSON {"candidates": [{"name", "recipe", "records", "spec"}, ...], "skipped": {name: why}}')
     p.add_argument("--rounds", type=int, required=True, help="interleaved rounds of measurement")
     p.add_argument("--latency-examples", type=int, required=True, help="validation examples timed at batch 1")
     p.add_argument("--throughput-examples", type=int, required=True,
@@ -36,13 +36,14 @@ def parse_args(argv=None):
 
 
 def read_candidates(text: str) -> tuple[dict, dict]:
+    """``({name: {"recipe", "records", "spec"}} in the search's order, {name: why it is none})``."""
     given = json_arg(text, "--candidates")
-    if not isinstance(given, dict) or not isinstance(given.get("candidates"), dict) or not given["candidates"] \
-            or not all(isinstance(c, dict) and {"recipe", "records", "spec"} <= set(c)
-                       for c in given["candidates"].values()):
-        raise ConfigError('--candidates must be {"candidates": {name: {"recipe", "records", "spec"}, ...}, '
-                          '"skipped": {...}} with one candidate or more')
-    return given["candidates"], given.get("skipped") or {}
+    listed = given.get("candidates") if isinstance(given, dict) else None
+    if not isinstance(listed, list) or not listed or not all(
+            isinstance(c, dict) and {"name", "recipe", "records", "spec"} <= set(c) for c in listed):
+        raise ConfigError('--candidates must be {"candidates": [{"name", "recipe", "records", "spec"}, ...], '
+                          '"skipped": {...}} with one candidate or more, in the search\'s order')
+    return {c["name"]: {k: c[k] for k in ("recipe", "records", "spec")} for c in listed}, given.get("skipped") or {}
 
 
 @guarded
