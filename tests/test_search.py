@@ -652,3 +652,19 @@ def test_the_pick_is_remeasured_in_the_targets_runtime():
     busy = report.remeasured({"metric": "size_mb", "bound": 5, "runtime": "kdlib"}, "search_a",
                              {**speed_json, "machine": {**QUIET, "busy": True}}, deployment, 2_500_000)
     assert busy["unreliable"] == ["latency", "throughput"]
+
+
+def test_the_page_warns_when_a_figure_measured_before_training_is_unreliable():
+    teacher = {"latency_ms_batch1": 5.0, "throughput_batch32": 200.0, "latency_rounds": [5.0, 5.0],
+               "throughput_rounds": [200.0, 200.0]}
+    quiet = {"teacher": teacher, "machine": {"others_cpu_share": 0.01, "busy": False, "usable_cpus": 2},
+             "target": {"metric": "speedup_batch1", "bound": 4, "runtime": "kdlib"},
+             "candidates": {"a": {"unreliable": []}, "b": {"unreliable": []}}}
+    assert report.caution(quiet) == ""
+    busy = {**quiet, "machine": {"others_cpu_share": 0.5, "busy": True, "usable_cpus": 2},
+            "candidates": {"a": {"unreliable": ["latency"]}, "b": {"unreliable": []}}}
+    warning = report.caution(busy)
+    assert "1 of 2 candidates" in warning and "50%" in warning and "--forcerun search_feasibility" in warning
+    assert "which candidates met the target" in warning
+    sized = report.caution({**busy, "target": {"metric": "size_mb", "bound": 4, "runtime": "kdlib"}})
+    assert "does not depend on them" in sized and "which candidates met" not in sized

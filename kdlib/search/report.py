@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..evaluate import report as task_report
 from ..evaluate.plots import _png, _pyplot
-from ..evaluate.speed import unreliable_figures
+from ..evaluate.speed import unreliable_figures, unreliable_reasons
 from ..io import write_text
 from .feasibility import figures
 from .space import AT_LEAST, meets
@@ -90,8 +91,9 @@ def plot(feasibility: dict, pick: dict) -> bytes:
     for x, y, n in trained:
         ax.annotate(n.removeprefix("search_"), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
     front = pareto(trained, metric in AT_LEAST)
-    ax.plot([x for x, _ in front], [y for _, y in front], color="tab:blue", alpha=0.5, drawstyle="steps-post"
-            if metric in AT_LEAST else "steps-pre", label="Pareto front")
+    # the best score within the budget: a step at each front point, rising toward looser budgets
+    ax.plot([x for x, _ in front], [y for _, y in front], color="tab:blue", alpha=0.5, drawstyle="steps-pre"
+            if metric in AT_LEAST else "steps-post", label="Pareto front")
     best = next((x, y) for x, y, n in trained if n == pick["pick"])
     ax.scatter([best[0]], [best[1]], marker="*", s=260, color="tab:red", label="the pick", zorder=4)
     if dropped:
@@ -133,8 +135,26 @@ def write(task: str, out_stem: str, feasibility: dict, pick: dict, pair: pd.Data
     return summary
 
 
+MEASURE_AGAIN = ("`.venv/bin/snakemake --cores 4 --forcerun search_feasibility search_speed search_deployment "
+                 "-- search`")
+
+
+def caution(feasibility: dict) -> str:
+    """The page's warning when figures measured before training are unreliable (empty when none is):
+    which candidates were trained may then be wrong too."""
+    flagged = [n for n, c in feasibility["candidates"].items() if c["unreliable"]]
+    if not flagged:
+        return ""
+    reasons = unreliable_reasons({"teacher": feasibility["teacher"]}, feasibility.get("machine"))
+    why = f" ({'; '.join(reasons)})" if reasons else ""
+    size = feasibility["target"]["metric"] == "size_mb"          # sizes do not depend on the machine
+    fate = "; the size target does not depend on them" if size else ", and so is which candidates met the target"
+    return (f"**Warning: the speed figures of {len(flagged)} of {len(feasibility['candidates'])} candidates, named "
+            f"in `speed warning`, are unreliable{why}{fate}. Measure again on a quiet machine ({MEASURE_AGAIN}) "
+            "before trusting them.**\n\n")
+
+
 def markdown(task: str, frame, feasibility: dict, pick: dict, pair, after: dict, out_stem: str) -> str:
-    from pathlib import Path
     target = feasibility["target"]
     word = ">=" if target["metric"] in AT_LEAST else "<="
     bound = f"`{target['metric']}` {word} {target['bound']:g} in {RUNTIME_WORDS[target['runtime']]}"
@@ -143,10 +163,10 @@ def markdown(task: str, frame, feasibility: dict, pick: dict, pair, after: dict,
     right = [c for c in frame.columns if frame[c].dtype.kind == "f"]
     skipped = "".join(f"- `{name}`: {why}\n" for name, why in feasibility["skipped"].items())
     still = "meets" if after["meets"] else "**no longer meets**"
-    caution = ("" if not after["unreliable"] else
-               f" (unreliable: {', '.join(after['unreliable'])}; measure again on a quiet machine)")
+    remeasure = ("" if not after["unreliable"] else
+                 f" (unreliable: {', '.join(after['unreliable'])}; measure again on a quiet machine)")
     return (
-        f"# {task}: distil to a budget\n\n"
+        f"# {task}: distil to a budget\n\n{caution(feasibility)}"
         f"Target: {bound}; speed-ups over {feasibility['reference']}. {n} candidates were measured "
         f"untrained beside the teacher; {kept} met the target and were trained (each selected on "
         f"validation), {n - kept} were dropped before training. The pick, **{pick['pick']}**, has the "
@@ -155,7 +175,7 @@ def markdown(task: str, frame, feasibility: dict, pick: dict, pair, after: dict,
         f"![validation score against {target['metric']}]({Path(out_stem).name}.png)\n\n"
         f"## The pick on dev\n\n{task_report.markdown_table(pair)}\n"
         f"After training, {pick['pick']} measured {after['value']:.3g} ({target['metric']}) and {still} "
-        f"the target{caution}.\n\n"
+        f"the target{remeasure}.\n\n"
         f"## Candidates\n\n{task_report.markdown_cells(cells, right)}\n"
         f"Figures measured untrained, side by side with the teacher in one process on "
         f"{feasibility['validation_examples']} validation examples (latency over {feasibility['latency_examples']} "
