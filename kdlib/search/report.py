@@ -31,6 +31,7 @@ METRIC_WORDS = {"latency_ms_batch1": "latency at batch 1 (ms)",
                 "speedup_batch1": "speed-up at batch 1 (x teacher)",
                 "speedup_batch32": "speed-up at batch 32 (x teacher)",
                 "size_mb": "size (MB)"}
+SIZE_FILES = {"kdlib": "model.safetensors", "onnx_int8": "model.int8.onnx"}
 RUNTIME_WORDS = {"kdlib": "kdlib (the run's backend and precision)", "onnx_int8": "onnxruntime int8"}
 
 
@@ -180,8 +181,9 @@ def markdown(task: str, frame, feasibility: dict, pick: dict, pair, after: dict,
         f"Figures measured untrained, side by side with the teacher in one process on "
         f"{feasibility['validation_examples']} validation examples (latency over {feasibility['latency_examples']} "
         f"at batch 1, throughput over {feasibility['throughput_examples']} at batch 32, medians of "
-        f"{feasibility['rounds']} rounds). Validation scores are those of each candidate's published "
-        "checkpoint, as its training selected it.\n"
+        f"{feasibility['rounds']} rounds). `size (MB)` is the weights file in that runtime "
+        f"({SIZE_FILES[target['runtime']]}); the pick's table above gives its model folder on disk. "
+        "Validation scores are those of each candidate's published checkpoint, as its training selected it.\n"
         + (f"\n## Not candidates\n\n{skipped}" if skipped else ""))
 
 
