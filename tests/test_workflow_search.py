@@ -69,7 +69,8 @@ def test_the_search_trains_only_feasible_candidates_and_scores_only_the_pick_on_
     md = (results / "search.md").read_text()
     assert chosen["pick"] in md and "dropped" in md
     assert (results / "search.png").read_bytes()[:4] == b"\x89PNG"
-    assert (results / chosen["pick"] / "README.md").exists()                    # shipped: its card,
+    card = (results / chosen["pick"] / "README.md").read_text()                  # shipped: its card,
+    assert "results/tickets/search/speed.json" in card                           # (the search's speed)
     assert (results / "export" / chosen["pick"] / "onnx" / "model.int8.onnx").exists()   # ONNX and HF
     assert (results / "export" / chosen["pick"] / "hf" / "config.json").exists()
     assert (results / "search/deployment.md").exists()

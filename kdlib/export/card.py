@@ -127,6 +127,6 @@ Label new text, one {line} per line (the folder alone is enough; copy it anywher
 
 `labels.tsv` holds the label, its probability and the logits of each line. The folder holds
 `model.safetensors` (the weights), `config.json` (architecture, labels, tokeniser settings) and
-`{tokenizer_file}`; written by kdflow's `model_card` stage from `results/{task}/{name}_eval.json` and
-`results/{task}/speed.json`.
+`{tokenizer_file}`; written by kdflow's `model_card` stage from `{Path(eval_path).as_posix()}` and
+`{Path(speed_path).as_posix()}`.
 """
