@@ -115,6 +115,24 @@ CACHE_LOGITS_SHELL = logged(
     " --eval-batch-size {params.eval_batch_size} {params.runtime} --threads {threads}")
 
 
+# The speed stage's and the deployment table's commands: the task's (measure_speed,
+# measure_deployment) and the search's pick beside the teacher (search_speed, search_deployment).
+SPEED_SHELL = logged(
+    "{params.python} -m workflow_scripts.measure_speed --task {wildcards.task}"
+    " --models {params.models} --records {params.records} {params.ensemble} --rounds {params.rounds}"
+    " --latency-examples {params.latency_examples}"
+    " --throughput-examples {params.throughput_examples} --out {output}"
+    " --eval-batch-size {params.eval_batch_size} {params.runtime}"
+    " --threads {threads}")
+DEPLOYMENT_SHELL = logged(
+    "{params.python} -m workflow_scripts.measure_deployment --task {wildcards.task}"
+    " --teacher results/{wildcards.task}/teacher --exports {params.exports}"
+    " --records {params.records} --rounds {params.rounds}"
+    " --latency-examples {params.latency_examples}"
+    " --throughput-examples {params.throughput_examples} --threads {threads}"
+    " --json {output.json} --md {output.md} --csv {output.csv}")
+
+
 def predict_input(wildcards):
     """config `predict.input`, the file rule predict labels; asking for predictions without it is
     an error that says what to set."""

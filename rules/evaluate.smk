@@ -133,9 +133,4 @@ rule measure_speed:
     resources:
         gpu=1,
     shell:
-        logged("{params.python} -m workflow_scripts.measure_speed --task {wildcards.task}"
-               " --models {params.models} --records {params.records} {params.ensemble} --rounds {params.rounds}"
-               " --latency-examples {params.latency_examples}"
-               " --throughput-examples {params.throughput_examples} --out {output}"
-               " --eval-batch-size {params.eval_batch_size} {params.runtime}"
-               " --threads {threads}")
+        SPEED_SHELL

@@ -111,12 +111,7 @@ rule measure_deployment:
         "benchmarks/{task}/measure_deployment.tsv"
     threads: COMPUTE_THREADS
     shell:
-        logged("{params.python} -m workflow_scripts.measure_deployment --task {wildcards.task}"
-               " --teacher results/{wildcards.task}/teacher --exports {params.exports}"
-               " --records {params.records} --rounds {params.rounds}"
-               " --latency-examples {params.latency_examples}"
-               " --throughput-examples {params.throughput_examples} --threads {threads}"
-               " --json {output.json} --md {output.md} --csv {output.csv}")
+        DEPLOYMENT_SHELL
 
 
 rule deploy:

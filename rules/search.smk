@@ -65,6 +65,7 @@ rule search_speed:
         runtime=PLAN.teacher_runtime,
         models=SEARCH.speed_models,  # the teacher, the pick, its baseline
         records=SEARCH.speed_records,
+        ensemble="",  # the teacher folder alone: an ensemble's first teacher
         rounds=config["speed"]["rounds"],
         latency_examples=config["speed"]["latency_examples"],
         throughput_examples=config["speed"]["throughput_examples"],
@@ -75,11 +76,7 @@ rule search_speed:
     resources:
         gpu=1,
     shell:
-        logged("{params.python} -m workflow_scripts.measure_speed --task {wildcards.task}"
-               " --models {params.models} --records {params.records} --rounds {params.rounds}"
-               " --latency-examples {params.latency_examples}"
-               " --throughput-examples {params.throughput_examples} --out {output}"
-               " --eval-batch-size {params.eval_batch_size} {params.runtime} --threads {threads}")
+        SPEED_SHELL
 
 
 rule search_deployment:
@@ -102,12 +99,7 @@ rule search_deployment:
         "logs/{task}/search_deployment.log",
     threads: COMPUTE_THREADS
     shell:
-        logged("{params.python} -m workflow_scripts.measure_deployment --task {wildcards.task}"
-               " --teacher results/{wildcards.task}/teacher --exports {params.exports}"
-               " --records {params.records} --rounds {params.rounds}"
-               " --latency-examples {params.latency_examples}"
-               " --throughput-examples {params.throughput_examples} --threads {threads}"
-               " --json {output.json} --md {output.md} --csv {output.csv}")
+        DEPLOYMENT_SHELL
 
 
 rule search_report:

@@ -16,6 +16,7 @@ from kdlib.errors import ConfigError
 from kdlib.evaluate import speed
 from kdlib.io import write_text
 from kdlib.search import feasibility
+from kdlib.search.space import AT_LEAST
 from workflow_scripts._cli import add_runtime_args, backend_from, guarded, json_arg, load_section, stage_parser
 
 
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
     kept = [n for n, c in result["candidates"].items() if c["feasible"]]
     reasons = speed.unreliable_reasons({"teacher": result["teacher"]}, result["machine"])
     print(f"search feasibility on {task.name}: {len(kept)} of {len(candidates)} candidates meet "
-          f"{target['metric']} {'>=' if target['metric'] in feasibility.AT_LEAST else '<='} {target['bound']:g} "
+          f"{target['metric']} {'>=' if target['metric'] in AT_LEAST else '<='} {target['bound']:g} "
           f"in {target['runtime']} ({len(measured['shapes'])} shapes timed untrained); wrote {args.out}"
           + (f"; WARNING: unreliable figures: {'; '.join(reasons)}" if reasons else ""), file=sys.stderr)
     return 0

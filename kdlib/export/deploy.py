@@ -29,12 +29,16 @@ CHECK_KEYS = {"onnx_fp32": "onnx_fp32", "onnx_int8": "onnx_int8", EAGER: "kdlib_
 
 
 def measure(onnx_dirs: dict[str, Path], records: dict[str, Path], teacher_dir: Path, threads: int,
-            rounds: int, latency_examples: int, throughput_examples: int, batch_size: int = 32) -> dict:
-    """Time every model of ``onnx_dirs`` (name -> its ONNX folder; ``teacher`` among them) under
-    onnxruntime fp32 and int8 and the teacher folder in eager PyTorch fp32, side by side, on the
-    dev records ``records[name]``. Returns ``{"models": {name: {runtime: timings}}, "rounds",
-    "latency_examples", "throughput_examples", "dev_examples", "threads", "versions"}`` (runtime:
-    ``onnx_fp32``, ``onnx_int8``; the teacher also ``torch_fp32``)."""
+            rounds: int, latency_examples: int, throughput_examples: int, batch_size: int = 32,
+            runtimes: tuple[str, ...] = tuple(FILES)) -> dict:
+    """Time every model of ``onnx_dirs`` (name -> its ONNX folder; the table's holds ``teacher``)
+    under onnxruntime fp32 and int8 (``runtimes``: those of :data:`FILES` to time; the search's
+    feasibility stage times int8 alone) and the teacher folder in eager PyTorch fp32, side by side,
+    on the record files ``records[name]`` (``records["teacher"]``: the eager teacher's; the same
+    examples in every file).
+    Returns ``{"models": {name: {runtime: timings}}, "rounds", "latency_examples",
+    "throughput_examples", "dev_examples", "threads", "versions"}`` (runtime: ``onnx_fp32``,
+    ``onnx_int8``; the teacher also ``torch_fp32``)."""
     import onnxruntime
     import torch
 
@@ -44,8 +48,8 @@ def measure(onnx_dirs: dict[str, Path], records: dict[str, Path], teacher_dir: P
 
     runners = {}
     for name, folder in onnx_dirs.items():
-        for runtime, file in FILES.items():
-            sess = session(Path(folder) / file, threads)
+        for runtime in runtimes:
+            sess = session(Path(folder) / FILES[runtime], threads)
             runners[f"{name}/{runtime}"] = (lambda feed, sess=sess: sess.run(None, feed),
                                             lambda batch, sess=sess: onnx_feed(sess, batch), records[name])
     B = load("torch", "cpu", "fp32")

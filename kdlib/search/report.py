@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 
 from ..evaluate import report as task_report
 from ..evaluate.plots import _png, _pyplot
-from ..evaluate.speed import unreliable_figures, unreliable_reasons
+from ..evaluate.speed import unreliable_reasons
+from ..export.deploy import DECIMALS
 from ..io import write_text
-from .feasibility import figures
+from .feasibility import figures, unreliable
 from .space import AT_LEAST, meets
 
 if TYPE_CHECKING:
@@ -71,10 +72,9 @@ def remeasured(target: dict, pick: str, speed: dict, deployment: dict, size_byte
         models, machine = speed["models"], speed.get("machine")
         timing, teacher = models[pick], models["teacher"]
     values = figures({**timing, "size_mb": size_bytes / 1e6}, teacher)
-    unreliable = sorted(set(unreliable_figures(timing, machine)) | set(unreliable_figures(teacher, machine)))
     value = values[target["metric"]]
     return {**{k: round(v, 4) for k, v in values.items()}, "value": round(value, 4),
-            "meets": meets(target, value), "unreliable": unreliable}
+            "meets": meets(target, value), "unreliable": unreliable(timing, teacher, machine)}
 
 
 def plot(feasibility: dict, pick: dict) -> bytes:
@@ -189,12 +189,10 @@ def markdown(task: str, frame, feasibility: dict, pick: dict, pair, after: dict,
 
 def _cells(frame):
     import pandas as pd
-    decimals = {"latency b1 (ms)": 2, "throughput b32 (ex/s)": 0, "x teacher b1": 2, "x teacher b32": 2,
-                "size (MB)": 2}
     out = {}
     for column in frame.columns:
         if frame[column].dtype.kind == "f":
-            d = decimals.get(column, 2)
+            d = DECIMALS.get(column, 2)                 # the deployment table's, for the same columns
             out[column] = ["" if v != v else f"{v:.{d}f}" for v in frame[column].tolist()]
         else:
             out[column] = [str(v) for v in frame[column].tolist()]
