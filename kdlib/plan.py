@@ -25,9 +25,10 @@ from .data.transfer import result_settings as transfer_settings
 from .distill import recipes
 from .distill.spec import check_students, student_spec, transfer_of
 from .errors import ConfigError
-from .io import file_digest, folder_tokenizer
+from .io import file_digest, folder_tokenizer, read_json
 from .models import families, pretrained
 from .search import space
+from .search.pick import feasible
 
 # Path templates: every rule's pattern and every function here use these.
 TEACHER = "results/{task}/teacher"                        # the task's teacher, a model folder
@@ -709,19 +710,14 @@ class Plan:
     def feasibility_runtime(self, w) -> str:
         return "--backend torch --device cpu --precision fp32" if self.search_onnx(w) else self.teacher_runtime(w)
 
-    @staticmethod
-    def _read(path) -> dict:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-
     def search_summaries(self, w, feasibility: str) -> list[str]:
         """The training summaries of the candidates the feasibility JSON kept (trained, cached)."""
         return [f"{MODEL.format(task=w.task, model=name)}/train_summary.json"
-                for name, c in self._read(feasibility)["candidates"].items() if c["feasible"]]
+                for name in feasible(read_json(feasibility))]
 
     def search_pick(self, pick: str) -> tuple[str, str]:
         """``(the pick, its baseline)`` of a search's pick.json."""
-        chosen = self._read(pick)
+        chosen = read_json(pick)
         return chosen["pick"], chosen["baseline"]
 
     def search_speed_models(self, w, pick: str) -> list[str]:

@@ -22,6 +22,7 @@ from ..evaluate.speed import unreliable_reasons
 from ..export.deploy import DECIMALS
 from ..io import write_text
 from .feasibility import figures, unreliable
+from .pick import feasible
 from .space import AT_LEAST, meets
 
 if TYPE_CHECKING:
@@ -159,7 +160,7 @@ def markdown(task: str, frame, feasibility: dict, pick: dict, pair, after: dict,
     target = feasibility["target"]
     word = ">=" if target["metric"] in AT_LEAST else "<="
     bound = f"`{target['metric']}` {word} {target['bound']:g} in {RUNTIME_WORDS[target['runtime']]}"
-    n, kept = len(frame), int((frame["meets target"] == "yes").sum())
+    n, kept = len(frame), len(feasible(feasibility))
     cells = _cells(frame)
     right = [c for c in frame.columns if frame[c].dtype.kind == "f"]
     skipped = "".join(f"- `{name}`: {why}\n" for name, why in feasibility["skipped"].items())
