@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from kdlib.search.feasibility import figures
-from kdlib.search.space import AT_LEAST, meets
+from kdlib.search.space import comparison, meets
 
 
 def hand_chosen(results: Path, target: dict) -> list[dict]:
@@ -60,8 +60,7 @@ def main(argv=None) -> int:
         "layers/hidden": pick["layers/hidden"], target["metric"]: search["after_training"]["value"],
         "meets target": search["after_training"]["meets"], "validation": pick[selection], "dev": pick[metric]}]
     frame = pd.DataFrame(rows).sort_values("validation", ascending=False)
-    word = ">=" if target["metric"] in AT_LEAST else "<="
-    print(f"target: {target['metric']} {word} {target['bound']} in {target['runtime']}")
+    print(f"target: {target['metric']} {comparison(target)} {target['bound']} in {target['runtime']}")
     print(frame.to_markdown(index=False, floatfmt=".2f"))
     return 0
 

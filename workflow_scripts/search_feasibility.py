@@ -16,7 +16,7 @@ from kdlib.errors import ConfigError
 from kdlib.evaluate import speed
 from kdlib.io import write_text
 from kdlib.search import feasibility
-from kdlib.search.space import AT_LEAST
+from kdlib.search.space import comparison
 from workflow_scripts._cli import add_runtime_args, backend_from, guarded, json_arg, load_section, stage_parser
 
 
@@ -53,7 +53,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     target = load_section(args.target, "search_target", "--target")
     if not target:
-        raise ConfigError("--target: give the search's target, e.g. {\"metric\": \"size_mb\", \"bound\": 20}")
+        raise ConfigError("--target: give the search's target, e.g. "
+                          '{"metric": "size_mb", "bound": 20, "runtime": "kdlib"}')
     candidates, skipped = read_candidates(args.candidates)
     task = tasks.task_of_records(args.teacher_records, args.task)
     if target["runtime"] == "onnx_int8" and args.backend != "torch":
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
     kept = [n for n, c in result["candidates"].items() if c["feasible"]]
     reasons = speed.unreliable_reasons({"teacher": result["teacher"]}, result["machine"])
     print(f"search feasibility on {task.name}: {len(kept)} of {len(candidates)} candidates meet "
-          f"{target['metric']} {'>=' if target['metric'] in AT_LEAST else '<='} {target['bound']:g} "
+          f"{target['metric']} {comparison(target)} {target['bound']:g} "
           f"in {target['runtime']} ({len(measured['shapes'])} shapes timed untrained); wrote {args.out}"
           + (f"; WARNING: unreliable figures: {'; '.join(reasons)}" if reasons else ""), file=sys.stderr)
     return 0

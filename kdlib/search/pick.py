@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..io import read_json
-from .space import AT_LEAST, baseline_name
+from .space import AT_LEAST, baseline_name, comparison
 
 
 def feasible(feasibility: dict) -> list[str]:
@@ -45,7 +45,7 @@ def choose(feasibility: dict, scores: dict[str, dict]) -> dict:
     if not names:
         closest = sorted(feasibility["candidates"].items(), key=lambda kv: -_goodness(target, kv[1]["value"]))[:3]
         measured = ", ".join(f"{n} {c['value']:.3g}" for n, c in closest) or "no candidates"
-        raise DataError(f"no candidate meets {target['metric']} {_word(target)} {target['bound']} in "
+        raise DataError(f"no candidate meets {target['metric']} {comparison(target)} {target['bound']} in "
                         f"{target['runtime']} (closest: {measured}); widen search.space or relax the target")
     learnt = [n for n in names if not scores[n]["collapsed"]]
     if not learnt:
@@ -58,7 +58,3 @@ def choose(feasibility: dict, scores: dict[str, dict]) -> dict:
 
 def _goodness(target: dict, value: float) -> float:
     return value if target["metric"] in AT_LEAST else -value
-
-
-def _word(target: dict) -> str:
-    return ">=" if target["metric"] in AT_LEAST else "<="

@@ -23,7 +23,7 @@ from ..export.deploy import DECIMALS
 from ..io import write_text
 from .feasibility import figures, unreliable
 from .pick import feasible
-from .space import AT_LEAST, meets
+from .space import AT_LEAST, comparison, meets
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,7 +102,7 @@ def plot(feasibility: dict, pick: dict) -> bytes:
         ax.scatter(dropped, [low - 1.5] * len(dropped), marker="x", color="tab:gray",
                    label="dropped before training (no score)", zorder=3)
     ax.axvline(target["bound"], color="tab:red", linestyle="--", linewidth=1,
-               label=f"target: {'>=' if metric in AT_LEAST else '<='} {target['bound']:g}")
+               label=f"target: {comparison(target)} {target['bound']:g}")
     ax.set_xlabel(f"{METRIC_WORDS[metric]}, untrained, {RUNTIME_WORDS[target['runtime']]}")
     ax.set_ylabel(f"validation {pick['metric']} (%)")
     ax.grid(alpha=0.3)
@@ -158,8 +158,7 @@ def caution(feasibility: dict) -> str:
 
 def markdown(task: str, frame, feasibility: dict, pick: dict, pair, after: dict, out_stem: str) -> str:
     target = feasibility["target"]
-    word = ">=" if target["metric"] in AT_LEAST else "<="
-    bound = f"`{target['metric']}` {word} {target['bound']:g} in {RUNTIME_WORDS[target['runtime']]}"
+    bound = f"`{target['metric']}` {comparison(target)} {target['bound']:g} in {RUNTIME_WORDS[target['runtime']]}"
     n, kept = len(frame), len(feasible(feasibility))
     cells = _cells(frame)
     right = [c for c in frame.columns if frame[c].dtype.kind == "f"]

@@ -59,6 +59,11 @@ def settings(config: dict, task: str) -> dict | None:
     return None if target is None else {"target": target, "space": own.get("space", search["space"])}
 
 
+def comparison(target: dict) -> str:
+    """``>=`` for a target whose bound is a minimum, ``<=`` for a maximum, as the pages write it."""
+    return ">=" if target["metric"] in AT_LEAST else "<="
+
+
 def meets(target: dict, value: float) -> bool:
     """Whether a measured ``value`` of the target's metric meets its bound."""
     return value >= target["bound"] if target["metric"] in AT_LEAST else value <= target["bound"]
