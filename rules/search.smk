@@ -7,7 +7,6 @@
 # reads their outputs.
 
 
-
 checkpoint search_feasibility:
     input:
         unpack(PLAN.feasibility_inputs),
